@@ -1,0 +1,211 @@
+//! Map types shared by the eBPF programs and the userspace agent.
+//!
+//! Every type here crosses the kernel/user boundary byte for byte, so each one is `#[repr(C)]`,
+//! uses fixed-width fields only and spells out its padding; the size assertions at the bottom
+//! fail the build if a field change silently moves anything. Changing any of them means bumping
+//! [`LAYOUT_VERSION`], because maps pinned by an older agent would otherwise be misread.
+#![no_std]
+
+/// Version of the pinned map layout. The agent refuses to reuse pins carrying another version.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Written into [`Meta::magic`] so that a foreign map that happens to be called `ASTRA_META`
+/// is never mistaken for ours.
+pub const META_MAGIC: u64 = u64::from_be_bytes(*b"ASTRAMAP");
+
+/// Names of the maps as they are declared in the eBPF object and pinned in the pin directory.
+pub mod map_names {
+    pub const META: &str = "ASTRA_META";
+    pub const FLOWS: &str = "ASTRA_FLOWS";
+    pub const COUNTERS: &str = "ASTRA_COUNTERS";
+    pub const BLOCK_V4: &str = "ASTRA_BLOCK_V4";
+    pub const BLOCK_V6: &str = "ASTRA_BLOCK_V6";
+    pub const BLOCK_NET_V4: &str = "ASTRA_BNET_V4";
+    pub const BLOCK_NET_V6: &str = "ASTRA_BNET_V6";
+    pub const ALLOW_NET_V4: &str = "ASTRA_ANET_V4";
+    pub const ALLOW_NET_V6: &str = "ASTRA_ANET_V6";
+    /// Every pinned map, in the order the layout check walks them.
+    pub const ALL: [&str; 9] = [
+        META,
+        FLOWS,
+        COUNTERS,
+        BLOCK_V4,
+        BLOCK_V6,
+        BLOCK_NET_V4,
+        BLOCK_NET_V6,
+        ALLOW_NET_V4,
+        ALLOW_NET_V6,
+    ];
+}
+
+/// Program names (the symbol names in the eBPF object).
+pub const XDP_PROGRAM: &str = "astra_xdp";
+pub const TC_EGRESS_PROGRAM: &str = "astra_tc_egress";
+
+/// Default number of flow table entries (overridable at load time with `--flow-capacity`).
+pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
+pub const BLOCK_EXACT_CAPACITY: u32 = 1 << 20;
+pub const BLOCK_NET_CAPACITY: u32 = 1 << 18;
+pub const ALLOW_NET_CAPACITY: u32 = 1 << 16;
+
+/// Interfaces are folded into this many counter slots (`ifindex % IFACE_SLOTS`). A per-CPU
+/// array indexed by slot costs one inlined lookup per packet, where a hash keyed by ifindex
+/// would cost a full hash lookup on the drop path; the agent refuses to attach to two
+/// interfaces that share a slot.
+pub const IFACE_SLOTS: u32 = 1024;
+
+/// Per-interface counter slots (`action` index into the counters array).
+pub mod action {
+    pub const PASS: u32 = 0;
+    pub const DROP_BLOCKED: u32 = 1;
+    pub const DROP_BLOCKED_NET: u32 = 2;
+    /// Matched a block entry but an allowlist prefix covers it, so it passed.
+    pub const PASS_ALLOWLISTED: u32 = 3;
+    pub const PARSE_ERROR: u32 = 4;
+    /// Non-first IP fragment: it has no transport header, so it is passed uncounted by flow.
+    pub const FRAGMENT: u32 = 5;
+    pub const NON_IP: u32 = 6;
+    /// Not a packet outcome: a flow that could not be inserted because the table was full.
+    pub const FLOW_INSERT_FAIL: u32 = 7;
+    pub const EGRESS_PASS: u32 = 8;
+    pub const EGRESS_PARSE_ERROR: u32 = 9;
+    pub const EGRESS_FRAGMENT: u32 = 10;
+    pub const EGRESS_NON_IP: u32 = 11;
+    /// A block entry matched but its expiry had passed: the packet was not dropped.
+    pub const PASS_EXPIRED_BLOCK: u32 = 12;
+    pub const COUNT: u32 = 16;
+}
+
+/// Flow direction as seen by the hook that counted it.
+pub mod direction {
+    pub const INGRESS: u8 = 0;
+    pub const EGRESS: u8 = 1;
+}
+
+/// Origin of a block entry.
+pub mod source {
+    pub const MANUAL: u32 = 0;
+    pub const AUTO: u32 = 1;
+    pub const FEED: u32 = 2;
+}
+
+pub const fn counter_index(ifindex: u32, action: u32) -> u32 {
+    (ifindex % IFACE_SLOTS) * action::COUNT + action
+}
+
+/// One row of the flow table: a unidirectional flow as seen on one interface and hook.
+/// IPv4 addresses are stored IPv4-mapped (`::ffff:a.b.c.d`); ports are in host byte order.
+/// For ICMP and ICMPv6 the source port is 0 and the destination port is `type << 8 | code`
+/// (the NetFlow convention).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ifindex: u32,
+    pub proto: u8,
+    pub direction: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Counters of one flow. Counts and byte totals are updated atomically; `last_seen_ns`, the
+/// lengths and the flag OR are plain stores, so two CPUs racing on one flow can lose one of
+/// those updates (never a packet or byte count).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub packets: u64,
+    pub bytes: u64,
+    /// CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns).
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub syn_count: u32,
+    pub fin_count: u32,
+    pub rst_count: u32,
+    /// OR of every TCP flag byte seen.
+    pub tcp_flags: u32,
+    pub min_len: u32,
+    pub max_len: u32,
+}
+
+/// A blocklist or allowlist entry as the kernel sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ListEntry {
+    /// CLOCK_MONOTONIC nanoseconds after which the entry no longer applies; 0 = permanent.
+    pub expires_ns: u64,
+    /// Packets that matched this entry (updated atomically).
+    pub hits: u64,
+    pub created_unix_s: u64,
+    /// One of [`source`].
+    pub source: u32,
+    pub _pad: u32,
+}
+
+impl ListEntry {
+    #[inline(always)]
+    pub const fn expired(&self, now_ns: u64) -> bool {
+        self.expires_ns != 0 && now_ns >= self.expires_ns
+    }
+}
+
+/// Packet and byte counters for one (interface slot, action) pair, one copy per CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Key of the LPM tries: the prefix length in bits followed by the address in network order.
+/// Same layout as aya's `lpm_trie::Key<[u8; N]>`.
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LpmKey<const N: usize> {
+    pub prefix_len: u32,
+    pub addr: [u8; N],
+}
+
+/// Stored in the single-entry `ASTRA_META` array so a later agent can tell which layout the
+/// pinned maps were created with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub magic: u64,
+    pub layout_version: u32,
+    pub flow_key_size: u32,
+    pub flow_value_size: u32,
+    pub list_entry_size: u32,
+}
+
+const _: () = {
+    assert!(core::mem::size_of::<FlowKey>() == 44);
+    assert!(core::mem::size_of::<FlowValue>() == 56);
+    assert!(core::mem::size_of::<ListEntry>() == 32);
+    assert!(core::mem::size_of::<Counter>() == 16);
+    assert!(core::mem::size_of::<Meta>() == 24);
+    assert!(core::mem::size_of::<LpmKey<4>>() == 8);
+    assert!(core::mem::size_of::<LpmKey<16>>() == 20);
+};
+
+impl Meta {
+    pub const CURRENT: Meta = Meta {
+        magic: META_MAGIC,
+        layout_version: LAYOUT_VERSION,
+        flow_key_size: core::mem::size_of::<FlowKey>() as u32,
+        flow_value_size: core::mem::size_of::<FlowValue>() as u32,
+        list_entry_size: core::mem::size_of::<ListEntry>() as u32,
+    };
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) with only integer fields and explicit padding, so every
+    // bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::ListEntry {}
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::Meta {}
+}

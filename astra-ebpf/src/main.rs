@@ -1,0 +1,290 @@
+//! Astra's dataplane: an XDP program on ingress (blocklist first, then flow accounting) and a TC
+//! program on egress that feeds the same flow table, so replies to a host's own flows are seen.
+#![no_std]
+#![no_main]
+// The BPF target has no compare-and-swap, so core's Atomic* types offer no fetch_add; the
+// intrinsic lowers to BPF's native atomic add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod parse;
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use astra_common::{
+    ALLOW_NET_CAPACITY, BLOCK_EXACT_CAPACITY, BLOCK_NET_CAPACITY, Counter, DEFAULT_FLOW_CAPACITY,
+    FlowKey, FlowValue, IFACE_SLOTS, ListEntry, Meta, action, counter_index, direction,
+};
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_PIPE, xdp_action},
+    helpers::bpf_ktime_get_ns,
+    macros::{classifier, map, xdp},
+    maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
+    programs::{TcContext, XdpContext},
+};
+use parse::{L3, Packet, Parsed};
+
+#[map]
+static ASTRA_META: Array<Meta> = Array::pinned(1, 0);
+
+#[map]
+static ASTRA_FLOWS: HashMap<FlowKey, FlowValue> = HashMap::pinned(DEFAULT_FLOW_CAPACITY, 0);
+
+#[map]
+static ASTRA_COUNTERS: PerCpuArray<Counter> = PerCpuArray::pinned(IFACE_SLOTS * action::COUNT, 0);
+
+// Block entries are written from userspace only, so they need no preallocation: an empty
+// million-entry map then costs nothing.
+#[map]
+static ASTRA_BLOCK_V4: HashMap<[u8; 4], ListEntry> =
+    HashMap::pinned(BLOCK_EXACT_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static ASTRA_BLOCK_V6: HashMap<[u8; 16], ListEntry> =
+    HashMap::pinned(BLOCK_EXACT_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static ASTRA_BNET_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::pinned(BLOCK_NET_CAPACITY, 0);
+
+#[map]
+static ASTRA_BNET_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(BLOCK_NET_CAPACITY, 0);
+
+#[map]
+static ASTRA_ANET_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::pinned(ALLOW_NET_CAPACITY, 0);
+
+#[map]
+static ASTRA_ANET_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(ALLOW_NET_CAPACITY, 0);
+
+const EEXIST: i32 = 17;
+
+#[inline(always)]
+fn count(ifindex: u32, act: u32, bytes: u64) {
+    if let Some(c) = ASTRA_COUNTERS.get_ptr_mut(counter_index(ifindex, act)) {
+        // Per-CPU slot: no other CPU writes it, so plain adds are exact.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+#[inline(always)]
+fn atomic_add(field: *mut u64, v: u64) {
+    // SAFETY: `field` points into a map value that stays valid for the program's run; the add
+    // compiles to BPF's atomic add, which is what keeps counts exact across CPUs.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, v) };
+}
+
+#[inline(always)]
+fn atomic_add32(field: *mut u32, v: u32) {
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(field, v) };
+}
+
+enum ListHit {
+    None,
+    Blocked(u32),
+    Allowed,
+}
+
+/// Decides what the block and allow lists say about `src`. The clock is only read once an entry
+/// matched, so traffic from unlisted sources pays two hash/trie lookups and nothing else.
+#[inline(always)]
+fn check_lists(l3: &L3) -> ListHit {
+    let (entry, reason) = if l3.is_v6 {
+        let src = l3.src;
+        match ASTRA_BLOCK_V6.get_ptr_mut(src) {
+            Some(e) => (e, action::DROP_BLOCKED),
+            None => match ASTRA_BNET_V6.get(Key::new(128, src)) {
+                Some(e) => (
+                    e as *const ListEntry as *mut ListEntry,
+                    action::DROP_BLOCKED_NET,
+                ),
+                None => return ListHit::None,
+            },
+        }
+    } else {
+        let src = l3.src_v4();
+        match ASTRA_BLOCK_V4.get_ptr_mut(src) {
+            Some(e) => (e, action::DROP_BLOCKED),
+            None => match ASTRA_BNET_V4.get(Key::new(32, src)) {
+                Some(e) => (
+                    e as *const ListEntry as *mut ListEntry,
+                    action::DROP_BLOCKED_NET,
+                ),
+                None => return ListHit::None,
+            },
+        }
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The expiry is enforced here, not only by the agent's sweep, so a block ends on time even
+    // while the agent is down.
+    if unsafe { (*entry).expired(now) } {
+        return ListHit::None;
+    }
+    let allow = if l3.is_v6 {
+        ASTRA_ANET_V6.get(Key::new(128, l3.src))
+    } else {
+        ASTRA_ANET_V4.get(Key::new(32, l3.src_v4()))
+    };
+    if let Some(a) = allow {
+        if !a.expired(now) {
+            atomic_add(
+                unsafe {
+                    core::ptr::addr_of_mut!((*(a as *const ListEntry as *mut ListEntry)).hits)
+                },
+                1,
+            );
+            return ListHit::Allowed;
+        }
+    }
+    atomic_add(unsafe { core::ptr::addr_of_mut!((*entry).hits) }, 1);
+    ListHit::Blocked(reason)
+}
+
+#[inline(always)]
+fn account_flow(key: &FlowKey, p: &Parsed, len: u32, ifindex: u32) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(v) = ASTRA_FLOWS.get_ptr_mut(key) {
+        update_flow(v, p, len, now);
+        return;
+    }
+    let flags = p.tcp_flags as u32;
+    let fresh = FlowValue {
+        packets: 1,
+        bytes: len as u64,
+        first_seen_ns: now,
+        last_seen_ns: now,
+        syn_count: (flags & parse::TCP_SYN != 0) as u32,
+        fin_count: (flags & parse::TCP_FIN != 0) as u32,
+        rst_count: (flags & parse::TCP_RST != 0) as u32,
+        tcp_flags: flags,
+        min_len: len,
+        max_len: len,
+    };
+    match ASTRA_FLOWS.insert(key, &fresh, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        // Another CPU created the flow between our lookup and insert: add to its entry.
+        Err(e) if e == -EEXIST => {
+            if let Some(v) = ASTRA_FLOWS.get_ptr_mut(key) {
+                update_flow(v, p, len, now);
+            }
+        }
+        Err(_) => count(ifindex, action::FLOW_INSERT_FAIL, len as u64),
+    }
+}
+
+#[inline(always)]
+fn update_flow(v: *mut FlowValue, p: &Parsed, len: u32, now: u64) {
+    unsafe {
+        atomic_add(core::ptr::addr_of_mut!((*v).packets), 1);
+        atomic_add(core::ptr::addr_of_mut!((*v).bytes), len as u64);
+        (*v).last_seen_ns = now;
+        if len < (*v).min_len {
+            (*v).min_len = len;
+        }
+        if len > (*v).max_len {
+            (*v).max_len = len;
+        }
+        let flags = p.tcp_flags as u32;
+        if flags != 0 {
+            if flags & parse::TCP_SYN != 0 {
+                atomic_add32(core::ptr::addr_of_mut!((*v).syn_count), 1);
+            }
+            if flags & parse::TCP_FIN != 0 {
+                atomic_add32(core::ptr::addr_of_mut!((*v).fin_count), 1);
+            }
+            if flags & parse::TCP_RST != 0 {
+                atomic_add32(core::ptr::addr_of_mut!((*v).rst_count), 1);
+            }
+            if (*v).tcp_flags & flags != flags {
+                (*v).tcp_flags |= flags;
+            }
+        }
+    }
+}
+
+#[xdp]
+pub fn astra_xdp(ctx: XdpContext) -> u32 {
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let len = (end - data) as u32;
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let l3 = match parse::parse_l3(data, end) {
+        Packet::Ip(l3) => l3,
+        Packet::NonIp => {
+            count(ifindex, action::NON_IP, len as u64);
+            return xdp_action::XDP_PASS;
+        }
+        Packet::Error => {
+            count(ifindex, action::PARSE_ERROR, len as u64);
+            return xdp_action::XDP_PASS;
+        }
+    };
+    // Blocklist first: a blocked source costs no flow-table work at all.
+    let mut pass_action = action::PASS;
+    match check_lists(&l3) {
+        ListHit::None => {}
+        ListHit::Allowed => pass_action = action::PASS_ALLOWLISTED,
+        ListHit::Blocked(reason) => {
+            count(ifindex, reason, len as u64);
+            return xdp_action::XDP_DROP;
+        }
+    }
+    if l3.non_first_fragment {
+        count(ifindex, action::FRAGMENT, len as u64);
+        return xdp_action::XDP_PASS;
+    }
+    match parse::parse_l4(&l3, data, end) {
+        Some(p) => {
+            let key = p.flow_key(&l3, ifindex, direction::INGRESS);
+            account_flow(&key, &p, len, ifindex);
+            count(ifindex, pass_action, len as u64);
+        }
+        None => count(ifindex, action::PARSE_ERROR, len as u64),
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Egress only counts: it never drops, and returns "continue" so other TC programs still run.
+#[classifier]
+pub fn astra_tc_egress(ctx: TcContext) -> i32 {
+    let len = ctx.len();
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // Headers of locally generated packets can sit outside the linear area (GSO); pull enough
+    // of them in for the parser. Failure only means we parse what is there.
+    let want = if len < parse::MAX_HEADER_BYTES {
+        len
+    } else {
+        parse::MAX_HEADER_BYTES
+    };
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+    let data = ctx.data();
+    let end = ctx.data_end();
+    let act = match parse::parse_l3(data, end) {
+        Packet::Ip(l3) if l3.non_first_fragment => action::EGRESS_FRAGMENT,
+        Packet::Ip(l3) => match parse::parse_l4(&l3, data, end) {
+            Some(p) => {
+                let key = p.flow_key(&l3, ifindex, direction::EGRESS);
+                account_flow(&key, &p, len, ifindex);
+                action::EGRESS_PASS
+            }
+            None => action::EGRESS_PARSE_ERROR,
+        },
+        Packet::NonIp => action::EGRESS_NON_IP,
+        Packet::Error => action::EGRESS_PARSE_ERROR,
+    };
+    count(ifindex, act, len as u64);
+    TC_ACT_PIPE as i32
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,308 @@
+//! Header parsing shared by the XDP and TC programs.
+//!
+//! Every read goes through [`Cursor`], which checks the packet bounds before handing out a
+//! pointer, and every loop has a constant bound, so the verifier accepts the program and a
+//! truncated or malformed packet is reported as an error instead of being misread.
+use astra_common::FlowKey;
+
+pub const TCP_FIN: u32 = 0x01;
+pub const TCP_SYN: u32 = 0x02;
+pub const TCP_RST: u32 = 0x04;
+
+/// The most header bytes the parser can need: Ethernet, two VLAN tags, IPv6, a bounded chain of
+/// extension headers and a TCP header. The TC program pulls this much into the linear area.
+pub const MAX_HEADER_BYTES: u32 = 256;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const MAX_VLAN_TAGS: usize = 2;
+const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+const IPPROTO_HOPOPTS: u8 = 0;
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const IPPROTO_ROUTING: u8 = 43;
+const IPPROTO_FRAGMENT: u8 = 44;
+const IPPROTO_AH: u8 = 51;
+const IPPROTO_ICMPV6: u8 = 58;
+const IPPROTO_DSTOPTS: u8 = 60;
+const IPPROTO_SCTP: u8 = 132;
+const IPPROTO_UDPLITE: u8 = 136;
+
+struct Cursor {
+    pos: usize,
+    end: usize,
+}
+
+impl Cursor {
+    /// Returns a pointer to the next `N` bytes and moves past them, or `None` if the packet ends
+    /// first.
+    #[inline(always)]
+    fn take<const N: usize>(&mut self) -> Option<*const [u8; N]> {
+        let start = self.pos;
+        if start + N > self.end {
+            return None;
+        }
+        self.pos = start + N;
+        Some(start as *const [u8; N])
+    }
+
+    #[inline(always)]
+    fn peek<const N: usize>(&self) -> Option<*const [u8; N]> {
+        if self.pos + N > self.end {
+            return None;
+        }
+        Some(self.pos as *const [u8; N])
+    }
+
+    /// Skips `n` bytes; `n` must be bounded by the caller so the verifier can follow it.
+    #[inline(always)]
+    fn skip(&mut self, n: usize) -> Option<()> {
+        if self.pos + n > self.end {
+            return None;
+        }
+        self.pos += n;
+        Some(())
+    }
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+pub struct L3 {
+    /// IPv4 sources and destinations are kept IPv4-mapped, as in the flow key.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub is_v6: bool,
+    pub proto: u8,
+    pub non_first_fragment: bool,
+    /// Offset of the transport header from the start of the packet.
+    pub l4_off: usize,
+}
+
+impl L3 {
+    #[inline(always)]
+    pub fn src_v4(&self) -> [u8; 4] {
+        [self.src[12], self.src[13], self.src[14], self.src[15]]
+    }
+}
+
+pub enum Packet {
+    Ip(L3),
+    NonIp,
+    Error,
+}
+
+#[inline(always)]
+fn mapped(a: [u8; 4]) -> [u8; 16] {
+    [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
+    ]
+}
+
+/// Parses Ethernet, up to two VLAN tags and the IP header (with IPv6 extension headers).
+#[inline(always)]
+pub fn parse_l3(data: usize, end: usize) -> Packet {
+    let mut c = Cursor { pos: data, end };
+    let Some(eth) = c.take::<14>() else {
+        return Packet::Error;
+    };
+    let mut proto = be16(unsafe { [(*eth)[12], (*eth)[13]] });
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        let Some(tag) = c.take::<4>() else {
+            return Packet::Error;
+        };
+        proto = be16(unsafe { [(*tag)[2], (*tag)[3]] });
+    }
+    match proto {
+        ETH_P_IP => parse_ipv4(c, data),
+        ETH_P_IPV6 => parse_ipv6(c, data),
+        // A third stacked tag is more than we promise to walk: report it rather than guess.
+        ETH_P_8021Q | ETH_P_8021AD => Packet::Error,
+        _ => Packet::NonIp,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(mut c: Cursor, data: usize) -> Packet {
+    let Some(h) = c.peek::<20>() else {
+        return Packet::Error;
+    };
+    let h = unsafe { &*h };
+    if h[0] >> 4 != 4 {
+        return Packet::Error;
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Packet::Error;
+    }
+    let frag_offset = be16([h[6], h[7]]) & 0x1fff;
+    let src = mapped([h[12], h[13], h[14], h[15]]);
+    let dst = mapped([h[16], h[17], h[18], h[19]]);
+    let proto = h[9];
+    // Options are skipped, not parsed; the whole header must still be in the packet.
+    if c.skip(ihl).is_none() {
+        return Packet::Error;
+    }
+    Packet::Ip(L3 {
+        src,
+        dst,
+        is_v6: false,
+        proto,
+        non_first_fragment: frag_offset != 0,
+        l4_off: c.pos - data,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6(mut c: Cursor, data: usize) -> Packet {
+    let Some(h) = c.take::<40>() else {
+        return Packet::Error;
+    };
+    let h = unsafe { &*h };
+    if h[0] >> 4 != 6 {
+        return Packet::Error;
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    let mut next = h[6];
+    let mut non_first_fragment = false;
+    let mut done = false;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        match next {
+            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
+                let Some(e) = c.peek::<2>() else {
+                    return Packet::Error;
+                };
+                let (nh, len) = unsafe { ((*e)[0], ((*e)[1] as usize + 1) * 8) };
+                if c.skip(len).is_none() {
+                    return Packet::Error;
+                }
+                next = nh;
+            }
+            IPPROTO_AH => {
+                let Some(e) = c.peek::<2>() else {
+                    return Packet::Error;
+                };
+                let (nh, len) = unsafe { ((*e)[0], ((*e)[1] as usize + 2) * 4) };
+                if c.skip(len).is_none() {
+                    return Packet::Error;
+                }
+                next = nh;
+            }
+            IPPROTO_FRAGMENT => {
+                let Some(e) = c.take::<8>() else {
+                    return Packet::Error;
+                };
+                let e = unsafe { &*e };
+                next = e[0];
+                if be16([e[2], e[3]]) >> 3 != 0 {
+                    non_first_fragment = true;
+                    done = true;
+                    break;
+                }
+            }
+            _ => {
+                done = true;
+                break;
+            }
+        }
+    }
+    // More extension headers than the bound: we do not know where the transport header is.
+    if !done {
+        return Packet::Error;
+    }
+    Packet::Ip(L3 {
+        src,
+        dst,
+        is_v6: true,
+        proto: next,
+        non_first_fragment,
+        l4_off: c.pos - data,
+    })
+}
+
+/// Transport-layer fields that go into the flow key.
+pub struct Parsed {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub tcp_flags: u8,
+}
+
+impl Parsed {
+    #[inline(always)]
+    pub fn flow_key(&self, l3: &L3, ifindex: u32, direction: u8) -> FlowKey {
+        FlowKey {
+            src: l3.src,
+            dst: l3.dst,
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            ifindex,
+            proto: l3.proto,
+            direction,
+            _pad: [0; 2],
+        }
+    }
+}
+
+/// Parses the transport header. Protocols without ports are accounted with ports 0; a header
+/// of a known protocol that is cut short or inconsistent is an error.
+#[inline(always)]
+pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
+    let mut c = Cursor { pos: data, end };
+    // l4_off is at most 14 + 8 + 60 (IPv4) or bounded by the extension-header walk (IPv6).
+    c.skip(l3.l4_off & 0xfff)?;
+    match l3.proto {
+        IPPROTO_TCP => {
+            let h = unsafe { &*c.peek::<20>()? };
+            let doff = (h[12] >> 4) as usize * 4;
+            if doff < 20 {
+                return None;
+            }
+            Some(Parsed {
+                src_port: be16([h[0], h[1]]),
+                dst_port: be16([h[2], h[3]]),
+                tcp_flags: h[13],
+            })
+        }
+        IPPROTO_UDP | IPPROTO_UDPLITE => {
+            let h = unsafe { &*c.peek::<8>()? };
+            Some(Parsed {
+                src_port: be16([h[0], h[1]]),
+                dst_port: be16([h[2], h[3]]),
+                tcp_flags: 0,
+            })
+        }
+        IPPROTO_SCTP => {
+            let h = unsafe { &*c.peek::<12>()? };
+            Some(Parsed {
+                src_port: be16([h[0], h[1]]),
+                dst_port: be16([h[2], h[3]]),
+                tcp_flags: 0,
+            })
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let h = unsafe { &*c.peek::<4>()? };
+            Some(Parsed {
+                src_port: 0,
+                dst_port: be16([h[0], h[1]]),
+                tcp_flags: 0,
+            })
+        }
+        _ => Some(Parsed {
+            src_port: 0,
+            dst_port: 0,
+            tcp_flags: 0,
+        }),
+    }
+}

@@ -1,0 +1,427 @@
+//! Parsing of the addresses, networks and TTLs that operators type on the command line.
+//!
+//! Everything here is strict on purpose: a block rule that silently covers a different range
+//! than the operator meant is worse than a rejected command, so ambiguous input is refused with
+//! a message that says what was probably meant.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// A rejected address, network or TTL. The message is a single line that names the input, fit
+/// to print after "error: "; callers map it to exit code 2 (usage error).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> AddrError {
+    AddrError::Invalid(msg.into())
+}
+
+const NET_EXAMPLES: &str = "use e.g. 192.0.2.1, 192.0.2.0/24 or 2001:db8::/32";
+
+/// Parses `ADDR` (a single host: /32 or /128) or `ADDR/LEN`, IPv4 or IPv6.
+///
+/// A prefix with host bits set is refused rather than truncated, because `10.1.2.3/8` is far
+/// more often a typo for `10.1.2.3/32` or `10.1.2.0/24` than a deliberate request to cover 16M
+/// hosts. IPv4-mapped IPv6 (`::ffff:a.b.c.d`) is returned in IPv4 form because that is how the
+/// kernel sees the traffic, and one rule must not exist under two keys.
+pub fn parse_net(s: &str) -> Result<IpNet, AddrError> {
+    let input = s.trim();
+    if input.is_empty() {
+        return Err(invalid(format!("empty address: {NET_EXAMPLES}")));
+    }
+
+    let (addr_text, len_text) = match input.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (input, None),
+    };
+    if addr_text.is_empty() {
+        return Err(invalid(format!(
+            "missing address before '/' in '{input}': {NET_EXAMPLES}"
+        )));
+    }
+    let addr: IpAddr = addr_text.parse().map_err(|_| {
+        invalid(format!(
+            "invalid IP address '{addr_text}' in '{input}': {NET_EXAMPLES}"
+        ))
+    })?;
+
+    let max_len: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+    let len = match len_text {
+        None => max_len,
+        Some(text) => parse_prefix_len(input, text, family, max_len)?,
+    };
+
+    // Only the range is checked above, so construction cannot fail; mapping the error anyway
+    // keeps this function free of panics.
+    let net =
+        IpNet::new(addr, len).map_err(|_| out_of_range(input, len.into(), family, max_len))?;
+    let base = net.trunc();
+    if base.addr() != addr {
+        return Err(invalid(format!(
+            "{input} has host bits set; did you mean {base}?"
+        )));
+    }
+    Ok(canonical_net(net))
+}
+
+fn parse_prefix_len(input: &str, text: &str, family: &str, max_len: u8) -> Result<u8, AddrError> {
+    if text.is_empty() {
+        return Err(invalid(format!(
+            "missing prefix length after '/' in '{input}': {NET_EXAMPLES}"
+        )));
+    }
+    // u8::from_str would accept "+8"; a sign here is a typo, not an intent.
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(format!(
+            "invalid prefix length '{text}' in '{input}': expected a number 0-{max_len} for {family}"
+        )));
+    }
+    match text.parse::<u64>() {
+        Ok(len) if len <= u64::from(max_len) => Ok(len as u8),
+        Ok(len) => Err(out_of_range(input, len, family, max_len)),
+        // Only reachable for absurdly long digit strings.
+        Err(_) => Err(invalid(format!(
+            "prefix length '{text}' in '{input}' is out of range for {family} (0-{max_len})"
+        ))),
+    }
+}
+
+fn out_of_range(input: &str, len: u64, family: &str, max_len: u8) -> AddrError {
+    invalid(format!(
+        "prefix length {len} is out of range for {family} (0-{max_len}) in '{input}'"
+    ))
+}
+
+/// The one form under which a network is stored and keyed: host bits cleared and IPv4-mapped
+/// IPv6 folded into IPv4. Two spellings of the same range must never become two rules.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    let net = net.trunc();
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+    {
+        // prefix_len >= 96 guarantees the subtraction is in 0..=32, so this cannot fail.
+        if let Ok(v4net) = Ipv4Net::new(v4, v6.prefix_len() - 96) {
+            return IpNet::V4(v4net);
+        }
+    }
+    net
+}
+
+/// Upper bound for a TTL: 100 years as humantime counts them (365.25 days). Beyond a century an
+/// expiry is indistinguishable from a mistake, and keeping `now + ttl` far from `i64::MAX`
+/// (SQLite's integer range) spares every caller an overflow check.
+const MAX_TTL: Duration = Duration::from_secs(3_155_760_000);
+
+const TTL_EXAMPLES: &str = "use e.g. 30s, 10m, 2h, or 'permanent'";
+
+/// Parses a TTL such as `90s`, `10m`, `1h30m`. `0`, `permanent` and `forever` mean "never
+/// expires" and are returned as [`Duration::ZERO`], which is the convention the store and CLI
+/// use for permanent entries.
+///
+/// Non-zero TTLs under one second are refused: expiries are stored in whole seconds, so they
+/// would round to "already expired" (or, worse, to zero = permanent).
+pub fn parse_ttl(s: &str) -> Result<Duration, AddrError> {
+    let input = s.trim();
+    if input.is_empty() {
+        return Err(invalid(format!("empty TTL: {TTL_EXAMPLES}")));
+    }
+    if input == "0"
+        || input.eq_ignore_ascii_case("permanent")
+        || input.eq_ignore_ascii_case("forever")
+    {
+        return Ok(Duration::ZERO);
+    }
+    let ttl = humantime::parse_duration(input)
+        .map_err(|_| invalid(format!("unparsable TTL '{input}': {TTL_EXAMPLES}")))?;
+    if ttl.is_zero() {
+        // "0s", "0m": the same request as "0", just spelt with a unit.
+        return Ok(Duration::ZERO);
+    }
+    if ttl < Duration::from_secs(1) {
+        return Err(invalid(format!(
+            "invalid TTL '{input}': shorter than one second; {TTL_EXAMPLES}"
+        )));
+    }
+    if ttl > MAX_TTL {
+        return Err(invalid(format!(
+            "invalid TTL '{input}': longer than 100 years; use 'permanent' for no expiry"
+        )));
+    }
+    Ok(ttl)
+}
+
+/// Convenience for tests and callers that hold a bare address.
+pub fn host_net(addr: IpAddr) -> IpNet {
+    let net = match addr {
+        IpAddr::V4(a) => IpNet::V4(Ipv4Net::from(a)),
+        IpAddr::V6(a) => IpNet::V6(Ipv6Net::from(a)),
+    };
+    canonical_net(net)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn err(s: &str) -> String {
+        match parse_net(s) {
+            Ok(n) => panic!("'{s}' unexpectedly parsed as {n}"),
+            Err(AddrError::Invalid(m)) => m,
+        }
+    }
+
+    fn ttl_err(s: &str) -> String {
+        match parse_ttl(s) {
+            Ok(d) => panic!("'{s}' unexpectedly parsed as {d:?}"),
+            Err(AddrError::Invalid(m)) => m,
+        }
+    }
+
+    fn assert_one_line_lowercase(msg: &str) {
+        assert!(!msg.contains('\n'), "multi-line message: {msg:?}");
+        let first = msg.chars().next().unwrap();
+        assert!(
+            !first.is_ascii_uppercase(),
+            "message starts upper-case: {msg:?}"
+        );
+    }
+
+    #[test]
+    fn bare_addresses_become_host_routes() {
+        assert_eq!(parse_net("192.0.2.1").unwrap(), net("192.0.2.1/32"));
+        assert_eq!(parse_net("2001:db8::1").unwrap(), net("2001:db8::1/128"));
+        assert_eq!(
+            parse_net("255.255.255.255").unwrap(),
+            net("255.255.255.255/32")
+        );
+        assert_eq!(parse_net("::").unwrap(), net("::/128"));
+    }
+
+    #[test]
+    fn prefixes_parse() {
+        assert_eq!(parse_net("10.0.0.0/8").unwrap(), net("10.0.0.0/8"));
+        assert_eq!(parse_net("0.0.0.0/0").unwrap(), net("0.0.0.0/0"));
+        assert_eq!(parse_net("::/0").unwrap(), net("::/0"));
+        assert_eq!(
+            parse_net("255.255.255.255/32").unwrap(),
+            net("255.255.255.255/32")
+        );
+        assert_eq!(parse_net("2001:db8::/32").unwrap(), net("2001:db8::/32"));
+        assert_eq!(
+            parse_net("2001:db8::1/128").unwrap(),
+            net("2001:db8::1/128")
+        );
+        // Leading zeros in the length are harmless and unambiguous.
+        assert_eq!(parse_net("10.0.0.0/08").unwrap(), net("10.0.0.0/8"));
+    }
+
+    #[test]
+    fn whitespace_is_trimmed() {
+        assert_eq!(parse_net("  10.0.0.0/8\n").unwrap(), net("10.0.0.0/8"));
+        assert_eq!(parse_net("\t2001:db8::1 ").unwrap(), net("2001:db8::1/128"));
+    }
+
+    #[test]
+    fn empty_input_is_rejected() {
+        for s in ["", "   ", "\n"] {
+            let m = err(s);
+            assert!(m.starts_with("empty address"), "{m}");
+            assert_one_line_lowercase(&m);
+        }
+    }
+
+    #[test]
+    fn prefix_out_of_range() {
+        let m = err("10.0.0.0/33");
+        assert!(
+            m.contains("prefix length 33 is out of range for IPv4 (0-32)"),
+            "{m}"
+        );
+        assert!(m.contains("10.0.0.0/33"), "{m}");
+        assert_one_line_lowercase(&m);
+
+        let m = err("2001:db8::/129");
+        assert!(
+            m.contains("prefix length 129 is out of range for IPv6 (0-128)"),
+            "{m}"
+        );
+        assert_one_line_lowercase(&m);
+
+        let m = err("10.0.0.0/99999999999999999999999");
+        assert!(m.contains("out of range"), "{m}");
+    }
+
+    #[test]
+    fn host_bits_are_refused_with_a_suggestion() {
+        assert_eq!(
+            err("10.1.2.3/8"),
+            "10.1.2.3/8 has host bits set; did you mean 10.0.0.0/8?"
+        );
+        assert_eq!(
+            err("2001:db8::1/32"),
+            "2001:db8::1/32 has host bits set; did you mean 2001:db8::/32?"
+        );
+        assert_eq!(
+            err("1.2.3.4/0"),
+            "1.2.3.4/0 has host bits set; did you mean 0.0.0.0/0?"
+        );
+        assert_one_line_lowercase(&err("10.1.2.3/8"));
+    }
+
+    #[test]
+    fn malformed_prefixes() {
+        let m = err("1.2.3.4/");
+        assert!(
+            m.contains("missing prefix length") && m.contains("'1.2.3.4/'"),
+            "{m}"
+        );
+        assert_one_line_lowercase(&m);
+
+        let m = err("/24");
+        assert!(m.contains("missing address") && m.contains("'/24'"), "{m}");
+        assert_one_line_lowercase(&m);
+
+        for s in [
+            "1.2.3.4/-1",
+            "1.2.3.4/abc",
+            "1.2.3.4/+8",
+            "1.2.3.4/8/8",
+            "1.2.3.4/ 8",
+        ] {
+            let m = err(s);
+            assert!(m.contains("invalid prefix length"), "{s}: {m}");
+            assert!(m.contains(s), "{s}: {m}");
+            assert_one_line_lowercase(&m);
+        }
+    }
+
+    #[test]
+    fn malformed_addresses() {
+        for s in [
+            "abc",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.0.0.1",
+            "010.0.0.1",
+            "fe80::1%eth0",
+            "[::1]",
+            "1.2.3.4 /8",
+            "gggg::1/64",
+        ] {
+            let m = err(s);
+            assert!(m.starts_with("invalid IP address"), "{s}: {m}");
+            assert!(m.contains(s.trim()), "{s}: {m}");
+            assert_one_line_lowercase(&m);
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_normalised() {
+        assert_eq!(parse_net("::ffff:1.2.3.4").unwrap(), net("1.2.3.4/32"));
+        assert_eq!(parse_net("::ffff:1.2.3.4/128").unwrap(), net("1.2.3.4/32"));
+        assert_eq!(parse_net("::ffff:10.0.0.0/104").unwrap(), net("10.0.0.0/8"));
+        assert_eq!(parse_net("::ffff:0.0.0.0/96").unwrap(), net("0.0.0.0/0"));
+        assert_eq!(parse_net("::FFFF:102:304").unwrap(), net("1.2.3.4/32"));
+        // Shorter than /96 the network is not inside the mapped space; since the mapped
+        // address itself has bits set above /96 this is always a host-bits error.
+        let m = err("::ffff:1.2.3.4/64");
+        assert!(m.contains("host bits set; did you mean ::/64?"), "{m}");
+        let m = err("::ffff:1.2.3.4/120");
+        assert!(m.contains("did you mean ::ffff:1.2.3.0/120?"), "{m}");
+        // The deprecated IPv4-compatible form is a genuine IPv6 address and stays one.
+        assert_eq!(parse_net("::1.2.3.4").unwrap(), net("::102:304/128"));
+    }
+
+    #[test]
+    fn canonical_net_truncates_and_unmaps() {
+        assert_eq!(canonical_net(net("10.1.2.3/8")), net("10.0.0.0/8"));
+        assert_eq!(canonical_net(net("::ffff:1.2.3.4/120")), net("1.2.3.0/24"));
+        assert_eq!(canonical_net(net("::ffff:1.2.3.4/64")), net("::/64"));
+        assert_eq!(canonical_net(net("2001:db8::/32")), net("2001:db8::/32"));
+        assert_eq!(
+            host_net("::ffff:192.0.2.7".parse().unwrap()),
+            net("192.0.2.7/32")
+        );
+    }
+
+    #[test]
+    fn every_parsed_net_round_trips_through_display() {
+        for s in [
+            "0.0.0.0/0",
+            "::/0",
+            "255.255.255.255/32",
+            "2001:db8::/32",
+            "::ffff:1.2.3.4",
+            "10.0.0.0/8",
+        ] {
+            let n = parse_net(s).unwrap();
+            assert_eq!(parse_net(&n.to_string()).unwrap(), n, "{s}");
+        }
+    }
+
+    #[test]
+    fn ttl_durations() {
+        assert_eq!(parse_ttl("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_ttl("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_ttl("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_ttl("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(parse_ttl(" 30s\n").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_ttl("1500ms").unwrap(), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn ttl_permanent_spellings() {
+        for s in [
+            "0",
+            "permanent",
+            "forever",
+            "Permanent",
+            "FOREVER",
+            " 0 ",
+            "0s",
+            "0m",
+        ] {
+            assert_eq!(parse_ttl(s).unwrap(), Duration::ZERO, "{s}");
+        }
+    }
+
+    #[test]
+    fn ttl_rejections() {
+        assert_eq!(
+            ttl_err("abc"),
+            "unparsable TTL 'abc': use e.g. 30s, 10m, 2h, or 'permanent'"
+        );
+        for s in ["30", "-5m", "10 parsecs", "1h30", "never"] {
+            let m = ttl_err(s);
+            assert!(m.starts_with("unparsable TTL") && m.contains(s), "{s}: {m}");
+            assert_one_line_lowercase(&m);
+        }
+        let m = ttl_err("");
+        assert!(m.starts_with("empty TTL"), "{m}");
+        let m = ttl_err("500ms");
+        assert!(
+            m.contains("shorter than one second") && m.contains("500ms"),
+            "{m}"
+        );
+        assert_one_line_lowercase(&m);
+        let m = ttl_err("101years");
+        assert!(m.contains("longer than 100 years"), "{m}");
+        assert_one_line_lowercase(&m);
+        assert_eq!(
+            parse_ttl("100years").unwrap(),
+            Duration::from_secs(3_155_760_000)
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! `astra run`: load and attach the dataplane, restore the lists, then poll until told to stop.
+//!
+//! The poll loop runs on its own thread: reading a large flow table is a long run of blocking
+//! syscalls, and the HTTP endpoint must keep answering meanwhile.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use crate::{
+    api,
+    blocklist::{Lists, mono_now_ns},
+    error::{Error, Result},
+    flowtable::FlowTable,
+    loader::{AttachedMode, Dataplane, XdpModeArg, ifindex},
+    maps::PinnedMaps,
+    metrics::Metrics,
+    store::{Store, now_unix},
+};
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    pub ifaces: Vec<String>,
+    pub xdp_mode: XdpModeArg,
+    pub metrics_addr: SocketAddr,
+    pub poll_interval: Duration,
+    pub flow_capacity: u32,
+    pub idle_timeout: Duration,
+    pub active_timeout: Duration,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Written to `<state-dir>/agent.json` after start-up and after every poll, for `astra status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: u64,
+    pub pin_dir: PathBuf,
+    pub metrics_addr: String,
+    pub poll_interval_ms: u64,
+    pub flow_capacity: u32,
+    pub interfaces: Vec<IfaceStatus>,
+    pub last_poll_at: Option<u64>,
+    pub last_poll_ms: Option<f64>,
+    pub flows_active: usize,
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IfaceStatus {
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: AttachedMode,
+    pub egress: bool,
+}
+
+pub const STATUS_FILE: &str = "agent.json";
+
+impl AgentStatus {
+    pub fn read(state_dir: &Path) -> Option<AgentStatus> {
+        let text = std::fs::read_to_string(state_dir.join(STATUS_FILE)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Whether the recorded agent process still runs.
+    pub fn alive(&self) -> bool {
+        if !self.running {
+            return false;
+        }
+        // SAFETY: signal 0 only checks the pid exists and we may signal it.
+        unsafe { libc::kill(self.pid as libc::pid_t, 0) == 0 }
+    }
+
+    fn write(&self, state_dir: &Path) -> Result<()> {
+        let path = state_dir.join(STATUS_FILE);
+        let tmp = state_dir.join(format!("{STATUS_FILE}.tmp"));
+        let text = serde_json::to_vec_pretty(self).expect("status serialises");
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+}
+
+/// Runs the agent until SIGINT or SIGTERM.
+pub async fn run(cfg: AgentConfig) -> Result<()> {
+    // Everything the user can get wrong is checked before anything is loaded or attached.
+    for iface in &cfg.ifaces {
+        ifindex(iface)?;
+    }
+    if cfg.ifaces.is_empty() {
+        return Err(Error::Usage("astra run needs at least one --iface".into()));
+    }
+    if cfg.poll_interval.is_zero() {
+        return Err(Error::Usage(
+            "--poll-interval must be greater than 0".into(),
+        ));
+    }
+    let store = Store::open(&cfg.state_dir)?;
+    let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
+        .await
+        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.metrics_addr)))?;
+
+    let mut dataplane = Dataplane::load(&cfg.pin_dir, cfg.flow_capacity)?;
+    let maps = PinnedMaps::open(&cfg.pin_dir)?
+        .ok_or_else(|| Error::Layout("maps were not pinned after loading".into()))?;
+    let mut lists = Lists::from_parts(store, Some(maps));
+    // Blocks are in the maps before the first packet is seen.
+    let restored = lists.restore()?;
+    info!(
+        restored,
+        "restored block and allow entries from the state store"
+    );
+
+    let mut interfaces = Vec::new();
+    for iface in &cfg.ifaces {
+        match dataplane.attach(iface, cfg.xdp_mode) {
+            Ok(a) => {
+                info!(iface = %a.iface, mode = ?a.mode, egress = a.egress, "attached");
+                interfaces.push(IfaceStatus {
+                    iface: a.iface.clone(),
+                    ifindex: a.ifindex,
+                    mode: a.mode,
+                    egress: a.egress,
+                });
+            }
+            Err(e) => {
+                dataplane.detach_all();
+                return Err(e);
+            }
+        }
+    }
+
+    let metrics = Arc::new(Mutex::new(Metrics::new()));
+    let registry = {
+        let m = metrics.lock().expect("metrics lock");
+        for i in &interfaces {
+            m.register_iface(&i.iface);
+        }
+        m.set_flow_capacity(cfg.flow_capacity);
+        m.registry().clone()
+    };
+    let server = tokio::spawn(api::serve(listener, registry));
+    info!(addr = %cfg.metrics_addr, "serving /metrics");
+
+    let mut status = AgentStatus {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_at: now_unix(),
+        pin_dir: cfg.pin_dir.clone(),
+        metrics_addr: cfg.metrics_addr.to_string(),
+        poll_interval_ms: cfg.poll_interval.as_millis() as u64,
+        flow_capacity: cfg.flow_capacity,
+        interfaces,
+        last_poll_at: None,
+        last_poll_ms: None,
+        flows_active: 0,
+        running: true,
+    };
+    status.write(&cfg.state_dir)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        let cfg = cfg.clone();
+        let metrics = metrics.clone();
+        let mut status = status.clone();
+        std::thread::Builder::new()
+            .name("astra-poll".into())
+            .spawn(move || poll_loop(&cfg, &mut lists, &metrics, &mut status, &stop))
+            .map_err(|e| Error::io("poll thread", e))?
+    };
+
+    wait_for_signal().await;
+    info!("stopping");
+    stop.store(true, Ordering::SeqCst);
+    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    server.abort();
+    dataplane.detach_all();
+    status.running = false;
+    status.write(&cfg.state_dir)?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        error!("cannot install signal handlers; stop the agent with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// How often the slower housekeeping (full kernel list scan) runs, in polls.
+const LIST_SCAN_EVERY: u64 = 10;
+
+fn poll_loop(
+    cfg: &AgentConfig,
+    lists: &mut Lists,
+    metrics: &Mutex<Metrics>,
+    status: &mut AgentStatus,
+    stop: &AtomicBool,
+) {
+    let mut table = FlowTable::new(cfg.idle_timeout, cfg.active_timeout);
+    let mut n: u64 = 0;
+    let mut next = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        let t0 = Instant::now();
+        match poll_once(
+            lists,
+            &mut table,
+            metrics,
+            n.is_multiple_of(LIST_SCAN_EVERY),
+            status,
+        ) {
+            Ok(()) => {
+                let dt = t0.elapsed();
+                status.last_poll_at = Some(now_unix());
+                status.last_poll_ms = Some(dt.as_secs_f64() * 1e3);
+                status.flows_active = table.len();
+                if let Err(e) = status.write(&cfg.state_dir) {
+                    warn!(error = %e, "writing status file");
+                }
+            }
+            Err(e) => {
+                metrics.lock().expect("metrics lock").poll_failed();
+                warn!(error = %e, "poll failed");
+            }
+        }
+        n += 1;
+        next += cfg.poll_interval;
+        let now = Instant::now();
+        if next < now {
+            // A poll overran its interval: skip ahead rather than fire a burst of catch-ups.
+            next = now + cfg.poll_interval;
+        }
+        while !stop.load(Ordering::SeqCst) && Instant::now() < next {
+            std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
+        }
+    }
+}
+
+fn poll_once(
+    lists: &mut Lists,
+    table: &mut FlowTable,
+    metrics: &Mutex<Metrics>,
+    scan_lists: bool,
+    status: &AgentStatus,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let maps = lists
+        .maps_mut()
+        .ok_or_else(|| Error::Layout("agent lost its maps".into()))?;
+    let stats = table.poll(maps, mono_now_ns())?;
+    let mut per_iface = Vec::with_capacity(status.interfaces.len());
+    for i in &status.interfaces {
+        per_iface.push((i.iface.as_str(), maps.iface_counters(i.ifindex)?));
+    }
+    let expired = lists.sweep_store()?;
+    for e in &expired {
+        info!(net = %e.net, list = %e.kind, "entry expired");
+    }
+    let counts = scan_lists.then(|| {
+        if let Err(e) = lists.sweep_kernel() {
+            warn!(error = %e, "sweeping kernel lists");
+        }
+        lists.kernel_counts()
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let mut m = metrics.lock().expect("metrics lock");
+    for (iface, totals) in &per_iface {
+        m.observe_counters(iface, totals);
+    }
+    m.observe_poll(&stats, stats.active, secs);
+    if let Some((blocks, allows)) = counts {
+        m.set_list_entries(blocks, allows);
+    }
+    Ok(())
+}

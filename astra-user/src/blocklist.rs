@@ -1,0 +1,379 @@
+//! The block and allow lists: the durable store is written first (so a committed decision
+//! survives a crash or reboot), then the kernel maps (so the decision is in force when the call
+//! returns).
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use astra_common::{ListEntry, source};
+use aya::maps::lpm_trie::Key;
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{
+    error::{Error, Result},
+    maps::PinnedMaps,
+    store::{EntrySource, ListKind, Store, StoredEntry, now_unix},
+};
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads in the kernel.
+pub fn mono_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Converts a wall-clock expiry into the kernel's monotonic clock as of now. Expiries already in
+/// the past map to 1 ns (expired), never to 0 (which would mean permanent).
+fn kernel_expiry(expires_at: Option<u64>, now_unix: u64, now_mono: u64) -> u64 {
+    match expires_at {
+        None => 0,
+        Some(t) if t <= now_unix => 1,
+        Some(t) => now_mono + (t - now_unix) * 1_000_000_000,
+    }
+}
+
+fn source_code(s: EntrySource) -> u32 {
+    match s {
+        EntrySource::Manual => source::MANUAL,
+        EntrySource::Auto => source::AUTO,
+        EntrySource::Feed => source::FEED,
+    }
+}
+
+fn source_from_code(c: u32) -> EntrySource {
+    match c {
+        source::AUTO => EntrySource::Auto,
+        source::FEED => EntrySource::Feed,
+        _ => EntrySource::Manual,
+    }
+}
+
+fn v4(net: &IpNet) -> Option<([u8; 4], u8)> {
+    match net.addr() {
+        IpAddr::V4(a) => Some((a.octets(), net.prefix_len())),
+        IpAddr::V6(_) => None,
+    }
+}
+
+fn v6(net: &IpNet) -> Option<([u8; 16], u8)> {
+    match net.addr() {
+        IpAddr::V6(a) => Some((a.octets(), net.prefix_len())),
+        IpAddr::V4(_) => None,
+    }
+}
+
+/// Reads one kernel entry, if present.
+fn kernel_get(maps: &PinnedMaps, kind: ListKind, net: &IpNet) -> Option<ListEntry> {
+    match (kind, v4(net), v6(net)) {
+        (ListKind::Block, Some((a, 32)), _) => maps.block_v4.get(&a, 0).ok(),
+        (ListKind::Block, Some((a, l)), _) => maps.bnet_v4.get(&Key::new(l.into(), a), 0).ok(),
+        (ListKind::Block, _, Some((a, 128))) => maps.block_v6.get(&a, 0).ok(),
+        (ListKind::Block, _, Some((a, l))) => maps.bnet_v6.get(&Key::new(l.into(), a), 0).ok(),
+        (ListKind::Allow, Some((a, l)), _) => maps.anet_v4.get(&Key::new(l.into(), a), 0).ok(),
+        (ListKind::Allow, _, Some((a, l))) => maps.anet_v6.get(&Key::new(l.into(), a), 0).ok(),
+        _ => None,
+    }
+}
+
+fn kernel_insert(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet, e: ListEntry) -> Result<()> {
+    let r = match (kind, v4(net), v6(net)) {
+        (ListKind::Block, Some((a, 32)), _) => maps.block_v4.insert(a, e, 0),
+        (ListKind::Block, Some((a, l)), _) => maps.bnet_v4.insert(&Key::new(l.into(), a), e, 0),
+        (ListKind::Block, _, Some((a, 128))) => maps.block_v6.insert(a, e, 0),
+        (ListKind::Block, _, Some((a, l))) => maps.bnet_v6.insert(&Key::new(l.into(), a), e, 0),
+        (ListKind::Allow, Some((a, l)), _) => maps.anet_v4.insert(&Key::new(l.into(), a), e, 0),
+        (ListKind::Allow, _, Some((a, l))) => maps.anet_v6.insert(&Key::new(l.into(), a), e, 0),
+        _ => unreachable!("an IpNet is either v4 or v6"),
+    };
+    r.map_err(|err| Error::bpf(format!("writing {net} into the kernel {kind}list"), err))
+}
+
+fn kernel_remove(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet) -> bool {
+    let r = match (kind, v4(net), v6(net)) {
+        (ListKind::Block, Some((a, 32)), _) => maps.block_v4.remove(&a),
+        (ListKind::Block, Some((a, l)), _) => maps.bnet_v4.remove(&Key::new(l.into(), a)),
+        (ListKind::Block, _, Some((a, 128))) => maps.block_v6.remove(&a),
+        (ListKind::Block, _, Some((a, l))) => maps.bnet_v6.remove(&Key::new(l.into(), a)),
+        (ListKind::Allow, Some((a, l)), _) => maps.anet_v4.remove(&Key::new(l.into(), a)),
+        (ListKind::Allow, _, Some((a, l))) => maps.anet_v6.remove(&Key::new(l.into(), a)),
+        _ => return false,
+    };
+    r.is_ok()
+}
+
+fn lpm_net<K: aya::Pod + Into<IpAddr>>(k: &Key<K>) -> Option<IpNet> {
+    IpNet::new(k.data().into(), u8::try_from(k.prefix_len()).ok()?).ok()
+}
+
+/// Every entry in the kernel maps.
+fn kernel_entries(maps: &PinnedMaps) -> Vec<(ListKind, IpNet, ListEntry)> {
+    let mut out = Vec::new();
+    for (a, e) in maps.block_v4.iter().flatten() {
+        out.push((ListKind::Block, IpNet::from(IpAddr::from(a)), e));
+    }
+    for (a, e) in maps.block_v6.iter().flatten() {
+        out.push((ListKind::Block, IpNet::from(IpAddr::from(a)), e));
+    }
+    for (k, e) in maps.bnet_v4.iter().flatten() {
+        out.extend(lpm_net(&k).map(|n| (ListKind::Block, n, e)));
+    }
+    for (k, e) in maps.bnet_v6.iter().flatten() {
+        out.extend(lpm_net(&k).map(|n| (ListKind::Block, n, e)));
+    }
+    for (k, e) in maps.anet_v4.iter().flatten() {
+        out.extend(lpm_net(&k).map(|n| (ListKind::Allow, n, e)));
+    }
+    for (k, e) in maps.anet_v6.iter().flatten() {
+        out.extend(lpm_net(&k).map(|n| (ListKind::Allow, n, e)));
+    }
+    out
+}
+
+/// One row of `astra list`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListRow {
+    pub kind: ListKind,
+    pub net: IpNet,
+    /// Seconds left; `None` = permanent.
+    pub ttl_remaining_s: Option<u64>,
+    pub expires_at: Option<u64>,
+    pub reason: String,
+    pub source: EntrySource,
+    pub hits: u64,
+    pub created_at: u64,
+    /// Whether the kernel currently holds the entry (false when no agent has run since boot).
+    pub in_kernel: bool,
+}
+
+/// Result of a block/allow call, for the CLI to report.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Enforcement {
+    /// Written to the kernel maps: in force now.
+    InKernel,
+    /// No pinned maps yet (no agent since boot): stored, applied when the agent starts.
+    StoredOnly,
+}
+
+pub struct Lists {
+    store: Store,
+    maps: Option<PinnedMaps>,
+}
+
+impl Lists {
+    pub fn open(state_dir: &Path, pin_dir: &Path) -> Result<Self> {
+        let store = Store::open(state_dir)?;
+        let maps = PinnedMaps::open(pin_dir)?;
+        Ok(Self { store, maps })
+    }
+
+    pub fn from_parts(store: Store, maps: Option<PinnedMaps>) -> Self {
+        Self { store, maps }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn maps(&self) -> Option<&PinnedMaps> {
+        self.maps.as_ref()
+    }
+
+    pub fn maps_mut(&mut self) -> Option<&mut PinnedMaps> {
+        self.maps.as_mut()
+    }
+
+    pub fn add(
+        &mut self,
+        kind: ListKind,
+        net: IpNet,
+        ttl: Option<Duration>,
+        reason: &str,
+        source: EntrySource,
+    ) -> Result<(StoredEntry, Enforcement)> {
+        let now = now_unix();
+        let entry = StoredEntry {
+            kind,
+            net,
+            expires_at: ttl.map(|d| now + d.as_secs().max(1)),
+            reason: reason.to_owned(),
+            source,
+            created_at: now,
+        };
+        self.store.upsert(&entry)?;
+        let enforcement = self.apply(&entry, now, mono_now_ns())?;
+        Ok((entry, enforcement))
+    }
+
+    fn apply(&mut self, e: &StoredEntry, now_unix: u64, now_mono: u64) -> Result<Enforcement> {
+        let Some(maps) = self.maps.as_mut() else {
+            return Ok(Enforcement::StoredOnly);
+        };
+        // Re-blocking keeps the hit count the kernel accumulated.
+        let hits = kernel_get(maps, e.kind, &e.net).map_or(0, |k| k.hits);
+        let k = ListEntry {
+            expires_ns: kernel_expiry(e.expires_at, now_unix, now_mono),
+            hits,
+            created_unix_s: e.created_at,
+            source: source_code(e.source),
+            _pad: 0,
+        };
+        kernel_insert(maps, e.kind, &e.net, k)?;
+        Ok(Enforcement::InKernel)
+    }
+
+    /// Removes an entry from store and kernel; `false` if neither had it.
+    pub fn remove(&mut self, kind: ListKind, net: &IpNet) -> Result<bool> {
+        let in_store = self.store.remove(kind, net)?;
+        let in_kernel = self
+            .maps
+            .as_mut()
+            .is_some_and(|m| kernel_remove(m, kind, net));
+        Ok(in_store || in_kernel)
+    }
+
+    /// Store and kernel merged: the store gives reasons and expiries, the kernel gives hits
+    /// (and entries the store lost, e.g. if the state dir was wiped while blocks were live).
+    pub fn list(&self) -> Result<Vec<ListRow>> {
+        let now = now_unix();
+        let now_mono = mono_now_ns();
+        let mut kernel = self.maps.as_ref().map(kernel_entries).unwrap_or_default();
+        let mut rows = Vec::new();
+        for s in self.store.list(None)? {
+            if s.is_expired(now) {
+                continue;
+            }
+            let pos = kernel
+                .iter()
+                .position(|(k, n, _)| *k == s.kind && *n == s.net);
+            let hits = pos.map(|i| kernel.swap_remove(i).2.hits);
+            rows.push(ListRow {
+                kind: s.kind,
+                net: s.net,
+                ttl_remaining_s: s.remaining(now).map(|d| d.as_secs()),
+                expires_at: s.expires_at,
+                reason: s.reason.clone(),
+                source: s.source,
+                hits: hits.unwrap_or(0),
+                created_at: s.created_at,
+                in_kernel: hits.is_some(),
+            });
+        }
+        for (kind, net, e) in kernel {
+            if e.expired(now_mono) {
+                continue;
+            }
+            let remaining = (e.expires_ns != 0).then(|| (e.expires_ns - now_mono) / 1_000_000_000);
+            rows.push(ListRow {
+                kind,
+                net,
+                ttl_remaining_s: remaining,
+                expires_at: remaining.map(|r| now + r),
+                reason: String::new(),
+                source: source_from_code(e.source),
+                hits: e.hits,
+                created_at: e.created_unix_s,
+                in_kernel: true,
+            });
+        }
+        rows.sort_by(|a, b| {
+            (a.kind as u8, a.created_at, a.net).cmp(&(b.kind as u8, b.created_at, b.net))
+        });
+        Ok(rows)
+    }
+
+    /// Writes every live stored entry into the kernel maps: after a reboot emptied bpffs, or
+    /// when the maps were recreated.
+    pub fn restore(&mut self) -> Result<usize> {
+        let now = now_unix();
+        let mono = mono_now_ns();
+        let mut n = 0;
+        for e in self.store.list(None)? {
+            if e.is_expired(now) {
+                continue;
+            }
+            if self.apply(&e, now, mono)? == Enforcement::InKernel {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Drops expired entries from the store and their kernel copies. The kernel already
+    /// ignores them; this frees the slots and keeps `astra list` honest. Cheap (an indexed
+    /// query), so the agent runs it every poll.
+    pub fn sweep_store(&mut self) -> Result<Vec<StoredEntry>> {
+        let expired = self.store.take_expired(now_unix())?;
+        if let Some(maps) = self.maps.as_mut() {
+            for e in &expired {
+                kernel_remove(maps, e.kind, &e.net);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Removes expired kernel entries the store does not know about. Walks every kernel
+    /// entry, so the agent runs it less often than [`Lists::sweep_store`].
+    pub fn sweep_kernel(&mut self) -> Result<usize> {
+        let Some(maps) = self.maps.as_mut() else {
+            return Ok(0);
+        };
+        let mono = mono_now_ns();
+        let stale: Vec<_> = kernel_entries(maps)
+            .into_iter()
+            .filter(|(_, _, e)| e.expired(mono))
+            .collect();
+        for (kind, net, _) in &stale {
+            kernel_remove(maps, *kind, net);
+        }
+        Ok(stale.len())
+    }
+
+    /// Number of entries per kind currently in the kernel.
+    pub fn kernel_counts(&self) -> (u64, u64) {
+        let Some(maps) = self.maps.as_ref() else {
+            return (0, 0);
+        };
+        let entries = kernel_entries(maps);
+        let blocks = entries
+            .iter()
+            .filter(|(k, _, _)| *k == ListKind::Block)
+            .count() as u64;
+        (blocks, entries.len() as u64 - blocks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_conversion_never_turns_past_into_permanent() {
+        assert_eq!(kernel_expiry(None, 100, 5), 0);
+        assert_eq!(kernel_expiry(Some(50), 100, 5), 1);
+        assert_eq!(kernel_expiry(Some(100), 100, 5), 1);
+        assert_eq!(kernel_expiry(Some(103), 100, 5), 5 + 3_000_000_000);
+    }
+
+    #[test]
+    fn source_codes_round_trip() {
+        for s in [EntrySource::Manual, EntrySource::Auto, EntrySource::Feed] {
+            assert_eq!(source_from_code(source_code(s)), s);
+        }
+    }
+
+    #[test]
+    fn lpm_keys_map_back_to_networks() {
+        let k = Key::new(24, [198, 18, 7, 0]);
+        assert_eq!(lpm_net(&k), Some("198.18.7.0/24".parse().unwrap()));
+        let mut a = [0u8; 16];
+        a[0] = 0x20;
+        a[1] = 0x01;
+        a[2] = 0x0d;
+        a[3] = 0xb8;
+        let k = Key::new(32, a);
+        assert_eq!(lpm_net(&k), Some("2001:db8::/32".parse().unwrap()));
+    }
+}

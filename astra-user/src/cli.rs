@@ -1,0 +1,530 @@
+//! Command-line interface: argument definitions and the verbs that act on the pinned maps and
+//! the state store.
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use comfy_table::{Table, presets};
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{
+    addr::{parse_net, parse_ttl},
+    agent::{self, AgentConfig, AgentStatus},
+    blocklist::{Enforcement, ListRow, Lists, mono_now_ns},
+    error::{Error, Result},
+    flowtable::{BiFlow, pair_flows, proto_name},
+    loader::{self, XdpModeArg},
+    maps::PinnedMaps,
+    store::{EntrySource, ListKind, Store, now_unix},
+};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/astra";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "astra",
+    version,
+    about = "Kernel-accelerated network sensor: XDP flow accounting, in-kernel blocklist, anomaly detection"
+)]
+pub struct Cli {
+    /// Directory on a BPF filesystem where maps and links are pinned.
+    #[arg(long, global = true, env = "ASTRA_PIN_DIR", default_value = loader::DEFAULT_PIN_DIR, value_name = "DIR")]
+    pub pin_dir: PathBuf,
+    /// Directory for the durable state store and the agent's status file.
+    #[arg(long, global = true, env = "ASTRA_STATE_DIR", default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Load the dataplane, attach it to interfaces and run the agent until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Block a source address or prefix in the kernel (in force when the command returns).
+    Block {
+        #[arg(value_parser = parse_net, value_name = "ADDR[/LEN]")]
+        net: IpNet,
+        /// How long the block lasts (e.g. 30s, 10m, 2h); omit or 'permanent' for no expiry.
+        #[arg(long, value_parser = parse_ttl, value_name = "DUR")]
+        ttl: Option<Duration>,
+        /// Why the block was placed, shown by `astra list`.
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a block.
+    Unblock {
+        #[arg(value_parser = parse_net, value_name = "ADDR[/LEN]")]
+        net: IpNet,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Allowlist an address or prefix: it is never dropped, whatever the blocklist says.
+    Allow {
+        #[arg(value_parser = parse_net, value_name = "ADDR[/LEN]")]
+        net: IpNet,
+        /// Remove the allowlist entry instead of adding it.
+        #[arg(long)]
+        remove: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List block and allow entries with remaining TTL, reason, source and hits.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// Only one list.
+        #[arg(long, value_enum)]
+        kind: Option<KindArg>,
+    },
+    /// Show the flows in the kernel flow table, both directions paired, largest first.
+    Flows {
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whether the agent runs, its interfaces and modes, and map fill levels.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KindArg {
+    Block,
+    Allow,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum XdpModeCli {
+    Auto,
+    Native,
+    Skb,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Interface to attach to (repeat for several).
+    #[arg(long = "iface", required = true, value_name = "IF")]
+    pub ifaces: Vec<String>,
+    /// XDP mode: auto tries native (driver) mode and falls back to skb (generic) mode.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub xdp_mode: XdpModeCli,
+    /// Address for the Prometheus /metrics endpoint.
+    #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// How often the flow table and counters are read.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub poll_interval: Duration,
+    /// Flow table size in entries, fixed when the programs are loaded.
+    #[arg(long, default_value_t = astra_common::DEFAULT_FLOW_CAPACITY, value_name = "N")]
+    pub flow_capacity: u32,
+    /// A flow with no packet for this long is closed and removed from the table.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub idle_timeout: Duration,
+    /// A flow older than this is closed and restarted, so long transfers are reported too.
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub active_timeout: Duration,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let Cli {
+        pin_dir,
+        state_dir,
+        command,
+    } = cli;
+    match command {
+        Command::Run(a) => run_agent(a, pin_dir, state_dir),
+        Command::Block {
+            net,
+            ttl,
+            reason,
+            json,
+        } => {
+            let ttl = ttl.filter(|d| !d.is_zero());
+            let mut lists = Lists::open(&state_dir, &pin_dir)?;
+            let (entry, enf) =
+                lists.add(ListKind::Block, net, ttl, &reason, EntrySource::Manual)?;
+            let allowed_by = lists
+                .store()
+                .list(Some(ListKind::Allow))?
+                .into_iter()
+                .find(|a| a.net.contains(&net.network()) || net.contains(&a.net.network()))
+                .map(|a| a.net);
+            report_change(json, "blocked", &net, entry.expires_at, &enf, allowed_by)
+        }
+        Command::Unblock { net, json } => {
+            let mut lists = Lists::open(&state_dir, &pin_dir)?;
+            if !lists.remove(ListKind::Block, &net)? {
+                return Err(Error::Usage(format!("{net} is not blocked")));
+            }
+            report_change(json, "unblocked", &net, None, &Enforcement::InKernel, None)
+        }
+        Command::Allow {
+            net,
+            remove,
+            reason,
+            json,
+        } => {
+            let mut lists = Lists::open(&state_dir, &pin_dir)?;
+            if remove {
+                if !lists.remove(ListKind::Allow, &net)? {
+                    return Err(Error::Usage(format!("{net} is not allowlisted")));
+                }
+                report_change(
+                    json,
+                    "removed from allowlist",
+                    &net,
+                    None,
+                    &Enforcement::InKernel,
+                    None,
+                )
+            } else {
+                let (_, enf) =
+                    lists.add(ListKind::Allow, net, None, &reason, EntrySource::Manual)?;
+                report_change(json, "allowlisted", &net, None, &enf, None)
+            }
+        }
+        Command::List { json, kind } => {
+            let lists = Lists::open(&state_dir, &pin_dir)?;
+            let rows: Vec<ListRow> = lists
+                .list()?
+                .into_iter()
+                .filter(|r| match kind {
+                    None => true,
+                    Some(KindArg::Block) => r.kind == ListKind::Block,
+                    Some(KindArg::Allow) => r.kind == ListKind::Allow,
+                })
+                .collect();
+            if json {
+                print_json(&rows)
+            } else {
+                print_list(&rows);
+                Ok(())
+            }
+        }
+        Command::Flows { top, json } => flows(&pin_dir, top, json),
+        Command::Status { json } => status(&pin_dir, &state_dir, json),
+    }
+}
+
+fn run_agent(a: RunArgs, pin_dir: PathBuf, state_dir: PathBuf) -> Result<()> {
+    let cfg = AgentConfig {
+        ifaces: a.ifaces,
+        xdp_mode: match a.xdp_mode {
+            XdpModeCli::Auto => XdpModeArg::Auto,
+            XdpModeCli::Native => XdpModeArg::Native,
+            XdpModeCli::Skb => XdpModeArg::Skb,
+        },
+        metrics_addr: a.metrics_addr,
+        poll_interval: a.poll_interval,
+        flow_capacity: a.flow_capacity,
+        idle_timeout: a.idle_timeout,
+        active_timeout: a.active_timeout,
+        pin_dir,
+        state_dir,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    rt.block_on(agent::run(cfg))
+}
+
+#[derive(Serialize)]
+struct Change<'a> {
+    action: &'a str,
+    net: String,
+    expires_at: Option<u64>,
+    in_kernel: bool,
+    allowlisted_by: Option<String>,
+}
+
+fn report_change(
+    json: bool,
+    action: &str,
+    net: &IpNet,
+    expires_at: Option<u64>,
+    enf: &Enforcement,
+    allowed_by: Option<IpNet>,
+) -> Result<()> {
+    if json {
+        return print_json(&Change {
+            action,
+            net: net.to_string(),
+            expires_at,
+            in_kernel: *enf == Enforcement::InKernel,
+            allowlisted_by: allowed_by.map(|n| n.to_string()),
+        });
+    }
+    let ttl = match expires_at {
+        Some(t) => format!(" for {}", fmt_secs(t.saturating_sub(now_unix()))),
+        None if action == "blocked" => " permanently".into(),
+        None => String::new(),
+    };
+    let state = match enf {
+        Enforcement::InKernel => "in force now",
+        Enforcement::StoredOnly => {
+            "stored; no agent has run since boot, it applies when `astra run` starts"
+        }
+    };
+    println!("{action} {net}{ttl} ({state})");
+    if let Some(a) = allowed_by {
+        println!("note: {a} is allowlisted, so matching packets keep passing");
+    }
+    Ok(())
+}
+
+fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).expect("serialisable");
+    println!("{s}");
+    Ok(())
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING);
+    t.set_header(header.iter().copied());
+    t
+}
+
+fn fmt_secs(s: u64) -> String {
+    humantime::format_duration(Duration::from_secs(s)).to_string()
+}
+
+fn fmt_time(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+fn print_list(rows: &[ListRow]) {
+    if rows.is_empty() {
+        println!("no block or allow entries");
+        return;
+    }
+    let mut t = table(&[
+        "LIST", "ADDRESS", "TTL", "REASON", "SOURCE", "HITS", "CREATED", "KERNEL",
+    ]);
+    for r in rows {
+        t.add_row(vec![
+            r.kind.to_string(),
+            r.net.to_string(),
+            r.ttl_remaining_s.map_or("permanent".into(), fmt_secs),
+            if r.reason.is_empty() {
+                "-".into()
+            } else {
+                r.reason.clone()
+            },
+            r.source.to_string(),
+            r.hits.to_string(),
+            fmt_time(r.created_at),
+            if r.in_kernel {
+                "yes".into()
+            } else {
+                "pending".into()
+            },
+        ]);
+    }
+    println!("{t}");
+}
+
+/// Monotonic kernel timestamps to wall-clock UNIX seconds.
+fn mono_to_unix(ns: u64, now_unix: u64, now_mono: u64) -> u64 {
+    now_unix.saturating_sub(now_mono.saturating_sub(ns) / 1_000_000_000)
+}
+
+#[derive(Serialize)]
+struct FlowOut {
+    #[serde(flatten)]
+    flow: BiFlow,
+    proto_name: String,
+    iface: String,
+    first_seen: String,
+    last_seen: String,
+}
+
+fn flows(pin_dir: &Path, top: usize, json: bool) -> Result<()> {
+    let Some(maps) = PinnedMaps::open(pin_dir)? else {
+        return Err(Error::Usage(format!(
+            "no maps pinned in {}: start the agent with `astra run --iface IF`",
+            pin_dir.display()
+        )));
+    };
+    let mut raw = Vec::new();
+    maps.read_flows(&mut raw)?;
+    let mut flows = pair_flows(raw.iter().map(|(k, v)| (k, v)));
+    flows.sort_by(|a, b| {
+        b.total_bytes()
+            .cmp(&a.total_bytes())
+            .then(b.last_seen_ns.cmp(&a.last_seen_ns))
+    });
+    flows.truncate(top);
+    let (now, mono) = (now_unix(), mono_now_ns());
+    let out: Vec<FlowOut> = flows
+        .into_iter()
+        .map(|f| FlowOut {
+            proto_name: proto_name(f.proto),
+            iface: loader::ifname(f.ifindex).unwrap_or_else(|| format!("if{}", f.ifindex)),
+            first_seen: fmt_time(mono_to_unix(f.first_seen_ns, now, mono)),
+            last_seen: fmt_time(mono_to_unix(f.last_seen_ns, now, mono)),
+            flow: f,
+        })
+        .collect();
+    if json {
+        return print_json(&out);
+    }
+    if out.is_empty() {
+        println!("no flows in the table");
+        return Ok(());
+    }
+    let mut t = table(&[
+        "PROTO",
+        "SOURCE",
+        "DESTINATION",
+        "IFACE",
+        "PKTS>",
+        "BYTES>",
+        "PKTS<",
+        "BYTES<",
+        "FIRST SEEN",
+        "LAST SEEN",
+    ]);
+    for f in &out {
+        let b = &f.flow;
+        let ep = |a: &std::net::IpAddr, p: u16| match (b.proto, a) {
+            (1 | 58, _) => a.to_string(),
+            (_, std::net::IpAddr::V6(_)) => format!("[{a}]:{p}"),
+            _ => format!("{a}:{p}"),
+        };
+        t.add_row(vec![
+            f.proto_name.clone(),
+            ep(&b.src, b.src_port),
+            ep(&b.dst, b.dst_port),
+            f.iface.clone(),
+            b.fwd.packets.to_string(),
+            b.fwd.bytes.to_string(),
+            b.rev.packets.to_string(),
+            b.rev.bytes.to_string(),
+            f.first_seen.clone(),
+            f.last_seen.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct StatusOut {
+    agent_running: bool,
+    agent: Option<AgentStatus>,
+    pin_dir: PathBuf,
+    maps_pinned: bool,
+    layout_version: u32,
+    flows: Option<u64>,
+    flow_capacity: Option<u32>,
+    block_entries: Option<u64>,
+    allow_entries: Option<u64>,
+    stored_blocks: u64,
+    stored_allows: u64,
+}
+
+fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
+    let store = Store::open(state_dir)?;
+    let maps = PinnedMaps::open(pin_dir)?;
+    let agent = AgentStatus::read(state_dir);
+    let running = agent.as_ref().is_some_and(AgentStatus::alive);
+    let (flows, cap) = match &maps {
+        Some(m) => {
+            let mut raw = Vec::new();
+            m.read_flows(&mut raw)?;
+            (Some(raw.len() as u64), Some(m.flow_capacity()?))
+        }
+        None => (None, None),
+    };
+    let maps_pinned = maps.is_some();
+    let lists = Lists::from_parts(store, maps);
+    let (b, a) = lists.kernel_counts();
+    let out = StatusOut {
+        agent_running: running,
+        agent,
+        pin_dir: pin_dir.to_owned(),
+        maps_pinned,
+        layout_version: astra_common::LAYOUT_VERSION,
+        flows,
+        flow_capacity: cap,
+        block_entries: maps_pinned.then_some(b),
+        allow_entries: maps_pinned.then_some(a),
+        stored_blocks: lists.store().count(ListKind::Block)?,
+        stored_allows: lists.store().count(ListKind::Allow)?,
+    };
+    if json {
+        return print_json(&out);
+    }
+    match (&out.agent, running) {
+        (Some(s), true) => {
+            println!(
+                "agent:        running (pid {}, version {}, up {})",
+                s.pid,
+                s.version,
+                fmt_secs(now_unix().saturating_sub(s.started_at))
+            );
+            for i in &s.interfaces {
+                println!(
+                    "interface:    {} (ifindex {}) xdp {:?}{}",
+                    i.iface,
+                    i.ifindex,
+                    i.mode,
+                    if i.egress { ", tc egress" } else { "" }
+                );
+            }
+            match (s.last_poll_at, s.last_poll_ms) {
+                (Some(t), Some(ms)) => println!(
+                    "last poll:    {} ago, took {ms:.1} ms",
+                    fmt_secs(now_unix().saturating_sub(t))
+                ),
+                _ => println!("last poll:    none yet"),
+            }
+            println!("metrics:      http://{}/metrics", s.metrics_addr);
+        }
+        _ => println!("agent:        not running"),
+    }
+    println!(
+        "pin dir:      {} (layout v{})",
+        pin_dir.display(),
+        out.layout_version
+    );
+    if maps_pinned {
+        let cap = out.flow_capacity.unwrap_or(0);
+        let n = out.flows.unwrap_or(0);
+        let pct = if cap == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / cap as f64
+        };
+        println!("flow table:   {n} / {cap} ({pct:.1}% full)");
+        println!(
+            "kernel lists: {} blocked, {} allowlisted",
+            out.block_entries.unwrap_or(0),
+            out.allow_entries.unwrap_or(0)
+        );
+    } else {
+        println!("maps:         none pinned (no agent has run since boot)");
+    }
+    println!(
+        "state store:  {} ({} blocks, {} allows)",
+        lists.store().path().display(),
+        out.stored_blocks,
+        out.stored_allows
+    );
+    Ok(())
+}

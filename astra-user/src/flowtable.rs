@@ -1,0 +1,407 @@
+//! The agent's view of the kernel flow table: per-poll deltas, idle/active eviction, and the
+//! pairing of the two directions of a conversation into one bidirectional flow.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv6Addr},
+    time::Duration,
+};
+
+use astra_common::{FlowKey, FlowValue, direction};
+use serde::Serialize;
+
+use crate::{error::Result, maps::PinnedMaps};
+
+/// A directional flow as the agent tracks it between polls.
+#[derive(Clone, Debug)]
+pub struct FlowRecord {
+    pub key: FlowKey,
+    pub value: FlowValue,
+    /// Packets and bytes added since the previous poll.
+    pub delta_packets: u64,
+    pub delta_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PollStats {
+    pub active: usize,
+    pub new: usize,
+    pub evicted_idle: usize,
+    pub evicted_active: usize,
+    pub delta_packets: u64,
+    pub delta_bytes: u64,
+}
+
+pub struct FlowTable {
+    flows: HashMap<FlowKey, FlowRecord>,
+    idle_timeout_ns: u64,
+    active_timeout_ns: u64,
+    buf: Vec<(FlowKey, FlowValue)>,
+    /// Flows ended by a timeout since the last [`FlowTable::take_closed`].
+    closed: Vec<FlowRecord>,
+}
+
+impl FlowTable {
+    pub fn new(idle_timeout: Duration, active_timeout: Duration) -> Self {
+        Self {
+            flows: HashMap::new(),
+            idle_timeout_ns: idle_timeout.as_nanos() as u64,
+            active_timeout_ns: active_timeout.as_nanos() as u64,
+            buf: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &FlowRecord> {
+        self.flows.values()
+    }
+
+    pub fn take_closed(&mut self) -> Vec<FlowRecord> {
+        std::mem::take(&mut self.closed)
+    }
+
+    /// Reads the kernel table, updates deltas and evicts flows idle longer than the idle
+    /// timeout or older than the active timeout. Evicted flows are deleted from the kernel so
+    /// the table never fills with dead conversations; a long-lived one simply starts a new
+    /// record, as NetFlow's active timeout does.
+    pub fn poll(&mut self, maps: &mut PinnedMaps, now_ns: u64) -> Result<PollStats> {
+        let mut buf = std::mem::take(&mut self.buf);
+        maps.read_flows(&mut buf)?;
+        let stats = self.apply(&buf, now_ns);
+        let evict: Vec<FlowKey> = self.closed_keys_since(stats);
+        maps.delete_flows(&evict)?;
+        self.buf = buf;
+        Ok(stats)
+    }
+
+    fn closed_keys_since(&self, stats: PollStats) -> Vec<FlowKey> {
+        let n = stats.evicted_idle + stats.evicted_active;
+        self.closed[self.closed.len() - n..]
+            .iter()
+            .map(|r| r.key)
+            .collect()
+    }
+
+    /// The bookkeeping part of [`FlowTable::poll`], separate so it is testable without maps.
+    fn apply(&mut self, snapshot: &[(FlowKey, FlowValue)], now_ns: u64) -> PollStats {
+        let mut stats = PollStats::default();
+        let mut seen: HashMap<FlowKey, FlowRecord> = HashMap::with_capacity(snapshot.len());
+        for (k, v) in snapshot {
+            let rec = match self.flows.remove(k) {
+                // A smaller count means the kernel entry was deleted and recreated in between.
+                Some(old)
+                    if v.packets >= old.value.packets
+                        && v.first_seen_ns == old.value.first_seen_ns =>
+                {
+                    FlowRecord {
+                        key: *k,
+                        value: *v,
+                        delta_packets: v.packets - old.value.packets,
+                        delta_bytes: v.bytes.saturating_sub(old.value.bytes),
+                    }
+                }
+                _ => {
+                    stats.new += 1;
+                    FlowRecord {
+                        key: *k,
+                        value: *v,
+                        delta_packets: v.packets,
+                        delta_bytes: v.bytes,
+                    }
+                }
+            };
+            stats.delta_packets += rec.delta_packets;
+            stats.delta_bytes += rec.delta_bytes;
+            let idle = now_ns.saturating_sub(v.last_seen_ns) >= self.idle_timeout_ns;
+            let old = now_ns.saturating_sub(v.first_seen_ns) >= self.active_timeout_ns;
+            if idle {
+                stats.evicted_idle += 1;
+                self.closed.push(rec);
+            } else if old {
+                stats.evicted_active += 1;
+                self.closed.push(rec);
+            } else {
+                seen.insert(*k, rec);
+            }
+        }
+        // Whatever is left vanished from the kernel without us (another agent or the CLI).
+        self.flows = seen;
+        stats.active = self.flows.len();
+        stats
+    }
+}
+
+/// Packets and bytes of one direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DirCounters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// A conversation: the initiator's direction (`fwd`) and the replies (`rev`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BiFlow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub ifindex: u32,
+    pub fwd: DirCounters,
+    pub rev: DirCounters,
+    pub tcp_flags: u32,
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+}
+
+impl BiFlow {
+    pub fn total_bytes(&self) -> u64 {
+        self.fwd.bytes + self.rev.bytes
+    }
+
+    pub fn total_packets(&self) -> u64 {
+        self.fwd.packets + self.rev.packets
+    }
+}
+
+/// IPv4-mapped addresses back to IPv4, everything else as IPv6.
+pub fn key_addr(a: [u8; 16]) -> IpAddr {
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+/// ICMP replies carry another type than their requests; fold them so both pair up.
+fn pairing_port(proto: u8, port: u16) -> u16 {
+    match (proto, port >> 8) {
+        (1, 0) => 8 << 8,
+        (58, 129) => 128 << 8,
+        _ => port,
+    }
+}
+
+type PairKey = ([u8; 16], [u8; 16], u16, u16, u8);
+
+fn pair_key(k: &FlowKey) -> (PairKey, bool) {
+    let (sp, dp) = if k.proto == 1 || k.proto == 58 {
+        (0, pairing_port(k.proto, k.dst_port))
+    } else {
+        (k.src_port, k.dst_port)
+    };
+    let a = (k.src, sp);
+    let b = (k.dst, dp);
+    if a <= b {
+        ((a.0, b.0, a.1, b.1, k.proto), true)
+    } else {
+        ((b.0, a.0, b.1, a.1, k.proto), false)
+    }
+}
+
+/// Pairs directional entries into conversations. The same direction can be seen twice (XDP
+/// ingress on one interface and TC egress on another, on a gateway); the larger count wins
+/// rather than double counting.
+pub fn pair_flows<'a>(
+    entries: impl IntoIterator<Item = (&'a FlowKey, &'a FlowValue)>,
+) -> Vec<BiFlow> {
+    struct Half {
+        key: FlowKey,
+        value: FlowValue,
+    }
+    let mut groups: HashMap<PairKey, [Option<Half>; 2]> = HashMap::new();
+    for (k, v) in entries {
+        let (pk, forward) = pair_key(k);
+        let slot = &mut groups.entry(pk).or_insert([None, None])[usize::from(!forward)];
+        let better = match slot {
+            None => true,
+            Some(h) => {
+                v.packets > h.value.packets
+                    || (v.packets == h.value.packets && k.direction == direction::INGRESS)
+            }
+        };
+        if better {
+            *slot = Some(Half { key: *k, value: *v });
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for [a, b] in groups.into_values() {
+        // The initiator is whichever direction started first.
+        let (fwd, rev) = match (a, b) {
+            (Some(a), Some(b)) if b.value.first_seen_ns < a.value.first_seen_ns => (b, Some(a)),
+            (Some(a), b) => (a, b),
+            (None, Some(b)) => (b, None),
+            (None, None) => continue,
+        };
+        let rv = rev.as_ref().map(|h| h.value);
+        out.push(BiFlow {
+            src: key_addr(fwd.key.src),
+            dst: key_addr(fwd.key.dst),
+            src_port: fwd.key.src_port,
+            dst_port: fwd.key.dst_port,
+            proto: fwd.key.proto,
+            ifindex: fwd.key.ifindex,
+            fwd: DirCounters {
+                packets: fwd.value.packets,
+                bytes: fwd.value.bytes,
+            },
+            rev: rv.map_or_else(DirCounters::default, |v| DirCounters {
+                packets: v.packets,
+                bytes: v.bytes,
+            }),
+            tcp_flags: fwd.value.tcp_flags | rv.map_or(0, |v| v.tcp_flags),
+            first_seen_ns: rv.map_or(fwd.value.first_seen_ns, |v| {
+                v.first_seen_ns.min(fwd.value.first_seen_ns)
+            }),
+            last_seen_ns: rv.map_or(fwd.value.last_seen_ns, |v| {
+                v.last_seen_ns.max(fwd.value.last_seen_ns)
+            }),
+        });
+    }
+    out
+}
+
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        n => n.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(src: [u8; 4], dst: [u8; 4], sp: u16, dp: u16, proto: u8, dir: u8) -> FlowKey {
+        let m = |a: [u8; 4]| {
+            let mut o = [0u8; 16];
+            o[10] = 0xff;
+            o[11] = 0xff;
+            o[12..].copy_from_slice(&a);
+            o
+        };
+        FlowKey {
+            src: m(src),
+            dst: m(dst),
+            src_port: sp,
+            dst_port: dp,
+            ifindex: 3,
+            proto,
+            direction: dir,
+            _pad: [0; 2],
+        }
+    }
+
+    fn val(p: u64, first: u64, last: u64) -> FlowValue {
+        FlowValue {
+            packets: p,
+            bytes: p * 100,
+            first_seen_ns: first,
+            last_seen_ns: last,
+            ..Default::default()
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn deltas_and_new_flows() {
+        let mut t = FlowTable::new(Duration::from_secs(60), Duration::from_secs(600));
+        let k = key([1, 1, 1, 1], [2, 2, 2, 2], 1000, 80, 6, 0);
+        let s = t.apply(&[(k, val(3, S, S))], 2 * S);
+        assert_eq!((s.new, s.delta_packets, s.active), (1, 3, 1));
+        let s = t.apply(&[(k, val(10, S, 3 * S))], 4 * S);
+        assert_eq!((s.new, s.delta_packets, s.delta_bytes), (0, 7, 700));
+        // Recreated entry (count went down): counted as new, not as a negative delta.
+        let s = t.apply(&[(k, val(2, 5 * S, 5 * S))], 6 * S);
+        assert_eq!((s.new, s.delta_packets), (1, 2));
+    }
+
+    #[test]
+    fn idle_and_active_timeouts_close_flows() {
+        let mut t = FlowTable::new(Duration::from_secs(10), Duration::from_secs(100));
+        let idle = key([1, 1, 1, 1], [2, 2, 2, 2], 1, 2, 17, 0);
+        let busy = key([1, 1, 1, 1], [2, 2, 2, 2], 3, 4, 17, 0);
+        let fresh = key([1, 1, 1, 1], [2, 2, 2, 2], 5, 6, 17, 0);
+        let now = 200 * S;
+        let s = t.apply(
+            &[
+                (idle, val(1, 180 * S, 189 * S)),
+                (busy, val(1, 99 * S, 199 * S)),
+                (fresh, val(1, 195 * S, 199 * S)),
+            ],
+            now,
+        );
+        assert_eq!((s.evicted_idle, s.evicted_active, s.active), (1, 1, 1));
+        let closed: Vec<_> = t.take_closed().into_iter().map(|r| r.key).collect();
+        assert!(closed.contains(&idle) && closed.contains(&busy));
+        assert!(t.records().all(|r| r.key == fresh));
+        // Just under the idle timeout stays.
+        let s = t.apply(&[(fresh, val(1, 195 * S, 199 * S))], 199 * S + 10 * S - 1);
+        assert_eq!(s.evicted_idle, 0);
+    }
+
+    #[test]
+    fn flows_that_vanished_from_the_kernel_are_forgotten() {
+        let mut t = FlowTable::new(Duration::from_secs(60), Duration::from_secs(600));
+        let k = key([1, 1, 1, 1], [2, 2, 2, 2], 1, 2, 17, 0);
+        t.apply(&[(k, val(1, S, S))], S);
+        assert_eq!(t.apply(&[], 2 * S).active, 0);
+    }
+
+    #[test]
+    fn pairs_request_and_reply() {
+        let c = [198, 18, 0, 1];
+        let s = [198, 18, 0, 2];
+        let req = key(c, s, 40000, 80, 6, direction::INGRESS);
+        let rep = key(s, c, 80, 40000, 6, direction::EGRESS);
+        let flows = pair_flows([(&rep, &val(4, 2 * S, 9 * S)), (&req, &val(5, S, 8 * S))]);
+        assert_eq!(flows.len(), 1);
+        let f = &flows[0];
+        assert_eq!(f.src, IpAddr::from(c));
+        assert_eq!((f.src_port, f.dst_port), (40000, 80));
+        assert_eq!((f.fwd.packets, f.rev.packets), (5, 4));
+        assert_eq!((f.first_seen_ns, f.last_seen_ns), (S, 9 * S));
+    }
+
+    #[test]
+    fn pairs_icmp_echo_and_keeps_distinct_flows_apart() {
+        let c = [198, 18, 0, 1];
+        let s = [198, 18, 0, 2];
+        let echo = key(c, s, 0, 8 << 8, 1, direction::INGRESS);
+        let reply = key(s, c, 0, 0, 1, direction::EGRESS);
+        let other = key(c, s, 40001, 80, 6, direction::INGRESS);
+        let flows = pair_flows([
+            (&echo, &val(3, S, S)),
+            (&reply, &val(3, 2 * S, 2 * S)),
+            (&other, &val(1, S, S)),
+        ]);
+        assert_eq!(flows.len(), 2);
+        let icmp = flows.iter().find(|f| f.proto == 1).unwrap();
+        assert_eq!((icmp.fwd.packets, icmp.rev.packets), (3, 3));
+    }
+
+    #[test]
+    fn same_direction_seen_twice_is_not_double_counted() {
+        let c = [198, 18, 0, 1];
+        let s = [198, 18, 0, 2];
+        let on_ingress = key(c, s, 1, 2, 17, direction::INGRESS);
+        let mut on_egress = key(c, s, 1, 2, 17, direction::EGRESS);
+        on_egress.ifindex = 4;
+        let flows = pair_flows([(&on_ingress, &val(7, S, S)), (&on_egress, &val(7, S, S))]);
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].fwd.packets, 7);
+        assert_eq!(flows[0].ifindex, 3);
+    }
+}

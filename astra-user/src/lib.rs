@@ -1,0 +1,15 @@
+//! Astra's userspace: the agent that loads the XDP/TC dataplane, polls its maps and manages
+//! the kernel blocklist, and the `astra` command line that drives it.
+pub mod addr;
+pub mod agent;
+pub mod api;
+pub mod blocklist;
+pub mod cli;
+pub mod error;
+pub mod flowtable;
+pub mod loader;
+pub mod maps;
+pub mod metrics;
+pub mod store;
+
+pub use error::{Error, Result};

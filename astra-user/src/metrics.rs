@@ -1,0 +1,351 @@
+//! Prometheus metrics. Kernel counters are cumulative and survive agent restarts (they live in
+//! a pinned map), so each poll advances the exported counters to the kernel's totals rather than
+//! counting from the agent's start.
+use std::collections::HashMap;
+
+use astra_common::{Counter, action};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::flowtable::PollStats;
+
+/// (direction, action label) of each counter slot that describes a packet outcome.
+pub fn action_labels(a: u32) -> Option<(&'static str, &'static str)> {
+    Some(match a {
+        action::PASS => ("ingress", "pass"),
+        action::DROP_BLOCKED => ("ingress", "drop_blocked"),
+        action::DROP_BLOCKED_NET => ("ingress", "drop_blocked_prefix"),
+        action::PASS_ALLOWLISTED => ("ingress", "pass_allowlisted"),
+        action::PARSE_ERROR => ("ingress", "parse_error"),
+        action::FRAGMENT => ("ingress", "fragment"),
+        action::NON_IP => ("ingress", "non_ip"),
+        action::EGRESS_PASS => ("egress", "pass"),
+        action::EGRESS_PARSE_ERROR => ("egress", "parse_error"),
+        action::EGRESS_FRAGMENT => ("egress", "fragment"),
+        action::EGRESS_NON_IP => ("egress", "non_ip"),
+        _ => return None,
+    })
+}
+
+/// Drop reason of the slots that drop.
+pub fn drop_reason(a: u32) -> Option<&'static str> {
+    match a {
+        action::DROP_BLOCKED => Some("blocked_address"),
+        action::DROP_BLOCKED_NET => Some("blocked_prefix"),
+        _ => None,
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    packets: IntCounterVec,
+    bytes: IntCounterVec,
+    drops: IntCounterVec,
+    insert_failures: IntCounterVec,
+    flows_active: IntGauge,
+    flow_capacity: IntGauge,
+    flows_evicted: IntCounterVec,
+    list_entries: IntGaugeVec,
+    blocklist_entries: IntGauge,
+    poll_duration: Histogram,
+    polls: IntCounterVec,
+    /// What has been exported so far per (iface, action), to advance counters by the difference.
+    exported: HashMap<(String, u32), Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let packets = IntCounterVec::new(
+            Opts::new(
+                "astra_packets_total",
+                "Packets seen by the dataplane, by outcome.",
+            ),
+            &["iface", "direction", "action"],
+        )
+        .expect("valid metric");
+        let bytes = IntCounterVec::new(
+            Opts::new(
+                "astra_bytes_total",
+                "Bytes seen by the dataplane, by outcome.",
+            ),
+            &["iface", "direction", "action"],
+        )
+        .expect("valid metric");
+        let drops = IntCounterVec::new(
+            Opts::new(
+                "astra_drops_total",
+                "Packets dropped in the kernel, by reason.",
+            ),
+            &["iface", "reason"],
+        )
+        .expect("valid metric");
+        let insert_failures = IntCounterVec::new(
+            Opts::new(
+                "astra_flow_table_insert_failures_total",
+                "New flows that could not be recorded because the flow table was full.",
+            ),
+            &["iface"],
+        )
+        .expect("valid metric");
+        let flows_active = IntGauge::new(
+            "astra_flows_active",
+            "Flows currently in the kernel flow table.",
+        )
+        .expect("valid metric");
+        let flow_capacity = IntGauge::new(
+            "astra_flow_table_capacity",
+            "Size of the kernel flow table (--flow-capacity).",
+        )
+        .expect("valid metric");
+        let flows_evicted = IntCounterVec::new(
+            Opts::new(
+                "astra_flows_evicted_total",
+                "Flows removed from the table by the agent, by timeout.",
+            ),
+            &["timeout"],
+        )
+        .expect("valid metric");
+        let list_entries = IntGaugeVec::new(
+            Opts::new(
+                "astra_list_entries",
+                "Entries in the kernel block and allow lists.",
+            ),
+            &["list"],
+        )
+        .expect("valid metric");
+        let blocklist_entries = IntGauge::new(
+            "astra_blocklist_entries",
+            "Entries in the kernel blocklist (addresses and prefixes).",
+        )
+        .expect("valid metric");
+        let poll_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "astra_poll_duration_seconds",
+                "Time to read the flow table and counters once.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .expect("valid metric");
+        let polls = IntCounterVec::new(
+            Opts::new("astra_polls_total", "Polls of the kernel maps, by result."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let build = IntGaugeVec::new(
+            Opts::new("astra_build_info", "Astra version (value is always 1)."),
+            &["version"],
+        )
+        .expect("valid metric");
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        for c in [
+            Box::new(packets.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(bytes.clone()),
+            Box::new(drops.clone()),
+            Box::new(insert_failures.clone()),
+            Box::new(flows_active.clone()),
+            Box::new(flow_capacity.clone()),
+            Box::new(flows_evicted.clone()),
+            Box::new(list_entries.clone()),
+            Box::new(blocklist_entries.clone()),
+            Box::new(poll_duration.clone()),
+            Box::new(polls.clone()),
+            Box::new(build),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Self {
+            registry,
+            packets,
+            bytes,
+            drops,
+            insert_failures,
+            flows_active,
+            flow_capacity,
+            flows_evicted,
+            list_entries,
+            blocklist_entries,
+            poll_duration,
+            polls,
+            exported: HashMap::new(),
+        }
+    }
+
+    /// Advances the exported counters of `iface` to the kernel totals in `totals`.
+    pub fn observe_counters(&mut self, iface: &str, totals: &[Counter]) {
+        for (a, total) in totals.iter().enumerate() {
+            let a = a as u32;
+            let prev = self.exported.entry((iface.to_owned(), a)).or_default();
+            // Totals only go down if the pinned counters were recreated: restart from them.
+            let dp = total
+                .packets
+                .checked_sub(prev.packets)
+                .unwrap_or(total.packets);
+            let db = total.bytes.checked_sub(prev.bytes).unwrap_or(total.bytes);
+            *prev = *total;
+            if let Some((dir, label)) = action_labels(a) {
+                self.packets
+                    .with_label_values(&[iface, dir, label])
+                    .inc_by(dp);
+                self.bytes
+                    .with_label_values(&[iface, dir, label])
+                    .inc_by(db);
+            }
+            if let Some(reason) = drop_reason(a) {
+                self.drops.with_label_values(&[iface, reason]).inc_by(dp);
+            }
+            if a == action::FLOW_INSERT_FAIL {
+                self.insert_failures.with_label_values(&[iface]).inc_by(dp);
+            }
+        }
+    }
+
+    pub fn observe_poll(&self, stats: &PollStats, kernel_flows: usize, seconds: f64) {
+        self.flows_active.set(kernel_flows as i64);
+        self.flows_evicted
+            .with_label_values(&["idle"])
+            .inc_by(stats.evicted_idle as u64);
+        self.flows_evicted
+            .with_label_values(&["active"])
+            .inc_by(stats.evicted_active as u64);
+        self.poll_duration.observe(seconds);
+        self.polls.with_label_values(&["ok"]).inc();
+    }
+
+    pub fn poll_failed(&self) {
+        self.polls.with_label_values(&["error"]).inc();
+    }
+
+    pub fn set_flow_capacity(&self, n: u32) {
+        self.flow_capacity.set(n.into());
+    }
+
+    pub fn set_list_entries(&self, blocks: u64, allows: u64) {
+        self.blocklist_entries.set(blocks as i64);
+        self.list_entries
+            .with_label_values(&["block"])
+            .set(blocks as i64);
+        self.list_entries
+            .with_label_values(&["allow"])
+            .set(allows as i64);
+    }
+
+    /// Pre-creates the label sets of an interface so dashboards and alerts see zeros rather
+    /// than missing series before the first packet.
+    pub fn register_iface(&self, iface: &str) {
+        for a in 0..action::COUNT {
+            if let Some((dir, label)) = action_labels(a) {
+                self.packets.with_label_values(&[iface, dir, label]);
+                self.bytes.with_label_values(&[iface, dir, label]);
+            }
+            if let Some(reason) = drop_reason(a) {
+                self.drops.with_label_values(&[iface, reason]);
+            }
+        }
+        self.insert_failures.with_label_values(&[iface]);
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn render(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    TextEncoder::new()
+        .encode(&registry.gather(), &mut buf)
+        .expect("text encoding to a Vec cannot fail");
+    String::from_utf8(buf).expect("prometheus text format is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(pass: u64, drop: u64) -> Vec<Counter> {
+        let mut t = vec![Counter::default(); action::COUNT as usize];
+        t[action::PASS as usize] = Counter {
+            packets: pass,
+            bytes: pass * 60,
+        };
+        t[action::DROP_BLOCKED as usize] = Counter {
+            packets: drop,
+            bytes: drop * 60,
+        };
+        t
+    }
+
+    fn value(text: &str, prefix: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no sample {prefix} in\n{text}"))
+    }
+
+    #[test]
+    fn counters_follow_kernel_totals() {
+        let mut m = Metrics::new();
+        m.observe_counters("eth0", &totals(5, 2));
+        m.observe_counters("eth0", &totals(12, 2));
+        let t = m.render();
+        assert_eq!(
+            value(
+                &t,
+                r#"astra_packets_total{action="pass",direction="ingress",iface="eth0"}"#
+            ),
+            12.0
+        );
+        assert_eq!(
+            value(
+                &t,
+                r#"astra_drops_total{iface="eth0",reason="blocked_address"}"#
+            ),
+            2.0
+        );
+        // Recreated kernel counters restart from the new totals instead of going backwards.
+        m.observe_counters("eth0", &totals(3, 2));
+        let t = m.render();
+        assert_eq!(
+            value(
+                &t,
+                r#"astra_packets_total{action="pass",direction="ingress",iface="eth0"}"#
+            ),
+            15.0
+        );
+    }
+
+    #[test]
+    fn every_packet_outcome_has_a_label() {
+        for a in [
+            action::PASS,
+            action::DROP_BLOCKED,
+            action::DROP_BLOCKED_NET,
+            action::PASS_ALLOWLISTED,
+            action::PARSE_ERROR,
+            action::FRAGMENT,
+            action::NON_IP,
+            action::EGRESS_PASS,
+            action::EGRESS_PARSE_ERROR,
+            action::EGRESS_FRAGMENT,
+            action::EGRESS_NON_IP,
+        ] {
+            assert!(action_labels(a).is_some(), "action {a}");
+        }
+        assert!(action_labels(action::FLOW_INSERT_FAIL).is_none());
+    }
+}

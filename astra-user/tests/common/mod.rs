@@ -1,0 +1,438 @@
+//! Helpers shared by the privileged integration tests: root checks, unique names, and guards
+//! that remove every namespace and pin directory a test creates, even when it panics.
+#![allow(dead_code)]
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+/// Returns false (and says why) when the test cannot run here. Under CI=true a missing
+/// privilege is a failure, never a skip.
+pub fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("privileged test needs root, and CI=true forbids skipping it");
+    }
+    eprintln!("skipping: privileged test needs root (run `cargo xtask test` as root)");
+    false
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short name unique across concurrently running test processes and threads.
+pub fn unique(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+pub fn sh(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A pin directory under /sys/fs/bpf, removed with everything pinned in it on drop.
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new() -> Self {
+        let p = PathBuf::from("/sys/fs/bpf").join(unique("astra-t"));
+        astra::loader::ensure_pin_dir(&p).expect("pin dir");
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A temporary state directory.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(unique("astra-state-"));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Two network namespaces joined by a veth pair: `a` (198.18.N.1, 2001:db8:N::1) is the
+/// traffic source, `b` (198.18.N.2, 2001:db8:N::2) is where Astra attaches.
+pub struct Lab {
+    pub ns_a: String,
+    pub ns_b: String,
+    pub if_a: String,
+    pub if_b: String,
+    pub net: u8,
+}
+
+impl Lab {
+    pub fn new() -> Self {
+        Self::build(true)
+    }
+
+    /// A lab whose traffic source sends no IPv6 (no router solicitations or MLD reports), so
+    /// every IP packet the sensor sees is one the test sent.
+    pub fn quiet_v4() -> Self {
+        Self::build(false)
+    }
+
+    fn build(ipv6: bool) -> Self {
+        let ns_a = unique("astA");
+        let ns_b = unique("astB");
+        let net = (SEQ.fetch_add(1, Ordering::SeqCst) % 200) as u8 + 1;
+        let lab = Lab {
+            ns_a,
+            ns_b,
+            if_a: "veth-a".into(),
+            if_b: "veth-b".into(),
+            net,
+        };
+        sh("ip", &["netns", "add", &lab.ns_a]);
+        sh("ip", &["netns", "add", &lab.ns_b]);
+        if !ipv6 {
+            for ns in [&lab.ns_a, &lab.ns_b] {
+                sh(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        ns,
+                        "sysctl",
+                        "-qw",
+                        "net.ipv6.conf.all.disable_ipv6=1",
+                    ],
+                );
+                sh(
+                    "ip",
+                    &[
+                        "netns",
+                        "exec",
+                        ns,
+                        "sysctl",
+                        "-qw",
+                        "net.ipv6.conf.default.disable_ipv6=1",
+                    ],
+                );
+            }
+        }
+        sh(
+            "ip",
+            &[
+                "link", "add", &lab.if_a, "netns", &lab.ns_a, "type", "veth", "peer", "name",
+                &lab.if_b, "netns", &lab.ns_b,
+            ],
+        );
+        for (ns, ifc, host) in [(&lab.ns_a, &lab.if_a, 1), (&lab.ns_b, &lab.if_b, 2)] {
+            let v4 = format!("198.18.{}.{host}/24", lab.net);
+            let v6 = format!("2001:db8:{}::{host}/64", lab.net);
+            sh("ip", &["-n", ns, "addr", "add", &v4, "dev", ifc]);
+            if ipv6 {
+                sh("ip", &["-n", ns, "addr", "add", &v6, "dev", ifc, "nodad"]);
+            }
+            sh("ip", &["-n", ns, "link", "set", ifc, "up"]);
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    pub fn a_v4(&self) -> String {
+        format!("198.18.{}.1", self.net)
+    }
+    pub fn b_v4(&self) -> String {
+        format!("198.18.{}.2", self.net)
+    }
+    pub fn a_v6(&self) -> String {
+        format!("2001:db8:{}::1", self.net)
+    }
+    pub fn b_v6(&self) -> String {
+        format!("2001:db8:{}::2", self.net)
+    }
+
+    /// Adds another address to A's interface (a second attacker or client).
+    pub fn add_a_addr(&self, cidr: &str) {
+        let extra: &[&str] = if cidr.contains(':') { &["nodad"] } else { &[] };
+        let mut args = vec!["-n", &self.ns_a, "addr", "add", cidr, "dev", &self.if_a];
+        args.extend_from_slice(extra);
+        sh("ip", &args);
+    }
+
+    /// ifindex of B's interface, as the programs attached there see it.
+    pub fn b_ifindex(&self) -> u32 {
+        let ifc = self.if_b.clone();
+        Self::in_ns(&self.ns_b, move || {
+            astra::loader::ifindex(&ifc).expect("ifindex")
+        })
+    }
+
+    /// Sends `n` datagrams from `src` in A to a receiver in B listening on `dst`, and
+    /// returns how many arrived: the end-to-end check that a packet passed or was dropped.
+    pub fn deliver(&self, src: &str, dst: &str, n: usize) -> usize {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (dst_owned, ns_b) = (dst.to_owned(), self.ns_b.clone());
+        let receiver = std::thread::spawn(move || {
+            Self::in_ns(&ns_b, move || {
+                let bind = if dst_owned.contains(':') {
+                    format!("[{dst_owned}]:0")
+                } else {
+                    format!("{dst_owned}:0")
+                };
+                let sock = std::net::UdpSocket::bind(bind).expect("bind receiver");
+                sock.set_read_timeout(Some(Duration::from_millis(400)))
+                    .expect("timeout");
+                tx.send(sock.local_addr().expect("addr").port())
+                    .expect("port");
+                let mut buf = [0u8; 64];
+                let mut got = 0;
+                while sock.recv(&mut buf).is_ok() {
+                    got += 1;
+                }
+                got
+            })
+        });
+        let port = rx.recv().expect("receiver port");
+        self.send_udp(src, dst, 0, port, n);
+        receiver.join().expect("receiver")
+    }
+
+    /// Runs `f` on a thread that has entered namespace `ns`.
+    pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{ns}");
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("netns file");
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on this thread only; the fd is a valid netns handle.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread")
+    }
+
+    /// Sends `n` UDP datagrams from namespace A to `dst` port `port`, from source port
+    /// `sport`, and waits until they are on the wire.
+    pub fn send_udp(&self, src: &str, dst: &str, sport: u16, port: u16, n: usize) {
+        let (src, dst) = (src.to_owned(), dst.to_owned());
+        Self::in_ns(&self.ns_a, move || {
+            let bind = if src.contains(':') {
+                format!("[{src}]:{sport}")
+            } else {
+                format!("{src}:{sport}")
+            };
+            let sock = std::net::UdpSocket::bind(&bind).expect("bind udp");
+            let to = if dst.contains(':') {
+                format!("[{dst}]:{port}")
+            } else {
+                format!("{dst}:{port}")
+            };
+            for _ in 0..n {
+                sock.send_to(b"astra-test-payload", &to).expect("send");
+            }
+        });
+        // Veth delivery is synchronous, but give the softirq a moment on a loaded machine.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its end of the veth, and with it the peer.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_a])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.ns_b])
+            .status();
+    }
+}
+
+/// A free TCP port: ask the kernel for one on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn astra_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_astra")
+}
+
+/// Runs the CLI with the test's pin and state dirs; returns (status code, stdout, stderr).
+pub fn cli(pin: &Path, state: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(astra_bin())
+        .args(args)
+        .arg("--pin-dir")
+        .arg(pin)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("run astra");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn cli_ok(pin: &Path, state: &Path, args: &[&str]) -> String {
+    let (code, out, err) = cli(pin, state, args);
+    assert_eq!(code, 0, "astra {args:?} failed: {err}");
+    out
+}
+
+/// The agent, running inside a namespace; killed (SIGKILL) on drop if still running.
+pub struct Agent {
+    pub child: Child,
+    pub ns: String,
+    pub metrics_port: u16,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `astra run` in `ns` (network namespace only: it shares our mount namespace,
+    /// so its pins are visible to the test) and waits until it serves metrics.
+    pub fn start(ns: &str, iface: &str, pin: &Path, state: &Path, extra: &[&str]) -> Agent {
+        let port = free_port();
+        let log = state.join(format!("agent-{port}.log"));
+        let logf = std::fs::File::create(&log).expect("log file");
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{ns}"))
+            .arg(astra_bin())
+            .args(["run", "--iface", iface, "--poll-interval", "200ms"])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--pin-dir")
+            .arg(pin)
+            .arg("--state-dir")
+            .arg(state)
+            .args(extra)
+            .env("ASTRA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn agent");
+        let mut agent = Agent {
+            child,
+            ns: ns.to_owned(),
+            metrics_port: port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = agent.child.try_wait().expect("wait") {
+                panic!("agent exited early ({st}):\n{}", agent.log());
+            }
+            if agent
+                .try_metrics()
+                .is_some_and(|m| m.contains("astra_polls_total{result=\"ok\"}"))
+            {
+                return agent;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not come up:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn try_metrics(&self) -> Option<String> {
+        let port = self.metrics_port;
+        Lab::in_ns(&self.ns, move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+                .ok()?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf).ok()?;
+            let body = buf.split_once("\r\n\r\n")?.1.to_owned();
+            Some(body)
+        })
+    }
+
+    pub fn metrics(&self) -> String {
+        self.try_metrics().expect("metrics endpoint")
+    }
+
+    /// Waits for two more polls so counters read after this include everything sent before.
+    pub fn settle(&self) {
+        let polls = |m: &str| sample(m, "astra_polls_total{result=\"ok\"}").unwrap_or(0.0);
+        let start = polls(&self.metrics());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while polls(&self.metrics()) < start + 2.0 {
+            assert!(
+                Instant::now() < deadline,
+                "agent stopped polling:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        // SAFETY: sending SIGTERM to our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait agent")
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Value of the sample whose line starts with `series` (labels in Prometheus' sorted order).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

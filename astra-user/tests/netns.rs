@@ -1,0 +1,422 @@
+//! Real traffic through veth pairs between namespaces the tests create, with the real agent
+//! binary attached: counting, blocking, expiry, restarts and restores, end to end.
+mod common;
+
+use std::{
+    net::IpAddr,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use astra_common::action;
+use common::{Agent, Lab, PinDir, TempDir, cli, cli_ok, sample};
+
+fn pass_series(iface: &str) -> String {
+    format!(r#"astra_packets_total{{action="pass",direction="ingress",iface="{iface}"}}"#)
+}
+
+fn drops_series(iface: &str, reason: &str) -> String {
+    format!(r#"astra_drops_total{{iface="{iface}",reason="{reason}"}}"#)
+}
+
+fn flow_packets(pin: &PinDir, src: &str, dst: &str, sport: u16, dport: u16) -> u64 {
+    let maps = astra::maps::PinnedMaps::open(pin.path()).unwrap().unwrap();
+    let mut raw = Vec::new();
+    maps.read_flows(&mut raw).unwrap();
+    let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+    raw.iter()
+        .filter(|(k, _)| {
+            astra::flowtable::key_addr(k.src) == src
+                && astra::flowtable::key_addr(k.dst) == dst
+                && k.src_port == sport
+                && k.dst_port == dport
+                && k.proto == 17
+        })
+        .map(|(_, v)| v.packets)
+        .sum()
+}
+
+#[test]
+fn sent_packets_are_counted_exactly_in_flows_and_metrics() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    let before = sample(&agent.metrics(), &pass_series(&lab.if_b)).unwrap();
+    const N: usize = 137;
+    lab.send_udp(&lab.a_v4(), &lab.b_v4(), 40001, 7001, N);
+    agent.settle();
+    assert_eq!(
+        flow_packets(&pin, &lab.a_v4(), &lab.b_v4(), 40001, 7001),
+        N as u64
+    );
+    let after = sample(&agent.metrics(), &pass_series(&lab.if_b)).unwrap();
+    assert_eq!(after - before, N as f64, "astra_packets_total pass delta");
+
+    // `astra flows` shows the same flow, with B's replies (ICMP port unreachable) paired.
+    let out = cli_ok(
+        pin.path(),
+        state.path(),
+        &["flows", "--json", "--top", "100"],
+    );
+    let flows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let f = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["src_port"] == 40001 && f["dst_port"] == 7001)
+        .expect("flow listed");
+    assert_eq!(f["fwd"]["packets"], N as u64);
+    assert_eq!(f["src"], lab.a_v4());
+    let table = cli_ok(pin.path(), state.path(), &["flows"]);
+    assert!(table.contains(&format!("{}:40001", lab.a_v4())), "{table}");
+}
+
+#[test]
+fn blocked_source_is_dropped_counted_and_passes_again_when_unblocked() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 5), 5);
+
+    let out = cli_ok(
+        pin.path(),
+        state.path(),
+        &["block", &lab.a_v4(), "--reason", "test"],
+    );
+    assert!(out.contains("in force now"), "{out}");
+    let m0 = agent.metrics();
+    assert_eq!(
+        lab.deliver(&lab.a_v4(), &lab.b_v4(), 20),
+        0,
+        "blocked packets delivered"
+    );
+    agent.settle();
+    let m1 = agent.metrics();
+    let series = drops_series(&lab.if_b, "blocked_address");
+    assert_eq!(
+        sample(&m1, &series).unwrap() - sample(&m0, &series).unwrap(),
+        20.0
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&cli_ok(pin.path(), state.path(), &["list", "--json"])).unwrap();
+    let row = &list.as_array().unwrap()[0];
+    assert_eq!(row["net"], format!("{}/32", lab.a_v4()));
+    assert_eq!(row["hits"], 20);
+    assert_eq!(row["reason"], "test");
+    assert_eq!(row["source"], "manual");
+    assert_eq!(row["ttl_remaining_s"], serde_json::Value::Null);
+
+    cli_ok(pin.path(), state.path(), &["unblock", &lab.a_v4()]);
+    assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 7), 7);
+    // The other direction of the same conversation was never affected.
+    drop(agent);
+}
+
+#[test]
+fn cidr_block_covers_its_range_and_allowlist_wins() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let friend = format!("198.18.{}.3", lab.net);
+    let outside = format!("198.18.{}.130", lab.net);
+    lab.add_a_addr(&format!("{friend}/24"));
+    lab.add_a_addr(&format!("{outside}/24"));
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+
+    cli_ok(
+        pin.path(),
+        state.path(),
+        &["block", &format!("198.18.{}.0/25", lab.net)],
+    );
+    cli_ok(pin.path(), state.path(), &["allow", &friend]);
+    assert_eq!(
+        lab.deliver(&lab.a_v4(), &lab.b_v4(), 10),
+        0,
+        ".1 is inside the /25"
+    );
+    assert_eq!(
+        lab.deliver(&friend, &lab.b_v4(), 10),
+        10,
+        "allowlisted .3 passes"
+    );
+    assert_eq!(
+        lab.deliver(&outside, &lab.b_v4(), 10),
+        10,
+        ".130 is outside the /25"
+    );
+    agent.settle();
+    let m = agent.metrics();
+    assert_eq!(
+        sample(&m, &drops_series(&lab.if_b, "blocked_prefix")),
+        Some(10.0)
+    );
+    let allowed = format!(
+        r#"astra_packets_total{{action="pass_allowlisted",direction="ingress",iface="{}"}}"#,
+        lab.if_b
+    );
+    assert_eq!(sample(&m, &allowed), Some(10.0));
+
+    cli_ok(pin.path(), state.path(), &["allow", "--remove", &friend]);
+    assert_eq!(
+        lab.deliver(&friend, &lab.b_v4(), 5),
+        0,
+        "no longer allowlisted"
+    );
+}
+
+#[test]
+fn ipv6_blocks_work_like_ipv4_ones() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let _agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    assert_eq!(lab.deliver(&lab.a_v6(), &lab.b_v6(), 5), 5);
+    cli_ok(pin.path(), state.path(), &["block", &lab.a_v6()]);
+    assert_eq!(lab.deliver(&lab.a_v6(), &lab.b_v6(), 5), 0);
+    cli_ok(pin.path(), state.path(), &["unblock", &lab.a_v6()]);
+    assert_eq!(lab.deliver(&lab.a_v6(), &lab.b_v6(), 5), 5);
+    let prefix = format!("2001:db8:{}::/48", lab.net);
+    cli_ok(pin.path(), state.path(), &["block", &prefix]);
+    assert_eq!(lab.deliver(&lab.a_v6(), &lab.b_v6(), 5), 0);
+    // IPv4 from the same host is unaffected by an IPv6 block.
+    assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 5), 5);
+}
+
+/// Reads B's drop and pass counters straight from the pinned maps (works with no agent).
+fn kernel_counts(pin: &PinDir, ifindex: u32) -> (u64, u64) {
+    let maps = astra::maps::PinnedMaps::open(pin.path()).unwrap().unwrap();
+    let c = maps.iface_counters(ifindex).unwrap();
+    (
+        c[action::DROP_BLOCKED as usize].packets,
+        c[action::PASS as usize].packets,
+    )
+}
+
+#[test]
+fn ttl_expires_in_the_kernel_while_the_agent_is_dead() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    cli_ok(
+        pin.path(),
+        state.path(),
+        &["block", &lab.a_v4(), "--ttl", "3s"],
+    );
+    agent.kill9();
+    let ifindex = lab.b_ifindex();
+    let (d0, _) = kernel_counts(&pin, ifindex);
+    assert_eq!(
+        lab.deliver(&lab.a_v4(), &lab.b_v4(), 4),
+        0,
+        "still blocked, agent dead"
+    );
+    assert_eq!(kernel_counts(&pin, ifindex).0 - d0, 4);
+    std::thread::sleep(Duration::from_millis(3300));
+    assert_eq!(
+        lab.deliver(&lab.a_v4(), &lab.b_v4(), 4),
+        4,
+        "expired with no agent to sweep it"
+    );
+    assert_eq!(
+        kernel_counts(&pin, ifindex).0 - d0,
+        4,
+        "no drops after expiry"
+    );
+}
+
+#[test]
+fn blocks_survive_kill9_and_a_restarted_agent_takes_over() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    cli_ok(
+        pin.path(),
+        state.path(),
+        &["block", &lab.a_v4(), "--ttl", "10m"],
+    );
+    agent.kill9();
+    assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 5), 0);
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    assert!(
+        agent.log().contains("took over the XDP link"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 5), 0);
+    let status: serde_json::Value =
+        serde_json::from_str(&cli_ok(pin.path(), state.path(), &["status", "--json"])).unwrap();
+    assert_eq!(status["agent_running"], true);
+    assert_eq!(status["block_entries"], 1);
+    assert_eq!(status["agent"]["interfaces"][0]["mode"], "inherited");
+    let list: serde_json::Value =
+        serde_json::from_str(&cli_ok(pin.path(), state.path(), &["list", "--json"])).unwrap();
+    let ttl = list[0]["ttl_remaining_s"].as_u64().unwrap();
+    assert!((590..=600).contains(&ttl), "ttl {ttl}");
+    // A clean stop detaches: traffic flows, but the block is still pinned for the next start.
+    let st = agent.stop();
+    assert!(st.success(), "agent exit {st}");
+    assert_eq!(
+        lab.deliver(&lab.a_v4(), &lab.b_v4(), 3),
+        3,
+        "detached after SIGTERM"
+    );
+    assert!(pin.path().join("ASTRA_BLOCK_V4").exists());
+    assert!(
+        !pin.path()
+            .join("links")
+            .join(format!("xdp-{}", lab.if_b))
+            .exists()
+    );
+}
+
+#[test]
+fn durable_store_restores_blocks_into_new_maps() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    // Before any agent ran (as after a reboot): stored, applied at start.
+    std::fs::remove_dir_all(pin.path()).unwrap();
+    let out = cli_ok(
+        pin.path(),
+        state.path(),
+        &["block", &lab.a_v4(), "--ttl", "1h", "--reason", "pre"],
+    );
+    assert!(out.contains("stored"), "{out}");
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 5), 0);
+    cli_ok(pin.path(), state.path(), &["block", &lab.a_v6()]);
+    assert!(agent.stop().success());
+
+    // A reboot empties bpffs: the maps come back empty and are refilled from the store.
+    std::fs::remove_dir_all(pin.path()).unwrap();
+    let _agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    assert_eq!(
+        lab.deliver(&lab.a_v4(), &lab.b_v4(), 5),
+        0,
+        "v4 block restored"
+    );
+    assert_eq!(
+        lab.deliver(&lab.a_v6(), &lab.b_v6(), 5),
+        0,
+        "v6 block restored"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&cli_ok(pin.path(), state.path(), &["list", "--json"])).unwrap();
+    let pre = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["reason"] == "pre")
+        .unwrap();
+    assert_eq!(pre["in_kernel"], true);
+    assert!(pre["ttl_remaining_s"].as_u64().unwrap() > 3500);
+}
+
+#[test]
+fn metrics_pass_promtool_check() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    cli_ok(pin.path(), state.path(), &["block", &lab.a_v4()]);
+    lab.deliver(&lab.a_v4(), &lab.b_v4(), 3);
+    agent.settle();
+    let metrics = agent.metrics();
+    for name in [
+        "astra_packets_total",
+        "astra_bytes_total",
+        "astra_flows_active",
+        "astra_flow_table_insert_failures_total",
+        "astra_blocklist_entries",
+        "astra_drops_total",
+        "astra_poll_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from\n{metrics}");
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; `cargo xtask test` installs it)");
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn refuses_to_replace_a_foreign_xdp_program() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (other_pin, pin, state) = (PinDir::new(), PinDir::new(), TempDir::new());
+    // Another XDP program (a second, unrelated astra instance) already owns the interface.
+    let ns = lab.ns_b.clone();
+    let ifc = lab.if_b.clone();
+    let other = other_pin.path().to_owned();
+    let mut foreign = Lab::in_ns(&ns, move || {
+        let mut dp = astra::loader::Dataplane::load(&other, 1024).unwrap();
+        dp.attach(&ifc, astra::loader::XdpModeArg::Skb).unwrap();
+        dp
+    });
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", lab.ns_b))
+        .arg(common::astra_bin())
+        .args(["run", "--iface", &lab.if_b, "--metrics-addr"])
+        .arg(format!("127.0.0.1:{}", common::free_port()))
+        .arg("--pin-dir")
+        .arg(pin.path())
+        .arg("--state-dir")
+        .arg(state.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("already has an XDP program"), "{err}");
+    foreign.detach_all();
+}
+
+#[test]
+fn bad_agent_input_is_rejected_before_anything_is_attached() {
+    if !common::privileged() {
+        return;
+    }
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (code, _, err) = cli(pin.path(), state.path(), &["run", "--iface", "astra-nope0"]);
+    assert_eq!(code, 2);
+    assert_eq!(err.trim(), "astra: unknown interface astra-nope0");
+    assert!(!pin.path().join("ASTRA_FLOWS").exists(), "nothing loaded");
+}

@@ -97,6 +97,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a demonstration on network namespaces it creates and removes: benign and attack
+    /// traffic with the agent attached, flows, blocks and drop counters shown.
+    Lab {
+        /// Length of each traffic phase.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DUR")]
+        phase: Duration,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -213,7 +220,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-        Command::Flows { top, json } => flows(&pin_dir, top, json),
+        Command::Flows { top, json } => print_flows(&pin_dir, &state_dir, top, json),
+        Command::Lab { phase } => crate::lab::run(crate::lab::LabOptions { phase }),
         Command::Status { json } => status(&pin_dir, &state_dir, json),
     }
 }
@@ -353,7 +361,12 @@ struct FlowOut {
     last_seen: String,
 }
 
-fn flows(pin_dir: &Path, top: usize, json: bool) -> Result<()> {
+/// Prints the largest flows. Interface names come from the agent's status file when there is
+/// one: the agent may run in another network namespace, where ifindexes mean other devices.
+pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> Result<()> {
+    let agent_ifaces = AgentStatus::read(state_dir)
+        .map(|s| s.interfaces)
+        .unwrap_or_default();
     let Some(maps) = PinnedMaps::open(pin_dir)? else {
         return Err(Error::Usage(format!(
             "no maps pinned in {}: start the agent with `astra run --iface IF`",
@@ -374,7 +387,12 @@ fn flows(pin_dir: &Path, top: usize, json: bool) -> Result<()> {
         .into_iter()
         .map(|f| FlowOut {
             proto_name: proto_name(f.proto),
-            iface: loader::ifname(f.ifindex).unwrap_or_else(|| format!("if{}", f.ifindex)),
+            iface: agent_ifaces
+                .iter()
+                .find(|i| i.ifindex == f.ifindex)
+                .map(|i| i.iface.clone())
+                .or_else(|| loader::ifname(f.ifindex))
+                .unwrap_or_else(|| format!("if{}", f.ifindex)),
             first_seen: fmt_time(mono_to_unix(f.first_seen_ns, now, mono)),
             last_seen: fmt_time(mono_to_unix(f.last_seen_ns, now, mono)),
             flow: f,

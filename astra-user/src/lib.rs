@@ -7,9 +7,11 @@ pub mod blocklist;
 pub mod cli;
 pub mod error;
 pub mod flowtable;
+pub mod lab;
 pub mod loader;
 pub mod maps;
 pub mod metrics;
+pub mod netns;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -392,17 +392,17 @@ fn refuses_to_replace_a_foreign_xdp_program() {
         dp.attach(&ifc, astra::loader::XdpModeArg::Skb).unwrap();
         dp
     });
-    let out = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", lab.ns_b))
-        .arg(common::astra_bin())
-        .args(["run", "--iface", &lab.if_b, "--metrics-addr"])
-        .arg(format!("127.0.0.1:{}", common::free_port()))
-        .arg("--pin-dir")
-        .arg(pin.path())
-        .arg("--state-dir")
-        .arg(state.path())
-        .output()
-        .unwrap();
+    let out =
+        astra::netns::command_in(&format!("/var/run/netns/{}", lab.ns_b), common::astra_bin())
+            .unwrap()
+            .args(["run", "--iface", &lab.if_b, "--metrics-addr"])
+            .arg(format!("127.0.0.1:{}", common::free_port()))
+            .arg("--pin-dir")
+            .arg(pin.path())
+            .arg("--state-dir")
+            .arg(state.path())
+            .output()
+            .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("already has an XDP program"), "{err}");

@@ -2,6 +2,7 @@
 //! that remove every namespace and pin directory a test creates, even when it panics.
 #![allow(dead_code)]
 
+use astra::netns::Netns;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -32,18 +33,6 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 pub fn unique(prefix: &str) -> String {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     format!("{prefix}{}x{n}", std::process::id() % 100_000)
-}
-
-pub fn sh(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A pin directory under /sys/fs/bpf, removed with everything pinned in it on drop.
@@ -89,13 +78,16 @@ impl Drop for TempDir {
 }
 
 /// Two network namespaces joined by a veth pair: `a` (198.18.N.1, 2001:db8:N::1) is the
-/// traffic source, `b` (198.18.N.2, 2001:db8:N::2) is where Astra attaches.
+/// traffic source, `b` (198.18.N.2, 2001:db8:N::2) is where Astra attaches. The namespaces
+/// (and with them the veth pair) are deleted on drop.
 pub struct Lab {
     pub ns_a: String,
     pub ns_b: String,
     pub if_a: String,
     pub if_b: String,
     pub net: u8,
+    a: Netns,
+    b: Netns,
 }
 
 impl Lab {
@@ -110,62 +102,34 @@ impl Lab {
     }
 
     fn build(ipv6: bool) -> Self {
-        let ns_a = unique("astA");
-        let ns_b = unique("astB");
+        let a = Netns::create(&unique("astA")).expect("netns a");
+        let b = Netns::create(&unique("astB")).expect("netns b");
         let net = (SEQ.fetch_add(1, Ordering::SeqCst) % 200) as u8 + 1;
-        let lab = Lab {
-            ns_a,
-            ns_b,
-            if_a: "veth-a".into(),
-            if_b: "veth-b".into(),
-            net,
-        };
-        sh("ip", &["netns", "add", &lab.ns_a]);
-        sh("ip", &["netns", "add", &lab.ns_b]);
+        let (if_a, if_b) = ("veth-a".to_owned(), "veth-b".to_owned());
         if !ipv6 {
-            for ns in [&lab.ns_a, &lab.ns_b] {
-                sh(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        ns,
-                        "sysctl",
-                        "-qw",
-                        "net.ipv6.conf.all.disable_ipv6=1",
-                    ],
-                );
-                sh(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        ns,
-                        "sysctl",
-                        "-qw",
-                        "net.ipv6.conf.default.disable_ipv6=1",
-                    ],
-                );
+            for ns in [&a, &b] {
+                ns.sysctl("net.ipv6.conf.all.disable_ipv6=1").unwrap();
+                ns.sysctl("net.ipv6.conf.default.disable_ipv6=1").unwrap();
             }
         }
-        sh(
-            "ip",
-            &[
-                "link", "add", &lab.if_a, "netns", &lab.ns_a, "type", "veth", "peer", "name",
-                &lab.if_b, "netns", &lab.ns_b,
-            ],
-        );
-        for (ns, ifc, host) in [(&lab.ns_a, &lab.if_a, 1), (&lab.ns_b, &lab.if_b, 2)] {
-            let v4 = format!("198.18.{}.{host}/24", lab.net);
-            let v6 = format!("2001:db8:{}::{host}/64", lab.net);
-            sh("ip", &["-n", ns, "addr", "add", &v4, "dev", ifc]);
+        astra::netns::veth(&a, &if_a, &b, &if_b).expect("veth");
+        for (ns, ifc, host) in [(&a, &if_a, 1), (&b, &if_b, 2)] {
+            ns.add_addr(ifc, &format!("198.18.{net}.{host}/24"))
+                .unwrap();
             if ipv6 {
-                sh("ip", &["-n", ns, "addr", "add", &v6, "dev", ifc, "nodad"]);
+                ns.add_addr(ifc, &format!("2001:db8:{net}::{host}/64"))
+                    .unwrap();
             }
-            sh("ip", &["-n", ns, "link", "set", ifc, "up"]);
-            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
         }
-        lab
+        Lab {
+            ns_a: a.name.clone(),
+            ns_b: b.name.clone(),
+            if_a,
+            if_b,
+            net,
+            a,
+            b,
+        }
     }
 
     pub fn a_v4(&self) -> String {
@@ -183,10 +147,7 @@ impl Lab {
 
     /// Adds another address to A's interface (a second attacker or client).
     pub fn add_a_addr(&self, cidr: &str) {
-        let extra: &[&str] = if cidr.contains(':') { &["nodad"] } else { &[] };
-        let mut args = vec!["-n", &self.ns_a, "addr", "add", cidr, "dev", &self.if_a];
-        args.extend_from_slice(extra);
-        sh("ip", &args);
+        self.a.add_addr(&self.if_a, cidr).expect("add address");
     }
 
     /// ifindex of B's interface, as the programs attached there see it.
@@ -229,17 +190,7 @@ impl Lab {
 
     /// Runs `f` on a thread that has entered namespace `ns`.
     pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/var/run/netns/{ns}");
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("netns file");
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on this thread only; the fd is a valid netns handle.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("netns thread")
+        astra::netns::in_ns(&format!("/var/run/netns/{ns}"), f).expect("enter netns")
     }
 
     /// Sends `n` UDP datagrams from namespace A to `dst` port `port`, from source port
@@ -264,18 +215,6 @@ impl Lab {
         });
         // Veth delivery is synchronous, but give the softirq a moment on a loaded machine.
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Deleting a namespace deletes its end of the veth, and with it the peer.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.ns_a])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.ns_b])
-            .status();
     }
 }
 
@@ -330,9 +269,8 @@ impl Agent {
         let port = free_port();
         let log = state.join(format!("agent-{port}.log"));
         let logf = std::fs::File::create(&log).expect("log file");
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{ns}"))
-            .arg(astra_bin())
+        let child = astra::netns::command_in(&format!("/var/run/netns/{ns}"), astra_bin())
+            .expect("netns")
             .args(["run", "--iface", iface, "--poll-interval", "200ms"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))

@@ -40,6 +40,8 @@ pub mod map_names {
 /// Program names (the symbol names in the eBPF object).
 pub const XDP_PROGRAM: &str = "astra_xdp";
 pub const TC_EGRESS_PROGRAM: &str = "astra_tc_egress";
+/// An XDP program that only passes: the baseline for per-packet cost measurements.
+pub const FLOOR_PROGRAM: &str = "astra_floor";
 
 /// Default number of flow table entries (overridable at load time with `--flow-capacity`).
 pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
@@ -70,8 +72,6 @@ pub mod action {
     pub const EGRESS_PARSE_ERROR: u32 = 9;
     pub const EGRESS_FRAGMENT: u32 = 10;
     pub const EGRESS_NON_IP: u32 = 11;
-    /// A block entry matched but its expiry had passed: the packet was not dropped.
-    pub const PASS_EXPIRED_BLOCK: u32 = 12;
     pub const COUNT: u32 = 16;
 }
 

@@ -81,6 +81,10 @@ pub struct L3 {
     pub is_v6: bool,
     pub proto: u8,
     pub non_first_fragment: bool,
+    /// False when the addresses are known but the way to the transport header is not (IPv4
+    /// options cut short, too many or truncated IPv6 extension headers). The blocklist still
+    /// applies to such a packet; only its flow accounting is skipped.
+    pub l4_ok: bool,
     /// Offset of the transport header from the start of the packet.
     pub l4_off: usize,
 }
@@ -149,15 +153,14 @@ fn parse_ipv4(mut c: Cursor, data: usize) -> Packet {
     let dst = mapped([h[16], h[17], h[18], h[19]]);
     let proto = h[9];
     // Options are skipped, not parsed; the whole header must still be in the packet.
-    if c.skip(ihl).is_none() {
-        return Packet::Error;
-    }
+    let l4_ok = c.skip(ihl).is_some();
     Packet::Ip(L3 {
         src,
         dst,
         is_v6: false,
         proto,
         non_first_fragment: frag_offset != 0,
+        l4_ok,
         l4_off: c.pos - data,
     })
 }
@@ -177,50 +180,35 @@ fn parse_ipv6(mut c: Cursor, data: usize) -> Packet {
     dst.copy_from_slice(&h[24..40]);
     let mut next = h[6];
     let mut non_first_fragment = false;
-    let mut done = false;
-    for _ in 0..MAX_IPV6_EXT_HEADERS {
-        match next {
-            IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS => {
-                let Some(e) = c.peek::<2>() else {
-                    return Packet::Error;
-                };
-                let (nh, len) = unsafe { ((*e)[0], ((*e)[1] as usize + 1) * 8) };
-                if c.skip(len).is_none() {
-                    return Packet::Error;
-                }
-                next = nh;
-            }
-            IPPROTO_AH => {
-                let Some(e) = c.peek::<2>() else {
-                    return Packet::Error;
-                };
-                let (nh, len) = unsafe { ((*e)[0], ((*e)[1] as usize + 2) * 4) };
-                if c.skip(len).is_none() {
-                    return Packet::Error;
-                }
-                next = nh;
-            }
+    // The source is known from the fixed header alone: whatever the extension headers hold,
+    // the caller can still apply the blocklist.
+    let mut l4_ok = false;
+    for _ in 0..=MAX_IPV6_EXT_HEADERS {
+        if !is_ext_header(next) {
+            l4_ok = true;
+            break;
+        }
+        let Some(e) = c.peek::<8>() else {
+            break;
+        };
+        let e = unsafe { &*e };
+        let len = match next {
             IPPROTO_FRAGMENT => {
-                let Some(e) = c.take::<8>() else {
-                    return Packet::Error;
-                };
-                let e = unsafe { &*e };
-                next = e[0];
                 if be16([e[2], e[3]]) >> 3 != 0 {
+                    // No transport header follows in a non-first fragment.
                     non_first_fragment = true;
-                    done = true;
+                    l4_ok = true;
                     break;
                 }
+                8
             }
-            _ => {
-                done = true;
-                break;
-            }
+            IPPROTO_AH => (e[1] as usize + 2) * 4,
+            _ => (e[1] as usize + 1) * 8,
+        };
+        if c.skip(len).is_none() {
+            break;
         }
-    }
-    // More extension headers than the bound: we do not know where the transport header is.
-    if !done {
-        return Packet::Error;
+        next = e[0];
     }
     Packet::Ip(L3 {
         src,
@@ -228,8 +216,17 @@ fn parse_ipv6(mut c: Cursor, data: usize) -> Packet {
         is_v6: true,
         proto: next,
         non_first_fragment,
+        l4_ok,
         l4_off: c.pos - data,
     })
+}
+
+#[inline(always)]
+fn is_ext_header(nh: u8) -> bool {
+    matches!(
+        nh,
+        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+    )
 }
 
 /// Transport-layer fields that go into the flow key.
@@ -260,15 +257,19 @@ impl Parsed {
 #[inline(always)]
 pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
     let mut c = Cursor { pos: data, end };
-    // l4_off is at most 14 + 8 + 60 (IPv4) or bounded by the extension-header walk (IPv6).
-    c.skip(l3.l4_off & 0xfff)?;
+    // l4_off is at most 14 + 8 + 60 (IPv4) or 14 + 8 + 40 + 7 * 2048 (IPv6 extension walk);
+    // the mask only tells the verifier so.
+    c.skip(l3.l4_off & 0x3fff)?;
     match l3.proto {
         IPPROTO_TCP => {
             let h = unsafe { &*c.peek::<20>()? };
             let doff = (h[12] >> 4) as usize * 4;
+            // The ports and flags sit in the first 20 bytes, but a header cut inside its
+            // options is still a malformed packet, not a flow.
             if doff < 20 {
                 return None;
             }
+            c.skip(doff)?;
             Some(Parsed {
                 src_port: be16([h[0], h[1]]),
                 dst_port: be16([h[2], h[3]]),

@@ -299,6 +299,21 @@ impl Dataplane {
         xdp_program(&mut self.ebpf)
     }
 
+    /// The do-nothing XDP program, the floor benchmarks compare against; loaded on first use.
+    pub fn floor(&mut self) -> Result<&mut Xdp> {
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(astra_common::FLOOR_PROGRAM)
+            .ok_or_else(|| Error::Layout("eBPF object has no floor program".into()))?
+            .try_into()
+            .map_err(|e| Error::bpf(astra_common::FLOOR_PROGRAM, e))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| Error::bpf("loading the floor program", e))?;
+        }
+        Ok(prog)
+    }
+
     pub fn tc_egress(&mut self) -> Result<&mut SchedClassifier> {
         tc_program(&mut self.ebpf)
     }

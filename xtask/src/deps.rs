@@ -23,9 +23,7 @@ const fn req(command: &'static str, package: &'static str) -> Requirement {
 pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("promtool", "prometheus"),
     req("ip", "iproute2"),
-    req("nsenter", "util-linux"),
-    req("bpftool", "bpftool"),
-    req("python3", "python3"),
+    req("sysctl", "procps"),
 ];
 
 /// What to do about the requirements.

@@ -17,7 +17,7 @@ use astra_common::{
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_PIPE, xdp_action},
-    helpers::bpf_ktime_get_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::{TcContext, XdpContext},
@@ -89,7 +89,7 @@ enum ListHit {
 #[inline(always)]
 fn live(e: *const ListEntry, now: &mut u64) -> bool {
     if *now == 0 {
-        *now = unsafe { bpf_ktime_get_ns() };
+        *now = unsafe { bpf_ktime_get_coarse_ns() };
     }
     // The expiry is enforced here, not only by the agent's sweep, so a block ends on time even
     // while the agent is down.
@@ -145,7 +145,7 @@ fn check_lists(l3: &L3) -> ListHit {
 
 #[inline(always)]
 fn account_flow(key: &FlowKey, p: &Parsed, len: u32, ifindex: u32) {
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(v) = ASTRA_FLOWS.get_ptr_mut(key) {
         update_flow(v, p, len, now);
         return;

@@ -192,13 +192,19 @@ fn pairing_port(proto: u8, port: u16) -> u16 {
 type PairKey = ([u8; 16], [u8; 16], u16, u16, u8);
 
 fn pair_key(k: &FlowKey) -> (PairKey, bool) {
-    let (sp, dp) = if k.proto == 1 || k.proto == 58 {
-        (0, pairing_port(k.proto, k.dst_port))
-    } else {
-        (k.src_port, k.dst_port)
-    };
-    let a = (k.src, sp);
-    let b = (k.dst, dp);
+    if k.proto == 1 || k.proto == 58 {
+        // ICMP has no ports: the (folded) type identifies the exchange in both directions.
+        let t = pairing_port(k.proto, k.dst_port);
+        let forward = k.src <= k.dst;
+        let (a, b) = if forward {
+            (k.src, k.dst)
+        } else {
+            (k.dst, k.src)
+        };
+        return ((a, b, 0, t, k.proto), forward);
+    }
+    let a = (k.src, k.src_port);
+    let b = (k.dst, k.dst_port);
     if a <= b {
         ((a.0, b.0, a.1, b.1, k.proto), true)
     } else {

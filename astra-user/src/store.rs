@@ -351,9 +351,21 @@ impl Store {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| db_error(&path, e))?;
-        configure(&conn).map_err(|e| db_error(&path, e))?;
-        migrate(&mut conn, &path)?;
-        Ok(Store { conn, path })
+        // Switching a fresh file to WAL and migrating it take locks that SQLite refuses at once,
+        // without waiting in the busy handler, when another process is doing the same (an agent
+        // and a CLI starting together): retry those refusals for as long as a busy wait would.
+        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+        loop {
+            let r = configure(&conn)
+                .map_err(|e| db_error(&path, e))
+                .and_then(|()| migrate(&mut conn, &path));
+            match r {
+                Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => return r.map(|()| Store { conn, path }),
+            }
+        }
     }
 
     /// Path of the database file (not the state dir).

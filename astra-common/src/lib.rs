@@ -126,6 +126,8 @@ pub struct FlowValue {
     pub rst_count: u32,
     /// OR of every TCP flag byte seen.
     pub tcp_flags: u32,
+    /// Frame lengths as the hook saw them. On egress a GSO/TSO packet counts as its number of
+    /// wire segments in `packets`, but has one (large) length here.
     pub min_len: u32,
     pub max_len: u32,
 }

@@ -59,10 +59,15 @@ const EEXIST: i32 = 17;
 
 #[inline(always)]
 fn count(ifindex: u32, act: u32, bytes: u64) {
+    count_n(ifindex, act, 1, bytes)
+}
+
+#[inline(always)]
+fn count_n(ifindex: u32, act: u32, packets: u64, bytes: u64) {
     if let Some(c) = ASTRA_COUNTERS.get_ptr_mut(counter_index(ifindex, act)) {
         // Per-CPU slot: no other CPU writes it, so plain adds are exact.
         unsafe {
-            (*c).packets += 1;
+            (*c).packets += packets;
             (*c).bytes += bytes;
         }
     }
@@ -144,15 +149,15 @@ fn check_lists(l3: &L3) -> ListHit {
 }
 
 #[inline(always)]
-fn account_flow(key: &FlowKey, p: &Parsed, len: u32, ifindex: u32) {
+fn account_flow(key: &FlowKey, p: &Parsed, len: u32, segs: u32, ifindex: u32) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if let Some(v) = ASTRA_FLOWS.get_ptr_mut(key) {
-        update_flow(v, p, len, now);
+        update_flow(v, p, len, segs, now);
         return;
     }
     let flags = p.tcp_flags as u32;
     let fresh = FlowValue {
-        packets: 1,
+        packets: segs as u64,
         bytes: len as u64,
         first_seen_ns: now,
         last_seen_ns: now,
@@ -168,7 +173,7 @@ fn account_flow(key: &FlowKey, p: &Parsed, len: u32, ifindex: u32) {
         // Another CPU created the flow between our lookup and insert: add to its entry.
         Err(e) if e == -EEXIST => {
             if let Some(v) = ASTRA_FLOWS.get_ptr_mut(key) {
-                update_flow(v, p, len, now);
+                update_flow(v, p, len, segs, now);
             }
         }
         Err(_) => count(ifindex, action::FLOW_INSERT_FAIL, len as u64),
@@ -176,9 +181,9 @@ fn account_flow(key: &FlowKey, p: &Parsed, len: u32, ifindex: u32) {
 }
 
 #[inline(always)]
-fn update_flow(v: *mut FlowValue, p: &Parsed, len: u32, now: u64) {
+fn update_flow(v: *mut FlowValue, p: &Parsed, len: u32, segs: u32, now: u64) {
     unsafe {
-        atomic_add(core::ptr::addr_of_mut!((*v).packets), 1);
+        atomic_add(core::ptr::addr_of_mut!((*v).packets), segs as u64);
         atomic_add(core::ptr::addr_of_mut!((*v).bytes), len as u64);
         (*v).last_seen_ns = now;
         if len < (*v).min_len {
@@ -243,7 +248,7 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
     match parse::parse_l4(&l3, data, end) {
         Some(p) => {
             let key = p.flow_key(&l3, ifindex, direction::INGRESS);
-            account_flow(&key, &p, len, ifindex);
+            account_flow(&key, &p, len, 1, ifindex);
             count(ifindex, pass_action, len as u64);
         }
         None => count(ifindex, action::PARSE_ERROR, len as u64),
@@ -255,7 +260,13 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn astra_tc_egress(ctx: TcContext) -> i32 {
     let len = ctx.len();
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let skb = ctx.skb.skb;
+    let ifindex = unsafe { (*skb).ifindex };
+    // A locally generated GSO/TSO skb leaves as several packets on the wire; count those.
+    let segs = match unsafe { (*skb).gso_segs } {
+        0 => 1,
+        n => n,
+    };
     // Headers of locally generated packets can sit outside the linear area (GSO); pull enough
     // of them in for the parser. Failure only means we parse what is there.
     let want = if len < parse::MAX_HEADER_BYTES {
@@ -274,7 +285,7 @@ pub fn astra_tc_egress(ctx: TcContext) -> i32 {
         Packet::Ip(l3) => match parse::parse_l4(&l3, data, end) {
             Some(p) => {
                 let key = p.flow_key(&l3, ifindex, direction::EGRESS);
-                account_flow(&key, &p, len, ifindex);
+                account_flow(&key, &p, len, segs, ifindex);
                 action::EGRESS_PASS
             }
             None => action::EGRESS_PARSE_ERROR,
@@ -282,7 +293,7 @@ pub fn astra_tc_egress(ctx: TcContext) -> i32 {
         Packet::NonIp => action::EGRESS_NON_IP,
         Packet::Error => action::EGRESS_PARSE_ERROR,
     };
-    count(ifindex, act, len as u64);
+    count_n(ifindex, act, segs as u64, len as u64);
     TC_ACT_PIPE as i32
 }
 

@@ -420,3 +420,62 @@ fn bad_agent_input_is_rejected_before_anything_is_attached() {
     assert_eq!(err.trim(), "astra: unknown interface astra-nope0");
     assert!(!pin.path().join("ASTRA_FLOWS").exists(), "nothing loaded");
 }
+
+#[test]
+fn tc_egress_makes_a_hosts_own_replies_part_of_the_flow() {
+    if !common::privileged() {
+        return;
+    }
+    use std::io::{Read as _, Write as _};
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    let b = lab.b_v4();
+    let listener = Lab::in_ns(&lab.ns_b, move || {
+        std::net::TcpListener::bind((b.as_str(), 0)).unwrap()
+    });
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&vec![7u8; 200_000]).unwrap();
+    });
+    let to: std::net::SocketAddr = format!("{}:{port}", lab.b_v4()).parse().unwrap();
+    let sport = Lab::in_ns(&lab.ns_a, move || {
+        let mut c = std::net::TcpStream::connect(to).unwrap();
+        c.write_all(b"hello").unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got.len(), 200_000);
+        c.local_addr().unwrap().port()
+    });
+    server.join().unwrap();
+    agent.settle();
+    let flows: serde_json::Value = serde_json::from_str(&cli_ok(
+        pin.path(),
+        state.path(),
+        &["flows", "--json", "--top", "100"],
+    ))
+    .unwrap();
+    let f = flows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["src_port"] == sport && f["dst_port"] == port)
+        .unwrap_or_else(|| panic!("no flow {sport}->{port} in {flows:#}"));
+    assert_eq!(f["src"], lab.a_v4(), "the client initiated");
+    let (rp, rb) = (
+        f["rev"]["packets"].as_u64().unwrap(),
+        f["rev"]["bytes"].as_u64().unwrap(),
+    );
+    assert!(rb > 200_000, "replies seen on egress: {f:#}");
+    // veth hands TCP large GSO packets; each still leaves as MTU-sized frames (<= 1514 bytes),
+    // and that is what must be counted.
+    assert!(
+        rp >= rb / 1514,
+        "{rp} packets for {rb} bytes: GSO segments not counted"
+    );
+    // SYN from the client, SYN-ACK from the server: both directions' flags are in the OR.
+    assert_eq!(f["tcp_flags"].as_u64().unwrap() & 0x12, 0x12, "{f:#}");
+}

@@ -239,16 +239,20 @@ impl Lists {
     pub fn list(&self) -> Result<Vec<ListRow>> {
         let now = now_unix();
         let now_mono = mono_now_ns();
-        let mut kernel = self.maps.as_ref().map(kernel_entries).unwrap_or_default();
+        let mut kernel: std::collections::HashMap<(ListKind, IpNet), ListEntry> = self
+            .maps
+            .as_ref()
+            .map(kernel_entries)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, n, e)| ((k, n), e))
+            .collect();
         let mut rows = Vec::new();
         for s in self.store.list(None)? {
             if s.is_expired(now) {
                 continue;
             }
-            let pos = kernel
-                .iter()
-                .position(|(k, n, _)| *k == s.kind && *n == s.net);
-            let hits = pos.map(|i| kernel.swap_remove(i).2.hits);
+            let hits = kernel.remove(&(s.kind, s.net)).map(|e| e.hits);
             rows.push(ListRow {
                 kind: s.kind,
                 net: s.net,
@@ -261,7 +265,7 @@ impl Lists {
                 in_kernel: hits.is_some(),
             });
         }
-        for (kind, net, e) in kernel {
+        for ((kind, net), e) in kernel {
             if e.expired(now_mono) {
                 continue;
             }

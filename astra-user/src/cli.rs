@@ -498,7 +498,7 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
             );
             for i in &s.interfaces {
                 println!(
-                    "interface:    {} (ifindex {}) xdp {:?}{}",
+                    "interface:    {} (ifindex {}) xdp {}{}",
                     i.iface,
                     i.ifindex,
                     i.mode,

@@ -53,6 +53,16 @@ pub enum AttachedMode {
     Inherited,
 }
 
+impl std::fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
+            AttachedMode::Inherited => "inherited from the previous agent",
+        })
+    }
+}
+
 fn statfs_magic(path: &Path) -> io::Result<i64> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;

@@ -138,11 +138,29 @@ impl FlowTable {
     }
 }
 
-/// Packets and bytes of one direction.
+/// Counters of one direction of a conversation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct DirCounters {
     pub packets: u64,
     pub bytes: u64,
+    /// OR of the TCP flags this side sent.
+    pub tcp_flags: u32,
+    pub syn: u32,
+    pub fin: u32,
+    pub rst: u32,
+}
+
+impl DirCounters {
+    fn from_value(v: &FlowValue) -> Self {
+        Self {
+            packets: v.packets,
+            bytes: v.bytes,
+            tcp_flags: v.tcp_flags,
+            syn: v.syn_count,
+            fin: v.fin_count,
+            rst: v.rst_count,
+        }
+    }
 }
 
 /// A conversation: the initiator's direction (`fwd`) and the replies (`rev`).
@@ -156,6 +174,7 @@ pub struct BiFlow {
     pub ifindex: u32,
     pub fwd: DirCounters,
     pub rev: DirCounters,
+    /// OR of both directions' TCP flags.
     pub tcp_flags: u32,
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
@@ -239,14 +258,21 @@ pub fn pair_flows<'a>(
     }
     let mut out = Vec::with_capacity(groups.len());
     for [a, b] in groups.into_values() {
-        // The initiator is whichever direction started first.
         let (fwd, rev) = match (a, b) {
-            (Some(a), Some(b)) if b.value.first_seen_ns < a.value.first_seen_ns => (b, Some(a)),
-            (Some(a), b) => (a, b),
+            (Some(a), Some(b)) => {
+                if initiated_first(&b.key, &b.value, &a.value) {
+                    (b, Some(a))
+                } else {
+                    (a, Some(b))
+                }
+            }
+            (Some(a), None) => (a, None),
             (None, Some(b)) => (b, None),
             (None, None) => continue,
         };
         let rv = rev.as_ref().map(|h| h.value);
+        let fwd_c = DirCounters::from_value(&fwd.value);
+        let rev_c = rv.as_ref().map(DirCounters::from_value).unwrap_or_default();
         out.push(BiFlow {
             src: key_addr(fwd.key.src),
             dst: key_addr(fwd.key.dst),
@@ -254,15 +280,9 @@ pub fn pair_flows<'a>(
             dst_port: fwd.key.dst_port,
             proto: fwd.key.proto,
             ifindex: fwd.key.ifindex,
-            fwd: DirCounters {
-                packets: fwd.value.packets,
-                bytes: fwd.value.bytes,
-            },
-            rev: rv.map_or_else(DirCounters::default, |v| DirCounters {
-                packets: v.packets,
-                bytes: v.bytes,
-            }),
-            tcp_flags: fwd.value.tcp_flags | rv.map_or(0, |v| v.tcp_flags),
+            fwd: fwd_c,
+            rev: rev_c,
+            tcp_flags: fwd_c.tcp_flags | rev_c.tcp_flags,
             first_seen_ns: rv.map_or(fwd.value.first_seen_ns, |v| {
                 v.first_seen_ns.min(fwd.value.first_seen_ns)
             }),
@@ -272,6 +292,28 @@ pub fn pair_flows<'a>(
         });
     }
     out
+}
+
+const TCP_SYN: u32 = 0x02;
+
+/// Whether direction `x` started the conversation rather than `y`. Timestamps come from a
+/// coarse clock, so both directions of a quick exchange often carry the same first-seen
+/// time. Then, for TCP, a side that sent SYN opened it if the other side sent none (a scan
+/// answered by RST); otherwise the side talking to the lower port is taken as the client,
+/// as servers listen on low ports.
+fn initiated_first(kx: &FlowKey, vx: &FlowValue, vy: &FlowValue) -> bool {
+    if vx.first_seen_ns != vy.first_seen_ns {
+        return vx.first_seen_ns < vy.first_seen_ns;
+    }
+    if kx.proto == 6 {
+        let sent_syn = |v: &FlowValue| v.tcp_flags & TCP_SYN != 0;
+        match (sent_syn(vx), sent_syn(vy)) {
+            (true, false) => return true,
+            (false, true) => return false,
+            _ => {}
+        }
+    }
+    kx.dst_port < kx.src_port
 }
 
 pub fn proto_name(p: u8) -> String {

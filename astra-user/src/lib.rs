@@ -5,7 +5,9 @@ pub mod agent;
 pub mod api;
 pub mod blocklist;
 pub mod cli;
+pub mod detect;
 pub mod error;
+pub mod features;
 pub mod flowtable;
 pub mod lab;
 pub mod loader;
@@ -13,5 +15,6 @@ pub mod maps;
 pub mod metrics;
 pub mod netns;
 pub mod store;
+pub mod verdict;
 
 pub use error::{Error, Result};

@@ -1,0 +1,698 @@
+//! Per-source and per-destination features over sliding windows, built from the conversations
+//! the flow table reports each poll.
+//!
+//! A conversation stays in the tracker until its last packet is older than the longest
+//! window, even after the kernel table evicted it, so a window always sees every conversation
+//! that was active in it. Packet and byte rates come from per-poll deltas kept in one-second
+//! buckets per sender and per receiver (sparse: a spoofed source that sent one packet costs one
+//! bucket).
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::IpAddr,
+    time::Duration,
+};
+
+use serde::Serialize;
+
+use crate::flowtable::{BiFlow, FlowRecord, key_addr};
+
+/// Ports whose short, small-reply conversations look like failed logins.
+pub const AUTH_PORTS: [u16; 13] = [
+    21, 22, 23, 25, 110, 143, 445, 993, 995, 3306, 3389, 5432, 5900,
+];
+
+const TCP_FIN: u32 = 0x01;
+const TCP_SYN: u32 = 0x02;
+const TCP_RST: u32 = 0x04;
+const TCP_ACK: u32 = 0x10;
+const NS: u64 = 1_000_000_000;
+
+#[derive(Clone, Debug)]
+pub struct FeatureConfig {
+    pub short_window: Duration,
+    pub long_window: Duration,
+    /// A login-port conversation whose replies stay under this many bytes, and that ended
+    /// within `failed_login_max_duration`, looks like a failed login.
+    pub failed_login_max_reply_bytes: u64,
+    pub failed_login_max_duration: Duration,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        Self {
+            short_window: Duration::from_secs(10),
+            long_window: Duration::from_secs(60),
+            failed_login_max_reply_bytes: 16 * 1024,
+            failed_login_max_duration: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one conversation says about its initiator.
+fn is_tcp(f: &BiFlow) -> bool {
+    f.proto == 6
+}
+
+/// The initiator sent SYN but never an ACK: a handshake it did not (or could not) complete.
+pub fn half_open(f: &BiFlow) -> bool {
+    is_tcp(f) && f.fwd.tcp_flags & TCP_SYN != 0 && f.fwd.tcp_flags & TCP_ACK == 0
+}
+
+/// The responder answered with SYN-ACK and the initiator went on to ACK: only a host that
+/// receives our replies can do that, so the source address is real.
+pub fn handshake_completed(f: &BiFlow) -> bool {
+    is_tcp(f)
+        && f.fwd.tcp_flags & TCP_SYN != 0
+        && f.fwd.tcp_flags & TCP_ACK != 0
+        && f.rev.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+}
+
+fn ended(f: &BiFlow, closed: bool) -> bool {
+    closed || (f.fwd.tcp_flags | f.rev.tcp_flags) & (TCP_FIN | TCP_RST) != 0
+}
+
+fn has_rst(f: &BiFlow) -> bool {
+    (f.fwd.tcp_flags | f.rev.tcp_flags) & TCP_RST != 0
+}
+
+/// Names and units of [`SourceFeatures`], in vector order (the isolation forest's columns).
+pub const FEATURE_NAMES: [&str; 14] = [
+    "conns",
+    "distinct_dst_ports",
+    "distinct_dst_hosts",
+    "half_open_ratio",
+    "rst_ratio",
+    "mean_bytes_per_flow",
+    "max_bytes_per_flow",
+    "pps",
+    "bps",
+    "mean_flow_duration_s",
+    "failed_logins",
+    "icmp_pps",
+    "udp_pps",
+    "max_dst_fan_in",
+];
+
+/// Features of one source over one window. See the README for each one's meaning and unit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct SourceFeatures {
+    /// Conversations the source initiated that were active in the window.
+    pub conns: f64,
+    pub distinct_dst_ports: f64,
+    pub distinct_dst_hosts: f64,
+    /// Share of its TCP conversations left half-open (SYN, never ACK), 0..1.
+    pub half_open_ratio: f64,
+    /// Share of its TCP conversations that saw a RST in either direction, 0..1.
+    pub rst_ratio: f64,
+    /// Bytes per conversation, both directions.
+    pub mean_bytes_per_flow: f64,
+    pub max_bytes_per_flow: f64,
+    /// Packets and bits per second the source sent.
+    pub pps: f64,
+    pub bps: f64,
+    /// Seconds from first to last packet, averaged over its conversations.
+    pub mean_flow_duration_s: f64,
+    /// Short conversations to login ports with small replies.
+    pub failed_logins: f64,
+    pub icmp_pps: f64,
+    pub udp_pps: f64,
+    /// The largest number of distinct sources talking to any of its destinations.
+    pub max_dst_fan_in: f64,
+}
+
+impl SourceFeatures {
+    pub fn to_vec(&self) -> [f64; FEATURE_NAMES.len()] {
+        [
+            self.conns,
+            self.distinct_dst_ports,
+            self.distinct_dst_hosts,
+            self.half_open_ratio,
+            self.rst_ratio,
+            self.mean_bytes_per_flow,
+            self.max_bytes_per_flow,
+            self.pps,
+            self.bps,
+            self.mean_flow_duration_s,
+            self.failed_logins,
+            self.icmp_pps,
+            self.udp_pps,
+            self.max_dst_fan_in,
+        ]
+    }
+}
+
+/// Counts behind the features that rules and the realness check need directly.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct SourceWindow {
+    pub features: SourceFeatures,
+    pub tcp_conns: u64,
+    pub half_open: u64,
+    /// Conversations in which the responder sent anything back.
+    pub replied: u64,
+    pub handshakes: u64,
+    /// Failed-login-like conversations per login port.
+    pub failed_logins_by_port: HashMap<u16, u64>,
+    /// Half-open conversations per destination.
+    pub half_open_by_dst: HashMap<IpAddr, u64>,
+    /// Packets and bytes the source sent in the window (from per-poll deltas).
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets the source sent in the conversations active in the window.
+    pub fwd_packets: u64,
+    pub dsts: Vec<IpAddr>,
+    pub ports: Vec<u16>,
+}
+
+/// What a destination received over one window.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DestWindow {
+    /// Distinct sources with a conversation to it.
+    pub fan_in: u64,
+    pub half_open_in: u64,
+    pub pps_in: f64,
+    pub bps_in: f64,
+    /// Half-open conversations per destination port.
+    pub half_open_ports: HashMap<u16, u64>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Rate {
+    packets: u64,
+    bytes: u64,
+    udp: u64,
+    icmp: u64,
+}
+
+struct Conv {
+    flow: BiFlow,
+    closed: bool,
+}
+
+type ConvKey = ((IpAddr, u16), (IpAddr, u16), u8);
+
+fn conv_key(f: &BiFlow) -> ConvKey {
+    let a = (f.src, f.src_port);
+    let b = (f.dst, f.dst_port);
+    if a <= b {
+        (a, b, f.proto)
+    } else {
+        (b, a, f.proto)
+    }
+}
+
+pub struct Tracker {
+    cfg: FeatureConfig,
+    convs: HashMap<ConvKey, Conv>,
+    sent: HashMap<IpAddr, VecDeque<(u64, Rate)>>,
+    received: HashMap<IpAddr, VecDeque<(u64, Rate)>>,
+}
+
+fn add_rate(ring: &mut VecDeque<(u64, Rate)>, sec: u64, r: Rate) {
+    match ring.back_mut() {
+        Some((s, acc)) if *s == sec => {
+            acc.packets += r.packets;
+            acc.bytes += r.bytes;
+            acc.udp += r.udp;
+            acc.icmp += r.icmp;
+        }
+        _ => ring.push_back((sec, r)),
+    }
+}
+
+fn window_rate(ring: Option<&VecDeque<(u64, Rate)>>, from_sec: u64) -> Rate {
+    let mut out = Rate::default();
+    for (s, r) in ring.into_iter().flatten().rev() {
+        if *s < from_sec {
+            break;
+        }
+        out.packets += r.packets;
+        out.bytes += r.bytes;
+        out.udp += r.udp;
+        out.icmp += r.icmp;
+    }
+    out
+}
+
+impl Tracker {
+    pub fn new(cfg: FeatureConfig) -> Self {
+        Self {
+            cfg,
+            convs: HashMap::new(),
+            sent: HashMap::new(),
+            received: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &FeatureConfig {
+        &self.cfg
+    }
+
+    pub fn conversations(&self) -> usize {
+        self.convs.len()
+    }
+
+    /// Takes one poll's view: the paired conversations (active and just closed) and the
+    /// directional records whose deltas feed the rates.
+    pub fn update(
+        &mut self,
+        now_ns: u64,
+        active: &[BiFlow],
+        closed: &[BiFlow],
+        records: &[&FlowRecord],
+    ) {
+        for (flows, is_closed) in [(active, false), (closed, true)] {
+            for f in flows {
+                self.convs.insert(
+                    conv_key(f),
+                    Conv {
+                        flow: f.clone(),
+                        closed: is_closed,
+                    },
+                );
+            }
+        }
+        let sec = now_ns / NS;
+        for r in records {
+            if r.delta_packets == 0 {
+                continue;
+            }
+            let rate = Rate {
+                packets: r.delta_packets,
+                bytes: r.delta_bytes,
+                udp: if r.key.proto == 17 {
+                    r.delta_packets
+                } else {
+                    0
+                },
+                icmp: if matches!(r.key.proto, 1 | 58) {
+                    r.delta_packets
+                } else {
+                    0
+                },
+            };
+            add_rate(self.sent.entry(key_addr(r.key.src)).or_default(), sec, rate);
+            add_rate(
+                self.received.entry(key_addr(r.key.dst)).or_default(),
+                sec,
+                rate,
+            );
+        }
+        self.expire(now_ns);
+    }
+
+    fn expire(&mut self, now_ns: u64) {
+        let keep_ns = self.cfg.long_window.as_nanos() as u64;
+        let cutoff = now_ns.saturating_sub(keep_ns);
+        self.convs.retain(|_, c| c.flow.last_seen_ns >= cutoff);
+        let cutoff_sec = cutoff / NS;
+        for rings in [&mut self.sent, &mut self.received] {
+            rings.retain(|_, ring| {
+                while ring.front().is_some_and(|(s, _)| *s < cutoff_sec) {
+                    ring.pop_front();
+                }
+                !ring.is_empty()
+            });
+        }
+    }
+
+    /// Per-source and per-destination aggregates over the `window` ending at `now_ns`.
+    pub fn windows(
+        &self,
+        now_ns: u64,
+        window: Duration,
+    ) -> (HashMap<IpAddr, SourceWindow>, HashMap<IpAddr, DestWindow>) {
+        let w_ns = window.as_nanos() as u64;
+        let w_s = window.as_secs_f64().max(1e-9);
+        let cutoff = now_ns.saturating_sub(w_ns);
+        let from_sec = (now_ns / NS + 1).saturating_sub(window.as_secs().max(1));
+        let login_max_ns = self.cfg.failed_login_max_duration.as_nanos() as u64;
+
+        #[derive(Default)]
+        struct Acc {
+            w: SourceWindow,
+            ports: HashSet<u16>,
+            dsts: HashSet<IpAddr>,
+            bytes_sum: u64,
+            dur_sum_ns: u64,
+            rst: u64,
+        }
+        let mut src: HashMap<IpAddr, Acc> = HashMap::new();
+        let mut dst_sources: HashMap<IpAddr, (HashSet<IpAddr>, DestWindow)> = HashMap::new();
+        for c in self.convs.values() {
+            let f = &c.flow;
+            if f.last_seen_ns < cutoff {
+                continue;
+            }
+            let a = src.entry(f.src).or_default();
+            a.w.features.conns += 1.0;
+            a.ports.insert(f.dst_port);
+            a.dsts.insert(f.dst);
+            let bytes = f.total_bytes();
+            a.bytes_sum += bytes;
+            a.w.features.max_bytes_per_flow = a.w.features.max_bytes_per_flow.max(bytes as f64);
+            let dur = f.last_seen_ns.saturating_sub(f.first_seen_ns);
+            a.dur_sum_ns += dur;
+            a.w.fwd_packets += f.fwd.packets;
+            if f.rev.packets > 0 {
+                a.w.replied += 1;
+            }
+            let d = dst_sources.entry(f.dst).or_default();
+            d.0.insert(f.src);
+            if is_tcp(f) {
+                a.w.tcp_conns += 1;
+                if has_rst(f) {
+                    a.rst += 1;
+                }
+                if handshake_completed(f) {
+                    a.w.handshakes += 1;
+                    if AUTH_PORTS.contains(&f.dst_port)
+                        && ended(f, c.closed)
+                        && dur <= login_max_ns
+                        && f.rev.bytes <= self.cfg.failed_login_max_reply_bytes
+                    {
+                        *a.w.failed_logins_by_port.entry(f.dst_port).or_default() += 1;
+                    }
+                }
+                if half_open(f) {
+                    a.w.half_open += 1;
+                    *a.w.half_open_by_dst.entry(f.dst).or_default() += 1;
+                    d.1.half_open_in += 1;
+                    *d.1.half_open_ports.entry(f.dst_port).or_default() += 1;
+                }
+            }
+        }
+        let mut dests: HashMap<IpAddr, DestWindow> = HashMap::with_capacity(dst_sources.len());
+        for (ip, (sources, mut d)) in dst_sources {
+            d.fan_in = sources.len() as u64;
+            let r = window_rate(self.received.get(&ip), from_sec);
+            d.pps_in = r.packets as f64 / w_s;
+            d.bps_in = r.bytes as f64 * 8.0 / w_s;
+            dests.insert(ip, d);
+        }
+        let mut out = HashMap::with_capacity(src.len());
+        for (ip, mut a) in src {
+            let n = a.w.features.conns.max(1.0);
+            let f = &mut a.w.features;
+            f.distinct_dst_ports = a.ports.len() as f64;
+            f.distinct_dst_hosts = a.dsts.len() as f64;
+            if a.w.tcp_conns > 0 {
+                f.half_open_ratio = a.w.half_open as f64 / a.w.tcp_conns as f64;
+                f.rst_ratio = a.rst as f64 / a.w.tcp_conns as f64;
+            }
+            f.mean_bytes_per_flow = a.bytes_sum as f64 / n;
+            f.mean_flow_duration_s = a.dur_sum_ns as f64 / 1e9 / n;
+            f.failed_logins = a.w.failed_logins_by_port.values().sum::<u64>() as f64;
+            f.max_dst_fan_in = a
+                .dsts
+                .iter()
+                .filter_map(|d| dests.get(d))
+                .map(|d| d.fan_in as f64)
+                .fold(0.0, f64::max);
+            let r = window_rate(self.sent.get(&ip), from_sec);
+            f.pps = r.packets as f64 / w_s;
+            f.bps = r.bytes as f64 * 8.0 / w_s;
+            f.udp_pps = r.udp as f64 / w_s;
+            f.icmp_pps = r.icmp as f64 / w_s;
+            a.w.packets = r.packets;
+            a.w.bytes = r.bytes;
+            a.w.dsts = a.dsts.into_iter().collect();
+            a.w.ports = a.ports.into_iter().collect();
+            a.w.dsts.sort();
+            a.w.ports.sort_unstable();
+            out.insert(ip, a.w);
+        }
+        (out, dests)
+    }
+
+    /// Bytes a sender sent over the window (for per-host baselines).
+    pub fn sent_bytes(&self, ip: &IpAddr, now_ns: u64, window: Duration) -> u64 {
+        let from_sec = (now_ns / NS + 1).saturating_sub(window.as_secs().max(1));
+        window_rate(self.sent.get(ip), from_sec).bytes
+    }
+
+    /// Every sender with traffic in the tracker.
+    pub fn senders(&self) -> impl Iterator<Item = &IpAddr> {
+        self.sent.keys()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::flowtable::DirCounters;
+
+    pub const S: u64 = NS;
+
+    pub fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A TCP conversation with the given flags per direction.
+    pub fn tcp(src: &str, dst: &str, sport: u16, dport: u16, fwd: u32, rev: u32, t: u64) -> BiFlow {
+        let dir = |flags: u32, bytes: u64| DirCounters {
+            packets: if flags == 0 { 0 } else { 3 },
+            bytes: if flags == 0 { 0 } else { bytes },
+            tcp_flags: flags,
+            syn: u32::from(flags & TCP_SYN != 0),
+            fin: u32::from(flags & TCP_FIN != 0),
+            rst: u32::from(flags & TCP_RST != 0),
+        };
+        BiFlow {
+            src: ip(src),
+            dst: ip(dst),
+            src_port: sport,
+            dst_port: dport,
+            proto: 6,
+            ifindex: 2,
+            fwd: dir(fwd, 300),
+            rev: dir(rev, 2000),
+            tcp_flags: fwd | rev,
+            first_seen_ns: t,
+            last_seen_ns: t + S / 2,
+        }
+    }
+
+    pub fn udp(src: &str, dst: &str, sport: u16, dport: u16, pkts: u64, t: u64) -> BiFlow {
+        BiFlow {
+            src: ip(src),
+            dst: ip(dst),
+            src_port: sport,
+            dst_port: dport,
+            proto: 17,
+            ifindex: 2,
+            fwd: DirCounters {
+                packets: pkts,
+                bytes: pkts * 100,
+                ..Default::default()
+            },
+            rev: DirCounters::default(),
+            tcp_flags: 0,
+            first_seen_ns: t,
+            last_seen_ns: t,
+        }
+    }
+
+    const SYN: u32 = TCP_SYN;
+    const SA: u32 = TCP_SYN | TCP_ACK;
+    const RA: u32 = TCP_RST | TCP_ACK;
+    const FULL: u32 = TCP_SYN | TCP_ACK | TCP_FIN | 0x08;
+
+    fn windows(
+        flows: &[BiFlow],
+        now: u64,
+    ) -> (HashMap<IpAddr, SourceWindow>, HashMap<IpAddr, DestWindow>) {
+        let mut t = Tracker::new(FeatureConfig::default());
+        t.update(now, flows, &[], &[]);
+        t.windows(now, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn distinct_ports_hosts_and_ratios() {
+        let now = 1000 * S;
+        let mut flows = Vec::new();
+        for p in 1..=30u16 {
+            // A SYN scan: closed ports answer RST, never ACKed.
+            flows.push(tcp(
+                "198.18.0.9",
+                "198.18.1.1",
+                40000,
+                p,
+                SYN,
+                RA,
+                now - 5 * S,
+            ));
+        }
+        flows.push(tcp(
+            "198.18.0.9",
+            "198.18.1.2",
+            40001,
+            80,
+            FULL,
+            FULL,
+            now - 5 * S,
+        ));
+        let (src, dst) = windows(&flows, now);
+        let w = &src[&ip("198.18.0.9")];
+        assert_eq!(w.features.conns, 31.0);
+        assert_eq!(w.features.distinct_dst_ports, 31.0);
+        assert_eq!(w.features.distinct_dst_hosts, 2.0);
+        assert_eq!(w.half_open, 30);
+        assert!((w.features.half_open_ratio - 30.0 / 31.0).abs() < 1e-12);
+        assert!((w.features.rst_ratio - 30.0 / 31.0).abs() < 1e-12);
+        assert_eq!(w.handshakes, 1);
+        assert_eq!(w.replied, 31);
+        assert_eq!(dst[&ip("198.18.1.1")].half_open_in, 30);
+        assert_eq!(dst[&ip("198.18.1.1")].fan_in, 1);
+    }
+
+    #[test]
+    fn window_edges_include_and_exclude() {
+        let now = 1000 * S;
+        // last_seen = t + 0.5 s: one conversation just inside the 60 s window, one just out.
+        let inside = tcp(
+            "198.18.0.9",
+            "198.18.1.1",
+            1,
+            22,
+            FULL,
+            FULL,
+            now - 60 * S - S / 2,
+        );
+        let outside = tcp(
+            "198.18.0.9",
+            "198.18.1.1",
+            2,
+            23,
+            FULL,
+            FULL,
+            now - 60 * S - S / 2 - 1,
+        );
+        let mut t = Tracker::new(FeatureConfig::default());
+        t.update(now, &[inside, outside], &[], &[]);
+        let (src, _) = t.windows(now, Duration::from_secs(60));
+        assert_eq!(src[&ip("198.18.0.9")].features.conns, 1.0);
+        // The expired one is also gone from the tracker.
+        assert_eq!(t.conversations(), 1);
+    }
+
+    #[test]
+    fn failed_logins_need_a_completed_short_small_conversation_to_a_login_port() {
+        let now = 1000 * S;
+        let fail = |sport, dport| {
+            tcp(
+                "198.18.0.7",
+                "198.18.1.1",
+                sport,
+                dport,
+                FULL,
+                FULL,
+                now - 10 * S,
+            )
+        };
+        let mut big = fail(3, 22);
+        big.rev.bytes = 200_000;
+        let mut long = fail(4, 22);
+        long.last_seen_ns = long.first_seen_ns + 31 * S;
+        let refused = tcp("198.18.0.7", "198.18.1.1", 5, 22, SYN, RA, now - 10 * S);
+        let mut open = fail(6, 22);
+        open.fwd.tcp_flags &= !TCP_FIN;
+        open.rev.tcp_flags &= !TCP_FIN;
+        let (src, _) = windows(
+            &[
+                fail(1, 22),
+                fail(2, 3389),
+                fail(7, 8080),
+                big,
+                long,
+                refused,
+                open,
+            ],
+            now,
+        );
+        let w = &src[&ip("198.18.0.7")];
+        assert_eq!(w.failed_logins_by_port.get(&22), Some(&1));
+        assert_eq!(w.failed_logins_by_port.get(&3389), Some(&1));
+        assert_eq!(w.features.failed_logins, 2.0);
+    }
+
+    #[test]
+    fn rates_come_from_deltas_in_the_window() {
+        use astra_common::{FlowKey, FlowValue};
+        let mk = |src: [u8; 4], proto: u8, d: u64| FlowRecord {
+            key: FlowKey {
+                src: {
+                    let mut a = [0u8; 16];
+                    a[10] = 0xff;
+                    a[11] = 0xff;
+                    a[12..].copy_from_slice(&src);
+                    a
+                },
+                proto,
+                ..Default::default()
+            },
+            value: FlowValue::default(),
+            delta_packets: d,
+            delta_bytes: d * 100,
+        };
+        let mut t = Tracker::new(FeatureConfig::default());
+        let src = "198.18.0.5";
+        let f = udp(src, "198.18.1.1", 1, 53, 1, 100 * S);
+        // 500 UDP packets 20 s ago, 1000 now: the 10 s window sees only the latter.
+        t.update(
+            80 * S,
+            std::slice::from_ref(&f),
+            &[],
+            &[&mk([198, 18, 0, 5], 17, 500)],
+        );
+        t.update(100 * S, &[f], &[], &[&mk([198, 18, 0, 5], 17, 1000)]);
+        let (s10, _) = t.windows(100 * S, Duration::from_secs(10));
+        let w = &s10[&ip(src)];
+        assert_eq!(w.features.udp_pps, 100.0);
+        assert_eq!(w.features.pps, 100.0);
+        assert_eq!(w.features.bps, 100.0 * 100.0 * 8.0);
+        let (s60, _) = t.windows(100 * S, Duration::from_secs(60));
+        assert_eq!(s60[&ip(src)].features.udp_pps, 25.0);
+    }
+
+    #[test]
+    fn fan_in_counts_distinct_sources() {
+        let now = 1000 * S;
+        let flows: Vec<BiFlow> = (1..=25)
+            .map(|i| {
+                udp(
+                    &format!("198.18.0.{i}"),
+                    "198.18.1.1",
+                    1000,
+                    53,
+                    10,
+                    now - S,
+                )
+            })
+            .collect();
+        let (src, dst) = windows(&flows, now);
+        assert_eq!(dst[&ip("198.18.1.1")].fan_in, 25);
+        assert_eq!(src[&ip("198.18.0.3")].features.max_dst_fan_in, 25.0);
+    }
+
+    #[test]
+    fn feature_vector_matches_names() {
+        assert_eq!(
+            SourceFeatures::default().to_vec().len(),
+            FEATURE_NAMES.len()
+        );
+    }
+
+    #[test]
+    fn handshake_and_half_open_definitions() {
+        let t = 0;
+        assert!(handshake_completed(&tcp(
+            "1.1.1.1", "2.2.2.2", 1, 2, FULL, FULL, t
+        )));
+        assert!(!handshake_completed(&tcp(
+            "1.1.1.1", "2.2.2.2", 1, 2, SYN, SA, t
+        )));
+        assert!(half_open(&tcp("1.1.1.1", "2.2.2.2", 1, 2, SYN, SA, t)));
+        assert!(half_open(&tcp("1.1.1.1", "2.2.2.2", 1, 2, SYN, 0, t)));
+        assert!(!half_open(&tcp("1.1.1.1", "2.2.2.2", 1, 2, FULL, FULL, t)));
+    }
+}

@@ -18,8 +18,10 @@ use tracing::{error, info, warn};
 use crate::{
     api,
     blocklist::{Lists, mono_now_ns},
+    engine::{DetectConfig, Engine},
     error::{Error, Result},
-    flowtable::FlowTable,
+    events::{DEFAULT_EVENTS_FILE, now_ms},
+    flowtable::{FlowRecord, FlowTable},
     loader::{AttachedMode, Dataplane, XdpModeArg, ifindex},
     maps::PinnedMaps,
     metrics::Metrics,
@@ -37,6 +39,17 @@ pub struct AgentConfig {
     pub active_timeout: Duration,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    pub detect: DetectConfig,
+    /// The EVE-style event log; `None` = `<state-dir>/eve.json`.
+    pub events: Option<PathBuf>,
+}
+
+impl AgentConfig {
+    pub fn events_path(&self) -> PathBuf {
+        self.events
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join(DEFAULT_EVENTS_FILE))
+    }
 }
 
 /// Written to `<state-dir>/agent.json` after start-up and after every poll, for `astra status`.
@@ -54,6 +67,10 @@ pub struct AgentStatus {
     pub last_poll_ms: Option<f64>,
     pub flows_active: usize,
     pub running: bool,
+    pub events_path: PathBuf,
+    pub dry_run: bool,
+    pub alerts: u64,
+    pub auto_blocks: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -105,6 +122,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         ));
     }
     let store = Store::open(&cfg.state_dir)?;
+    let engine = Engine::new(
+        cfg.detect.clone(),
+        cfg.events_path(),
+        cfg.state_dir.join("incidents"),
+    )?;
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.metrics_addr)))?;
@@ -164,6 +186,10 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         last_poll_ms: None,
         flows_active: 0,
         running: true,
+        events_path: cfg.events_path(),
+        dry_run: cfg.detect.policy.dry_run,
+        alerts: 0,
+        auto_blocks: 0,
     };
     status.write(&cfg.state_dir)?;
 
@@ -175,7 +201,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         let mut status = status.clone();
         std::thread::Builder::new()
             .name("astra-poll".into())
-            .spawn(move || poll_loop(&cfg, &mut lists, &metrics, &mut status, &stop))
+            .spawn(move || poll_loop(&cfg, &mut lists, engine, &metrics, &mut status, &stop))
             .map_err(|e| Error::io("poll thread", e))?
     };
 
@@ -212,6 +238,7 @@ const LIST_SCAN_EVERY: u64 = 10;
 fn poll_loop(
     cfg: &AgentConfig,
     lists: &mut Lists,
+    mut engine: Engine,
     metrics: &Mutex<Metrics>,
     status: &mut AgentStatus,
     stop: &AtomicBool,
@@ -224,6 +251,7 @@ fn poll_loop(
         match poll_once(
             lists,
             &mut table,
+            &mut engine,
             metrics,
             n.is_multiple_of(LIST_SCAN_EVERY),
             status,
@@ -258,15 +286,17 @@ fn poll_loop(
 fn poll_once(
     lists: &mut Lists,
     table: &mut FlowTable,
+    engine: &mut Engine,
     metrics: &Mutex<Metrics>,
     scan_lists: bool,
-    status: &AgentStatus,
+    status: &mut AgentStatus,
 ) -> Result<()> {
     let t0 = Instant::now();
     let maps = lists
         .maps_mut()
         .ok_or_else(|| Error::Layout("agent lost its maps".into()))?;
-    let stats = table.poll(maps, mono_now_ns())?;
+    let now_ns = mono_now_ns();
+    let stats = table.poll(maps, now_ns)?;
     let mut per_iface = Vec::with_capacity(status.interfaces.len());
     for i in &status.interfaces {
         per_iface.push((i.iface.as_str(), maps.iface_counters(i.ifindex)?));
@@ -287,6 +317,13 @@ fn poll_once(
         m.observe_counters(iface, totals);
     }
     m.observe_poll(&stats, stats.active, secs);
+    // Detection runs right after the poll that brought the evidence, so a block reaches the
+    // kernel within one poll interval of the packets that earned it.
+    let closed = table.take_closed();
+    let active: Vec<&FlowRecord> = table.records().collect();
+    let pass = engine.run(now_ns, now_ms(), &active, &closed, lists, &m)?;
+    status.alerts += pass.alerts as u64;
+    status.auto_blocks += pass.blocks as u64;
     if let Some((blocks, allows)) = counts {
         m.set_list_entries(blocks, allows);
     }

@@ -15,7 +15,10 @@ use crate::{
     addr::{parse_net, parse_ttl},
     agent::{self, AgentConfig, AgentStatus},
     blocklist::{Enforcement, ListRow, Lists, mono_now_ns},
+    detect::Alert,
+    engine::DetectConfig,
     error::{Error, Result},
+    events::{now_ms, read_alerts},
     flowtable::{BiFlow, pair_flows, proto_name},
     loader::{self, XdpModeArg},
     maps::PinnedMaps,
@@ -97,6 +100,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show alerts from the event log, oldest first.
+    Alerts {
+        #[arg(long)]
+        json: bool,
+        /// Only alerts from the last DUR (e.g. 10m, 1h).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
+        since: Option<Duration>,
+        /// Event log to read; default: the running agent's, else <state-dir>/eve.json.
+        #[arg(long, value_name = "FILE")]
+        events: Option<PathBuf>,
+    },
+    /// Print every detection setting with its default value (for `astra run --set`).
+    DetectDefaults,
     /// Run a demonstration on network namespaces it creates and removes: benign and attack
     /// traffic with the agent attached, flows, blocks and drop counters shown.
     Lab {
@@ -142,6 +158,16 @@ pub struct RunArgs {
     /// A flow older than this is closed and restarted, so long transfers are reported too.
     #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, value_name = "DUR")]
     pub active_timeout: Duration,
+    /// Raise alerts but never block.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Event log (JSON lines, Suricata EVE style); default <state-dir>/eve.json.
+    #[arg(long, value_name = "FILE")]
+    pub events: Option<PathBuf>,
+    /// Change a detection setting, e.g. rules.port_scan_ports=30 or policy.block_ttl=30m
+    /// (repeatable; `astra detect-defaults` lists them all).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -223,11 +249,24 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Flows { top, json } => print_flows(&pin_dir, &state_dir, top, json),
         Command::Lab { phase } => crate::lab::run(crate::lab::LabOptions { phase }),
         Command::Status { json } => status(&pin_dir, &state_dir, json),
+        Command::Alerts {
+            json,
+            since,
+            events,
+        } => alerts(&state_dir, events, since, json),
+        Command::DetectDefaults => print_json(&DetectConfig::default()),
     }
 }
 
 fn run_agent(a: RunArgs, pin_dir: PathBuf, state_dir: PathBuf) -> Result<()> {
+    let mut detect = DetectConfig::default();
+    detect.apply(&a.set)?;
+    if a.dry_run {
+        detect.policy.dry_run = true;
+    }
     let cfg = AgentConfig {
+        detect,
+        events: a.events,
         ifaces: a.ifaces,
         xdp_mode: match a.xdp_mode {
             XdpModeCli::Auto => XdpModeArg::Auto,
@@ -435,6 +474,55 @@ pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> 
             b.rev.bytes.to_string(),
             f.first_seen.clone(),
             f.last_seen.clone(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}
+
+fn alerts(
+    state_dir: &Path,
+    events: Option<PathBuf>,
+    since: Option<Duration>,
+    json: bool,
+) -> Result<()> {
+    let path = events
+        .or_else(|| AgentStatus::read(state_dir).map(|s| s.events_path))
+        .unwrap_or_else(|| state_dir.join(crate::events::DEFAULT_EVENTS_FILE));
+    print_alerts(&path, since, json)
+}
+
+pub fn print_alerts(path: &Path, since: Option<Duration>, json: bool) -> Result<()> {
+    let since_ms = since.map_or(0, |d| now_ms().saturating_sub(d.as_millis() as u64));
+    let alerts: Vec<Alert> = read_alerts(path, since_ms)?;
+    if json {
+        return print_json(&alerts);
+    }
+    if alerts.is_empty() {
+        println!("no alerts in {}", path.display());
+        return Ok(());
+    }
+    let mut t = table(&[
+        "TIME", "TYPE", "SEVERITY", "CONF", "RISK", "SOURCE", "TARGETS", "ACTION", "RULE",
+    ]);
+    for a in &alerts {
+        let targets: Vec<String> = a.targets.iter().take(3).map(|t| t.to_string()).collect();
+        let more = a.targets.len().saturating_sub(3);
+        t.add_row(vec![
+            fmt_time(a.timestamp_ms / 1000),
+            a.attack_type.to_string(),
+            a.severity.as_str().to_string(),
+            format!("{:.2}", a.confidence),
+            a.risk_score.to_string(),
+            a.source
+                .map_or_else(|| "(spoofed?)".into(), |s| s.to_string()),
+            if more > 0 {
+                format!("{} +{more}", targets.join(","))
+            } else {
+                targets.join(",")
+            },
+            a.action.label().to_string(),
+            a.rule.clone(),
         ]);
     }
     println!("{t}");

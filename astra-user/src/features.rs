@@ -260,7 +260,9 @@ impl Tracker {
         closed: &[BiFlow],
         records: &[&FlowRecord],
     ) {
-        for (flows, is_closed) in [(active, false), (closed, true)] {
+        // Closed first: a conversation with one direction evicted and the other still live
+        // is kept in its live form.
+        for (flows, is_closed) in [(closed, true), (active, false)] {
             for f in flows {
                 self.convs.insert(
                     conv_key(f),
@@ -422,6 +424,15 @@ impl Tracker {
             out.insert(ip, a.w);
         }
         (out, dests)
+    }
+
+    /// Conversations from `src` (any, if `None`) toward `dst` (any, if `None`).
+    pub fn flows_matching(&self, src: Option<IpAddr>, dst: Option<IpAddr>) -> Vec<&BiFlow> {
+        self.convs
+            .values()
+            .map(|c| &c.flow)
+            .filter(|f| src.is_none_or(|s| f.src == s) && dst.is_none_or(|d| f.dst == d))
+            .collect()
     }
 
     /// Bytes a sender sent over the window (for per-host baselines).

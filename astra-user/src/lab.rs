@@ -298,18 +298,32 @@ fn run_in(topo: &mut Topology, opts: &LabOptions, stop: &Arc<AtomicBool>) -> Res
     crate::cli::print_flows(&topo.pin_dir, &topo.state_dir, 8, false)?;
     counters_table(&topo.pin_dir, &ifaces)?;
 
-    step(
-        stop,
-        "block: 198.18.2.2 is blocked for 10 minutes (in the kernel, before any flow accounting)",
+    step(stop, "detection: what Astra concluded on its own")?;
+    sleep_unless_stopped(stop, Duration::from_secs(2));
+    crate::cli::print_alerts(
+        &topo.state_dir.join(crate::events::DEFAULT_EVENTS_FILE),
+        None,
+        false,
     )?;
-    let mut lists = Lists::open(&topo.state_dir, &topo.pin_dir)?;
-    lists.add(
-        ListKind::Block,
-        "198.18.2.2/32".parse().expect("literal"),
-        Some(Duration::from_secs(600)),
-        "lab: scan and UDP flood",
-        EntrySource::Manual,
-    )?;
+    let lists = Lists::open(&topo.state_dir, &topo.pin_dir)?;
+    let auto: Vec<_> = lists
+        .list()?
+        .into_iter()
+        .filter(|r| r.kind == ListKind::Block && r.source == EntrySource::Auto)
+        .collect();
+    if auto.is_empty() {
+        println!("no automatic block was placed");
+    }
+    for r in &auto {
+        println!(
+            "automatically blocked {} for {}s: {}",
+            r.net,
+            r.ttl_remaining_s.unwrap_or(0),
+            r.reason
+        );
+    }
+
+    step(stop, "the attacker tries again")?;
     let (_, sent) = attack(&topo.attacker, 50, 20_000)?;
     println!("attacker tried again: 50 ports and {sent} datagrams");
     sleep_unless_stopped(stop, opts.phase);
@@ -319,10 +333,11 @@ fn run_in(topo: &mut Topology, opts: &LabOptions, stop: &Arc<AtomicBool>) -> Res
     println!();
     for r in lists.list()? {
         println!(
-            "blocklist: {} hits={} ttl={}s reason={:?}",
+            "blocklist: {} hits={} ttl={}s source={} reason={:?}",
             r.net,
             r.hits,
             r.ttl_remaining_s.unwrap_or(0),
+            r.source,
             r.reason
         );
     }

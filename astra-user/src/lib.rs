@@ -6,7 +6,9 @@ pub mod api;
 pub mod blocklist;
 pub mod cli;
 pub mod detect;
+pub mod engine;
 pub mod error;
+pub mod events;
 pub mod features;
 pub mod flowtable;
 pub mod lab;
@@ -14,6 +16,7 @@ pub mod loader;
 pub mod maps;
 pub mod metrics;
 pub mod netns;
+pub mod report;
 pub mod store;
 pub mod verdict;
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use astra_common::{Counter, action};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::flowtable::PollStats;
@@ -51,6 +51,10 @@ pub struct Metrics {
     blocklist_entries: IntGauge,
     poll_duration: Histogram,
     polls: IntCounterVec,
+    alerts: IntCounterVec,
+    auto_blocks: IntCounter,
+    anomaly_score: Histogram,
+    conversations: IntGauge,
     /// What has been exported so far per (iface, action), to advance counters by the difference.
     exported: HashMap<(String, u32), Counter>,
 }
@@ -142,6 +146,32 @@ impl Metrics {
             &["result"],
         )
         .expect("valid metric");
+        let alerts = IntCounterVec::new(
+            Opts::new(
+                "astra_alerts_total",
+                "Alerts raised, by attack type and severity.",
+            ),
+            &["type", "severity"],
+        )
+        .expect("valid metric");
+        let auto_blocks = IntCounter::new(
+            "astra_auto_blocks_total",
+            "Sources blocked automatically by the detection engine.",
+        )
+        .expect("valid metric");
+        let anomaly_score = Histogram::with_opts(
+            HistogramOpts::new(
+                "astra_anomaly_score",
+                "Isolation-forest anomaly scores of sources (0..1, higher = more anomalous).",
+            )
+            .buckets(vec![0.3, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.8, 0.9]),
+        )
+        .expect("valid metric");
+        let conversations = IntGauge::new(
+            "astra_conversations",
+            "Conversations the detection windows currently hold.",
+        )
+        .expect("valid metric");
         let build = IntGaugeVec::new(
             Opts::new("astra_build_info", "Astra version (value is always 1)."),
             &["version"],
@@ -160,6 +190,10 @@ impl Metrics {
             Box::new(blocklist_entries.clone()),
             Box::new(poll_duration.clone()),
             Box::new(polls.clone()),
+            Box::new(alerts.clone()),
+            Box::new(auto_blocks.clone()),
+            Box::new(anomaly_score.clone()),
+            Box::new(conversations.clone()),
             Box::new(build),
         ] {
             registry.register(c).expect("unique metric names");
@@ -177,6 +211,10 @@ impl Metrics {
             blocklist_entries,
             poll_duration,
             polls,
+            alerts,
+            auto_blocks,
+            anomaly_score,
+            conversations,
             exported: HashMap::new(),
         }
     }
@@ -253,6 +291,24 @@ impl Metrics {
             }
         }
         self.insert_failures.with_label_values(&[iface]);
+    }
+
+    pub fn alert(&self, a: &crate::detect::Alert) {
+        self.alerts
+            .with_label_values(&[a.attack_type.as_str(), a.severity.as_str()])
+            .inc();
+    }
+
+    pub fn auto_block(&self) {
+        self.auto_blocks.inc();
+    }
+
+    pub fn anomaly_score(&self, score: f64) {
+        self.anomaly_score.observe(score);
+    }
+
+    pub fn set_conversations(&self, n: usize) {
+        self.conversations.set(n as i64);
     }
 
     pub fn registry(&self) -> &Registry {

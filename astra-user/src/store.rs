@@ -57,6 +57,13 @@ const MIGRATIONS: &[&str] = &[
      ) STRICT;
      CREATE INDEX list_entries_expiry ON list_entries (expires_at)
          WHERE expires_at IS NOT NULL;",
+    // Version 2: how often each address was blocked automatically, so repeat offenders get
+    // longer blocks across agent restarts (fail2ban's bantime.increment).
+    "CREATE TABLE offenders (
+         ip         TEXT    NOT NULL PRIMARY KEY,
+         blocks     INTEGER NOT NULL,
+         last_at    INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 /// The schema version this build writes and understands.
@@ -475,6 +482,32 @@ impl Store {
     }
 
     /// Number of entries of one kind, expired or not.
+    /// How many times `ip` was blocked automatically before.
+    pub fn offenses(&self, ip: &std::net::IpAddr) -> Result<u32, StoreError> {
+        let n: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT blocks FROM offenders WHERE ip = ?1",
+                params![ip.to_string()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| db_error(&self.path, e))?;
+        Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
+    }
+
+    /// Counts one more automatic block of `ip`.
+    pub fn record_offense(&self, ip: &std::net::IpAddr, now_unix: u64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO offenders (ip, blocks, last_at) VALUES (?1, 1, ?2)
+                 ON CONFLICT (ip) DO UPDATE SET blocks = blocks + 1, last_at = excluded.last_at",
+                params![ip.to_string(), i64::try_from(now_unix).unwrap_or(i64::MAX)],
+            )
+            .map_err(|e| db_error(&self.path, e))?;
+        Ok(())
+    }
+
     pub fn count(&self, kind: ListKind) -> Result<u64, StoreError> {
         let n: i64 = self
             .conn
@@ -966,6 +999,45 @@ mod tests {
     }
 
     #[test]
+    fn offenses_count_up_per_address_and_persist() {
+        let dir = TempDir::new();
+        let a: std::net::IpAddr = "198.18.0.9".parse().unwrap();
+        let b: std::net::IpAddr = "2001:db8::9".parse().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.offenses(&a).unwrap(), 0);
+            store.record_offense(&a, 10).unwrap();
+            store.record_offense(&a, 20).unwrap();
+            store.record_offense(&b, 20).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.offenses(&a).unwrap(), 2);
+        assert_eq!(store.offenses(&b).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_in_place() {
+        let dir = TempDir::new();
+        let path = {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .upsert(&entry(ListKind::Block, "192.0.2.1/32", None, 1))
+                .unwrap();
+            store.path().to_path_buf()
+        };
+        // What the first release left behind: the list table only.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE offenders; PRAGMA user_version = 1;")
+            .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.count(ListKind::Block).unwrap(), 1);
+        let ip: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        store.record_offense(&ip, 5).unwrap();
+        assert_eq!(store.offenses(&ip).unwrap(), 1);
+    }
+
+    #[test]
     fn take_expired_deletes_only_expired_rows() {
         let dir = TempDir::new();
         let store = Store::open(dir.path()).unwrap();
@@ -1273,7 +1345,7 @@ mod tests {
                 err,
                 StoreError::TooNew {
                     found: 7,
-                    supported: 1,
+                    supported: SCHEMA_VERSION,
                     ..
                 }
             ),
@@ -1283,7 +1355,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "database {} has schema version 7, newer than this astra (1): upgrade astra",
+                "database {} has schema version 7, newer than this astra ({SCHEMA_VERSION}): upgrade astra",
                 path.display()
             )
         );

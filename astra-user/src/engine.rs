@@ -1,0 +1,369 @@
+//! The detection pass the agent runs after every poll: conversations into windows, windows
+//! into alerts, alerts through the policy, and decisions into the kernel blocklist, the event
+//! log, incident reports and metrics.
+use std::{
+    collections::HashSet,
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::{
+    blocklist::Lists,
+    detect::{Alert, ExfilBaselines, RuleConfig, Windows, run_rules},
+    error::{Error, Result},
+    events::{EventLog, alert_id},
+    features::{FeatureConfig, Tracker},
+    flowtable::{BiFlow, FlowRecord, pair_flows},
+    metrics::Metrics,
+    report,
+    store::{EntrySource, ListKind, now_unix},
+    verdict::{Decision, Policy, PolicyConfig, Protected},
+};
+
+/// Every detection setting, settable with `astra run --set SECTION.KEY=VALUE`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub features: FeatureSettings,
+    pub rules: RuleConfig,
+    pub policy: PolicyConfig,
+}
+
+/// The serialisable form of [`FeatureConfig`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureSettings {
+    #[serde(with = "humantime_serde")]
+    pub short_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub long_window: Duration,
+    pub failed_login_max_reply_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub failed_login_max_duration: Duration,
+}
+
+impl Default for FeatureSettings {
+    fn default() -> Self {
+        let d = FeatureConfig::default();
+        Self {
+            short_window: d.short_window,
+            long_window: d.long_window,
+            failed_login_max_reply_bytes: d.failed_login_max_reply_bytes,
+            failed_login_max_duration: d.failed_login_max_duration,
+        }
+    }
+}
+
+impl FeatureSettings {
+    fn to_config(&self) -> FeatureConfig {
+        FeatureConfig {
+            short_window: self.short_window,
+            long_window: self.long_window,
+            failed_login_max_reply_bytes: self.failed_login_max_reply_bytes,
+            failed_login_max_duration: self.failed_login_max_duration,
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Applies `SECTION.KEY=VALUE` settings. Values are read as JSON when they parse as such
+    /// (numbers, booleans) and as strings otherwise ("10m"); an unknown key or a value of the
+    /// wrong type is an error naming it.
+    pub fn apply(&mut self, settings: &[String]) -> Result<()> {
+        let mut v = serde_json::to_value(&*self).expect("config serialises");
+        for s in settings {
+            let (key, value) = s.split_once('=').ok_or_else(|| {
+                Error::Usage(format!(
+                    "--set {s}: expected SECTION.KEY=VALUE, e.g. rules.port_scan_ports=30"
+                ))
+            })?;
+            let (section, field) = key.split_once('.').ok_or_else(|| {
+                Error::Usage(format!(
+                    "--set {s}: key must be SECTION.KEY (sections: features, rules, policy)"
+                ))
+            })?;
+            let slot = v
+                .get_mut(section)
+                .and_then(|sec| sec.get_mut(field))
+                .ok_or_else(|| Error::Usage(format!("--set {s}: unknown setting {key}")))?;
+            *slot = serde_json::from_str(value)
+                .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
+            *self = serde_json::from_value(v.clone())
+                .map_err(|e| Error::Usage(format!("--set {s}: bad value for {key}: {e}")))?;
+        }
+        self.validate()
+    }
+
+    fn validate(&self) -> Result<()> {
+        let p = &self.policy;
+        if !(0.0..=1.0).contains(&p.block_confidence) || !(0.0..=1.0).contains(&p.flag_confidence) {
+            return Err(Error::Usage(
+                "policy confidences must be between 0 and 1".into(),
+            ));
+        }
+        if p.ttl_factor < 1.0 {
+            return Err(Error::Usage("policy.ttl_factor must be at least 1".into()));
+        }
+        if self.features.short_window.is_zero()
+            || self.features.long_window < self.features.short_window
+        {
+            return Err(Error::Usage(
+                "features windows must be non-zero and long_window >= short_window".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The host's own addresses: never blocked, and the inside hosts the exfiltration rule watches.
+pub fn own_addresses() -> HashSet<IpAddr> {
+    let mut out = HashSet::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free with freeifaddrs; we only read sockaddrs of the
+    // families we check.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.insert(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PassStats {
+    pub alerts: usize,
+    pub blocks: usize,
+    pub suppressed: usize,
+}
+
+pub struct Engine {
+    cfg: DetectConfig,
+    tracker: Tracker,
+    policy: Policy,
+    exfil: ExfilBaselines,
+    events: EventLog,
+    incidents_dir: PathBuf,
+    seq: u64,
+    protected: Protected,
+    own_refreshed: Option<Instant>,
+}
+
+impl Engine {
+    pub fn new(cfg: DetectConfig, events_path: PathBuf, incidents_dir: PathBuf) -> Result<Self> {
+        Ok(Self {
+            tracker: Tracker::new(cfg.features.to_config()),
+            policy: Policy::new(cfg.policy.clone()),
+            exfil: ExfilBaselines::default(),
+            events: EventLog::open(&events_path)?,
+            incidents_dir,
+            seq: 0,
+            protected: Protected::default(),
+            own_refreshed: None,
+            cfg,
+        })
+    }
+
+    pub fn events_path(&self) -> &std::path::Path {
+        self.events.path()
+    }
+
+    pub fn tracker(&self) -> &Tracker {
+        &self.tracker
+    }
+
+    fn refresh_protected(&mut self, lists: &Lists) -> Result<()> {
+        if self
+            .own_refreshed
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
+        {
+            self.protected.own = own_addresses();
+            self.own_refreshed = Some(Instant::now());
+        }
+        self.protected.allow = lists
+            .store()
+            .list(Some(ListKind::Allow))?
+            .into_iter()
+            .map(|e| e.net)
+            .collect();
+        Ok(())
+    }
+
+    /// One detection pass over the records of the poll that just ended.
+    pub fn run(
+        &mut self,
+        now_ns: u64,
+        now_ms: u64,
+        active: &[&FlowRecord],
+        closed: &[FlowRecord],
+        lists: &mut Lists,
+        metrics: &Metrics,
+    ) -> Result<PassStats> {
+        let bi_active = pair_flows(active.iter().map(|r| (&r.key, &r.value)));
+        let bi_closed = pair_flows(closed.iter().map(|r| (&r.key, &r.value)));
+        let mut records: Vec<&FlowRecord> = active.to_vec();
+        records.extend(closed.iter());
+        self.tracker
+            .update(now_ns, &bi_active, &bi_closed, &records);
+        self.refresh_protected(lists)?;
+
+        let short = self.cfg.features.short_window;
+        let long = self.cfg.features.long_window;
+        let (src_short, dst_short) = self.tracker.windows(now_ns, short);
+        let (src_long, _) = self.tracker.windows(now_ns, long);
+        let mut alerts = run_rules(
+            &self.cfg.rules,
+            &Windows {
+                short_s: short.as_secs(),
+                long_s: long.as_secs(),
+                src_short: &src_short,
+                src_long: &src_long,
+                dst_short: &dst_short,
+            },
+            now_ms,
+        );
+        for host in self.protected.own.clone() {
+            let sent = self.tracker.sent_bytes(&host, now_ns, long);
+            if let Some(a) = self
+                .exfil
+                .check(&self.cfg.rules, host, sent, long.as_secs(), now_ms)
+            {
+                alerts.push(a);
+            }
+        }
+        metrics.set_conversations(self.tracker.conversations());
+
+        let mut stats = PassStats::default();
+        // Sources blocked earlier in this pass: later alerts about them are still reported
+        // (they add to the picture) but do not block twice.
+        let mut blocked_now: std::collections::HashMap<IpAddr, u64> =
+            std::collections::HashMap::new();
+        for mut a in alerts {
+            self.seq += 1;
+            a.id = alert_id(now_ms, self.seq, a.source.or(a.targets.first().copied()));
+            let (offenses, blocked) = match a.source {
+                Some(src) if blocked_now.contains_key(&src) => (0, false),
+                Some(src) => (
+                    lists.store().offenses(&src)?,
+                    lists
+                        .store()
+                        .get(ListKind::Block, &IpNet::from(src))?
+                        .is_some(),
+                ),
+                None => (0, false),
+            };
+            let decision = self
+                .policy
+                .decide(&mut a, now_ms, &self.protected, offenses, blocked);
+            if decision == Decision::Suppress {
+                stats.suppressed += 1;
+                continue;
+            }
+            let flows = evidence_flows(&self.tracker, &a);
+            if let Decision::Block { source, .. } = decision
+                && let Some(ttl_s) = blocked_now.get(&source)
+            {
+                a.action = crate::detect::Action::Blocked { ttl_s: *ttl_s };
+            } else if let Decision::Block { source, ttl } = decision {
+                blocked_now.insert(source, ttl.as_secs());
+                let reason = format!("auto: {} ({})", a.attack_type, a.rule);
+                lists.add(
+                    ListKind::Block,
+                    IpNet::from(source),
+                    Some(ttl),
+                    &reason,
+                    EntrySource::Auto,
+                )?;
+                lists.store().record_offense(&source, now_unix())?;
+                self.events
+                    .block(&IpNet::from(source).to_string(), ttl, &reason, &a.id)?;
+                match report::write(&self.incidents_dir, &a, &flows) {
+                    Ok(p) => {
+                        info!(src = %source, ttl = ?ttl, kind = %a.attack_type, report = %p.display(), "blocked")
+                    }
+                    Err(e) => warn!(error = %e, "writing incident report"),
+                }
+                metrics.auto_block();
+                stats.blocks += 1;
+            }
+            self.events.alert(&a, flows.first().copied(), now_ns)?;
+            metrics.alert(&a);
+            stats.alerts += 1;
+        }
+        Ok(stats)
+    }
+}
+
+/// The source's conversations toward its first target, largest first.
+fn evidence_flows<'a>(tracker: &'a Tracker, a: &Alert) -> Vec<&'a BiFlow> {
+    let mut flows = tracker.flows_matching(a.source, a.targets.first().copied());
+    flows.sort_by_key(|f| std::cmp::Reverse(f.total_packets()));
+    flows.truncate(20);
+    flows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_apply_by_section_and_key() {
+        let mut c = DetectConfig::default();
+        c.apply(&[
+            "rules.port_scan_ports=30".into(),
+            "policy.block_ttl=5m".into(),
+            "policy.dry_run=true".into(),
+            "features.long_window=2m".into(),
+        ])
+        .unwrap();
+        assert_eq!(c.rules.port_scan_ports, 30);
+        assert_eq!(c.policy.block_ttl, Duration::from_secs(300));
+        assert!(c.policy.dry_run);
+        assert_eq!(c.features.long_window, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let err = |s: &str| {
+            DetectConfig::default()
+                .apply(&[s.into()])
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("rules.port_scan=3").contains("unknown setting rules.port_scan"));
+        assert!(err("nonsense").contains("SECTION.KEY=VALUE"));
+        assert!(err("rules.port_scan_ports=many").contains("bad value for rules.port_scan_ports"));
+        assert!(err("policy.block_ttl=soon").contains("policy.block_ttl"));
+        assert!(err("policy.block_confidence=2").contains("between 0 and 1"));
+    }
+
+    #[test]
+    fn own_addresses_include_loopback() {
+        assert!(own_addresses().contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+    }
+}

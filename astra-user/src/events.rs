@@ -1,0 +1,253 @@
+//! The event log: one JSON object per line in the style of Suricata's EVE (`timestamp`,
+//! `event_type`, `src_ip`, `src_port`, `dest_ip`, `dest_port`, `proto`, `flow`, `alert`), so
+//! the tools that already read eve.json (jq, Filebeat, Splunk, ...) read Astra's too. The full
+//! alert is kept under `astra` so `astra alerts` can read it back without loss.
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufRead as _, BufReader, Write as _},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    detect::{Alert, Severity},
+    error::{Error, Result},
+    flowtable::{BiFlow, proto_name},
+};
+
+pub const DEFAULT_EVENTS_FILE: &str = "eve.json";
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// RFC 3339 with microseconds, as EVE writes it.
+pub fn eve_time(ms: u64) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+fn suricata_severity(s: Severity) -> u8 {
+    match s {
+        Severity::Critical | Severity::High => 1,
+        Severity::Medium => 2,
+        Severity::Low => 3,
+    }
+}
+
+fn flow_json(f: &BiFlow, now_ms: u64, mono_now_ns: u64) -> Value {
+    let age_ms = mono_now_ns.saturating_sub(f.first_seen_ns) / 1_000_000;
+    json!({
+        "pkts_toserver": f.fwd.packets,
+        "pkts_toclient": f.rev.packets,
+        "bytes_toserver": f.fwd.bytes,
+        "bytes_toclient": f.rev.bytes,
+        "start": eve_time(now_ms.saturating_sub(age_ms)),
+    })
+}
+
+pub struct EventLog {
+    path: PathBuf,
+    file: File,
+}
+
+impl EventLog {
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::Usage(format!("cannot open event log {}: {e}", path.display())))?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&mut self, v: &Value) -> Result<()> {
+        let mut line = serde_json::to_vec(v).expect("events serialise");
+        line.push(b'\n');
+        // One write per event so concurrent readers never see half a line.
+        self.file
+            .write_all(&line)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Logs an alert; `flow` is the conversation that best shows it, if there is one.
+    pub fn alert(&mut self, a: &Alert, flow: Option<&BiFlow>, mono_now_ns: u64) -> Result<()> {
+        let src = a.source.map(|s| s.to_string());
+        let dest = a.targets.first().map(|t| t.to_string());
+        let mut v = json!({
+            "timestamp": eve_time(a.timestamp_ms),
+            "event_type": "alert",
+            "src_ip": src,
+            "dest_ip": dest,
+            "alert": {
+                "action": a.action.label(),
+                "signature_id": 9_100_000 + crate::detect::AttackType::ALL.iter().position(|t| *t == a.attack_type).unwrap_or(0),
+                "signature": format!("ASTRA {}", a.attack_type),
+                "category": a.attack_type.as_str(),
+                "severity": suricata_severity(a.severity),
+                "rule": a.rule,
+            },
+            "astra": a,
+        });
+        if let Some(f) = flow {
+            v["src_port"] = json!(f.src_port);
+            v["dest_port"] = json!(f.dst_port);
+            v["proto"] = json!(proto_name(f.proto).to_uppercase());
+            v["flow"] = flow_json(f, a.timestamp_ms, mono_now_ns);
+        } else if let Some(p) = a.target_ports.first() {
+            v["dest_port"] = json!(p);
+        }
+        self.write(&v)
+    }
+
+    pub fn block(&mut self, net: &str, ttl: Duration, reason: &str, alert_id: &str) -> Result<()> {
+        self.write(&json!({
+            "timestamp": eve_time(now_ms()),
+            "event_type": "block",
+            "src_ip": net,
+            "block": {"ttl_s": ttl.as_secs(), "reason": reason, "source": "auto", "alert_id": alert_id},
+        }))
+    }
+
+    pub fn unblock(&mut self, net: &str, why: &str) -> Result<()> {
+        self.write(&json!({
+            "timestamp": eve_time(now_ms()),
+            "event_type": "unblock",
+            "src_ip": net,
+            "unblock": {"reason": why},
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+struct Line {
+    event_type: String,
+    astra: Option<Alert>,
+}
+
+/// Alerts logged at or after `since_ms`, oldest first. Lines that are not alerts, or not ours,
+/// are skipped; a torn last line (the agent was killed mid-write) is ignored.
+pub fn read_alerts(path: &Path, since_ms: u64) -> Result<Vec<Alert>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        let Ok(l) = serde_json::from_str::<Line>(&line) else {
+            continue;
+        };
+        if l.event_type == "alert"
+            && let Some(a) = l.astra
+            && a.timestamp_ms >= since_ms
+        {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// A short, stable identifier: time plus a per-process counter.
+pub fn alert_id(now_ms: u64, seq: u64, subject: Option<IpAddr>) -> String {
+    let tag = subject.map_or_else(
+        || "target".to_string(),
+        |s| s.to_string().replace([':', '.'], "-"),
+    );
+    format!("{now_ms:x}-{seq}-{tag}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Action, AttackType, Evidence};
+
+    fn alert(ms: u64) -> Alert {
+        Alert {
+            id: alert_id(ms, 1, Some("198.18.0.9".parse().unwrap())),
+            timestamp_ms: ms,
+            attack_type: AttackType::PortScan,
+            severity: Severity::High,
+            confidence: 0.95,
+            risk_score: 7,
+            source: Some("198.18.0.9".parse().unwrap()),
+            targets: vec!["198.18.1.1".parse().unwrap()],
+            target_ports: vec![22, 80],
+            rule: "port_scan: distinct_dst_ports = 40 >= 20 in 60 s".into(),
+            evidence: Evidence::default(),
+            action: Action::Blocked { ttl_s: 600 },
+            recommended: vec![],
+        }
+    }
+
+    #[test]
+    fn alerts_round_trip_through_eve_lines() {
+        let dir = std::env::temp_dir().join(format!("astra-eve-{}", std::process::id()));
+        let path = dir.join("eve.json");
+        let _ = std::fs::remove_file(&path);
+        let mut log = EventLog::open(&path).unwrap();
+        log.alert(&alert(1_000), None, 0).unwrap();
+        log.block("198.18.0.9/32", Duration::from_secs(600), "port_scan", "x")
+            .unwrap();
+        log.alert(&alert(5_000), None, 0).unwrap();
+        // A torn line at the end must not hide the others.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"event_type\":\"al")
+            .unwrap();
+        let all = read_alerts(&path, 0).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], alert(1_000));
+        assert_eq!(read_alerts(&path, 2_000).unwrap().len(), 1);
+
+        let first: Value = serde_json::from_str(
+            std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .next()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(first["event_type"], "alert");
+        assert_eq!(first["src_ip"], "198.18.0.9");
+        assert_eq!(first["dest_ip"], "198.18.1.1");
+        assert_eq!(first["dest_port"], 22);
+        assert_eq!(first["alert"]["signature"], "ASTRA port_scan");
+        assert_eq!(first["alert"]["severity"], 1);
+        assert_eq!(first["alert"]["action"], "blocked");
+        assert!(
+            first["timestamp"]
+                .as_str()
+                .unwrap()
+                .starts_with("1970-01-01T00:00:01")
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_log_means_no_alerts() {
+        assert!(
+            read_alerts(Path::new("/nonexistent/astra/eve.json"), 0)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod netns;
 pub mod report;
 pub mod store;
+pub mod traffic;
 pub mod verdict;
 
 pub use error::{Error, Result};

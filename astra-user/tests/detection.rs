@@ -1,0 +1,247 @@
+//! End to end: attacks from one namespace against a server namespace running the real agent,
+//! with a benign client in a third namespace during the same run. Each attack must raise the
+//! right alert and put a kernel block in place within two poll intervals; the client must not
+//! raise any alert; spoofed floods must not fill the blocklist.
+mod common;
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
+
+use astra::{
+    detect::{Action, Alert, AttackType},
+    events::read_alerts,
+    lab::{
+        ATTACKER, CLIENT, LOGIN_PORT, SERVER_ATTACKER_SIDE, SERVER_CLIENT_SIDE, Topology, WEB_PORT,
+    },
+    traffic::{self, SynSource},
+};
+
+const POLL: Duration = Duration::from_secs(1);
+
+struct Run {
+    topo: Topology,
+    client: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl Run {
+    fn start(extra: &[&str]) -> Run {
+        let mut topo = Topology::build(&common::unique("d")).expect("topology");
+        let mut args = vec!["--poll-interval", "1s"];
+        args.extend_from_slice(extra);
+        topo.start_agent(Path::new(common::astra_bin()), &args)
+            .expect("agent");
+        let client = traffic::web_sessions(
+            &topo.client,
+            SocketAddr::from((SERVER_CLIENT_SIDE, WEB_PORT)),
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+            topo.services_stop_flag(),
+        );
+        Run {
+            topo,
+            client: Some(client),
+        }
+    }
+
+    /// Waits for the kernel to block the attacker; returns how long it took.
+    fn time_to_block(&self, from: Instant) -> Option<Duration> {
+        while from.elapsed() < 4 * POLL {
+            if self.topo.kernel_blocks(ATTACKER) {
+                return Some(from.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn alerts(&self) -> Vec<Alert> {
+        read_alerts(&self.topo.events_path(), 0).expect("event log")
+    }
+
+    /// Stops the benign client and checks it worked throughout and raised nothing.
+    fn finish(&mut self) -> Vec<Alert> {
+        // One more poll so anything the client did is through the engine.
+        std::thread::sleep(POLL + Duration::from_millis(300));
+        self.topo.services_stop_flag().store(true, Ordering::SeqCst);
+        let sessions = self.client.take().unwrap().join().unwrap();
+        assert!(sessions > 0, "the benign client never completed a session");
+        let alerts = self.alerts();
+        let client = IpAddr::V4(CLIENT);
+        assert!(
+            alerts.iter().all(|a| a.source != Some(client)),
+            "benign client raised alerts: {alerts:#?}"
+        );
+        assert!(!self.topo.kernel_blocks(CLIENT), "benign client blocked");
+        alerts
+    }
+}
+
+fn assert_blocked_alert(alerts: &[Alert], t: AttackType) {
+    let a = alerts
+        .iter()
+        .find(|a| a.attack_type == t && a.source == Some(IpAddr::V4(ATTACKER)))
+        .unwrap_or_else(|| panic!("no {t} alert from the attacker in {alerts:#?}"));
+    assert!(
+        matches!(a.action, Action::Blocked { .. }),
+        "{t} alert not blocked: {a:#?}"
+    );
+    assert!(a.confidence >= 0.9, "{a:#?}");
+    assert!(!a.evidence.thresholds.is_empty());
+}
+
+fn assert_within_two_polls(took: Option<Duration>, what: &str, topo: &Topology) {
+    let took = took.unwrap_or_else(|| {
+        panic!(
+            "{what}: no kernel block within {:?}; agent log:\n{}",
+            4 * POLL,
+            std::fs::read_to_string(topo.agent_log()).unwrap_or_default()
+        )
+    });
+    assert!(
+        took <= 2 * POLL,
+        "{what}: kernel block after {took:?} (> 2 polls)"
+    );
+}
+
+#[test]
+fn port_scan_is_detected_and_blocked_in_the_kernel() {
+    if !common::privileged() {
+        return;
+    }
+    let mut run = Run::start(&[]);
+    traffic::connect_scan(
+        &run.topo.attacker,
+        IpAddr::V4(SERVER_ATTACKER_SIDE),
+        (1..=100).collect(),
+    )
+    .unwrap();
+    let took = run.time_to_block(Instant::now());
+    assert_within_two_polls(took, "port scan", &run.topo);
+    // Blocked means dropped: the scan now sees nothing, not even the open port.
+    let open = traffic::connect_scan(
+        &run.topo.attacker,
+        IpAddr::V4(SERVER_ATTACKER_SIDE),
+        vec![WEB_PORT],
+    )
+    .unwrap();
+    assert!(open.is_empty());
+    let alerts = run.finish();
+    assert_blocked_alert(&alerts, AttackType::PortScan);
+}
+
+#[test]
+fn syn_flood_from_one_source_is_detected_and_blocked() {
+    if !common::privileged() {
+        return;
+    }
+    let mut run = Run::start(&[]);
+    let sent = traffic::syn_flood(
+        &run.topo.attacker,
+        SynSource::Real(ATTACKER),
+        SERVER_ATTACKER_SIDE,
+        80,
+        400,
+    )
+    .unwrap();
+    assert_eq!(sent, 400);
+    let took = run.time_to_block(Instant::now());
+    assert_within_two_polls(took, "SYN flood", &run.topo);
+    let alerts = run.finish();
+    assert_blocked_alert(&alerts, AttackType::SynFlood);
+}
+
+#[test]
+fn brute_force_logins_are_detected_and_blocked() {
+    if !common::privileged() {
+        return;
+    }
+    let mut run = Run::start(&[]);
+    let done = traffic::login_attempts(
+        &run.topo.attacker,
+        SocketAddr::from((SERVER_ATTACKER_SIDE, LOGIN_PORT)),
+        6,
+    )
+    .unwrap();
+    assert_eq!(done, 6);
+    let took = run.time_to_block(Instant::now());
+    assert_within_two_polls(took, "brute force", &run.topo);
+    let alerts = run.finish();
+    assert_blocked_alert(&alerts, AttackType::BruteForce);
+    // Every automatic block leaves a report a person can read.
+    let text = incident_text(&run.topo, &alerts);
+    assert!(text.contains("brute force from 198.18.2.2"), "{text}");
+}
+
+/// The text incident report of the first blocked alert.
+fn incident_text(topo: &Topology, alerts: &[Alert]) -> String {
+    let a = alerts
+        .iter()
+        .find(|a| matches!(a.action, Action::Blocked { .. }))
+        .expect("a blocked alert");
+    let p = topo
+        .state_dir
+        .join("incidents")
+        .join(format!("{}.txt", a.id));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
+    if !common::privileged() {
+        return;
+    }
+    let mut run = Run::start(&["--set", "policy.max_blocks_per_minute=5"]);
+    traffic::syn_flood(
+        &run.topo.attacker,
+        SynSource::SpoofedRandom,
+        SERVER_ATTACKER_SIDE,
+        80,
+        3000,
+    )
+    .unwrap();
+    std::thread::sleep(2 * POLL + Duration::from_millis(300));
+    let blocks = run.topo.kernel_block_count();
+    assert!(
+        blocks <= 5,
+        "{blocks} blocklist entries from spoofed sources"
+    );
+    let alerts = run.finish();
+    let target_alert = alerts
+        .iter()
+        .find(|a| a.attack_type == AttackType::SynFlood && a.source.is_none())
+        .unwrap_or_else(|| panic!("no target-side SYN flood alert in {alerts:#?}"));
+    assert_eq!(target_alert.action, Action::ProtectTarget);
+    assert_eq!(target_alert.targets, vec![IpAddr::V4(SERVER_ATTACKER_SIDE)]);
+    assert!(
+        target_alert
+            .evidence
+            .notes
+            .iter()
+            .any(|n| n.contains("spoofed"))
+    );
+}
+
+#[test]
+fn dry_run_alerts_but_never_blocks() {
+    if !common::privileged() {
+        return;
+    }
+    let mut run = Run::start(&["--dry-run"]);
+    traffic::connect_scan(
+        &run.topo.attacker,
+        IpAddr::V4(SERVER_ATTACKER_SIDE),
+        (1..=100).collect(),
+    )
+    .unwrap();
+    assert_eq!(run.time_to_block(Instant::now()), None);
+    let alerts = run.finish();
+    let a = alerts
+        .iter()
+        .find(|a| a.attack_type == AttackType::PortScan)
+        .expect("port scan alert");
+    assert!(matches!(a.action, Action::WouldBlock { .. }), "{a:#?}");
+}

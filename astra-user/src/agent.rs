@@ -25,6 +25,7 @@ use crate::{
     loader::{AttachedMode, Dataplane, XdpModeArg, ifindex},
     maps::PinnedMaps,
     metrics::Metrics,
+    model::ModelStatus,
     store::{Store, now_unix},
 };
 
@@ -71,6 +72,7 @@ pub struct AgentStatus {
     pub dry_run: bool,
     pub alerts: u64,
     pub auto_blocks: u64,
+    pub model: Option<ModelStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -122,11 +124,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         ));
     }
     let store = Store::open(&cfg.state_dir)?;
-    let engine = Engine::new(
-        cfg.detect.clone(),
-        cfg.events_path(),
-        cfg.state_dir.join("incidents"),
-    )?;
+    let engine = Engine::new(cfg.detect.clone(), &cfg.state_dir, cfg.events_path())?;
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.metrics_addr)))?;
@@ -190,6 +188,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         dry_run: cfg.detect.policy.dry_run,
         alerts: 0,
         auto_blocks: 0,
+        model: None,
     };
     status.write(&cfg.state_dir)?;
 
@@ -324,6 +323,7 @@ fn poll_once(
     let pass = engine.run(now_ns, now_ms(), &active, &closed, lists, &m)?;
     status.alerts += pass.alerts as u64;
     status.auto_blocks += pass.blocks as u64;
+    status.model = Some(engine.model_status());
     if let Some((blocks, allows)) = counts {
         m.set_list_entries(blocks, allows);
     }

@@ -14,12 +14,13 @@ use tracing::{info, warn};
 
 use crate::{
     blocklist::Lists,
-    detect::{Alert, ExfilBaselines, RuleConfig, Windows, run_rules},
+    detect::{Alert, ExfilBaselines, RuleConfig, Windows, anomaly_alert, run_rules},
     error::{Error, Result},
     events::{EventLog, alert_id},
     features::{FeatureConfig, Tracker},
     flowtable::{BiFlow, FlowRecord, pair_flows},
     metrics::Metrics,
+    model::{Learner, ModelConfig, ModelStatus},
     report,
     store::{EntrySource, ListKind, now_unix},
     verdict::{Decision, Policy, PolicyConfig, Protected},
@@ -32,6 +33,7 @@ pub struct DetectConfig {
     pub features: FeatureSettings,
     pub rules: RuleConfig,
     pub policy: PolicyConfig,
+    pub model: ModelConfig,
 }
 
 /// The serialisable form of [`FeatureConfig`].
@@ -172,16 +174,24 @@ pub struct Engine {
     seq: u64,
     protected: Protected,
     own_refreshed: Option<Instant>,
+    learner: Learner,
+    rng: u64,
 }
 
 impl Engine {
-    pub fn new(cfg: DetectConfig, events_path: PathBuf, incidents_dir: PathBuf) -> Result<Self> {
+    pub fn new(
+        cfg: DetectConfig,
+        state_dir: &std::path::Path,
+        events_path: PathBuf,
+    ) -> Result<Self> {
         Ok(Self {
+            learner: Learner::new(cfg.model.clone(), state_dir),
+            rng: 0x2545_f491_4f6c_dd1d,
+            incidents_dir: state_dir.join("incidents"),
             tracker: Tracker::new(cfg.features.to_config()),
             policy: Policy::new(cfg.policy.clone()),
             exfil: ExfilBaselines::default(),
             events: EventLog::open(&events_path)?,
-            incidents_dir,
             seq: 0,
             protected: Protected::default(),
             own_refreshed: None,
@@ -195,6 +205,10 @@ impl Engine {
 
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+
+    pub fn model_status(&self) -> ModelStatus {
+        self.learner.status()
     }
 
     fn refresh_protected(&mut self, lists: &Lists) -> Result<()> {
@@ -257,6 +271,7 @@ impl Engine {
             }
         }
         metrics.set_conversations(self.tracker.conversations());
+        self.score_sources(&mut alerts, &src_long, now_ms, metrics);
 
         let mut stats = PassStats::default();
         // Sources blocked earlier in this pass: later alerts about them are still reported
@@ -316,6 +331,45 @@ impl Engine {
             stats.alerts += 1;
         }
         Ok(stats)
+    }
+}
+
+impl Engine {
+    /// Scores every source's long-window features with the forest (once one exists): the
+    /// score goes into the evidence of that source's rule alerts, or raises an `anomaly` alert
+    /// of its own. Clean sources then feed the training sample.
+    fn score_sources(
+        &mut self,
+        alerts: &mut Vec<Alert>,
+        src_long: &std::collections::HashMap<IpAddr, crate::features::SourceWindow>,
+        now_ms: u64,
+        metrics: &Metrics,
+    ) {
+        let alerted: HashSet<IpAddr> = alerts.iter().filter_map(|a| a.source).collect();
+        for (src, w) in src_long {
+            let Some(score) = self.learner.score(&w.features.to_vec()) else {
+                break;
+            };
+            metrics.anomaly_score(score);
+            if alerted.contains(src) {
+                for a in alerts.iter_mut().filter(|a| a.source == Some(*src)) {
+                    a.evidence.forest_score = Some(score);
+                }
+            } else if !self.protected.own.contains(src)
+                && let Some(a) = anomaly_alert(
+                    &self.cfg.rules,
+                    *src,
+                    w,
+                    score,
+                    self.learner.threshold(),
+                    now_ms,
+                )
+            {
+                alerts.push(a);
+            }
+        }
+        let flagged: HashSet<IpAddr> = alerts.iter().filter_map(|a| a.source).collect();
+        self.learner.observe(src_long, &flagged, &mut self.rng);
     }
 }
 

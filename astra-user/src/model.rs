@@ -1,0 +1,514 @@
+//! The isolation-forest model's life: learn a baseline from live traffic (or load a saved or
+//! imported model), score sources, and retrain on a schedule from recent traffic that raised
+//! no alert. The model and its training rows live in the state dir, so `astra model train` and
+//! `astra model import-sklearn` can replace the model while the agent runs.
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::{
+    error::{Error, Result},
+    features::{FEATURE_NAMES, SourceWindow},
+    forest::{Contamination, ForestParams, IsolationForest, MaxSamples},
+    store::now_unix,
+};
+
+pub const MODEL_FILE: &str = "model.json";
+pub const TRAINING_FILE: &str = "training.csv";
+pub const MODEL_FORMAT: u32 = 1;
+/// Fewer rows than this make a forest of near-empty trees: keep learning.
+pub const MIN_TRAINING_ROWS: usize = 32;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Score sources with a model at all.
+    pub enabled: bool,
+    /// How long to learn from live traffic before the first model, when none is saved.
+    #[serde(with = "humantime_serde")]
+    pub learn_for: Duration,
+    /// Retrain from recent alert-free traffic this often.
+    #[serde(with = "humantime_serde")]
+    pub retrain_every: Duration,
+    /// Anomaly score (0..1) at which a source raises an `anomaly` alert.
+    pub anomaly_threshold: f64,
+    /// Training rows kept (the most recent).
+    pub max_rows: usize,
+    /// Rows taken per poll at most, so a burst of new sources cannot flood the sample.
+    pub rows_per_poll: usize,
+    pub n_estimators: usize,
+    pub seed: u64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            learn_for: Duration::from_secs(600),
+            retrain_every: Duration::from_secs(6 * 3600),
+            anomaly_threshold: 0.65,
+            max_rows: 20_000,
+            rows_per_poll: 64,
+            n_estimators: 100,
+            seed: 42,
+        }
+    }
+}
+
+/// What is saved in `<state-dir>/model.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub format: u32,
+    pub trained_at: u64,
+    pub rows: usize,
+    /// "native" (trained by astra) or "sklearn" (imported).
+    pub origin: String,
+    pub forest: IsolationForest,
+}
+
+impl ModelFile {
+    pub fn read(path: &Path) -> Result<ModelFile> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let m: ModelFile = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "{} is not a valid astra model: {e}",
+                path.display()
+            ))
+        })?;
+        if m.format != MODEL_FORMAT {
+            return Err(Error::Usage(format!(
+                "{} has model format {}, this astra reads {MODEL_FORMAT}",
+                path.display(),
+                m.format
+            )));
+        }
+        check_features(&m.forest, path)?;
+        Ok(m)
+    }
+
+    /// Writes atomically (temp file and rename), so the agent never reads half a model.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_vec(self).expect("model serialises");
+        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+}
+
+/// A model scores Astra's feature vector: same count, and same names where it has names.
+pub fn check_features(f: &IsolationForest, origin: &Path) -> Result<()> {
+    if f.n_features() != FEATURE_NAMES.len() {
+        return Err(Error::Usage(format!(
+            "{} expects {} features, astra produces {} ({})",
+            origin.display(),
+            f.n_features(),
+            FEATURE_NAMES.len(),
+            FEATURE_NAMES.join(", ")
+        )));
+    }
+    let names = f.feature_names();
+    if !names.is_empty()
+        && !names.iter().all(|n| n.is_empty())
+        && names.iter().map(String::as_str).ne(FEATURE_NAMES)
+    {
+        return Err(Error::Usage(format!(
+            "{} was trained on features [{}], astra produces [{}]",
+            origin.display(),
+            names.join(", "),
+            FEATURE_NAMES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Fits a forest on `rows` with the configured parameters.
+pub fn train(rows: &[[f64; FEATURE_NAMES.len()]], cfg: &ModelConfig) -> Result<ModelFile> {
+    if rows.len() < MIN_TRAINING_ROWS {
+        return Err(Error::Usage(format!(
+            "{} training rows, at least {MIN_TRAINING_ROWS} needed",
+            rows.len()
+        )));
+    }
+    let x = Array2::from_shape_vec(
+        (rows.len(), FEATURE_NAMES.len()),
+        rows.iter().flatten().copied().collect(),
+    )
+    .expect("rows have the feature count");
+    let params = ForestParams {
+        n_estimators: cfg.n_estimators,
+        max_samples: MaxSamples::Auto,
+        contamination: Contamination::Auto,
+        seed: cfg.seed,
+    };
+    let names = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
+    let forest = IsolationForest::fit(x.view(), &params, names)
+        .map_err(|e| Error::Usage(format!("training failed: {e}")))?;
+    Ok(ModelFile {
+        format: MODEL_FORMAT,
+        trained_at: now_unix(),
+        rows: rows.len(),
+        origin: "native".into(),
+        forest,
+    })
+}
+
+pub fn write_rows(path: &Path, rows: &VecDeque<[f64; FEATURE_NAMES.len()]>) -> Result<()> {
+    let mut text = FEATURE_NAMES.join(",");
+    text.push('\n');
+    for r in rows {
+        let line: Vec<String> = r.iter().map(|v| v.to_string()).collect();
+        text.push_str(&line.join(","));
+        text.push('\n');
+    }
+    let tmp = path.with_extension("csv.tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+pub fn read_rows(path: &Path) -> Result<Vec<[f64; FEATURE_NAMES.len()]>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Usage(format!(
+                "no training data at {}: the agent writes it after learning (or give one with --rows)",
+                path.display()
+            ))
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if header.split(',').ne(FEATURE_NAMES) {
+        return Err(Error::Usage(format!(
+            "{}: header must be {}",
+            path.display(),
+            FEATURE_NAMES.join(",")
+        )));
+    }
+    let mut rows = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let mut row = [0.0; FEATURE_NAMES.len()];
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != row.len() {
+            return Err(Error::Usage(format!(
+                "{} line {}: {} values, expected {}",
+                path.display(),
+                i + 2,
+                cells.len(),
+                row.len()
+            )));
+        }
+        for (slot, c) in row.iter_mut().zip(cells) {
+            *slot = c.trim().parse().map_err(|_| {
+                Error::Usage(format!(
+                    "{} line {}: {c:?} is not a number",
+                    path.display(),
+                    i + 2
+                ))
+            })?;
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelStatus {
+    /// "disabled", "learning" or "scoring".
+    pub state: String,
+    pub origin: Option<String>,
+    pub trained_at: Option<u64>,
+    pub trained_rows: Option<usize>,
+    pub rows_collected: usize,
+    pub learning_remaining_s: Option<u64>,
+    pub next_retrain_s: Option<u64>,
+}
+
+pub struct Learner {
+    cfg: ModelConfig,
+    model_path: PathBuf,
+    rows_path: PathBuf,
+    model: Option<(ModelFile, Option<SystemTime>)>,
+    rows: VecDeque<[f64; FEATURE_NAMES.len()]>,
+    started: Instant,
+    trained: Option<Instant>,
+}
+
+fn mtime(p: &Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+impl Learner {
+    pub fn new(cfg: ModelConfig, state_dir: &Path) -> Self {
+        let mut l = Self {
+            model_path: state_dir.join(MODEL_FILE),
+            rows_path: state_dir.join(TRAINING_FILE),
+            cfg,
+            model: None,
+            rows: VecDeque::new(),
+            started: Instant::now(),
+            trained: None,
+        };
+        l.reload_if_changed();
+        if let Some((m, _)) = &l.model {
+            info!(origin = %m.origin, rows = m.rows, "loaded saved model; scoring from the start");
+            l.trained = Some(Instant::now());
+        }
+        l
+    }
+
+    /// Picks up a model replaced by `astra model train` or `import-sklearn`.
+    fn reload_if_changed(&mut self) {
+        let now = mtime(&self.model_path);
+        if now.is_none() || self.model.as_ref().is_some_and(|(_, t)| *t == now) {
+            return;
+        }
+        match ModelFile::read(&self.model_path) {
+            Ok(m) => {
+                if self.model.is_some() {
+                    info!(origin = %m.origin, "model file changed; reloaded");
+                }
+                self.model = Some((m, now));
+            }
+            Err(e) => {
+                warn!(error = %e, "ignoring the saved model");
+                // Remember the mtime so the warning is not repeated every poll.
+                if let Some((_, t)) = self.model.as_mut() {
+                    *t = now;
+                }
+            }
+        }
+    }
+
+    /// Anomaly score (0..1, higher = more anomalous) of a feature row, once a model exists.
+    pub fn score(&self, row: &[f64]) -> Option<f64> {
+        if !self.cfg.enabled {
+            return None;
+        }
+        let (m, _) = self.model.as_ref()?;
+        m.forest.anomaly_score(row).ok()
+    }
+
+    pub fn threshold(&self) -> f64 {
+        self.cfg.anomaly_threshold
+    }
+
+    /// Feeds this poll's sources into the training sample (those without alerts only, so an
+    /// attack never becomes the baseline), and trains when the time has come.
+    pub fn observe(
+        &mut self,
+        sources: &HashMap<IpAddr, SourceWindow>,
+        alerted: &HashSet<IpAddr>,
+        rng_state: &mut u64,
+    ) {
+        if !self.cfg.enabled {
+            return;
+        }
+        self.reload_if_changed();
+        let mut candidates: Vec<&SourceWindow> = sources
+            .iter()
+            .filter(|(ip, _)| !alerted.contains(ip))
+            .map(|(_, w)| w)
+            .collect();
+        // A cheap shuffle so a cap of rows per poll samples fairly.
+        for i in (1..candidates.len()).rev() {
+            *rng_state ^= *rng_state << 13;
+            *rng_state ^= *rng_state >> 7;
+            *rng_state ^= *rng_state << 17;
+            candidates.swap(i, (*rng_state % (i as u64 + 1)) as usize);
+        }
+        for w in candidates.into_iter().take(self.cfg.rows_per_poll) {
+            if self.rows.len() == self.cfg.max_rows {
+                self.rows.pop_front();
+            }
+            self.rows.push_back(w.features.to_vec());
+        }
+        let due = match (&self.model, self.trained) {
+            (None, _) => self.started.elapsed() >= self.cfg.learn_for,
+            (Some(_), Some(t)) => t.elapsed() >= self.cfg.retrain_every,
+            (Some(_), None) => false,
+        };
+        if due && self.rows.len() >= MIN_TRAINING_ROWS {
+            self.retrain();
+        }
+    }
+
+    fn retrain(&mut self) {
+        let rows: Vec<_> = self.rows.iter().copied().collect();
+        let t0 = Instant::now();
+        match train(&rows, &self.cfg) {
+            Ok(m) => {
+                if let Err(e) = write_rows(&self.rows_path, &self.rows) {
+                    warn!(error = %e, "saving training rows");
+                }
+                if let Err(e) = m.write(&self.model_path) {
+                    warn!(error = %e, "saving the model");
+                }
+                info!(
+                    rows = m.rows,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "trained the isolation forest"
+                );
+                self.model = Some((m, mtime(&self.model_path)));
+                self.trained = Some(Instant::now());
+            }
+            Err(e) => warn!(error = %e, "training"),
+        }
+    }
+
+    pub fn status(&self) -> ModelStatus {
+        let state = if !self.cfg.enabled {
+            "disabled"
+        } else if self.model.is_some() {
+            "scoring"
+        } else {
+            "learning"
+        };
+        let m = self.model.as_ref().map(|(m, _)| m);
+        ModelStatus {
+            state: state.into(),
+            origin: m.map(|m| m.origin.clone()),
+            trained_at: m.map(|m| m.trained_at),
+            trained_rows: m.map(|m| m.rows),
+            rows_collected: self.rows.len(),
+            learning_remaining_s: m.is_none().then(|| {
+                self.cfg
+                    .learn_for
+                    .saturating_sub(self.started.elapsed())
+                    .as_secs()
+            }),
+            next_retrain_s: self
+                .trained
+                .map(|t| self.cfg.retrain_every.saturating_sub(t.elapsed()).as_secs()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::SourceFeatures;
+
+    fn window(conns: f64, ports: f64) -> SourceWindow {
+        SourceWindow {
+            features: SourceFeatures {
+                conns,
+                distinct_dst_ports: ports,
+                distinct_dst_hosts: 1.0,
+                mean_bytes_per_flow: 2000.0 + conns,
+                pps: conns * 2.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "astra-model-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn learns_then_scores_outliers_higher_and_saves() {
+        let d = dir();
+        let cfg = ModelConfig {
+            learn_for: Duration::ZERO,
+            ..ModelConfig::default()
+        };
+        let mut l = Learner::new(cfg.clone(), &d);
+        assert_eq!(l.status().state, "learning");
+        let mut rng = 1u64;
+        for poll in 0..10u32 {
+            let sources: HashMap<IpAddr, SourceWindow> = (0..20u8)
+                .map(|i| {
+                    (
+                        IpAddr::from([198, 18, 0, i]),
+                        window(f64::from(i % 5 + 1), f64::from(poll % 3 + 1)),
+                    )
+                })
+                .collect();
+            l.observe(&sources, &HashSet::new(), &mut rng);
+        }
+        assert_eq!(l.status().state, "scoring");
+        let normal = l.score(&window(3.0, 2.0).features.to_vec()).unwrap();
+        let odd = l.score(&window(900.0, 800.0).features.to_vec()).unwrap();
+        assert!(odd > normal, "outlier {odd} vs normal {normal}");
+        // Saved, and a new learner (agent restart) scores from the start.
+        assert!(d.join(MODEL_FILE).exists() && d.join(TRAINING_FILE).exists());
+        let l2 = Learner::new(cfg.clone(), &d);
+        assert_eq!(l2.status().state, "scoring");
+        assert_eq!(l2.score(&window(900.0, 800.0).features.to_vec()), Some(odd));
+        // The rows saved with the model are the ones it was trained on.
+        let rows = read_rows(&d.join(TRAINING_FILE)).unwrap();
+        assert_eq!(Some(rows.len()), l.status().trained_rows);
+        let again = train(&rows, &cfg).unwrap();
+        assert_eq!(
+            again.forest.to_json(),
+            ModelFile::read(&d.join(MODEL_FILE))
+                .unwrap()
+                .forest
+                .to_json()
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn alerted_sources_never_become_the_baseline() {
+        let d = dir();
+        let mut l = Learner::new(ModelConfig::default(), &d);
+        let bad: IpAddr = "198.18.9.9".parse().unwrap();
+        let sources = HashMap::from([(bad, window(500.0, 400.0))]);
+        let mut rng = 7;
+        l.observe(&sources, &HashSet::from([bad]), &mut rng);
+        assert_eq!(l.status().rows_collected, 0);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn too_few_rows_and_bad_files_are_clear_errors() {
+        assert!(
+            train(&[[0.0; 14]; 3], &ModelConfig::default())
+                .unwrap_err()
+                .to_string()
+                .contains("at least 32")
+        );
+        let d = dir();
+        let p = d.join(TRAINING_FILE);
+        std::fs::write(&p, "a,b\n1,2\n").unwrap();
+        assert!(
+            read_rows(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("header must be")
+        );
+        std::fs::write(&p, format!("{}\n1,2\n", FEATURE_NAMES.join(","))).unwrap();
+        assert!(
+            read_rows(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("line 2: 2 values")
+        );
+        let m = d.join(MODEL_FILE);
+        std::fs::write(&m, "{}").unwrap();
+        assert!(
+            ModelFile::read(&m)
+                .unwrap_err()
+                .to_string()
+                .contains("not a valid astra model")
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

@@ -1022,6 +1022,32 @@ mod tests {
     }
 
     #[test]
+    fn traffic_spike_at_and_around_threshold_but_not_for_bulk_transfers() {
+        let now = 1000 * S;
+        let cfg = RuleConfig {
+            spike_pps: 1000.0,
+            udp_flood_pps: 1e9,
+            ..RuleConfig::default()
+        };
+        // Half-open TCP toward two hosts, 1000 pps over 10 s: a spike of SYN-like traffic.
+        let syns = [
+            tcp("198.18.0.4", "198.18.1.1", 1, 80, SYN, 0, now - S),
+            tcp("198.18.0.4", "198.18.1.2", 2, 80, SYN, 0, now - S),
+        ];
+        let below = detect_with_rates(&syns, now, &cfg, &[("198.18.0.4", "198.18.1.1", 6, 9_999)]);
+        assert!(below.is_empty(), "{below:?}");
+        let at = detect_with_rates(&syns, now, &cfg, &[("198.18.0.4", "198.18.1.1", 6, 10_000)]);
+        assert_eq!(types(&at), vec![AttackType::SynFlood]);
+        assert_eq!(at[0].evidence.thresholds[0].name, "pps");
+        // The same rate over completed handshakes is a bulk transfer, not a spike.
+        let bulk = [tcp("198.18.0.4", "198.18.1.1", 1, 80, FULL, FULL, now - S)];
+        assert!(
+            detect_with_rates(&bulk, now, &cfg, &[("198.18.0.4", "198.18.1.1", 6, 50_000)])
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn unverified_sources_are_capped_below_blocking() {
         let now = 1000 * S;
         // Three SYNs to many ports, no answer at all, no handshake: could be anyone.

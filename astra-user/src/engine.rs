@@ -355,7 +355,8 @@ impl Engine {
                 for a in alerts.iter_mut().filter(|a| a.source == Some(*src)) {
                     a.evidence.forest_score = Some(score);
                 }
-            } else if !self.protected.own.contains(src)
+            } else if self.learner.may_alert()
+                && !self.protected.own.contains(src)
                 && let Some(a) = anomaly_alert(
                     &self.cfg.rules,
                     *src,

@@ -554,6 +554,10 @@ pub(crate) mod tests {
         assert_eq!(w.replied, 31);
         assert_eq!(dst[&ip("198.18.1.1")].half_open_in, 30);
         assert_eq!(dst[&ip("198.18.1.1")].fan_in, 1);
+        // Every test conversation carries 300 bytes out and 2000 back and lasts 0.5 s.
+        assert_eq!(w.features.mean_bytes_per_flow, 2300.0);
+        assert_eq!(w.features.max_bytes_per_flow, 2300.0);
+        assert!((w.features.mean_flow_duration_s - 0.5).abs() < 1e-9);
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct ModelConfig {
     pub retrain_every: Duration,
     /// Anomaly score (0..1) at which a source raises an `anomaly` alert.
     pub anomaly_threshold: f64,
+    /// A model trained on fewer rows scores (metrics, evidence) but raises no alerts of its
+    /// own: a baseline of a few polls makes everything that follows look unusual.
+    pub min_rows_to_alert: usize,
     /// Training rows kept (the most recent).
     pub max_rows: usize,
     /// Rows taken per poll at most, so a burst of new sources cannot flood the sample.
@@ -54,6 +57,7 @@ impl Default for ModelConfig {
             learn_for: Duration::from_secs(600),
             retrain_every: Duration::from_secs(6 * 3600),
             anomaly_threshold: 0.65,
+            min_rows_to_alert: 500,
             max_rows: 20_000,
             rows_per_poll: 64,
             n_estimators: 100,
@@ -300,6 +304,13 @@ impl Learner {
         self.cfg.anomaly_threshold
     }
 
+    /// Whether the model has seen enough traffic for its scores to raise alerts.
+    pub fn may_alert(&self) -> bool {
+        self.model
+            .as_ref()
+            .is_some_and(|(m, _)| m.rows >= self.cfg.min_rows_to_alert)
+    }
+
     /// Feeds this poll's sources into the training sample (those without alerts only, so an
     /// attack never becomes the baseline), and trains when the time has come.
     pub fn observe(
@@ -443,6 +454,16 @@ mod tests {
             l.observe(&sources, &HashSet::new(), &mut rng);
         }
         assert_eq!(l.status().state, "scoring");
+        // Trained on 40 rows: scores, but is not trusted to raise alerts yet.
+        assert!(!l.may_alert());
+        let trusting = Learner::new(
+            ModelConfig {
+                min_rows_to_alert: 40,
+                ..cfg.clone()
+            },
+            &d,
+        );
+        assert!(trusting.may_alert());
         let normal = l.score(&window(3.0, 2.0).features.to_vec()).unwrap();
         let odd = l.score(&window(900.0, 800.0).features.to_vec()).unwrap();
         assert!(odd > normal, "outlier {odd} vs normal {normal}");

@@ -245,3 +245,37 @@ fn dry_run_alerts_but_never_blocks() {
         .expect("port scan alert");
     assert!(matches!(a.action, Action::WouldBlock { .. }), "{a:#?}");
 }
+
+#[test]
+fn the_agent_learns_a_model_from_live_traffic_and_saves_it() {
+    if !common::privileged() {
+        return;
+    }
+    let mut run = Run::start(&["--set", "model.learn_for=3s"]);
+    let state = run.topo.state_dir.clone();
+    let status = |state: &Path| -> serde_json::Value {
+        let out = std::process::Command::new(common::astra_bin())
+            .args(["model", "status", "--json", "--state-dir"])
+            .arg(state)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(status(&state)["agent"]["state"], "learning");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while status(&state)["saved"].is_null() {
+        assert!(
+            Instant::now() < deadline,
+            "no model after 15 s: {}",
+            status(&state)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let s = status(&state);
+    assert_eq!(s["saved"]["origin"], "native");
+    assert!(s["saved"]["rows"].as_u64().unwrap() >= 32, "{s}");
+    // The agent scores with it from the next poll on.
+    std::thread::sleep(2 * POLL);
+    assert_eq!(status(&state)["agent"]["state"], "scoring");
+    run.finish();
+}

@@ -116,12 +116,21 @@ pub enum Command {
     /// The isolation-forest model: status, training, inspection, import from scikit-learn.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Run a demonstration on network namespaces it creates and removes: benign and attack
-    /// traffic with the agent attached, flows, blocks and drop counters shown.
+    /// Run lab scenarios on network namespaces it creates and removes: real services, benign
+    /// clients and attackers, Astra attached; prints a table and can write a JSON report.
     Lab {
-        /// Length of each traffic phase.
-        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, value_name = "DUR")]
-        phase: Duration,
+        /// Scenario file (TOML); repeat for several. Default: the built-in set.
+        #[arg(long = "scenario", value_name = "FILE")]
+        scenarios: Vec<PathBuf>,
+        /// Write the results as JSON.
+        #[arg(long, value_name = "FILE.json")]
+        report: Option<PathBuf>,
+        /// List the built-in scenarios and exit.
+        #[arg(long)]
+        list: bool,
+        /// Keep each scenario's state dir (agent log, eve.json, incident reports).
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -282,7 +291,39 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Flows { top, json } => print_flows(&pin_dir, &state_dir, top, json),
-        Command::Lab { phase } => crate::lab::run(crate::lab::LabOptions { phase }),
+        Command::Lab {
+            scenarios,
+            report,
+            list,
+            keep,
+        } => {
+            if list {
+                for sc in crate::scenario::default_set()? {
+                    println!(
+                        "{:<24} {:<12} {:>4}s  {}",
+                        sc.name,
+                        sc.expected.label(),
+                        sc.duration.as_secs(),
+                        sc.description
+                    );
+                }
+                return Ok(());
+            }
+            let r = crate::lab::run(crate::lab::LabOptions {
+                scenarios,
+                report,
+                keep,
+            })?;
+            let failed = r
+                .scenarios
+                .iter()
+                .filter(|s| !s.passed && s.skipped.is_none())
+                .count();
+            if failed > 0 {
+                return Err(Error::Lab(format!("{failed} scenario(s) failed")));
+            }
+            Ok(())
+        }
         Command::Status { json } => status(&pin_dir, &state_dir, json),
         Command::Alerts {
             json,
@@ -652,6 +693,7 @@ fn model_command(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
                 rows: forest.max_samples(),
                 origin: "sklearn".into(),
                 forest,
+                feature_max: Vec::new(),
             };
             std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir, e))?;
             m.write(&path)?;

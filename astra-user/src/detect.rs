@@ -213,6 +213,9 @@ pub struct RuleConfig {
     pub exfil_min_bytes: u64,
     /// Packets from one source, answered at least once, that make its address credible.
     pub repetition_packets: u64,
+    /// Packets from one source that make it credible even with nothing answered (a flood
+    /// kept up from one address is its sender's, or a deliberate frame-up at full volume).
+    pub unanswered_repetition_packets: u64,
     /// Highest confidence evidence that could be spoofed may reach: below the block level.
     pub unverified_confidence_cap: f64,
     /// Highest confidence an anomaly score alone may reach (ML evidence flags for review).
@@ -235,6 +238,7 @@ impl Default for RuleConfig {
             exfil_factor: 10.0,
             exfil_min_bytes: 50 * 1024 * 1024,
             repetition_packets: 10,
+            unanswered_repetition_packets: 1000,
             unverified_confidence_cap: 0.85,
             anomaly_confidence_cap: 0.85,
         }
@@ -274,7 +278,9 @@ fn features_map(w: &SourceWindow) -> BTreeMap<String, f64> {
 pub fn realness(w: &SourceWindow, cfg: &RuleConfig) -> Realness {
     if w.handshakes > 0 {
         Realness::Handshake
-    } else if w.fwd_packets >= cfg.repetition_packets && w.replied > 0 {
+    } else if (w.fwd_packets >= cfg.repetition_packets && w.replied > 0)
+        || w.fwd_packets >= cfg.unanswered_repetition_packets
+    {
         Realness::Repetition
     } else {
         Realness::Unverified
@@ -724,22 +730,50 @@ impl ExfilBaselines {
     }
 }
 
-/// An anomaly alert from the isolation forest's score of a source's long-window features.
+/// An anomaly alert from the isolation forest's assessment of a source's long-window
+/// features (the caller decided it is anomalous).
 pub fn anomaly_alert(
     cfg: &RuleConfig,
     src: IpAddr,
     long: &SourceWindow,
-    score: f64,
-    threshold: f64,
+    assessment: &crate::model::Assessment,
     now_ms: u64,
-) -> Option<Alert> {
-    if score < threshold {
-        return None;
-    }
-    // 0.7 at the threshold, rising with the score, capped: ML evidence alone flags.
-    let confidence = (0.7 + (score - threshold) * 2.0)
-        .min(cfg.anomaly_confidence_cap)
-        .min(0.99);
+) -> Alert {
+    let score = assessment.score;
+    // 0.7 from a score of 0.55 up, plus 0.1 for a feature far outside the training range,
+    // capped: ML evidence alone flags for review.
+    let novel = assessment.novelty.is_some();
+    let confidence = round6(
+        (0.7 + (score - 0.55).max(0.0) + if novel { 0.1 } else { 0.0 })
+            .min(cfg.anomaly_confidence_cap)
+            .min(0.99),
+    );
+    let mut thresholds = vec![Crossed {
+        name: "forest_score".into(),
+        value: score,
+        threshold: 0.0,
+        window_s: 0,
+    }];
+    let mut notes = vec!["anomaly score alone: flagged for review, not blocked".to_string()];
+    let rule = match &assessment.novelty {
+        Some(n) => {
+            thresholds.push(Crossed {
+                name: n.feature.to_string(),
+                value: n.value,
+                threshold: n.trained_max,
+                window_s: 0,
+            });
+            notes.push(format!(
+                "{} = {:.0} is {:.0}x the largest value seen in training ({:.0})",
+                n.feature, n.value, n.ratio, n.trained_max
+            ));
+            format!(
+                "anomaly: forest score {score:.3}, {} {:.0}x beyond training",
+                n.feature, n.ratio
+            )
+        }
+        None => format!("anomaly: isolation forest score {score:.3}"),
+    };
     let mut a = Alert {
         id: String::new(),
         timestamp_ms: now_ms,
@@ -750,25 +784,22 @@ pub fn anomaly_alert(
         source: Some(src),
         targets: cap(&long.dsts, 16),
         target_ports: cap(&long.ports, 32),
-        rule: format!("anomaly: isolation forest score {score:.3} >= {threshold:.3}"),
+        rule,
         evidence: Evidence {
-            thresholds: vec![Crossed {
-                name: "forest_score".into(),
-                value: score,
-                threshold,
-                window_s: 0,
-            }],
+            thresholds,
             features: features_map(long),
             forest_score: Some(score),
             realness: Some(realness(long, cfg)),
-            notes: vec!["anomaly score alone: flagged for review, not blocked".into()],
+            notes,
         },
         action: Action::Recorded,
-        recommended: vec![],
+        recommended: vec![format!(
+            "look at what {src} is doing; if it is expected, the next retrain learns it"
+        )],
     };
     a.risk_score = risk_score(a.attack_type, a.confidence);
     a.severity = Severity::from_risk(a.risk_score);
-    Some(a)
+    a
 }
 
 #[cfg(test)]
@@ -1091,11 +1122,43 @@ mod tests {
     }
 
     #[test]
-    fn anomaly_scores_flag_but_are_capped() {
+    fn anomaly_alerts_are_capped_and_explain_novelty() {
+        use crate::model::{Assessment, Novelty};
         let w = SourceWindow::default();
         let cfg = RuleConfig::default();
-        assert!(anomaly_alert(&cfg, ip("1.2.3.4"), &w, 0.59, 0.6, 0).is_none());
-        let a = anomaly_alert(&cfg, ip("1.2.3.4"), &w, 0.9, 0.6, 0).unwrap();
+        let plain = anomaly_alert(
+            &cfg,
+            ip("1.2.3.4"),
+            &w,
+            &Assessment {
+                score: 0.66,
+                novelty: None,
+            },
+            0,
+        );
+        assert!(
+            (plain.confidence - 0.81).abs() < 1e-9,
+            "{}",
+            plain.confidence
+        );
+        let novel = Assessment {
+            score: 0.9,
+            novelty: Some(Novelty {
+                feature: "conns",
+                value: 900.0,
+                trained_max: 20.0,
+                ratio: 45.0,
+            }),
+        };
+        let a = anomaly_alert(&cfg, ip("1.2.3.4"), &w, &novel, 0);
         assert_eq!(a.confidence, 0.85);
+        assert!(
+            a.evidence
+                .notes
+                .iter()
+                .any(|n| n.contains("conns = 900 is 45x")),
+            "{:?}",
+            a.evidence.notes
+        );
     }
 }

@@ -176,6 +176,8 @@ pub struct Engine {
     own_refreshed: Option<Instant>,
     learner: Learner,
     rng: u64,
+    /// Consecutive polls each source has scored at or above the anomaly threshold.
+    odd_streak: std::collections::HashMap<IpAddr, u32>,
 }
 
 impl Engine {
@@ -187,6 +189,7 @@ impl Engine {
         Ok(Self {
             learner: Learner::new(cfg.model.clone(), state_dir),
             rng: 0x2545_f491_4f6c_dd1d,
+            odd_streak: std::collections::HashMap::new(),
             incidents_dir: state_dir.join("incidents"),
             tracker: Tracker::new(cfg.features.to_config()),
             policy: Policy::new(cfg.policy.clone()),
@@ -346,29 +349,38 @@ impl Engine {
         metrics: &Metrics,
     ) {
         let alerted: HashSet<IpAddr> = alerts.iter().filter_map(|a| a.source).collect();
+        let mut streak = std::collections::HashMap::new();
         for (src, w) in src_long {
-            let Some(score) = self.learner.score(&w.features.to_vec()) else {
+            let Some(assessment) = self.learner.assess(&w.features.to_vec()) else {
                 break;
             };
+            let score = assessment.score;
             metrics.anomaly_score(score);
+            tracing::debug!(%src, score, features = ?w.features, "forest score");
+            let n = if self.learner.is_anomalous(&assessment) {
+                self.odd_streak.get(src).copied().unwrap_or(0) + 1
+            } else {
+                0
+            };
+            if n > 0 {
+                streak.insert(*src, n);
+            }
             if alerted.contains(src) {
                 for a in alerts.iter_mut().filter(|a| a.source == Some(*src)) {
                     a.evidence.forest_score = Some(score);
                 }
             } else if self.learner.may_alert()
+                && n >= self.learner.anomaly_polls()
                 && !self.protected.own.contains(src)
-                && let Some(a) = anomaly_alert(
-                    &self.cfg.rules,
-                    *src,
-                    w,
-                    score,
-                    self.learner.threshold(),
-                    now_ms,
-                )
             {
+                let mut a = anomaly_alert(&self.cfg.rules, *src, w, &assessment, now_ms);
+                a.evidence
+                    .notes
+                    .push(format!("anomalous for {n} consecutive polls"));
                 alerts.push(a);
             }
         }
+        self.odd_streak = streak;
         let flagged: HashSet<IpAddr> = alerts.iter().filter_map(|a| a.source).collect();
         self.learner.observe(src_long, &flagged, &mut self.rng);
     }

@@ -34,6 +34,9 @@ pub enum Error {
     /// The interface already runs an XDP program that is not ours.
     #[error("{0}")]
     Conflict(String),
+    /// Lab scenarios ran but some did not pass.
+    #[error("{0}")]
+    Lab(String),
 }
 
 impl Error {

@@ -298,12 +298,19 @@ const TCP_SYN: u32 = 0x02;
 
 /// Whether direction `x` started the conversation rather than `y`. Timestamps come from a
 /// coarse clock, so both directions of a quick exchange often carry the same first-seen
-/// time. Then, for TCP, a side that sent SYN opened it if the other side sent none (a scan
-/// answered by RST); otherwise the side talking to the lower port is taken as the client,
-/// as servers listen on low ports.
+/// time. Then an ICMP request opens its exchange; for TCP, a side that sent SYN opened it if
+/// the other side sent none (a scan answered by RST); otherwise the side talking to the lower
+/// port is taken as the client, as servers listen on low ports.
 fn initiated_first(kx: &FlowKey, vx: &FlowValue, vy: &FlowValue) -> bool {
     if vx.first_seen_ns != vy.first_seen_ns {
         return vx.first_seen_ns < vy.first_seen_ns;
+    }
+    if matches!(kx.proto, 1 | 58) {
+        // Echo, timestamp, information and address-mask requests open an exchange.
+        let request = |port: u16| matches!(port >> 8, 8 | 13 | 15 | 17 | 128);
+        if request(kx.dst_port) {
+            return true;
+        }
     }
     if kx.proto == 6 {
         let sent_syn = |v: &FlowValue| v.tcp_flags & TCP_SYN != 0;
@@ -438,6 +445,17 @@ mod tests {
         assert_eq!(flows.len(), 2);
         let icmp = flows.iter().find(|f| f.proto == 1).unwrap();
         assert_eq!((icmp.fwd.packets, icmp.rev.packets), (3, 3));
+    }
+
+    #[test]
+    fn the_echo_request_side_initiates_even_on_a_timestamp_tie() {
+        let c = [198, 18, 2, 2];
+        let s = [198, 18, 2, 1];
+        let echo = key(c, s, 0, 8 << 8, 1, direction::INGRESS);
+        let reply = key(s, c, 0, 0, 1, direction::EGRESS);
+        let flows = pair_flows([(&reply, &val(9, S, S)), (&echo, &val(9, S, S))]);
+        assert_eq!(flows.len(), 1);
+        assert_eq!(flows[0].src, IpAddr::from(c));
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! `astra lab`: a self-contained demonstration on network namespaces. A server namespace runs
-//! the agent on its two interfaces; a client sends benign request/response traffic and an
-//! attacker scans and floods. Everything it creates (namespaces, veths, pins, state) is removed
-//! on exit, Ctrl-C included. The same [`Topology`] serves the end-to-end detection tests.
+//! `astra lab`: scenarios on network namespaces. A server namespace runs real services (sshd,
+//! nginx, iperf3 when installed; built-in stand-ins otherwise) with the agent attached to every
+//! interface; clients send benign traffic and attackers attack, with built-in generators or
+//! real tools. Each scenario gets a fresh topology and agent; everything it creates
+//! (namespaces, veths, pins, state, daemons) is removed afterwards, Ctrl-C included.
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -13,83 +14,218 @@ use std::{
     time::{Duration, Instant},
 };
 
+use astra_common::action;
+use comfy_table::{Table, presets};
+use serde::Serialize;
+
 use crate::{
-    blocklist::Lists,
+    detect::{Action as AlertAction, Alert},
     error::{Error, Result},
+    events::read_alerts,
     maps::PinnedMaps,
-    metrics::action_labels,
     netns::{Netns, veth},
-    store::{EntrySource, ListKind},
-    traffic,
+    scenario::{self, Action, Expected, Scenario, Sender},
+    store::{ListKind, Store},
+    traffic::{self, SynSource},
 };
 
+/// The built-in web service the tests use (the real nginx, when installed, is on 80).
 pub const WEB_PORT: u16 = 8080;
 pub const LOGIN_PORT: u16 = 22;
 pub const SERVER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const SERVER_ATTACKER_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
+/// Addresses the server answers for all at once, so host sweeps get real answers.
+const SWEEP_NET: &str = "198.19.0.0/22";
 
-/// A server namespace (Astra attached to `s-cli` and `s-atk`, a web service on 8080 and a
-/// login service on 22), a client namespace and an attacker namespace, each on its own veth.
+/// A host connected to the server by its own veth.
+pub struct Host {
+    pub ns: Netns,
+    pub addr: Ipv4Addr,
+    /// The server's address on this link.
+    pub server_addr: Ipv4Addr,
+    /// The server's interface on this link (where Astra attaches).
+    pub server_iface: String,
+}
+
+/// A server namespace, and client and attacker namespaces each on its own veth to it.
+/// Client i uses 198.18.(2i-1).0/24, attacker i 198.18.(2i).0/24; the host is .2, the server .1.
 pub struct Topology {
     pub server: Netns,
-    pub client: Netns,
-    pub attacker: Netns,
+    pub clients: Vec<Host>,
+    pub attackers: Vec<Host>,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
     agent: Option<Child>,
+    daemons: Vec<Child>,
     services: Arc<AtomicBool>,
+    /// Leave the state dir (agent log, event log, incidents) for inspection.
+    pub keep_state: bool,
 }
 
 impl Drop for Topology {
     fn drop(&mut self) {
         self.services.store(true, Ordering::SeqCst);
         self.stop_agent();
+        for mut d in self.daemons.drain(..) {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
         let _ = std::fs::remove_dir_all(&self.pin_dir);
-        let _ = std::fs::remove_dir_all(&self.state_dir);
+        if !self.keep_state {
+            let _ = std::fs::remove_dir_all(&self.state_dir);
+        }
         // The namespaces are removed by their own guards right after this.
     }
 }
 
+fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
+    let ns = Netns::create(&format!("astra-lab-{tag}-{role}{i}"))?;
+    let subnet = if role == "cli" { 2 * i - 1 } else { 2 * i };
+    let server_iface = if i == 1 {
+        format!("s-{role}")
+    } else {
+        format!("s-{role}{i}")
+    };
+    veth(server, &server_iface, &ns, "eth0")?;
+    let server_addr = Ipv4Addr::new(198, 18, subnet, 1);
+    let addr = Ipv4Addr::new(198, 18, subnet, 2);
+    server.add_addr(&server_iface, &format!("{server_addr}/24"))?;
+    ns.add_addr("eth0", &format!("{addr}/24"))?;
+    ns.ip(&["route", "add", SWEEP_NET, "via", &server_addr.to_string()])?;
+    Ok(Host {
+        ns,
+        addr,
+        server_addr,
+        server_iface,
+    })
+}
+
 impl Topology {
-    /// Builds the namespaces and services; `tag` makes every name unique, so several
-    /// topologies (tests) can exist side by side.
+    /// One client and one attacker.
     pub fn build(tag: &str) -> Result<Self> {
+        Self::build_with(tag, 1, 1)
+    }
+
+    /// Builds the namespaces and starts the services; `tag` makes every name unique, so
+    /// several topologies (tests) can exist side by side.
+    pub fn build_with(tag: &str, clients: u8, attackers: u8) -> Result<Self> {
         let server = Netns::create(&format!("astra-lab-{tag}-srv"))?;
-        let client = Netns::create(&format!("astra-lab-{tag}-cli"))?;
-        let attacker = Netns::create(&format!("astra-lab-{tag}-atk"))?;
-        veth(&server, "s-cli", &client, "eth0")?;
-        veth(&server, "s-atk", &attacker, "eth0")?;
-        server.add_addr("s-cli", &format!("{SERVER_CLIENT_SIDE}/24"))?;
-        client.add_addr("eth0", &format!("{CLIENT}/24"))?;
-        server.add_addr("s-atk", &format!("{SERVER_ATTACKER_SIDE}/24"))?;
-        attacker.add_addr("eth0", &format!("{ATTACKER}/24"))?;
+        server.ip(&["route", "add", "local", SWEEP_NET, "dev", "lo"])?;
+        let clients = (1..=clients)
+            .map(|i| link(&server, tag, "cli", i))
+            .collect::<Result<Vec<_>>>()?;
+        let attackers = (1..=attackers)
+            .map(|i| link(&server, tag, "atk", i))
+            .collect::<Result<Vec<_>>>()?;
         let services = Arc::new(AtomicBool::new(false));
-        let t = Topology {
+        let mut t = Topology {
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/astra-lab-{tag}")),
             state_dir: std::env::temp_dir().join(format!("astra-lab-{tag}")),
             agent: None,
+            daemons: Vec::new(),
             services: services.clone(),
+            keep_state: false,
             server,
-            client,
-            attacker,
+            clients,
+            attackers,
         };
         std::fs::create_dir_all(&t.state_dir).map_err(|e| Error::io(&t.state_dir, e))?;
         traffic::serve_tcp(&t.server, WEB_PORT, b"", &[b'x'; 1024], 1, services.clone())?;
-        // Looks like sshd to a login-guessing client: a banner, then a rejection per guess.
-        traffic::serve_tcp(
-            &t.server,
-            LOGIN_PORT,
-            b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
-            b"Permission denied, please try again.\r\n",
-            3,
-            services,
-        )?;
+        t.start_services()?;
         Ok(t)
     }
 
-    /// Starts `astra run` (the binary `exe`) on both server interfaces with this topology's
+    /// Real sshd, nginx and iperf3 in the server namespace when they are installed; built-in
+    /// stand-ins for sshd and nginx otherwise.
+    fn start_services(&mut self) -> Result<()> {
+        let dir = self.state_dir.join("services");
+        std::fs::create_dir_all(dir.join("www")).map_err(|e| Error::io(&dir, e))?;
+        if traffic::have_tool("sshd") && traffic::have_tool("ssh-keygen") {
+            let key = dir.join("ssh_host_ed25519_key");
+            let ok = std::process::Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&key)
+                .status()
+                .is_ok_and(|s| s.success());
+            // sshd insists on its privilege-separation directory.
+            let _ = std::fs::create_dir_all("/run/sshd");
+            let cfg = dir.join("sshd_config");
+            let text = format!(
+                "Port {LOGIN_PORT}\nHostKey {}\nPidFile {}\nPasswordAuthentication yes\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nMaxStartups 200\nLogLevel ERROR\n",
+                key.display(),
+                dir.join("sshd.pid").display()
+            );
+            std::fs::write(&cfg, text).map_err(|e| Error::io(&cfg, e))?;
+            if ok {
+                self.spawn_daemon(
+                    "/usr/sbin/sshd",
+                    &["-D", "-e", "-f", &cfg.display().to_string()],
+                )?;
+            }
+        } else {
+            traffic::serve_tcp(
+                &self.server,
+                LOGIN_PORT,
+                b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
+                b"Permission denied, please try again.\r\n",
+                3,
+                self.services.clone(),
+            )?;
+        }
+        std::fs::write(dir.join("www/index.html"), vec![b'a'; 4096])
+            .map_err(|e| Error::io(&dir, e))?;
+        if traffic::have_tool("nginx") {
+            let cfg = dir.join("nginx.conf");
+            let text = format!(
+                "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+                 events {{ worker_connections 512; }}\n\
+                 http {{ access_log off; client_body_temp_path {d}/nginx-body;\n\
+                 server {{ listen 80; root {d}/www; }} }}\n",
+                d = dir.display()
+            );
+            std::fs::write(&cfg, text).map_err(|e| Error::io(&cfg, e))?;
+            self.spawn_daemon("nginx", &["-c", &cfg.display().to_string()])?;
+        } else {
+            traffic::serve_tcp(
+                &self.server,
+                80,
+                b"",
+                &[b'x'; 4096],
+                1,
+                self.services.clone(),
+            )?;
+        }
+        if traffic::have_tool("iperf3") {
+            self.spawn_daemon("iperf3", &["-s"])?;
+        }
+        // Give the daemons a moment to bind before traffic starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(())
+    }
+
+    fn spawn_daemon(&mut self, program: &str, args: &[&str]) -> Result<()> {
+        let log = std::fs::File::create(self.state_dir.join("services").join(format!(
+            "{}.log",
+            Path::new(program).file_name().map_or("daemon".into(), |n| n.to_string_lossy())
+        )))
+        .map_err(|e| Error::io(&self.state_dir, e))?;
+        let child = self
+            .server
+            .command(program)?
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| Error::Usage(format!("cannot start {program}: {e}")))?;
+        self.daemons.push(child);
+        Ok(())
+    }
+
+    /// Starts `astra run` (the binary `exe`) on every server interface with this topology's
     /// pin and state dirs, and waits until it has polled once. Returns the metrics port
     /// (inside the server namespace).
     pub fn start_agent(&mut self, exe: &Path, extra: &[&str]) -> Result<u16> {
@@ -102,10 +238,12 @@ impl Topology {
             .append(true)
             .open(self.agent_log())
             .map_err(|e| Error::io(self.agent_log(), e))?;
-        let child = self
-            .server
-            .command(exe)?
-            .args(["run", "--iface", "s-cli", "--iface", "s-atk"])
+        let mut cmd = self.server.command(exe)?;
+        cmd.arg("run");
+        for h in self.clients.iter().chain(&self.attackers) {
+            cmd.args(["--iface", &h.server_iface]);
+        }
+        let child = cmd
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--pin-dir")
@@ -149,6 +287,10 @@ impl Topology {
         }
     }
 
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     pub fn agent_log(&self) -> PathBuf {
         self.state_dir.join("agent.log")
     }
@@ -173,55 +315,470 @@ impl Topology {
             .map_or(0, |m| m.block_v4.keys().count() + m.bnet_v4.keys().count())
     }
 
+    /// Packets dropped in the kernel on the server's interfaces.
+    pub fn kernel_drops(&self) -> u64 {
+        let Some(maps) = PinnedMaps::open(&self.pin_dir).ok().flatten() else {
+            return 0;
+        };
+        let mut total = 0;
+        for h in self.clients.iter().chain(&self.attackers) {
+            let ifc = h.server_iface.clone();
+            let Ok(Ok(idx)) = self.server.run(move || crate::loader::ifindex(&ifc)) else {
+                continue;
+            };
+            if let Ok(c) = maps.iface_counters(idx) {
+                total += c[action::DROP_BLOCKED as usize].packets
+                    + c[action::DROP_BLOCKED_NET as usize].packets;
+            }
+        }
+        total
+    }
+
     pub fn services_stop_flag(&self) -> Arc<AtomicBool> {
         self.services.clone()
     }
-}
 
-#[derive(Clone, Debug)]
-pub struct LabOptions {
-    /// Length of each traffic phase.
-    pub phase: Duration,
-}
-
-fn step(stop: &AtomicBool, msg: &str) -> Result<()> {
-    if stop.load(Ordering::SeqCst) {
-        return Err(Error::Usage("interrupted".into()));
-    }
-    println!("\n== {msg}");
-    Ok(())
-}
-
-fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) {
-    let end = Instant::now() + d;
-    while Instant::now() < end && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50));
+    fn hosts(&self, s: &Sender) -> Vec<&Host> {
+        match s {
+            Sender::Client(i) => self.clients.get(usize::from(*i) - 1).into_iter().collect(),
+            Sender::Attacker(i) => self
+                .attackers
+                .get(usize::from(*i) - 1)
+                .into_iter()
+                .collect(),
+            Sender::AllClients => self.clients.iter().collect(),
+            Sender::AllAttackers => self.attackers.iter().collect(),
+            Sender::Server => Vec::new(),
+        }
     }
 }
 
-fn counters_table(pin: &Path, ifaces: &[(&str, u32)]) -> Result<()> {
-    let Some(maps) = PinnedMaps::open(pin)? else {
-        return Ok(());
+/// One scenario's line in the report (the fields the issue tracker and README promise, plus
+/// whether it passed and why it was skipped).
+#[derive(Clone, Debug, Serialize)]
+pub struct ScenarioResult {
+    pub name: String,
+    pub expected: String,
+    pub detected: bool,
+    pub attack_type: Option<String>,
+    pub time_to_alert_s: Option<f64>,
+    pub time_to_drop_s: Option<f64>,
+    /// From the first attack packet until the kernel blocklist held the attacker (drops need
+    /// a further packet; this does not).
+    pub time_to_block_s: Option<f64>,
+    pub packets_dropped: u64,
+    pub false_alerts: usize,
+    pub false_blocks: usize,
+    pub passed: bool,
+    pub skipped: Option<String>,
+    pub alerts: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AgentUsage {
+    pub cpu_seconds: f64,
+    pub max_rss_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub scenarios: Vec<ScenarioResult>,
+    pub agent: AgentUsage,
+}
+
+impl Report {
+    pub fn all_passed(&self) -> bool {
+        self.scenarios
+            .iter()
+            .all(|s| s.passed || s.skipped.is_some())
+    }
+}
+
+/// CPU seconds and peak RSS of a live process, from /proc.
+fn usage(pid: u32) -> AgentUsage {
+    let ticks = {
+        // SAFETY: sysconf has no preconditions.
+        let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        if t > 0 { t as f64 } else { 100.0 }
     };
-    for (name, idx) in ifaces {
-        let c = maps.iface_counters(*idx)?;
-        let mut parts = Vec::new();
-        for (a, v) in c.iter().enumerate() {
-            if v.packets > 0
-                && let Some((dir, label)) = action_labels(a as u32)
-            {
-                parts.push(format!("{dir}/{label}={}", v.packets));
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name: utime and stime are 12th and 13th.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / ticks)
+        })
+        .unwrap_or(0.0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024);
+    AgentUsage {
+        cpu_seconds: cpu,
+        max_rss_bytes: rss,
+    }
+}
+
+/// A password list for brute-force tools.
+fn wordlist(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join("wordlist.txt");
+    let words: Vec<String> = (0..60).map(|i| format!("guess{i:02}")).collect();
+    std::fs::write(&p, words.join("\n")).map_err(|e| Error::io(&p, e))?;
+    Ok(p)
+}
+
+fn fill(arg: &str, host: &Host, wordlist: &Path, router_mac: &str) -> String {
+    arg.replace("{target}", &host.server_addr.to_string())
+        .replace("{self}", &host.addr.to_string())
+        .replace("{wordlist}", &wordlist.display().to_string())
+        .replace("{router_mac}", router_mac)
+        .replace("{iface}", "eth0")
+}
+
+/// Runs one traffic item from one host (or from the server).
+fn perform(
+    topo: &Topology,
+    from: Option<&Host>,
+    a: &Action,
+    words: &Path,
+    stop: &Arc<AtomicBool>,
+) -> Result<()> {
+    let ns = from.map_or(&topo.server, |h| &h.ns);
+    let target = from.map_or(SERVER_CLIENT_SIDE, |h| h.server_addr);
+    let me = from.map_or(SERVER_CLIENT_SIDE, |h| h.addr);
+    match a {
+        Action::Web { dur, gap, port } => {
+            traffic::web_sessions(
+                ns,
+                SocketAddr::from((target, *port)),
+                *gap,
+                *dur,
+                stop.clone(),
+            )
+            .join()
+            .ok();
+        }
+        Action::LoginBurst { count, port } => {
+            traffic::login_attempts(ns, SocketAddr::from((target, *port)), *count as usize)?;
+        }
+        Action::ConnectScan { ports } => {
+            traffic::connect_scan(ns, IpAddr::V4(target), ports.clone())?;
+        }
+        Action::HostSweep { hosts, port } => {
+            traffic::host_sweep(ns, *hosts, *port)?;
+        }
+        Action::UdpFlood {
+            count,
+            size,
+            spoofed,
+        } => {
+            let src = if *spoofed {
+                SynSource::SpoofedRandom
+            } else {
+                SynSource::Real(me)
+            };
+            traffic::udp_flood(ns, src, target, *count, *size)?;
+        }
+        Action::SynFlood {
+            count,
+            port,
+            spoofed,
+        } => {
+            let src = if *spoofed {
+                SynSource::SpoofedRandom
+            } else {
+                SynSource::Real(me)
+            };
+            traffic::syn_flood(ns, src, target, *port, *count)?;
+        }
+        Action::IcmpFlood { count } => {
+            traffic::icmp_flood(ns, me, target, *count)?;
+        }
+        Action::Upload { bytes, to } => {
+            for h in topo.hosts(to) {
+                let src = from.map_or(&topo.server, |f| &f.ns);
+                traffic::upload(src, &h.ns, h.addr, *bytes)?;
             }
         }
-        println!("  {name:6} {}", parts.join("  "));
+        Action::Tool {
+            program,
+            args,
+            timeout,
+        } => {
+            let host =
+                from.ok_or_else(|| Error::Usage("tools run on clients or attackers".into()))?;
+            let mac = topo.server.mac(&host.server_iface).unwrap_or_default();
+            let args: Vec<String> = args.iter().map(|a| fill(a, host, words, &mac)).collect();
+            traffic::run_tool(ns, program, &args, *timeout)?;
+        }
     }
     Ok(())
 }
 
-pub fn run(opts: LabOptions) -> Result<()> {
+/// Runs one scenario on a fresh topology. `progress` shows live counters.
+pub fn run_scenario(
+    exe: &Path,
+    sc: &Scenario,
+    tag: &str,
+    keep: bool,
+    interrupted: &Arc<AtomicBool>,
+    progress: &indicatif::ProgressBar,
+) -> Result<(ScenarioResult, AgentUsage)> {
+    let missing: Vec<&str> = sc
+        .tools()
+        .into_iter()
+        .filter(|t| !traffic::have_tool(t))
+        .collect();
+    let mut result = ScenarioResult {
+        name: sc.name.clone(),
+        expected: sc.expected.label().into(),
+        detected: false,
+        attack_type: None,
+        time_to_alert_s: None,
+        time_to_drop_s: None,
+        time_to_block_s: None,
+        packets_dropped: 0,
+        false_alerts: 0,
+        false_blocks: 0,
+        passed: false,
+        skipped: None,
+        alerts: Vec::new(),
+    };
+    if !missing.is_empty() {
+        result.skipped = Some(format!("not installed: {}", missing.join(", ")));
+        return Ok((result, AgentUsage::default()));
+    }
+    let mut topo = Topology::build_with(tag, sc.clients, sc.attackers)?;
+    topo.keep_state = keep;
+    let poll = humantime::format_duration(sc.poll_interval).to_string();
+    let mut args: Vec<String> = vec!["--poll-interval".into(), poll];
+    for s in &sc.settings {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    topo.start_agent(exe, &arg_refs)?;
+    let words = wordlist(&topo.state_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    // The clock for time-to-alert and time-to-drop starts with the first traffic that is not
+    // a benign client's (attackers, or the server itself in the exfiltration case).
+    let first_attack = sc
+        .traffic
+        .iter()
+        .filter(|t| t.from.is_attacker() || t.from == Sender::Server)
+        .map(|t| t.start)
+        .min();
+    let attacker_ips: Vec<IpAddr> = topo.attackers.iter().map(|h| IpAddr::V4(h.addr)).collect();
+    let client_ips: Vec<IpAddr> = topo.clients.iter().map(|h| IpAddr::V4(h.addr)).collect();
+
+    let outcome = std::thread::scope(|scope| -> Result<()> {
+        for t in &sc.traffic {
+            let senders: Vec<Option<&Host>> = match t.from {
+                Sender::Server => vec![None],
+                _ => topo.hosts(&t.from).into_iter().map(Some).collect(),
+            };
+            for h in senders {
+                let (topo, words, stop) = (&topo, &words, &stop);
+                scope.spawn(move || {
+                    while t0.elapsed() < t.start {
+                        if stop.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    if let Err(e) = perform(topo, h, &t.action, words, stop) {
+                        tracing::warn!(error = %e, "traffic item failed");
+                    }
+                });
+            }
+        }
+        // Watch what Astra does while the traffic runs.
+        while t0.elapsed() < sc.duration && !interrupted.load(Ordering::SeqCst) {
+            let alerts = read_alerts(&topo.events_path(), 0).unwrap_or_default();
+            let since_attack = first_attack.map(|s| t0.elapsed().saturating_sub(s));
+            if result.time_to_alert_s.is_none()
+                && let Some(d) = since_attack
+                && alerts.iter().any(|a| matches_expected(a, sc.expected))
+            {
+                result.time_to_alert_s = Some(d.as_secs_f64());
+            }
+            if result.time_to_block_s.is_none()
+                && let Some(d) = since_attack
+                && topo.attackers.iter().any(|h| topo.kernel_blocks(h.addr))
+            {
+                result.time_to_block_s = Some(d.as_secs_f64());
+            }
+            let drops = topo.kernel_drops();
+            if result.time_to_drop_s.is_none()
+                && drops > 0
+                && let Some(d) = since_attack
+            {
+                result.time_to_drop_s = Some(d.as_secs_f64());
+            }
+            progress.set_message(format!(
+                "{}: {:.0}s  alerts {}  blocks {}  dropped {drops}",
+                sc.name,
+                t0.elapsed().as_secs_f64(),
+                alerts.len(),
+                topo.kernel_block_count()
+            ));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::SeqCst);
+        Ok(())
+    });
+    outcome?;
+    // One more detection pass over the last packets.
+    std::thread::sleep(sc.poll_interval * 2);
+    let usage = topo.agent_pid().map(usage).unwrap_or_default();
+    let alerts = read_alerts(&topo.events_path(), 0)?;
+    result.packets_dropped = topo.kernel_drops();
+    score(&mut result, sc, &alerts, &attacker_ips, &client_ips, &topo)?;
+    Ok((result, usage))
+}
+
+fn matches_expected(a: &Alert, expected: Expected) -> bool {
+    matches!(expected, Expected::Attack(t) if a.attack_type == t)
+}
+
+fn score(
+    r: &mut ScenarioResult,
+    sc: &Scenario,
+    alerts: &[Alert],
+    attackers: &[IpAddr],
+    clients: &[IpAddr],
+    topo: &Topology,
+) -> Result<()> {
+    r.alerts = alerts
+        .iter()
+        .map(|a| {
+            let forest = a
+                .evidence
+                .forest_score
+                .map_or(String::new(), |f| format!(", forest score {f:.2}"));
+            format!(
+                "{} from {} ({}, confidence {:.2}{forest})",
+                a.attack_type,
+                a.source.map_or("-".into(), |s| s.to_string()),
+                a.action.label(),
+                a.confidence
+            )
+        })
+        .collect();
+    let from_attacker = |a: &&Alert| a.source.is_some_and(|s| attackers.contains(&s));
+    r.detected = alerts.iter().any(|a| matches_expected(a, sc.expected));
+    r.attack_type = alerts
+        .iter()
+        .find(from_attacker)
+        .or_else(|| alerts.first())
+        .map(|a| a.attack_type.to_string());
+    r.false_alerts = alerts
+        .iter()
+        .filter(|a| match (sc.expected, a.source) {
+            (Expected::Benign, _) => true,
+            (_, Some(s)) => clients.contains(&s),
+            (_, None) => false,
+        })
+        .count();
+    let store = Store::open(&topo.state_dir)?;
+    r.false_blocks = store
+        .list(Some(ListKind::Block))?
+        .iter()
+        .filter(|e| !attackers.iter().any(|a| e.net.contains(a)))
+        .count();
+    let blocked_attacker = alerts
+        .iter()
+        .any(|a| from_attacker(&a) && matches!(a.action, AlertAction::Blocked { .. }));
+    r.passed = match sc.expected {
+        Expected::Benign => r.false_alerts == 0 && r.false_blocks == 0,
+        Expected::Attack(_) => {
+            r.detected
+                && r.false_alerts == 0
+                && r.false_blocks == 0
+                && (!sc.expect_block || (blocked_attacker && r.time_to_drop_s.is_some()))
+        }
+    };
+    Ok(())
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |s| format!("{s:.1}"))
+}
+
+pub fn print_table(report: &Report) {
+    let mut t = Table::new();
+    t.load_preset(presets::ASCII_MARKDOWN);
+    t.set_header([
+        "scenario",
+        "expected",
+        "detected",
+        "type",
+        "alert (s)",
+        "block (s)",
+        "drop (s)",
+        "dropped",
+        "false alerts",
+        "false blocks",
+        "result",
+    ]);
+    for s in &report.scenarios {
+        t.add_row(vec![
+            s.name.clone(),
+            s.expected.clone(),
+            s.detected.to_string(),
+            s.attack_type.clone().unwrap_or_else(|| "-".into()),
+            fmt_opt(s.time_to_alert_s),
+            fmt_opt(s.time_to_block_s),
+            fmt_opt(s.time_to_drop_s),
+            s.packets_dropped.to_string(),
+            s.false_alerts.to_string(),
+            s.false_blocks.to_string(),
+            match (&s.skipped, s.passed) {
+                (Some(why), _) => format!("skipped ({why})"),
+                (None, true) => "pass".into(),
+                (None, false) => "FAIL".into(),
+            },
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "agent: {:.2} CPU seconds in all, peak RSS {:.1} MiB",
+        report.agent.cpu_seconds,
+        report.agent.max_rss_bytes as f64 / (1024.0 * 1024.0)
+    );
+}
+
+pub struct LabOptions {
+    /// Scenario files; empty = the built-in default set.
+    pub scenarios: Vec<PathBuf>,
+    pub report: Option<PathBuf>,
+    /// Keep each scenario's state dir (agent log, eve.json, incidents).
+    pub keep: bool,
+}
+
+/// Runs the scenarios and prints a table; returns the report (and writes it if asked).
+pub fn run(opts: LabOptions) -> Result<Report> {
+    let set = if opts.scenarios.is_empty() {
+        scenario::default_set()?
+    } else {
+        opts.scenarios
+            .iter()
+            .map(|p| scenario::load(p))
+            .collect::<Result<Vec<_>>>()?
+    };
+    // Fail on an unwritable report path now, not after minutes of scenarios.
+    if let Some(p) = &opts.report {
+        std::fs::write(p, b"")
+            .map_err(|e| Error::Usage(format!("cannot write report {}: {e}", p.display())))?;
+    }
+    let interrupted = Arc::new(AtomicBool::new(false));
     {
-        let stop = stop.clone();
+        let flag = interrupted.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -230,104 +787,58 @@ pub fn run(opts: LabOptions) -> Result<()> {
             rt.block_on(async {
                 let _ = tokio::signal::ctrl_c().await;
             });
-            stop.store(true, Ordering::SeqCst);
+            flag.store(true, Ordering::SeqCst);
             eprintln!("\ninterrupted: cleaning up");
         });
     }
-    let mut topo = Topology::build(&std::process::id().to_string())?;
-    let result = run_in(&mut topo, &opts, &stop);
-    stop.store(true, Ordering::SeqCst);
-    drop(topo);
-    println!("\nlab removed (namespaces, veths, pins and state)");
-    result
-}
-
-fn run_in(topo: &mut Topology, opts: &LabOptions, stop: &Arc<AtomicBool>) -> Result<()> {
-    step(
-        stop,
-        "topology: client 198.18.1.2 and attacker 198.18.2.2, server 198.18.1.1/198.18.2.1 with Astra on s-cli and s-atk",
-    )?;
     let exe = std::env::current_exe().map_err(|e| Error::io("current exe", e))?;
-    let port = topo.start_agent(&exe, &["--poll-interval", "500ms"])?;
-    println!("agent attached (metrics on 127.0.0.1:{port} inside the server namespace)");
-    let ifaces = [
-        (
-            "s-cli",
-            topo.server.run(|| crate::loader::ifindex("s-cli"))??,
-        ),
-        (
-            "s-atk",
-            topo.server.run(|| crate::loader::ifindex("s-atk"))??,
-        ),
-    ];
-
-    step(stop, "benign traffic: the client makes web-like requests")?;
-    let client = traffic::web_sessions(
-        &topo.client,
-        SocketAddr::from((SERVER_CLIENT_SIDE, WEB_PORT)),
-        Duration::from_millis(100),
-        opts.phase * 3,
-        stop.clone(),
+    let bar = indicatif::ProgressBar::new(set.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("[{pos}/{len}] {wide_msg}")
+            .expect("static template"),
     );
-    sleep_unless_stopped(stop, opts.phase);
-
-    step(
-        stop,
-        "attack: the attacker scans 200 TCP ports, then floods 20000 UDP datagrams",
-    )?;
-    let open = traffic::connect_scan(
-        &topo.attacker,
-        IpAddr::V4(SERVER_ATTACKER_SIDE),
-        (1..=200).collect(),
-    )?;
-    let sent = traffic::udp_flood(&topo.attacker, ATTACKER, SERVER_ATTACKER_SIDE, 20_000, 64)?;
-    println!(
-        "attacker found {} open ports, sent {sent} datagrams",
-        open.len()
-    );
-    sleep_unless_stopped(stop, Duration::from_secs(1));
-    println!("flows Astra sees (largest first):");
-    crate::cli::print_flows(&topo.pin_dir, &topo.state_dir, 8, false)?;
-    counters_table(&topo.pin_dir, &ifaces)?;
-
-    step(stop, "detection: what Astra concluded on its own")?;
-    sleep_unless_stopped(stop, Duration::from_secs(2));
-    crate::cli::print_alerts(&topo.events_path(), None, false)?;
-    let lists = Lists::open(&topo.state_dir, &topo.pin_dir)?;
-    let auto: Vec<_> = lists
-        .list()?
-        .into_iter()
-        .filter(|r| r.kind == ListKind::Block && r.source == EntrySource::Auto)
-        .collect();
-    if auto.is_empty() {
-        println!("no automatic block was placed");
+    let mut report = Report {
+        scenarios: Vec::new(),
+        agent: AgentUsage::default(),
+    };
+    for (i, sc) in set.iter().enumerate() {
+        if interrupted.load(Ordering::SeqCst) {
+            break;
+        }
+        bar.set_message(format!("{}: setting up", sc.name));
+        let tag = format!("{}-{i}", std::process::id());
+        let (r, u) = run_scenario(&exe, sc, &tag, opts.keep, &interrupted, &bar)?;
+        if opts.keep {
+            let dir = std::env::temp_dir().join(format!("astra-lab-{tag}"));
+            bar.suspend(|| println!("{}: state kept in {}", sc.name, dir.display()));
+        }
+        report.agent.cpu_seconds += u.cpu_seconds;
+        report.agent.max_rss_bytes = report.agent.max_rss_bytes.max(u.max_rss_bytes);
+        bar.suspend(|| {
+            println!(
+                "{:<24} {:<8} {}",
+                r.name,
+                match (&r.skipped, r.passed) {
+                    (Some(_), _) => "skipped",
+                    (None, true) => "pass",
+                    (None, false) => "FAIL",
+                },
+                if r.alerts.is_empty() {
+                    "no alerts".into()
+                } else {
+                    r.alerts.join("; ")
+                }
+            );
+        });
+        report.scenarios.push(r);
+        bar.inc(1);
     }
-    for r in &auto {
-        println!(
-            "automatically blocked {} for {}s: {}",
-            r.net,
-            r.ttl_remaining_s.unwrap_or(0),
-            r.reason
-        );
+    bar.finish_and_clear();
+    print_table(&report);
+    if let Some(p) = &opts.report {
+        let text = serde_json::to_vec_pretty(&report).expect("report serialises");
+        std::fs::write(p, text).map_err(|e| Error::io(p, e))?;
+        println!("report written to {}", p.display());
     }
-
-    step(stop, "the attacker tries again")?;
-    let sent = traffic::udp_flood(&topo.attacker, ATTACKER, SERVER_ATTACKER_SIDE, 20_000, 64)?;
-    println!("attacker sent {sent} more datagrams");
-    sleep_unless_stopped(stop, opts.phase);
-    let ok = client.join().unwrap_or(0);
-    println!("client completed {ok} requests throughout, unaffected by the block");
-    counters_table(&topo.pin_dir, &ifaces)?;
-    println!();
-    for r in lists.list()? {
-        println!(
-            "blocklist: {} hits={} ttl={}s source={} reason={:?}",
-            r.net,
-            r.hits,
-            r.ttl_remaining_s.unwrap_or(0),
-            r.source,
-            r.reason
-        );
-    }
-    Ok(())
+    Ok(report)
 }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod report;
+pub mod scenario;
 pub mod store;
 pub mod traffic;
 pub mod verdict;

@@ -42,6 +42,15 @@ pub struct ModelConfig {
     /// A model trained on fewer rows scores (metrics, evidence) but raises no alerts of its
     /// own: a baseline of a few polls makes everything that follows look unusual.
     pub min_rows_to_alert: usize,
+    /// Consecutive polls a source must score at or above the threshold before it raises an
+    /// alert: one odd poll of an ordinary host is noise, a source that stays odd is news.
+    pub anomaly_polls: u32,
+    /// A feature this many times above its largest training value marks a source as novel:
+    /// an isolation forest cannot tell "far beyond anything seen" from "just beyond the edge"
+    /// (every value past the training range takes the same branches), so novelty is checked
+    /// separately and lowers the score needed to alert to `novelty_min_score`.
+    pub novelty_factor: f64,
+    pub novelty_min_score: f64,
     /// Training rows kept (the most recent).
     pub max_rows: usize,
     /// Rows taken per poll at most, so a burst of new sources cannot flood the sample.
@@ -58,6 +67,9 @@ impl Default for ModelConfig {
             retrain_every: Duration::from_secs(6 * 3600),
             anomaly_threshold: 0.65,
             min_rows_to_alert: 500,
+            anomaly_polls: 2,
+            novelty_factor: 10.0,
+            novelty_min_score: 0.55,
             max_rows: 20_000,
             rows_per_poll: 64,
             n_estimators: 100,
@@ -75,6 +87,9 @@ pub struct ModelFile {
     /// "native" (trained by astra) or "sklearn" (imported).
     pub origin: String,
     pub forest: IsolationForest,
+    /// Largest value of each feature in the training rows (empty for imported models).
+    #[serde(default)]
+    pub feature_max: Vec<f64>,
 }
 
 impl ModelFile {
@@ -154,12 +169,19 @@ pub fn train(rows: &[[f64; FEATURE_NAMES.len()]], cfg: &ModelConfig) -> Result<M
     let names = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
     let forest = IsolationForest::fit(x.view(), &params, names)
         .map_err(|e| Error::Usage(format!("training failed: {e}")))?;
+    let mut feature_max = vec![f64::MIN; FEATURE_NAMES.len()];
+    for r in rows {
+        for (m, v) in feature_max.iter_mut().zip(r) {
+            *m = m.max(*v);
+        }
+    }
     Ok(ModelFile {
         format: MODEL_FORMAT,
         trained_at: now_unix(),
         rows: rows.len(),
         origin: "native".into(),
         forest,
+        feature_max,
     })
 }
 
@@ -221,6 +243,22 @@ pub fn read_rows(path: &Path) -> Result<Vec<[f64; FEATURE_NAMES.len()]>> {
         rows.push(row);
     }
     Ok(rows)
+}
+
+/// A feature far above anything in the training rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Novelty {
+    pub feature: &'static str,
+    pub value: f64,
+    pub trained_max: f64,
+    pub ratio: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assessment {
+    /// Anomaly score, 0..1, higher = more anomalous.
+    pub score: f64,
+    pub novelty: Option<Novelty>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -291,17 +329,42 @@ impl Learner {
         }
     }
 
-    /// Anomaly score (0..1, higher = more anomalous) of a feature row, once a model exists.
-    pub fn score(&self, row: &[f64]) -> Option<f64> {
+    /// The forest's view of a feature row, once a model exists.
+    pub fn assess(&self, row: &[f64]) -> Option<Assessment> {
         if !self.cfg.enabled {
             return None;
         }
         let (m, _) = self.model.as_ref()?;
-        m.forest.anomaly_score(row).ok()
+        let score = m.forest.anomaly_score(row).ok()?;
+        let novelty = m
+            .feature_max
+            .iter()
+            .zip(row)
+            .enumerate()
+            .map(|(i, (max, v))| (i, *v, *max, *v / max.max(1.0)))
+            .filter(|(_, _, _, ratio)| *ratio >= self.cfg.novelty_factor)
+            .max_by(|a, b| a.3.total_cmp(&b.3))
+            .map(|(i, value, max, ratio)| Novelty {
+                feature: FEATURE_NAMES[i],
+                value,
+                trained_max: max,
+                ratio,
+            });
+        Some(Assessment { score, novelty })
+    }
+
+    /// Whether an assessment is anomalous enough to alert on.
+    pub fn is_anomalous(&self, a: &Assessment) -> bool {
+        a.score >= self.cfg.anomaly_threshold
+            || (a.novelty.is_some() && a.score >= self.cfg.novelty_min_score)
     }
 
     pub fn threshold(&self) -> f64 {
         self.cfg.anomaly_threshold
+    }
+
+    pub fn anomaly_polls(&self) -> u32 {
+        self.cfg.anomaly_polls.max(1)
     }
 
     /// Whether the model has seen enough traffic for its scores to raise alerts.
@@ -464,14 +527,28 @@ mod tests {
             &d,
         );
         assert!(trusting.may_alert());
-        let normal = l.score(&window(3.0, 2.0).features.to_vec()).unwrap();
-        let odd = l.score(&window(900.0, 800.0).features.to_vec()).unwrap();
+        let normal = l.assess(&window(3.0, 2.0).features.to_vec()).unwrap().score;
+        let odd_a = l.assess(&window(900.0, 800.0).features.to_vec()).unwrap();
+        let odd = odd_a.score;
+        // 800 ports where training never saw more than 3 (the largest excess): novel, and it
+        // says which feature.
+        assert_eq!(odd_a.novelty.as_ref().map(|n| n.feature), Some("distinct_dst_ports"));
+        assert!(
+            l.assess(&window(3.0, 2.0).features.to_vec())
+                .unwrap()
+                .novelty
+                .is_none()
+        );
         assert!(odd > normal, "outlier {odd} vs normal {normal}");
         // Saved, and a new learner (agent restart) scores from the start.
         assert!(d.join(MODEL_FILE).exists() && d.join(TRAINING_FILE).exists());
         let l2 = Learner::new(cfg.clone(), &d);
         assert_eq!(l2.status().state, "scoring");
-        assert_eq!(l2.score(&window(900.0, 800.0).features.to_vec()), Some(odd));
+        assert_eq!(
+            l2.assess(&window(900.0, 800.0).features.to_vec())
+                .map(|a| a.score),
+            Some(odd)
+        );
         // The rows saved with the model are the ones it was trained on.
         let rows = read_rows(&d.join(TRAINING_FILE)).unwrap();
         assert_eq!(Some(rows.len()), l.status().trained_rows);

@@ -62,6 +62,19 @@ impl Netns {
         }
     }
 
+    /// The MAC address of `iface` in this namespace.
+    pub fn mac(&self, iface: &str) -> Result<String> {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-br", "link", "show", "dev", iface])
+            .output()
+            .map_err(|e| Error::io("ip (iproute2)", e))?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(2)
+            .map(str::to_owned)
+            .ok_or_else(|| Error::Usage(format!("no MAC address for {iface} in {}", self.name)))
+    }
+
     /// Runs `f` on a thread that has joined this namespace, and returns its result.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
         in_ns(&self.path(), f)

@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::path::Path;
+
 use etherparse::PacketBuilder;
 
 use crate::{
@@ -130,47 +132,42 @@ pub fn login_attempts(ns: &Netns, to: SocketAddr, n: usize) -> Result<usize> {
     })
 }
 
-/// Sends `count` UDP datagrams of `size` bytes from `ns` to `to`, spread over 1000 ports.
-pub fn udp_flood(
-    ns: &Netns,
-    src: Ipv4Addr,
-    to: Ipv4Addr,
-    count: usize,
-    size: usize,
-) -> Result<usize> {
-    ns.run(move || {
-        let Ok(sock) = std::net::UdpSocket::bind((src, 0)) else {
-            return 0;
-        };
-        let payload = vec![0u8; size];
-        (0..count)
-            .filter(|i| {
-                sock.send_to(&payload, (to, 10_000 + (i % 1000) as u16))
-                    .is_ok()
-            })
-            .count()
-    })
-}
-
 /// Where a raw SYN flood claims to come from.
 #[derive(Clone, Copy, Debug)]
 pub enum SynSource {
     /// The sender's real address: the flood can be traced and blocked.
     Real(Ipv4Addr),
-    /// A different random address in 198.19.0.0/16 for every packet.
+    /// A different random address in 198.18.128.0/17 for every packet.
     SpoofedRandom,
 }
 
-/// Sends `count` TCP SYNs to `to:port` from `ns` through a raw socket, with random source
-/// ports (and random source addresses when spoofed). Returns the packets sent.
-pub fn syn_flood(
+/// A random address in 198.18.128.0/17: inside the test range, outside every lab subnet.
+fn spoofed(r: u64) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 128 | (r >> 8) as u8, (r >> 16) as u8 | 1)
+}
+
+/// xorshift: cheap, deterministic and good enough for ports and addresses.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Sends `count` IPv4 packets built by `build` (given a random number) through a raw socket
+/// in `ns`. Returns the packets sent.
+fn raw_flood(
     ns: &Netns,
-    source: SynSource,
     to: Ipv4Addr,
-    port: u16,
-    count: usize,
-) -> Result<usize> {
-    ns.run(move || -> Result<usize> {
+    count: u64,
+    seed: u64,
+    build: impl Fn(u64, &mut Vec<u8>) -> Result<()> + Send + 'static,
+) -> Result<u64> {
+    ns.run(move || -> Result<u64> {
         // SAFETY: plain socket creation; the fd is owned below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
         if fd < 0 {
@@ -182,14 +179,7 @@ pub fn syn_flood(
         // SAFETY: fd was just created and is owned by this guard alone.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(port) ^ count as u64;
-        let mut next = || {
-            // xorshift: cheap, deterministic and good enough for ports and addresses.
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ seed ^ count);
         let dst = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
@@ -199,22 +189,10 @@ pub fn syn_flood(
             sin_zero: [0; 8],
         };
         let mut sent = 0;
-        let mut buf = Vec::with_capacity(64);
+        let mut buf = Vec::with_capacity(1500);
         for _ in 0..count {
-            let r = next();
-            let src = match source {
-                SynSource::Real(a) => a,
-                SynSource::SpoofedRandom => {
-                    Ipv4Addr::new(198, 19, (r >> 8) as u8, (r >> 16) as u8 | 1)
-                }
-            };
-            let sport = 1024 + (r >> 24) as u16 % 60_000;
             buf.clear();
-            PacketBuilder::ipv4(src.octets(), to.octets(), 64)
-                .tcp(sport, port, (r >> 32) as u32, 64_240)
-                .syn()
-                .write(&mut buf, &[])
-                .map_err(|e| Error::Usage(format!("building a SYN: {e}")))?;
+            build(rng.next(), &mut buf)?;
             // SAFETY: buf and dst are valid for the duration of the call.
             let rc = unsafe {
                 libc::sendto(
@@ -232,4 +210,172 @@ pub fn syn_flood(
         }
         Ok(sent)
     })?
+}
+
+fn built(e: etherparse::err::packet::BuildWriteError) -> Error {
+    Error::Usage(format!("building a packet: {e}"))
+}
+
+/// Sends `count` TCP SYNs to `to:port` from `ns` through a raw socket, with random source
+/// ports (and random source addresses when spoofed). Returns the packets sent.
+pub fn syn_flood(
+    ns: &Netns,
+    source: SynSource,
+    to: Ipv4Addr,
+    port: u16,
+    count: u64,
+) -> Result<u64> {
+    raw_flood(ns, to, count, u64::from(port), move |r, buf| {
+        let src = match source {
+            SynSource::Real(a) => a,
+            SynSource::SpoofedRandom => spoofed(r),
+        };
+        PacketBuilder::ipv4(src.octets(), to.octets(), 64)
+            .tcp(
+                1024 + (r >> 24) as u16 % 60_000,
+                port,
+                (r >> 32) as u32,
+                64_240,
+            )
+            .syn()
+            .write(buf, &[])
+            .map_err(built)
+    })
+}
+
+/// `count` UDP datagrams of `size` payload bytes to `to`, over 1000 destination ports; from
+/// `source`'s address or from random spoofed ones.
+pub fn udp_flood(
+    ns: &Netns,
+    source: SynSource,
+    to: Ipv4Addr,
+    count: u64,
+    size: usize,
+) -> Result<u64> {
+    let payload = vec![0u8; size];
+    raw_flood(ns, to, count, size as u64, move |r, buf| {
+        let src = match source {
+            SynSource::Real(a) => a,
+            SynSource::SpoofedRandom => spoofed(r),
+        };
+        PacketBuilder::ipv4(src.octets(), to.octets(), 64)
+            .udp(
+                1024 + (r >> 24) as u16 % 60_000,
+                10_000 + (r >> 40) as u16 % 1000,
+            )
+            .write(buf, &payload)
+            .map_err(built)
+    })
+}
+
+/// `count` ICMP echo requests from `from` to `to`.
+pub fn icmp_flood(ns: &Netns, from: Ipv4Addr, to: Ipv4Addr, count: u64) -> Result<u64> {
+    raw_flood(ns, to, count, 1, move |r, buf| {
+        PacketBuilder::ipv4(from.octets(), to.octets(), 64)
+            .icmpv4_echo_request((r >> 16) as u16, r as u16)
+            .write(buf, &[0u8; 56])
+            .map_err(built)
+    })
+}
+
+/// Connects to port `port` of `hosts` addresses 198.19.0.1, 198.19.0.2, ... (the lab's
+/// server answers for all of them). Returns the connections that were answered.
+pub fn host_sweep(ns: &Netns, hosts: u16, port: u16) -> Result<usize> {
+    ns.run(move || {
+        (0..hosts)
+            .filter(|i| {
+                let a = Ipv4Addr::new(198, 19, (i / 250) as u8, (i % 250) as u8 + 1);
+                TcpStream::connect_timeout(&SocketAddr::from((a, port)), Duration::from_millis(100))
+                    .is_ok()
+            })
+            .count()
+    })
+}
+
+/// Sends `bytes` over one TCP connection from `from` to a receiver in `to` listening on
+/// `addr`. Returns the bytes the receiver got.
+pub fn upload(from: &Netns, to: &Netns, addr: Ipv4Addr, bytes: u64) -> Result<u64> {
+    let listener = to
+        .run(move || TcpListener::bind((addr, 0)))?
+        .map_err(|e| Error::io("upload receiver", e))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| Error::io("upload receiver", e))?
+        .port();
+    let receiver = std::thread::spawn(move || -> u64 {
+        let Ok((mut s, _)) = listener.accept() else {
+            return 0;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
+        got
+    });
+    from.run(move || {
+        if let Ok(mut s) =
+            TcpStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_secs(2))
+        {
+            let chunk = vec![0x5au8; 1 << 16];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if s.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                left -= n as u64;
+            }
+        }
+    })?;
+    Ok(receiver.join().unwrap_or(0))
+}
+
+/// Runs `program args` in `ns`, killing it after `timeout`. Output is discarded; the exit
+/// status is returned (`None` when it had to be killed).
+pub fn run_tool(
+    ns: &Netns,
+    program: &str,
+    args: &[String],
+    timeout: Duration,
+) -> Result<Option<i32>> {
+    let mut child = ns
+        .command(program)?
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot run {program}: {e}")))?;
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(st) = child.try_wait().map_err(|e| Error::io(program, e))? {
+            return Ok(st.code());
+        }
+        if Instant::now() >= end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `program` can be found on PATH (or is an absolute path that exists).
+pub fn have_tool(program: &str) -> bool {
+    let p = Path::new(program);
+    if p.is_absolute() {
+        return p.exists();
+    }
+    std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|d| d.join(program).is_file())
+        })
+        .unwrap_or(false)
 }

@@ -84,6 +84,10 @@ pub enum Decision {
 
 type AlertKey = (AttackType, Option<IpAddr>, Option<IpAddr>);
 
+/// How much a repeated alert's confidence must rise to be reported again within
+/// `realert_after`: a growing flood is news once per step, not once per poll.
+const REALERT_CONFIDENCE_STEP: f64 = 0.05;
+
 pub struct Policy {
     pub cfg: PolicyConfig,
     recent_blocks: VecDeque<u64>,
@@ -125,7 +129,7 @@ impl Policy {
         let window_ms = self.cfg.realert_after.as_millis() as u64;
         if let Some((at, conf)) = self.last_alert.get(&key)
             && now_ms.saturating_sub(*at) < window_ms
-            && alert.confidence <= *conf
+            && alert.confidence < *conf + REALERT_CONFIDENCE_STEP
         {
             return Decision::Suppress;
         }

@@ -35,7 +35,7 @@ impl Run {
         topo.start_agent(Path::new(common::astra_bin()), &args)
             .expect("agent");
         let client = traffic::web_sessions(
-            &topo.client,
+            &topo.clients[0].ns,
             SocketAddr::from((SERVER_CLIENT_SIDE, WEB_PORT)),
             Duration::from_millis(100),
             Duration::from_secs(60),
@@ -114,7 +114,7 @@ fn port_scan_is_detected_and_blocked_in_the_kernel() {
     }
     let mut run = Run::start(&[]);
     traffic::connect_scan(
-        &run.topo.attacker,
+        &run.topo.attackers[0].ns,
         IpAddr::V4(SERVER_ATTACKER_SIDE),
         (1..=100).collect(),
     )
@@ -123,7 +123,7 @@ fn port_scan_is_detected_and_blocked_in_the_kernel() {
     assert_within_two_polls(took, "port scan", &run.topo);
     // Blocked means dropped: the scan now sees nothing, not even the open port.
     let open = traffic::connect_scan(
-        &run.topo.attacker,
+        &run.topo.attackers[0].ns,
         IpAddr::V4(SERVER_ATTACKER_SIDE),
         vec![WEB_PORT],
     )
@@ -140,7 +140,7 @@ fn syn_flood_from_one_source_is_detected_and_blocked() {
     }
     let mut run = Run::start(&[]);
     let sent = traffic::syn_flood(
-        &run.topo.attacker,
+        &run.topo.attackers[0].ns,
         SynSource::Real(ATTACKER),
         SERVER_ATTACKER_SIDE,
         80,
@@ -161,7 +161,7 @@ fn brute_force_logins_are_detected_and_blocked() {
     }
     let mut run = Run::start(&[]);
     let done = traffic::login_attempts(
-        &run.topo.attacker,
+        &run.topo.attackers[0].ns,
         SocketAddr::from((SERVER_ATTACKER_SIDE, LOGIN_PORT)),
         6,
     )
@@ -196,7 +196,7 @@ fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
     }
     let mut run = Run::start(&["--set", "policy.max_blocks_per_minute=5"]);
     traffic::syn_flood(
-        &run.topo.attacker,
+        &run.topo.attackers[0].ns,
         SynSource::SpoofedRandom,
         SERVER_ATTACKER_SIDE,
         80,
@@ -232,7 +232,7 @@ fn dry_run_alerts_but_never_blocks() {
     }
     let mut run = Run::start(&["--dry-run"]);
     traffic::connect_scan(
-        &run.topo.attacker,
+        &run.topo.attackers[0].ns,
         IpAddr::V4(SERVER_ATTACKER_SIDE),
         (1..=100).collect(),
     )

@@ -532,7 +532,10 @@ mod tests {
         let odd = odd_a.score;
         // 800 ports where training never saw more than 3 (the largest excess): novel, and it
         // says which feature.
-        assert_eq!(odd_a.novelty.as_ref().map(|n| n.feature), Some("distinct_dst_ports"));
+        assert_eq!(
+            odd_a.novelty.as_ref().map(|n| n.feature),
+            Some("distinct_dst_ports")
+        );
         assert!(
             l.assess(&window(3.0, 2.0).features.to_vec())
                 .unwrap()

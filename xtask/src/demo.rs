@@ -4,7 +4,7 @@ use std::{ffi::OsString, os::unix::process::CommandExt as _, process::Command};
 
 use anyhow::{Result, anyhow};
 
-use crate::{build, cmd};
+use crate::{build, cmd, deps};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,6 +19,7 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     build::run(&build::Args { release: true })?;
+    cmd::step("lab tools (apt)", || deps::ensure(deps::LAB_REQUIREMENTS))?;
     let binary = cmd::target_dir().join("release").join("astra");
     let mut lab = Command::new(&binary);
     lab.arg("lab").args(&args.lab_args);

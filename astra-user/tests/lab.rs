@@ -1,0 +1,82 @@
+//! The lab's default scenario set, end to end, as `astra lab` runs it: every rule's scenario
+//! must detect its attack (and block where the evidence allows), the benign one must stay
+//! silent, and the report must have the promised shape.
+mod common;
+
+use serde_json::Value;
+
+#[test]
+fn default_scenarios_all_pass_and_the_report_has_every_field() {
+    if !common::privileged() {
+        return;
+    }
+    let report = std::env::temp_dir().join(common::unique("astra-lab-report-"));
+    let child = std::process::Command::new(common::astra_bin())
+        .args(["lab", "--report"])
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run astra lab");
+    // The lab names everything it creates after its pid.
+    let prefix = format!("astra-lab-{}-", child.id());
+    let out = child.wait_with_output().expect("wait for astra lab");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "astra lab failed:\n{stdout}\n{stderr}"
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&report);
+    let scenarios = r["scenarios"].as_array().unwrap();
+    assert!(scenarios.len() >= 11, "{r:#}");
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    for s in scenarios {
+        for field in [
+            "name",
+            "expected",
+            "detected",
+            "attack_type",
+            "time_to_alert_s",
+            "time_to_drop_s",
+            "packets_dropped",
+            "false_alerts",
+            "false_blocks",
+        ] {
+            assert!(s.get(field).is_some(), "{field} missing in {s:#}");
+        }
+        if ci {
+            assert!(s["skipped"].is_null(), "CI must run every scenario: {s:#}");
+        }
+        if s["skipped"].is_null() {
+            assert_eq!(s["passed"], true, "{s:#}\n{stdout}");
+            assert_eq!(s["false_alerts"], 0, "{s:#}");
+            assert_eq!(s["false_blocks"], 0, "{s:#}");
+        }
+    }
+    assert!(r["agent"]["cpu_seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["agent"]["max_rss_bytes"].as_u64().unwrap() > 0);
+    // Everything the lab created is gone.
+    let leftovers: Vec<String> = std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        leftovers.is_empty(),
+        "namespaces left behind: {leftovers:?}"
+    );
+    let pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(pins.is_empty(), "pin dirs left behind: {pins:?}");
+}

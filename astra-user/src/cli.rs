@@ -116,6 +116,19 @@ pub enum Command {
     /// The isolation-forest model: status, training, inspection, import from scikit-learn.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Measure Astra side by side with its floor and with the tools it replaces (XDP cost per
+    /// packet, veth flood drop rate, agent poll time and memory, forest speed, detection
+    /// latency); prints a table and can write the measurements as JSON.
+    Bench {
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Only some groups: xdp, live, poll, forest, latency (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Internal: one agent-poll measurement in a process of its own.
+        #[arg(long, hide = true, value_name = "FLOWS")]
+        poll_child: Option<u32>,
+    },
     /// Run lab scenarios on network namespaces it creates and removes: real services, benign
     /// clients and attackers, Astra attached; prints a table and can write a JSON report.
     Lab {
@@ -331,6 +344,14 @@ pub fn run(cli: Cli) -> Result<()> {
             events,
         } => alerts(&state_dir, events, since, json),
         Command::DetectDefaults => print_json(&DetectConfig::default()),
+        Command::Bench {
+            json,
+            only,
+            poll_child,
+        } => match poll_child {
+            Some(n) => crate::bench::poll_child(n),
+            None => crate::bench::run(json.as_deref(), &only),
+        },
         Command::Model(m) => model_command(&state_dir, m),
     }
 }

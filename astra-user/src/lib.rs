@@ -3,6 +3,7 @@
 pub mod addr;
 pub mod agent;
 pub mod api;
+pub mod bench;
 pub mod blocklist;
 pub mod cli;
 pub mod detect;

@@ -179,7 +179,13 @@ fn raw_flood(
         // SAFETY: fd was just created and is owned by this guard alone.
         let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ seed ^ count);
+        // Each call draws fresh ports and addresses: repeated short bursts must not replay
+        // the same few conversations.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut rng = XorShift(
+            0x9e37_79b9_7f4a_7c15 ^ seed ^ count ^ call.wrapping_mul(0xbf58_476d_1ce4_e5b9),
+        );
         let dst = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,

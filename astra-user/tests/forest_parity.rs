@@ -24,7 +24,7 @@ const TOLERANCE: f64 = 1e-9;
 /// test binary, so concurrent tests do not run pip side by side.
 fn python() -> Option<&'static str> {
     static PYTHON: OnceLock<Result<String, String>> = OnceLock::new();
-    match PYTHON.get_or_init(find_python_with_sklearn) {
+    match PYTHON.get_or_init(astra::bench::python_with_sklearn) {
         Ok(python) => Some(python),
         Err(why) => {
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
@@ -33,52 +33,6 @@ fn python() -> Option<&'static str> {
             eprintln!("skipping: {why}");
             None
         }
-    }
-}
-
-fn find_python_with_sklearn() -> Result<String, String> {
-    let python = ["python3", "python"]
-        .into_iter()
-        .find(|p| {
-            Command::new(p)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .ok_or("no python3 on PATH")?;
-    let importable = || {
-        Command::new(python)
-            .args(["-c", "import sklearn, joblib, numpy"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if importable() {
-        return Ok(python.to_string());
-    }
-    eprintln!("scikit-learn is missing; installing it with {python} -m pip");
-    let pip = |extra: &[&str]| {
-        Command::new(python)
-            .args(["-m", "pip", "install", "--quiet", "scikit-learn"])
-            .args(extra)
-            .output()
-            .map_err(|e| format!("cannot run {python} -m pip: {e}"))
-    };
-    let out = pip(&[])?;
-    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    if !out.status.success() && stderr.contains("externally-managed-environment") {
-        let out = pip(&["--break-system-packages"])?;
-        stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    }
-    if importable() {
-        Ok(python.to_string())
-    } else {
-        let last = stderr
-            .lines()
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("no output");
-        Err(format!(
-            "scikit-learn is not importable and `pip install scikit-learn` failed: {last}"
-        ))
     }
 }
 

@@ -36,6 +36,16 @@ pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("curl", "curl"),
 ];
 
+/// What `cargo xtask bench` compares against and drives traffic with.
+pub const BENCH_REQUIREMENTS: &[Requirement] = &[
+    req("ip", "iproute2"),
+    req("xdp-filter", "xdp-tools"),
+    req("trafgen", "netsniff-ng"),
+    req("iptables", "iptables"),
+    req("nft", "nftables"),
+    req("python3", "python3"),
+];
+
 /// What `cargo xtask demo` (`astra lab`) needs: the real services and attack tools of the
 /// default scenarios.
 pub const LAB_REQUIREMENTS: &[Requirement] = &[

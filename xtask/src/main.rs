@@ -1,5 +1,6 @@
 //! `cargo xtask`: Astra's developer tasks (see DEVELOPERS.md).
 
+mod bench;
 mod build;
 mod cmd;
 mod demo;
@@ -30,6 +31,8 @@ enum Task {
     Test(test::Args),
     /// Build release, then run `astra lab` with the given arguments.
     Demo(demo::Args),
+    /// Build release, install the tools compared against, then run `astra bench`.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Task::Build(args) => build::run(&args),
         Task::Test(args) => test::run(&args),
         Task::Demo(args) => demo::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. The agent refuses to reuse pins carrying another version.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Written into [`Meta::magic`] so that a foreign map that happens to be called `ASTRA_META`
 /// is never mistaken for ours.
 pub const META_MAGIC: u64 = u64::from_be_bytes(*b"ASTRAMAP");
@@ -124,7 +124,8 @@ pub struct FlowValue {
     pub syn_count: u32,
     pub fin_count: u32,
     pub rst_count: u32,
-    /// OR of every TCP flag byte seen.
+    /// Low byte: OR of every TCP flag byte seen. Second byte: the flags of the flow's first
+    /// packet (a bare SYN marks the side that opened the connection).
     pub tcp_flags: u32,
     /// Frame lengths as the hook saw them. On egress a GSO/TSO packet counts as its number of
     /// wire segments in `packets`, but has one (large) length here.

@@ -164,7 +164,9 @@ fn account_flow(key: &FlowKey, p: &Parsed, len: u32, segs: u32, ifindex: u32) {
         syn_count: (flags & parse::TCP_SYN != 0) as u32,
         fin_count: (flags & parse::TCP_FIN != 0) as u32,
         rst_count: (flags & parse::TCP_RST != 0) as u32,
-        tcp_flags: flags,
+        // The first packet's flags ride in the second byte: a bare SYN there tells userspace
+        // which side opened the connection when both directions share a timestamp.
+        tcp_flags: flags | (flags << 8),
         min_len: len,
         max_len: len,
     };

@@ -6,6 +6,8 @@ use std::{
     net::IpAddr,
 };
 
+use crate::flowtable::FastMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::features::{DestWindow, FEATURE_NAMES, SourceWindow};
@@ -291,9 +293,9 @@ pub fn realness(w: &SourceWindow, cfg: &RuleConfig) -> Realness {
 pub struct Windows<'a> {
     pub short_s: u64,
     pub long_s: u64,
-    pub src_short: &'a HashMap<IpAddr, SourceWindow>,
-    pub src_long: &'a HashMap<IpAddr, SourceWindow>,
-    pub dst_short: &'a HashMap<IpAddr, DestWindow>,
+    pub src_short: &'a FastMap<IpAddr, SourceWindow>,
+    pub src_long: &'a FastMap<IpAddr, SourceWindow>,
+    pub dst_short: &'a FastMap<IpAddr, DestWindow>,
 }
 
 struct Builder<'a> {
@@ -370,10 +372,6 @@ impl Builder<'_> {
     }
 }
 
-fn cap<T: Clone>(v: &[T], n: usize) -> Vec<T> {
-    v.iter().take(n).cloned().collect()
-}
-
 /// Runs every rule over one set of windows.
 pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
     let mut b = Builder {
@@ -398,8 +396,8 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
                     threshold: cfg.port_scan_ports as f64,
                     window_s: w.long_s,
                 },
-                cap(&long.dsts, 16),
-                cap(&long.ports, 32),
+                vec![],
+                vec![],
                 vec!["check which of the probed ports are meant to be reachable".into()],
             );
         }
@@ -415,15 +413,12 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
                     threshold: cfg.host_sweep_hosts as f64,
                     window_s: w.long_s,
                 },
-                cap(&long.dsts, 16),
-                cap(&long.ports, 32),
+                vec![],
+                vec![],
                 vec![],
             );
         }
-        if let Some((&port, &n)) = long
-            .failed_logins_by_port
-            .iter()
-            .max_by_key(|(p, n)| (**n, std::cmp::Reverse(**p)))
+        if let Some((port, n)) = long.top_failed_logins
             && n >= cfg.brute_force_failures
         {
             b.source_alert(
@@ -436,7 +431,7 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
                     threshold: cfg.brute_force_failures as f64,
                     window_s: w.long_s,
                 },
-                cap(&long.dsts, 16),
+                vec![],
                 vec![port],
                 vec![format!(
                     "review authentication logs for port {port}; require keys or rate-limit logins"
@@ -474,15 +469,15 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
                         threshold,
                         window_s: w.short_s,
                     },
-                    cap(&short.dsts, 16),
-                    cap(&short.ports, 32),
+                    vec![],
+                    vec![],
                     vec![],
                 );
             }
         }
         // A SYN flood from one address toward one destination (not a scan across ports).
         if !scanners.contains(src)
-            && let Some((&dst, &n)) = short.half_open_by_dst.iter().max_by_key(|(_, n)| **n)
+            && let Some((dst, n)) = short.top_half_open
             && n >= cfg.syn_flood_half_open
         {
             flood = true;
@@ -497,7 +492,7 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
                     window_s: w.short_s,
                 },
                 vec![dst],
-                cap(&short.ports, 32),
+                vec![],
                 vec!["make sure SYN cookies are on (net.ipv4.tcp_syncookies=1)".into()],
             );
         }
@@ -524,43 +519,34 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
                     threshold,
                     window_s: w.short_s,
                 },
-                cap(&short.dsts, 16),
-                cap(&short.ports, 32),
+                vec![],
+                vec![],
                 vec![],
             );
         }
     }
-    target_rules(&mut b, cfg, w, &scanners);
+    target_rules(&mut b, cfg, w);
     b.out
 }
 
 /// Alerts about a destination under attack from many sources: whatever the sources are, no
 /// single one of them carries the evidence, so none is blocked for it.
-fn target_rules(
-    b: &mut Builder<'_>,
-    cfg: &RuleConfig,
-    w: &Windows<'_>,
-    scanners: &std::collections::HashSet<IpAddr>,
-) {
-    // Half-open conversations per destination, and how they spread over sources.
-    let mut per_dst: HashMap<IpAddr, (u64, u64, u64)> = HashMap::new(); // total, sources, max
-    for (src, short) in w.src_short {
-        if scanners.contains(src) {
+fn target_rules(b: &mut Builder<'_>, cfg: &RuleConfig, w: &Windows<'_>) {
+    for (dst, d) in w.dst_short {
+        let (total, sources, max_one) = (
+            d.half_open_in,
+            d.half_open_sources,
+            d.max_half_open_per_source,
+        );
+        // One loud source is handled (and blocked) by the per-source rule above, and a scan
+        // that spreads half-open probes over ports is the port-scan rule's.
+        if total < cfg.syn_flood_half_open
+            || max_one >= cfg.syn_flood_half_open
+            || (sources == 1 && d.half_open_ports.len() as u64 >= cfg.port_scan_ports)
+        {
             continue;
         }
-        for (dst, n) in &short.half_open_by_dst {
-            let e = per_dst.entry(*dst).or_default();
-            e.0 += n;
-            e.1 += 1;
-            e.2 = e.2.max(*n);
-        }
-    }
-    for (dst, (total, sources, max_one)) in per_dst {
-        // One loud source is handled (and blocked) by the per-source rule above.
-        if total < cfg.syn_flood_half_open || max_one >= cfg.syn_flood_half_open {
-            continue;
-        }
-        let d = w.dst_short.get(&dst).cloned().unwrap_or_default();
+        let dst = *dst;
         let confidence = ratio_confidence(total as f64 / cfg.syn_flood_half_open as f64);
         let mut ports: Vec<(u16, u64)> = d.half_open_ports.iter().map(|(p, n)| (*p, *n)).collect();
         ports.sort_by_key(|p| std::cmp::Reverse(p.1));
@@ -782,8 +768,8 @@ pub fn anomaly_alert(
         confidence,
         risk_score: 0,
         source: Some(src),
-        targets: cap(&long.dsts, 16),
-        target_ports: cap(&long.ports, 32),
+        targets: vec![],
+        target_ports: vec![],
         rule,
         evidence: Evidence {
             thresholds,
@@ -806,7 +792,6 @@ pub fn anomaly_alert(
 mod tests {
     use super::*;
     use crate::features::{FeatureConfig, Tracker, tests::*};
-    use std::time::Duration;
 
     const SYN: u32 = 0x02;
     const RA: u32 = 0x14;
@@ -849,16 +834,15 @@ mod tests {
             .collect();
         let refs: Vec<&FlowRecord> = recs.iter().collect();
         t.update(now, flows, &[], &refs);
-        let (s10, d10) = t.windows(now, Duration::from_secs(10));
-        let (s60, _) = t.windows(now, Duration::from_secs(60));
+        let ws = t.windows(now);
         run_rules(
             cfg,
             &Windows {
                 short_s: 10,
                 long_s: 60,
-                src_short: &s10,
-                src_long: &s60,
-                dst_short: &d10,
+                src_short: &ws.src_short,
+                src_long: &ws.src_long,
+                dst_short: &ws.dst_short,
             },
             1,
         )

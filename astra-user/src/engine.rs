@@ -251,21 +251,21 @@ impl Engine {
 
         let short = self.cfg.features.short_window;
         let long = self.cfg.features.long_window;
-        let (src_short, dst_short) = self.tracker.windows(now_ns, short);
-        let (src_long, _) = self.tracker.windows(now_ns, long);
+        let ws = self.tracker.windows(now_ns);
         let mut alerts = run_rules(
             &self.cfg.rules,
             &Windows {
                 short_s: short.as_secs(),
                 long_s: long.as_secs(),
-                src_short: &src_short,
-                src_long: &src_long,
-                dst_short: &dst_short,
+                src_short: &ws.src_short,
+                src_long: &ws.src_long,
+                dst_short: &ws.dst_short,
             },
             now_ms,
         );
+        let src_long = ws.src_long;
         for host in self.protected.own.clone() {
-            let sent = self.tracker.sent_bytes(&host, now_ns, long);
+            let sent = self.tracker.sent_bytes(&host);
             if let Some(a) = self
                 .exfil
                 .check(&self.cfg.rules, host, sent, long.as_secs(), now_ms)
@@ -276,6 +276,20 @@ impl Engine {
         metrics.set_conversations(self.tracker.conversations());
         self.score_sources(&mut alerts, &src_long, now_ms, metrics);
 
+        // Rules name their targets only for the few sources that alert.
+        for a in alerts.iter_mut() {
+            if let Some(src) = a.source
+                && (a.targets.is_empty() || a.target_ports.is_empty())
+            {
+                let (dsts, ports) = self.tracker.targets(src, 16, 32);
+                if a.targets.is_empty() {
+                    a.targets = dsts;
+                }
+                if a.target_ports.is_empty() {
+                    a.target_ports = ports;
+                }
+            }
+        }
         let mut stats = PassStats::default();
         // Sources blocked earlier in this pass: later alerts about them are still reported
         // (they add to the picture) but do not block twice.
@@ -344,7 +358,7 @@ impl Engine {
     fn score_sources(
         &mut self,
         alerts: &mut Vec<Alert>,
-        src_long: &std::collections::HashMap<IpAddr, crate::features::SourceWindow>,
+        src_long: &crate::flowtable::FastMap<IpAddr, crate::features::SourceWindow>,
         now_ms: u64,
         metrics: &Metrics,
     ) {

@@ -6,15 +6,11 @@
 //! that was active in it. Packet and byte rates come from per-poll deltas kept in one-second
 //! buckets per sender and per receiver (sparse: a spoofed source that sent one packet costs one
 //! bucket).
-use std::{
-    collections::{HashMap, HashSet, VecDeque},
-    net::IpAddr,
-    time::Duration,
-};
+use std::{collections::VecDeque, net::IpAddr, time::Duration};
 
 use serde::Serialize;
 
-use crate::flowtable::{BiFlow, FlowRecord, key_addr};
+use crate::flowtable::{BiFlow, FastMap, FlowRecord, key_addr};
 
 /// Ports whose short, small-reply conversations look like failed logins.
 pub const AUTH_PORTS: [u16; 13] = [
@@ -54,7 +50,7 @@ fn is_tcp(f: &BiFlow) -> bool {
 }
 
 /// The initiator sent SYN but never an ACK: a handshake it did not (or could not) complete.
-pub fn half_open(f: &BiFlow) -> bool {
+pub fn half_open_flow(f: &BiFlow) -> bool {
     is_tcp(f) && f.fwd.tcp_flags & TCP_SYN != 0 && f.fwd.tcp_flags & TCP_ACK == 0
 }
 
@@ -150,17 +146,15 @@ pub struct SourceWindow {
     /// Conversations in which the responder sent anything back.
     pub replied: u64,
     pub handshakes: u64,
-    /// Failed-login-like conversations per login port.
-    pub failed_logins_by_port: HashMap<u16, u64>,
-    /// Half-open conversations per destination.
-    pub half_open_by_dst: HashMap<IpAddr, u64>,
+    /// The login port with the most failed-login-like conversations, and how many.
+    pub top_failed_logins: Option<(u16, u64)>,
+    /// The destination with the most half-open conversations from this source, and how many.
+    pub top_half_open: Option<(IpAddr, u64)>,
     /// Packets and bytes the source sent in the window (from per-poll deltas).
     pub packets: u64,
     pub bytes: u64,
     /// Packets the source sent in the conversations active in the window.
     pub fwd_packets: u64,
-    pub dsts: Vec<IpAddr>,
-    pub ports: Vec<u16>,
 }
 
 /// What a destination received over one window.
@@ -169,18 +163,102 @@ pub struct DestWindow {
     /// Distinct sources with a conversation to it.
     pub fan_in: u64,
     pub half_open_in: u64,
+    /// Sources with at least one half-open conversation to it, and the most one of them had.
+    pub half_open_sources: u64,
+    pub max_half_open_per_source: u64,
     pub pps_in: f64,
     pub bps_in: f64,
     /// Half-open conversations per destination port.
-    pub half_open_ports: HashMap<u16, u64>,
+    pub half_open_ports: FastMap<u16, u64>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+/// Per-source and per-destination aggregates of one pass, for the short and the long window.
+#[derive(Default)]
+pub struct WindowSet {
+    pub src_short: FastMap<IpAddr, SourceWindow>,
+    pub src_long: FastMap<IpAddr, SourceWindow>,
+    pub dst_short: FastMap<IpAddr, DestWindow>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Rate {
     packets: u64,
     bytes: u64,
     udp: u64,
     icmp: u64,
+}
+
+impl Rate {
+    fn add(&mut self, o: &Rate) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.udp += o.udp;
+        self.icmp += o.icmp;
+    }
+
+    fn sub(&mut self, o: &Rate) {
+        self.packets -= o.packets;
+        self.bytes -= o.bytes;
+        self.udp -= o.udp;
+        self.icmp -= o.icmp;
+    }
+}
+
+/// One second of deltas: (second, whether still counted in the short sums, deltas).
+type Bucket = (u64, bool, Vec<(IpAddr, Rate)>);
+
+/// Per-address packet rates over the short and long windows, kept as running sums: each
+/// second's deltas are added when they arrive and subtracted when they leave a window, so a
+/// poll costs what changed, not what is tracked.
+#[derive(Default)]
+struct RateSums {
+    buckets: VecDeque<Bucket>,
+    short: FastMap<IpAddr, Rate>,
+    long: FastMap<IpAddr, Rate>,
+}
+
+fn sub_from(sums: &mut FastMap<IpAddr, Rate>, ip: &IpAddr, r: &Rate) {
+    if let Some(e) = sums.get_mut(ip) {
+        e.sub(r);
+        if e.packets == 0 && e.bytes == 0 {
+            sums.remove(ip);
+        }
+    }
+}
+
+impl RateSums {
+    fn add(&mut self, sec: u64, ip: IpAddr, r: Rate) {
+        match self.buckets.back_mut() {
+            Some((s, _, v)) if *s == sec => v.push((ip, r)),
+            _ => self.buckets.push_back((sec, true, vec![(ip, r)])),
+        }
+        self.short.entry(ip).or_default().add(&r);
+        self.long.entry(ip).or_default().add(&r);
+    }
+
+    /// Drops seconds before `short_from` from the short sums and before `long_from` entirely.
+    fn expire(&mut self, short_from: u64, long_from: u64) {
+        for (s, in_short, v) in self.buckets.iter_mut() {
+            if *s >= short_from {
+                break;
+            }
+            if *in_short {
+                for (ip, r) in v.iter() {
+                    sub_from(&mut self.short, ip, r);
+                }
+                *in_short = false;
+            }
+        }
+        while self.buckets.front().is_some_and(|(s, _, _)| *s < long_from) {
+            let (_, in_short, v) = self.buckets.pop_front().expect("checked");
+            for (ip, r) in &v {
+                if in_short {
+                    sub_from(&mut self.short, ip, r);
+                }
+                sub_from(&mut self.long, ip, r);
+            }
+        }
+    }
 }
 
 struct Conv {
@@ -202,44 +280,29 @@ fn conv_key(f: &BiFlow) -> ConvKey {
 
 pub struct Tracker {
     cfg: FeatureConfig,
-    convs: HashMap<ConvKey, Conv>,
-    sent: HashMap<IpAddr, VecDeque<(u64, Rate)>>,
-    received: HashMap<IpAddr, VecDeque<(u64, Rate)>>,
+    convs: FastMap<ConvKey, Conv>,
+    sent: RateSums,
+    received: RateSums,
 }
 
-fn add_rate(ring: &mut VecDeque<(u64, Rate)>, sec: u64, r: Rate) {
-    match ring.back_mut() {
-        Some((s, acc)) if *s == sec => {
-            acc.packets += r.packets;
-            acc.bytes += r.bytes;
-            acc.udp += r.udp;
-            acc.icmp += r.icmp;
-        }
-        _ => ring.push_back((sec, r)),
-    }
-}
-
-fn window_rate(ring: Option<&VecDeque<(u64, Rate)>>, from_sec: u64) -> Rate {
-    let mut out = Rate::default();
-    for (s, r) in ring.into_iter().flatten().rev() {
-        if *s < from_sec {
-            break;
-        }
-        out.packets += r.packets;
-        out.bytes += r.bytes;
-        out.udp += r.udp;
-        out.icmp += r.icmp;
-    }
-    out
+/// Accumulates one source's conversations in one window.
+#[derive(Default)]
+struct Acc {
+    w: SourceWindow,
+    bytes_sum: u64,
+    dur_sum_ns: u64,
+    rst: u64,
+    dsts: u64,
+    max_fan_in: u64,
 }
 
 impl Tracker {
     pub fn new(cfg: FeatureConfig) -> Self {
         Self {
             cfg,
-            convs: HashMap::new(),
-            sent: HashMap::new(),
-            received: HashMap::new(),
+            convs: FastMap::default(),
+            sent: RateSums::default(),
+            received: RateSums::default(),
         }
     }
 
@@ -249,6 +312,12 @@ impl Tracker {
 
     pub fn conversations(&self) -> usize {
         self.convs.len()
+    }
+
+    fn window_bounds(&self, now_ns: u64) -> (u64, u64) {
+        let now_sec = now_ns / NS;
+        let from = |w: Duration| (now_sec + 1).saturating_sub(w.as_secs().max(1));
+        (from(self.cfg.short_window), from(self.cfg.long_window))
     }
 
     /// Takes one poll's view: the paired conversations (active and just closed) and the
@@ -267,7 +336,7 @@ impl Tracker {
                 self.convs.insert(
                     conv_key(f),
                     Conv {
-                        flow: f.clone(),
+                        flow: *f,
                         closed: is_closed,
                     },
                 );
@@ -292,138 +361,225 @@ impl Tracker {
                     0
                 },
             };
-            add_rate(self.sent.entry(key_addr(r.key.src)).or_default(), sec, rate);
-            add_rate(
-                self.received.entry(key_addr(r.key.dst)).or_default(),
-                sec,
-                rate,
-            );
+            self.sent.add(sec, key_addr(r.key.src), rate);
+            self.received.add(sec, key_addr(r.key.dst), rate);
         }
-        self.expire(now_ns);
-    }
-
-    fn expire(&mut self, now_ns: u64) {
-        let keep_ns = self.cfg.long_window.as_nanos() as u64;
-        let cutoff = now_ns.saturating_sub(keep_ns);
+        let cutoff = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         self.convs.retain(|_, c| c.flow.last_seen_ns >= cutoff);
-        let cutoff_sec = cutoff / NS;
-        for rings in [&mut self.sent, &mut self.received] {
-            rings.retain(|_, ring| {
-                while ring.front().is_some_and(|(s, _)| *s < cutoff_sec) {
-                    ring.pop_front();
-                }
-                !ring.is_empty()
-            });
-        }
+        let (short_from, long_from) = self.window_bounds(now_ns);
+        self.sent.expire(short_from, long_from);
+        self.received.expire(short_from, long_from);
     }
 
-    /// Per-source and per-destination aggregates over the `window` ending at `now_ns`.
-    pub fn windows(
-        &self,
-        now_ns: u64,
-        window: Duration,
-    ) -> (HashMap<IpAddr, SourceWindow>, HashMap<IpAddr, DestWindow>) {
-        let w_ns = window.as_nanos() as u64;
-        let w_s = window.as_secs_f64().max(1e-9);
-        let cutoff = now_ns.saturating_sub(w_ns);
-        let from_sec = (now_ns / NS + 1).saturating_sub(window.as_secs().max(1));
+    /// Per-source aggregates over the short and long windows and per-destination aggregates
+    /// over the short one, ending at `now_ns`. One sort of the conversations in the long window
+    /// replaces per-source sets: a million sources cost a million rows, not a million maps.
+    pub fn windows(&self, now_ns: u64) -> WindowSet {
+        let short_cut = now_ns.saturating_sub(self.cfg.short_window.as_nanos() as u64);
+        let long_cut = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         let login_max_ns = self.cfg.failed_login_max_duration.as_nanos() as u64;
+        let mut rows: Vec<(IpAddr, IpAddr, u16, &Conv)> = self
+            .convs
+            .values()
+            .filter(|c| c.flow.last_seen_ns >= long_cut)
+            .map(|c| (c.flow.src, c.flow.dst, c.flow.dst_port, c))
+            .collect();
+        rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
 
+        // Pass 1: who talks to each destination (fan-in), half-open spread per destination.
         #[derive(Default)]
-        struct Acc {
-            w: SourceWindow,
-            ports: HashSet<u16>,
-            dsts: HashSet<IpAddr>,
-            bytes_sum: u64,
-            dur_sum_ns: u64,
-            rst: u64,
+        struct DAcc {
+            fan_in_short: u64,
+            fan_in_long: u64,
+            d: DestWindow,
         }
-        let mut src: HashMap<IpAddr, Acc> = HashMap::new();
-        let mut dst_sources: HashMap<IpAddr, (HashSet<IpAddr>, DestWindow)> = HashMap::new();
-        for c in self.convs.values() {
-            let f = &c.flow;
-            if f.last_seen_ns < cutoff {
-                continue;
-            }
-            let a = src.entry(f.src).or_default();
-            a.w.features.conns += 1.0;
-            a.ports.insert(f.dst_port);
-            a.dsts.insert(f.dst);
-            let bytes = f.total_bytes();
-            a.bytes_sum += bytes;
-            a.w.features.max_bytes_per_flow = a.w.features.max_bytes_per_flow.max(bytes as f64);
-            let dur = f.last_seen_ns.saturating_sub(f.first_seen_ns);
-            a.dur_sum_ns += dur;
-            a.w.fwd_packets += f.fwd.packets;
-            if f.rev.packets > 0 {
-                a.w.replied += 1;
-            }
-            let d = dst_sources.entry(f.dst).or_default();
-            d.0.insert(f.src);
-            if is_tcp(f) {
-                a.w.tcp_conns += 1;
-                if has_rst(f) {
-                    a.rst += 1;
-                }
-                if handshake_completed(f) {
-                    a.w.handshakes += 1;
-                    if AUTH_PORTS.contains(&f.dst_port)
-                        && ended(f, c.closed)
-                        && dur <= login_max_ns
-                        && f.rev.bytes <= self.cfg.failed_login_max_reply_bytes
-                    {
-                        *a.w.failed_logins_by_port.entry(f.dst_port).or_default() += 1;
+        let mut dests: FastMap<IpAddr, DAcc> = FastMap::default();
+        let mut i = 0;
+        while i < rows.len() {
+            let (src, dst) = (rows[i].0, rows[i].1);
+            let mut j = i;
+            let (mut in_short, mut half_open) = (false, 0u64);
+            while j < rows.len() && rows[j].0 == src && rows[j].1 == dst {
+                let c = rows[j].3;
+                if c.flow.last_seen_ns >= short_cut {
+                    in_short = true;
+                    if half_open_flow(&c.flow) {
+                        half_open += 1;
                     }
                 }
-                if half_open(f) {
-                    a.w.half_open += 1;
-                    *a.w.half_open_by_dst.entry(f.dst).or_default() += 1;
-                    d.1.half_open_in += 1;
-                    *d.1.half_open_ports.entry(f.dst_port).or_default() += 1;
+                j += 1;
+            }
+            let d = dests.entry(dst).or_default();
+            d.fan_in_long += 1;
+            if in_short {
+                d.fan_in_short += 1;
+            }
+            if half_open > 0 {
+                d.d.half_open_in += half_open;
+                d.d.half_open_sources += 1;
+                d.d.max_half_open_per_source = d.d.max_half_open_per_source.max(half_open);
+                for r in &rows[i..j] {
+                    let c = r.3;
+                    if c.flow.last_seen_ns >= short_cut && half_open_flow(&c.flow) {
+                        *d.d.half_open_ports.entry(r.2).or_default() += 1;
+                    }
                 }
             }
+            i = j;
         }
-        let mut dests: HashMap<IpAddr, DestWindow> = HashMap::with_capacity(dst_sources.len());
-        for (ip, (sources, mut d)) in dst_sources {
-            d.fan_in = sources.len() as u64;
-            let r = window_rate(self.received.get(&ip), from_sec);
-            d.pps_in = r.packets as f64 / w_s;
-            d.bps_in = r.bytes as f64 * 8.0 / w_s;
-            dests.insert(ip, d);
-        }
-        let mut out = HashMap::with_capacity(src.len());
-        for (ip, mut a) in src {
-            let n = a.w.features.conns.max(1.0);
-            let f = &mut a.w.features;
-            f.distinct_dst_ports = a.ports.len() as f64;
-            f.distinct_dst_hosts = a.dsts.len() as f64;
-            if a.w.tcp_conns > 0 {
-                f.half_open_ratio = a.w.half_open as f64 / a.w.tcp_conns as f64;
-                f.rst_ratio = a.rst as f64 / a.w.tcp_conns as f64;
+
+        // Pass 2: per source, both windows.
+        let mut out = WindowSet::default();
+        let mut ports: Vec<u16> = Vec::new();
+        let mut logins: Vec<u16> = Vec::new();
+        let w_short = self.cfg.short_window.as_secs_f64().max(1e-9);
+        let w_long = self.cfg.long_window.as_secs_f64().max(1e-9);
+        let mut i = 0;
+        while i < rows.len() {
+            let src = rows[i].0;
+            let mut j = i;
+            while j < rows.len() && rows[j].0 == src {
+                j += 1;
             }
-            f.mean_bytes_per_flow = a.bytes_sum as f64 / n;
-            f.mean_flow_duration_s = a.dur_sum_ns as f64 / 1e9 / n;
-            f.failed_logins = a.w.failed_logins_by_port.values().sum::<u64>() as f64;
-            f.max_dst_fan_in = a
-                .dsts
-                .iter()
-                .filter_map(|d| dests.get(d))
-                .map(|d| d.fan_in as f64)
-                .fold(0.0, f64::max);
-            let r = window_rate(self.sent.get(&ip), from_sec);
-            f.pps = r.packets as f64 / w_s;
-            f.bps = r.bytes as f64 * 8.0 / w_s;
-            f.udp_pps = r.udp as f64 / w_s;
-            f.icmp_pps = r.icmp as f64 / w_s;
-            a.w.packets = r.packets;
-            a.w.bytes = r.bytes;
-            a.w.dsts = a.dsts.into_iter().collect();
-            a.w.ports = a.ports.into_iter().collect();
-            a.w.dsts.sort();
-            a.w.ports.sort_unstable();
-            out.insert(ip, a.w);
+            let group = &rows[i..j];
+            for short in [true, false] {
+                let cut = if short { short_cut } else { long_cut };
+                let mut a = Acc::default();
+                ports.clear();
+                logins.clear();
+                let mut last_dst = None;
+                let mut half_open_here = 0u64;
+                for (_, dst, port, c) in group {
+                    let f = &c.flow;
+                    if f.last_seen_ns < cut {
+                        continue;
+                    }
+                    a.w.features.conns += 1.0;
+                    ports.push(*port);
+                    if last_dst != Some(*dst) {
+                        last_dst = Some(*dst);
+                        a.dsts += 1;
+                        half_open_here = 0;
+                        if let Some(d) = dests.get(dst) {
+                            let fan = if short { d.fan_in_short } else { d.fan_in_long };
+                            a.max_fan_in = a.max_fan_in.max(fan);
+                        }
+                    }
+                    let bytes = f.total_bytes();
+                    a.bytes_sum += bytes;
+                    a.w.features.max_bytes_per_flow =
+                        a.w.features.max_bytes_per_flow.max(bytes as f64);
+                    let dur = f.last_seen_ns.saturating_sub(f.first_seen_ns);
+                    a.dur_sum_ns += dur;
+                    a.w.fwd_packets += f.fwd.packets;
+                    if f.rev.packets > 0 {
+                        a.w.replied += 1;
+                    }
+                    if is_tcp(f) {
+                        a.w.tcp_conns += 1;
+                        if has_rst(f) {
+                            a.rst += 1;
+                        }
+                        if handshake_completed(f) {
+                            a.w.handshakes += 1;
+                            if AUTH_PORTS.contains(&f.dst_port)
+                                && ended(f, c.closed)
+                                && dur <= login_max_ns
+                                && f.rev.bytes <= self.cfg.failed_login_max_reply_bytes
+                            {
+                                logins.push(f.dst_port);
+                            }
+                        }
+                        if half_open_flow(f) {
+                            a.w.half_open += 1;
+                            half_open_here += 1;
+                            if a.w.top_half_open.is_none_or(|(_, n)| half_open_here > n) {
+                                a.w.top_half_open = Some((*dst, half_open_here));
+                            }
+                        }
+                    }
+                }
+                if a.w.features.conns == 0.0 {
+                    continue;
+                }
+                ports.sort_unstable();
+                ports.dedup();
+                logins.sort_unstable();
+                let mut best: Option<(u16, u64)> = None;
+                for run in logins.chunk_by(|x, y| x == y) {
+                    let n = run.len() as u64;
+                    if best.is_none_or(|(p, b)| n > b || (n == b && run[0] < p)) {
+                        best = Some((run[0], n));
+                    }
+                }
+                a.w.top_failed_logins = best;
+                let n = a.w.features.conns;
+                let f = &mut a.w.features;
+                f.distinct_dst_ports = ports.len() as f64;
+                f.distinct_dst_hosts = a.dsts as f64;
+                if a.w.tcp_conns > 0 {
+                    f.half_open_ratio = a.w.half_open as f64 / a.w.tcp_conns as f64;
+                    f.rst_ratio = a.rst as f64 / a.w.tcp_conns as f64;
+                }
+                f.mean_bytes_per_flow = a.bytes_sum as f64 / n;
+                f.mean_flow_duration_s = a.dur_sum_ns as f64 / 1e9 / n;
+                f.failed_logins = logins.len() as f64;
+                f.max_dst_fan_in = a.max_fan_in as f64;
+                let (sums, w_s) = if short {
+                    (&self.sent.short, w_short)
+                } else {
+                    (&self.sent.long, w_long)
+                };
+                let r = sums.get(&src).copied().unwrap_or_default();
+                f.pps = r.packets as f64 / w_s;
+                f.bps = r.bytes as f64 * 8.0 / w_s;
+                f.udp_pps = r.udp as f64 / w_s;
+                f.icmp_pps = r.icmp as f64 / w_s;
+                a.w.packets = r.packets;
+                a.w.bytes = r.bytes;
+                if short {
+                    out.src_short.insert(src, a.w);
+                } else {
+                    out.src_long.insert(src, a.w);
+                }
+            }
+            i = j;
         }
-        (out, dests)
+        for (ip, acc) in dests {
+            if acc.fan_in_short == 0 {
+                continue;
+            }
+            let mut d = acc.d;
+            d.fan_in = acc.fan_in_short;
+            let r = self.received.short.get(&ip).copied().unwrap_or_default();
+            d.pps_in = r.packets as f64 / w_short;
+            d.bps_in = r.bytes as f64 * 8.0 / w_short;
+            out.dst_short.insert(ip, d);
+        }
+        out
+    }
+
+    /// Where `src` went in the long window: up to `max_dsts` destinations and `max_ports`
+    /// ports, for alerts (computed only for the few sources that alert).
+    pub fn targets(
+        &self,
+        src: IpAddr,
+        max_dsts: usize,
+        max_ports: usize,
+    ) -> (Vec<IpAddr>, Vec<u16>) {
+        let mut dsts: Vec<IpAddr> = Vec::new();
+        let mut ports: Vec<u16> = Vec::new();
+        for c in self.convs.values().filter(|c| c.flow.src == src) {
+            dsts.push(c.flow.dst);
+            ports.push(c.flow.dst_port);
+        }
+        dsts.sort();
+        dsts.dedup();
+        dsts.truncate(max_dsts);
+        ports.sort_unstable();
+        ports.dedup();
+        ports.truncate(max_ports);
+        (dsts, ports)
     }
 
     /// Conversations from `src` (any, if `None`) toward `dst` (any, if `None`).
@@ -435,15 +591,9 @@ impl Tracker {
             .collect()
     }
 
-    /// Bytes a sender sent over the window (for per-host baselines).
-    pub fn sent_bytes(&self, ip: &IpAddr, now_ns: u64, window: Duration) -> u64 {
-        let from_sec = (now_ns / NS + 1).saturating_sub(window.as_secs().max(1));
-        window_rate(self.sent.get(ip), from_sec).bytes
-    }
-
-    /// Every sender with traffic in the tracker.
-    pub fn senders(&self) -> impl Iterator<Item = &IpAddr> {
-        self.sent.keys()
+    /// Bytes a sender sent over the long window (for per-host baselines).
+    pub fn sent_bytes(&self, ip: &IpAddr) -> u64 {
+        self.sent.long.get(ip).map_or(0, |r| r.bytes)
     }
 }
 
@@ -464,6 +614,7 @@ pub(crate) mod tests {
             packets: if flags == 0 { 0 } else { 3 },
             bytes: if flags == 0 { 0 } else { bytes },
             tcp_flags: flags,
+            first_tcp_flags: flags & (TCP_SYN | TCP_ACK),
             syn: u32::from(flags & TCP_SYN != 0),
             fin: u32::from(flags & TCP_FIN != 0),
             rst: u32::from(flags & TCP_RST != 0),
@@ -511,10 +662,11 @@ pub(crate) mod tests {
     fn windows(
         flows: &[BiFlow],
         now: u64,
-    ) -> (HashMap<IpAddr, SourceWindow>, HashMap<IpAddr, DestWindow>) {
+    ) -> (FastMap<IpAddr, SourceWindow>, FastMap<IpAddr, DestWindow>) {
         let mut t = Tracker::new(FeatureConfig::default());
         t.update(now, flows, &[], &[]);
-        t.windows(now, Duration::from_secs(60))
+        let w = t.windows(now);
+        (w.src_long, w.dst_short)
     }
 
     #[test]
@@ -552,8 +704,17 @@ pub(crate) mod tests {
         assert!((w.features.rst_ratio - 30.0 / 31.0).abs() < 1e-12);
         assert_eq!(w.handshakes, 1);
         assert_eq!(w.replied, 31);
-        assert_eq!(dst[&ip("198.18.1.1")].half_open_in, 30);
-        assert_eq!(dst[&ip("198.18.1.1")].fan_in, 1);
+        let d = &dst[&ip("198.18.1.1")];
+        assert_eq!(
+            (
+                d.half_open_in,
+                d.half_open_sources,
+                d.max_half_open_per_source
+            ),
+            (30, 1, 30)
+        );
+        assert_eq!(d.fan_in, 1);
+        assert_eq!(w.top_half_open, Some((ip("198.18.1.1"), 30)));
         // Every test conversation carries 300 bytes out and 2000 back and lasts 0.5 s.
         assert_eq!(w.features.mean_bytes_per_flow, 2300.0);
         assert_eq!(w.features.max_bytes_per_flow, 2300.0);
@@ -584,7 +745,7 @@ pub(crate) mod tests {
         );
         let mut t = Tracker::new(FeatureConfig::default());
         t.update(now, &[inside, outside], &[], &[]);
-        let (src, _) = t.windows(now, Duration::from_secs(60));
+        let src = t.windows(now).src_long;
         assert_eq!(src[&ip("198.18.0.9")].features.conns, 1.0);
         // The expired one is also gone from the tracker.
         assert_eq!(t.conversations(), 1);
@@ -625,8 +786,8 @@ pub(crate) mod tests {
             now,
         );
         let w = &src[&ip("198.18.0.7")];
-        assert_eq!(w.failed_logins_by_port.get(&22), Some(&1));
-        assert_eq!(w.failed_logins_by_port.get(&3389), Some(&1));
+        // One each on 22 and 3389: the tie goes to the lower port.
+        assert_eq!(w.top_failed_logins, Some((22, 1)));
         assert_eq!(w.features.failed_logins, 2.0);
     }
 
@@ -660,13 +821,12 @@ pub(crate) mod tests {
             &[&mk([198, 18, 0, 5], 17, 500)],
         );
         t.update(100 * S, &[f], &[], &[&mk([198, 18, 0, 5], 17, 1000)]);
-        let (s10, _) = t.windows(100 * S, Duration::from_secs(10));
-        let w = &s10[&ip(src)];
+        let ws = t.windows(100 * S);
+        let w = &ws.src_short[&ip(src)];
         assert_eq!(w.features.udp_pps, 100.0);
         assert_eq!(w.features.pps, 100.0);
         assert_eq!(w.features.bps, 100.0 * 100.0 * 8.0);
-        let (s60, _) = t.windows(100 * S, Duration::from_secs(60));
-        assert_eq!(s60[&ip(src)].features.udp_pps, 25.0);
+        assert_eq!(ws.src_long[&ip(src)].features.udp_pps, 25.0);
     }
 
     #[test]
@@ -706,8 +866,10 @@ pub(crate) mod tests {
         assert!(!handshake_completed(&tcp(
             "1.1.1.1", "2.2.2.2", 1, 2, SYN, SA, t
         )));
-        assert!(half_open(&tcp("1.1.1.1", "2.2.2.2", 1, 2, SYN, SA, t)));
-        assert!(half_open(&tcp("1.1.1.1", "2.2.2.2", 1, 2, SYN, 0, t)));
-        assert!(!half_open(&tcp("1.1.1.1", "2.2.2.2", 1, 2, FULL, FULL, t)));
+        assert!(half_open_flow(&tcp("1.1.1.1", "2.2.2.2", 1, 2, SYN, SA, t)));
+        assert!(half_open_flow(&tcp("1.1.1.1", "2.2.2.2", 1, 2, SYN, 0, t)));
+        assert!(!half_open_flow(&tcp(
+            "1.1.1.1", "2.2.2.2", 1, 2, FULL, FULL, t
+        )));
     }
 }

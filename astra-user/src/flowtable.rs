@@ -1,7 +1,7 @@
 //! The agent's view of the kernel flow table: per-poll deltas, idle/active eviction, and the
 //! pairing of the two directions of a conversation into one bidirectional flow.
 use std::{
-    collections::HashMap,
+    collections::hash_map::Entry,
     net::{IpAddr, Ipv6Addr},
     time::Duration,
 };
@@ -11,6 +11,10 @@ use serde::Serialize;
 
 use crate::{error::Result, maps::PinnedMaps};
 
+/// A hash map with a fast, randomly seeded hasher: flow keys come from the network, so the
+/// hasher must resist collision floods, but SipHash costs too much at a million flows.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// A directional flow as the agent tracks it between polls.
 #[derive(Clone, Debug)]
 pub struct FlowRecord {
@@ -19,6 +23,18 @@ pub struct FlowRecord {
     /// Packets and bytes added since the previous poll.
     pub delta_packets: u64,
     pub delta_bytes: u64,
+}
+
+impl FlowRecord {
+    /// A record for a flow seen for the first time: everything in it is new.
+    pub fn new(key: FlowKey, value: FlowValue) -> Self {
+        Self {
+            key,
+            value,
+            delta_packets: value.packets,
+            delta_bytes: value.bytes,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -32,7 +48,9 @@ pub struct PollStats {
 }
 
 pub struct FlowTable {
-    flows: HashMap<FlowKey, FlowRecord>,
+    /// Each record with the poll generation that last saw it.
+    flows: FastMap<FlowKey, (FlowRecord, u32)>,
+    generation: u32,
     idle_timeout_ns: u64,
     active_timeout_ns: u64,
     buf: Vec<(FlowKey, FlowValue)>,
@@ -43,7 +61,8 @@ pub struct FlowTable {
 impl FlowTable {
     pub fn new(idle_timeout: Duration, active_timeout: Duration) -> Self {
         Self {
-            flows: HashMap::new(),
+            flows: FastMap::default(),
+            generation: 0,
             idle_timeout_ns: idle_timeout.as_nanos() as u64,
             active_timeout_ns: active_timeout.as_nanos() as u64,
             buf: Vec::new(),
@@ -60,7 +79,7 @@ impl FlowTable {
     }
 
     pub fn records(&self) -> impl Iterator<Item = &FlowRecord> {
-        self.flows.values()
+        self.flows.values().map(|(r, _)| r)
     }
 
     pub fn take_closed(&mut self) -> Vec<FlowRecord> {
@@ -90,49 +109,55 @@ impl FlowTable {
     }
 
     /// The bookkeeping part of [`FlowTable::poll`], separate so it is testable without maps.
+    /// Records are updated in place (a generation mark finds the ones that vanished), so a
+    /// poll of a million flows allocates nothing for the flows it already knew.
     fn apply(&mut self, snapshot: &[(FlowKey, FlowValue)], now_ns: u64) -> PollStats {
         let mut stats = PollStats::default();
-        let mut seen: HashMap<FlowKey, FlowRecord> = HashMap::with_capacity(snapshot.len());
+        self.generation = self.generation.wrapping_add(1);
+        let generation = self.generation;
+        let mut ended = Vec::new();
         for (k, v) in snapshot {
-            let rec = match self.flows.remove(k) {
-                // A smaller count means the kernel entry was deleted and recreated in between.
-                Some(old)
-                    if v.packets >= old.value.packets
-                        && v.first_seen_ns == old.value.first_seen_ns =>
-                {
-                    FlowRecord {
-                        key: *k,
-                        value: *v,
-                        delta_packets: v.packets - old.value.packets,
-                        delta_bytes: v.bytes.saturating_sub(old.value.bytes),
+            let rec = match self.flows.entry(*k) {
+                Entry::Occupied(e) => {
+                    let (r, g) = e.into_mut();
+                    // A smaller count means the kernel entry was deleted and recreated.
+                    if v.packets >= r.value.packets && v.first_seen_ns == r.value.first_seen_ns {
+                        r.delta_packets = v.packets - r.value.packets;
+                        r.delta_bytes = v.bytes.saturating_sub(r.value.bytes);
+                        r.value = *v;
+                    } else {
+                        stats.new += 1;
+                        *r = FlowRecord::new(*k, *v);
                     }
+                    *g = generation;
+                    &*r
                 }
-                _ => {
+                Entry::Vacant(e) => {
                     stats.new += 1;
-                    FlowRecord {
-                        key: *k,
-                        value: *v,
-                        delta_packets: v.packets,
-                        delta_bytes: v.bytes,
-                    }
+                    &e.insert((FlowRecord::new(*k, *v), generation)).0
                 }
             };
             stats.delta_packets += rec.delta_packets;
             stats.delta_bytes += rec.delta_bytes;
             let idle = now_ns.saturating_sub(v.last_seen_ns) >= self.idle_timeout_ns;
             let old = now_ns.saturating_sub(v.first_seen_ns) >= self.active_timeout_ns;
-            if idle {
-                stats.evicted_idle += 1;
-                self.closed.push(rec);
-            } else if old {
-                stats.evicted_active += 1;
-                self.closed.push(rec);
-            } else {
-                seen.insert(*k, rec);
+            if idle || old {
+                if idle {
+                    stats.evicted_idle += 1;
+                } else {
+                    stats.evicted_active += 1;
+                }
+                ended.push(*k);
             }
         }
-        // Whatever is left vanished from the kernel without us (another agent or the CLI).
-        self.flows = seen;
+        for k in ended {
+            if let Some((r, _)) = self.flows.remove(&k) {
+                self.closed.push(r);
+            }
+        }
+        // Whatever was not in this snapshot vanished from the kernel without us (another
+        // agent or the CLI).
+        self.flows.retain(|_, (_, g)| *g == generation);
         stats.active = self.flows.len();
         stats
     }
@@ -145,6 +170,8 @@ pub struct DirCounters {
     pub bytes: u64,
     /// OR of the TCP flags this side sent.
     pub tcp_flags: u32,
+    /// Flags of this side's first packet.
+    pub first_tcp_flags: u32,
     pub syn: u32,
     pub fin: u32,
     pub rst: u32,
@@ -155,7 +182,8 @@ impl DirCounters {
         Self {
             packets: v.packets,
             bytes: v.bytes,
-            tcp_flags: v.tcp_flags,
+            tcp_flags: v.tcp_flags & 0xff,
+            first_tcp_flags: (v.tcp_flags >> 8) & 0xff,
             syn: v.syn_count,
             fin: v.fin_count,
             rst: v.rst_count,
@@ -164,7 +192,7 @@ impl DirCounters {
 }
 
 /// A conversation: the initiator's direction (`fwd`) and the replies (`rev`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct BiFlow {
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -241,7 +269,7 @@ pub fn pair_flows<'a>(
         key: FlowKey,
         value: FlowValue,
     }
-    let mut groups: HashMap<PairKey, [Option<Half>; 2]> = HashMap::new();
+    let mut groups: FastMap<PairKey, [Option<Half>; 2]> = FastMap::default();
     for (k, v) in entries {
         let (pk, forward) = pair_key(k);
         let slot = &mut groups.entry(pk).or_insert([None, None])[usize::from(!forward)];
@@ -295,12 +323,14 @@ pub fn pair_flows<'a>(
 }
 
 const TCP_SYN: u32 = 0x02;
+const TCP_ACK: u32 = 0x10;
 
 /// Whether direction `x` started the conversation rather than `y`. Timestamps come from a
 /// coarse clock, so both directions of a quick exchange often carry the same first-seen
-/// time. Then an ICMP request opens its exchange; for TCP, a side that sent SYN opened it if
-/// the other side sent none (a scan answered by RST); otherwise the side talking to the lower
-/// port is taken as the client, as servers listen on low ports.
+/// time. Then an ICMP request opens its exchange; for TCP, the side whose first packet was a
+/// bare SYN opened it, or failing that a side that sent SYN when the other sent none (a scan
+/// answered by RST); otherwise the side talking to the lower port is taken as the client, as
+/// servers usually listen on low ports.
 fn initiated_first(kx: &FlowKey, vx: &FlowValue, vy: &FlowValue) -> bool {
     if vx.first_seen_ns != vy.first_seen_ns {
         return vx.first_seen_ns < vy.first_seen_ns;
@@ -313,6 +343,13 @@ fn initiated_first(kx: &FlowKey, vx: &FlowValue, vy: &FlowValue) -> bool {
         }
     }
     if kx.proto == 6 {
+        // A first packet that is a bare SYN (no ACK) opened the connection.
+        let opened = |v: &FlowValue| (v.tcp_flags >> 8) & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        match (opened(vx), opened(vy)) {
+            (true, false) => return true,
+            (false, true) => return false,
+            _ => {}
+        }
         let sent_syn = |v: &FlowValue| v.tcp_flags & TCP_SYN != 0;
         match (sent_syn(vx), sent_syn(vy)) {
             (true, false) => return true,
@@ -445,6 +482,23 @@ mod tests {
         assert_eq!(flows.len(), 2);
         let icmp = flows.iter().find(|f| f.proto == 1).unwrap();
         assert_eq!((icmp.fwd.packets, icmp.rev.packets), (3, 3));
+    }
+
+    #[test]
+    fn the_bare_syn_side_initiates_on_a_timestamp_tie_whatever_the_ports() {
+        let c = [198, 18, 0, 1];
+        let s = [198, 18, 0, 2];
+        // The server listens on a high port, the client got a lower ephemeral one.
+        let req = key(c, s, 34130, 37959, 6, direction::INGRESS);
+        let rep = key(s, c, 37959, 34130, 6, direction::EGRESS);
+        let mut vr = val(5, S, S);
+        vr.tcp_flags = 0x1b | (0x02 << 8); // first packet: SYN
+        let mut vp = val(4, S, S);
+        vp.tcp_flags = 0x1b | (0x12 << 8); // first packet: SYN-ACK
+        let flows = pair_flows([(&rep, &vp), (&req, &vr)]);
+        assert_eq!(flows[0].src, IpAddr::from(c));
+        assert_eq!(flows[0].fwd.first_tcp_flags, 0x02);
+        assert_eq!(flows[0].tcp_flags, 0x1b);
     }
 
     #[test]

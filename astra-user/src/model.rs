@@ -3,7 +3,7 @@
 //! no alert. The model and its training rows live in the state dir, so `astra model train` and
 //! `astra model import-sklearn` can replace the model while the agent runs.
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashSet, VecDeque},
     net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
@@ -378,7 +378,7 @@ impl Learner {
     /// attack never becomes the baseline), and trains when the time has come.
     pub fn observe(
         &mut self,
-        sources: &HashMap<IpAddr, SourceWindow>,
+        sources: &crate::flowtable::FastMap<IpAddr, SourceWindow>,
         alerted: &HashSet<IpAddr>,
         rng_state: &mut u64,
     ) {
@@ -506,7 +506,7 @@ mod tests {
         assert_eq!(l.status().state, "learning");
         let mut rng = 1u64;
         for poll in 0..10u32 {
-            let sources: HashMap<IpAddr, SourceWindow> = (0..20u8)
+            let sources: crate::flowtable::FastMap<IpAddr, SourceWindow> = (0..20u8)
                 .map(|i| {
                     (
                         IpAddr::from([198, 18, 0, i]),
@@ -571,7 +571,8 @@ mod tests {
         let d = dir();
         let mut l = Learner::new(ModelConfig::default(), &d);
         let bad: IpAddr = "198.18.9.9".parse().unwrap();
-        let sources = HashMap::from([(bad, window(500.0, 400.0))]);
+        let sources: crate::flowtable::FastMap<IpAddr, SourceWindow> =
+            [(bad, window(500.0, 400.0))].into_iter().collect();
         let mut rng = 7;
         l.observe(&sources, &HashSet::from([bad]), &mut rng);
         assert_eq!(l.status().rows_collected, 0);

@@ -306,7 +306,11 @@ fn value(packets: &[(usize, u8)]) -> FlowValue {
         min_len: u32::MAX,
         ..Default::default()
     };
-    for &(len, flags) in packets {
+    for (i, &(len, flags)) in packets.iter().enumerate() {
+        if i == 0 {
+            // The first packet's flags are kept in the second byte.
+            v.tcp_flags |= (flags as u32) << 8;
+        }
         v.packets += 1;
         v.bytes += len as u64;
         v.min_len = v.min_len.min(len as u32);
@@ -749,7 +753,8 @@ fn ipv4_tcp_connection_is_one_flow() {
         (v.packets, v.syn_count, v.fin_count, v.rst_count),
         (4, 1, 1, 1)
     );
-    assert_eq!(v.tcp_flags, u32::from(SYN | ACK | FIN | RST));
+    assert_eq!(v.tcp_flags & 0xff, u32::from(SYN | ACK | FIN | RST));
+    assert_eq!(v.tcp_flags >> 8, u32::from(SYN), "first packet's flags");
     assert_flows(&s, &[(key4(TCP, 40000, 443), v)]);
 
     let (_, got) = s.flows()[0];

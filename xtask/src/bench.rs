@@ -19,7 +19,9 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     build::run(&build::Args { release: true })?;
-    cmd::step("bench tools (apt)", || deps::ensure(deps::BENCH_REQUIREMENTS))?;
+    cmd::step("bench tools (apt)", || {
+        deps::ensure(deps::BENCH_REQUIREMENTS)
+    })?;
     let binary = cmd::target_dir().join("release").join("astra");
     let mut bench = Command::new(&binary);
     bench.arg("bench");

@@ -411,6 +411,21 @@ pub fn agent_polls(out: &mut Vec<Measurement>) -> Result<()> {
     Ok(())
 }
 
+fn status_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn hwm() -> u64 {
+    status_kb("VmHWM:") * 1024
+}
+
 fn cpu_seconds() -> f64 {
     // SAFETY: getrusage fills the struct.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -464,14 +479,7 @@ pub fn poll_child(n: u32) -> Result<()> {
             pass_cpus.push(cpu_seconds() - c1);
         }
     }
-    let rss = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024);
+    let rss = hwm();
     let _ = std::fs::remove_dir_all(&state);
     println!(
         "{}",

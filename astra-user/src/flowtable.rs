@@ -53,7 +53,6 @@ pub struct FlowTable {
     generation: u32,
     idle_timeout_ns: u64,
     active_timeout_ns: u64,
-    buf: Vec<(FlowKey, FlowValue)>,
     /// Flows ended by a timeout since the last [`FlowTable::take_closed`].
     closed: Vec<FlowRecord>,
 }
@@ -65,7 +64,6 @@ impl FlowTable {
             generation: 0,
             idle_timeout_ns: idle_timeout.as_nanos() as u64,
             active_timeout_ns: active_timeout.as_nanos() as u64,
-            buf: Vec::new(),
             closed: Vec::new(),
         }
     }
@@ -91,75 +89,88 @@ impl FlowTable {
     /// the table never fills with dead conversations; a long-lived one simply starts a new
     /// record, as NetFlow's active timeout does.
     pub fn poll(&mut self, maps: &mut PinnedMaps, now_ns: u64) -> Result<PollStats> {
-        let mut buf = std::mem::take(&mut self.buf);
-        maps.read_flows(&mut buf)?;
-        let stats = self.apply(&buf, now_ns);
-        let evict: Vec<FlowKey> = self.closed_keys_since(stats);
-        maps.delete_flows(&evict)?;
-        self.buf = buf;
+        // The kernel's batches are folded in as they arrive: the table is never copied whole.
+        let mut stats = PollStats::default();
+        let mut ended = Vec::new();
+        self.generation = self.generation.wrapping_add(1);
+        maps.for_each_flow_batch(|keys, values| {
+            for (k, v) in keys.iter().zip(values) {
+                self.apply_one(k, v, now_ns, &mut stats, &mut ended);
+            }
+        })?;
+        self.finish(&mut stats, &ended);
+        maps.delete_flows(&ended)?;
         Ok(stats)
     }
 
-    fn closed_keys_since(&self, stats: PollStats) -> Vec<FlowKey> {
-        let n = stats.evicted_idle + stats.evicted_active;
-        self.closed[self.closed.len() - n..]
-            .iter()
-            .map(|r| r.key)
-            .collect()
-    }
-
-    /// The bookkeeping part of [`FlowTable::poll`], separate so it is testable without maps.
-    /// Records are updated in place (a generation mark finds the ones that vanished), so a
-    /// poll of a million flows allocates nothing for the flows it already knew.
+    /// The bookkeeping part of [`FlowTable::poll`] on a snapshot, for tests without maps.
+    #[cfg(test)]
     fn apply(&mut self, snapshot: &[(FlowKey, FlowValue)], now_ns: u64) -> PollStats {
         let mut stats = PollStats::default();
-        self.generation = self.generation.wrapping_add(1);
-        let generation = self.generation;
         let mut ended = Vec::new();
+        self.generation = self.generation.wrapping_add(1);
         for (k, v) in snapshot {
-            let rec = match self.flows.entry(*k) {
-                Entry::Occupied(e) => {
-                    let (r, g) = e.into_mut();
-                    // A smaller count means the kernel entry was deleted and recreated.
-                    if v.packets >= r.value.packets && v.first_seen_ns == r.value.first_seen_ns {
-                        r.delta_packets = v.packets - r.value.packets;
-                        r.delta_bytes = v.bytes.saturating_sub(r.value.bytes);
-                        r.value = *v;
-                    } else {
-                        stats.new += 1;
-                        *r = FlowRecord::new(*k, *v);
-                    }
-                    *g = generation;
-                    &*r
-                }
-                Entry::Vacant(e) => {
-                    stats.new += 1;
-                    &e.insert((FlowRecord::new(*k, *v), generation)).0
-                }
-            };
-            stats.delta_packets += rec.delta_packets;
-            stats.delta_bytes += rec.delta_bytes;
-            let idle = now_ns.saturating_sub(v.last_seen_ns) >= self.idle_timeout_ns;
-            let old = now_ns.saturating_sub(v.first_seen_ns) >= self.active_timeout_ns;
-            if idle || old {
-                if idle {
-                    stats.evicted_idle += 1;
-                } else {
-                    stats.evicted_active += 1;
-                }
-                ended.push(*k);
-            }
+            self.apply_one(k, v, now_ns, &mut stats, &mut ended);
         }
+        self.finish(&mut stats, &ended);
+        stats
+    }
+
+    /// Updates one record in place (a generation mark later finds the ones that vanished), so
+    /// a poll of a million flows allocates nothing for the flows it already knew.
+    fn apply_one(
+        &mut self,
+        k: &FlowKey,
+        v: &FlowValue,
+        now_ns: u64,
+        stats: &mut PollStats,
+        ended: &mut Vec<FlowKey>,
+    ) {
+        let generation = self.generation;
+        let rec = match self.flows.entry(*k) {
+            Entry::Occupied(e) => {
+                let (r, g) = e.into_mut();
+                // A smaller count means the kernel entry was deleted and recreated.
+                if v.packets >= r.value.packets && v.first_seen_ns == r.value.first_seen_ns {
+                    r.delta_packets = v.packets - r.value.packets;
+                    r.delta_bytes = v.bytes.saturating_sub(r.value.bytes);
+                    r.value = *v;
+                } else {
+                    stats.new += 1;
+                    *r = FlowRecord::new(*k, *v);
+                }
+                *g = generation;
+                &*r
+            }
+            Entry::Vacant(e) => {
+                stats.new += 1;
+                &e.insert((FlowRecord::new(*k, *v), generation)).0
+            }
+        };
+        stats.delta_packets += rec.delta_packets;
+        stats.delta_bytes += rec.delta_bytes;
+        let idle = now_ns.saturating_sub(v.last_seen_ns) >= self.idle_timeout_ns;
+        let old = now_ns.saturating_sub(v.first_seen_ns) >= self.active_timeout_ns;
+        if idle {
+            stats.evicted_idle += 1;
+            ended.push(*k);
+        } else if old {
+            stats.evicted_active += 1;
+            ended.push(*k);
+        }
+    }
+
+    fn finish(&mut self, stats: &mut PollStats, ended: &[FlowKey]) {
         for k in ended {
-            if let Some((r, _)) = self.flows.remove(&k) {
+            if let Some((r, _)) = self.flows.remove(k) {
                 self.closed.push(r);
             }
         }
         // Whatever was not in this snapshot vanished from the kernel without us (another
         // agent or the CLI).
+        let generation = self.generation;
         self.flows.retain(|_, (_, g)| *g == generation);
         stats.active = self.flows.len();
-        stats
     }
 }
 
@@ -265,11 +276,12 @@ fn pair_key(k: &FlowKey) -> (PairKey, bool) {
 pub fn pair_flows<'a>(
     entries: impl IntoIterator<Item = (&'a FlowKey, &'a FlowValue)>,
 ) -> Vec<BiFlow> {
-    struct Half {
-        key: FlowKey,
-        value: FlowValue,
+    // References, not copies: at a million flows the copies were a quarter of a gigabyte.
+    struct Half<'a> {
+        key: &'a FlowKey,
+        value: &'a FlowValue,
     }
-    let mut groups: FastMap<PairKey, [Option<Half>; 2]> = FastMap::default();
+    let mut groups: FastMap<PairKey, [Option<Half<'a>>; 2]> = FastMap::default();
     for (k, v) in entries {
         let (pk, forward) = pair_key(k);
         let slot = &mut groups.entry(pk).or_insert([None, None])[usize::from(!forward)];
@@ -281,14 +293,14 @@ pub fn pair_flows<'a>(
             }
         };
         if better {
-            *slot = Some(Half { key: *k, value: *v });
+            *slot = Some(Half { key: k, value: v });
         }
     }
     let mut out = Vec::with_capacity(groups.len());
     for [a, b] in groups.into_values() {
         let (fwd, rev) = match (a, b) {
             (Some(a), Some(b)) => {
-                if initiated_first(&b.key, &b.value, &a.value) {
+                if initiated_first(b.key, b.value, a.value) {
                     (b, Some(a))
                 } else {
                     (a, Some(b))
@@ -298,8 +310,8 @@ pub fn pair_flows<'a>(
             (None, Some(b)) => (b, None),
             (None, None) => continue,
         };
-        let rv = rev.as_ref().map(|h| h.value);
-        let fwd_c = DirCounters::from_value(&fwd.value);
+        let rv = rev.as_ref().map(|h| *h.value);
+        let fwd_c = DirCounters::from_value(fwd.value);
         let rev_c = rv.as_ref().map(DirCounters::from_value).unwrap_or_default();
         out.push(BiFlow {
             src: key_addr(fwd.key.src),

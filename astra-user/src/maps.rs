@@ -88,8 +88,13 @@ impl PinnedMaps {
     /// instead of two per flow, which is what keeps a poll of a million flows under a second.
     pub fn read_flows(&self, out: &mut Vec<(FlowKey, FlowValue)>) -> Result<()> {
         out.clear();
+        self.for_each_flow_batch(|k, v| out.extend(k.iter().copied().zip(v.iter().copied())))
+    }
+
+    /// Calls `f` with each batch of the flow table as the kernel hands it over.
+    pub fn for_each_flow_batch(&self, f: impl FnMut(&[FlowKey], &[FlowValue])) -> Result<()> {
         let fd = self.flows_fd();
-        batch::lookup_all(fd, out).map_err(|e| Error::bpf("reading the flow table", e))
+        batch::lookup_all(fd, f).map_err(|e| Error::bpf("reading the flow table", e))
     }
 
     /// Deletes flows in batches; keys already gone are not an error.
@@ -162,7 +167,7 @@ mod batch {
         }
     }
 
-    pub fn lookup_all(fd: i32, out: &mut Vec<(FlowKey, FlowValue)>) -> io::Result<()> {
+    pub fn lookup_all(fd: i32, mut f: impl FnMut(&[FlowKey], &[FlowValue])) -> io::Result<()> {
         let mut keys = vec![FlowKey::default(); CHUNK];
         let mut values = vec![FlowValue::default(); CHUNK];
         let mut token_in = 0u64;
@@ -184,7 +189,7 @@ mod batch {
             };
             let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
             let n = attr.count as usize;
-            out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+            f(&keys[..n], &values[..n]);
             match r {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),

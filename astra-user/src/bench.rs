@@ -1020,3 +1020,36 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert!(median(vec![]).is_nan());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn ratios_are_value_over_baseline() {
+        let x = m("a", 30.0, "ns", Some(("b", 10.0)), "-");
+        assert_eq!(x.ratio, Some(3.0));
+        assert!(
+            m("a", 1.0, "ns", Some(("b", 0.0)), "-")
+                .ratio
+                .unwrap()
+                .is_nan()
+        );
+        assert_eq!(m("a", 1.0, "ns", None, "-").ratio, None);
+    }
+
+    #[test]
+    fn forest_data_is_deterministic_and_shaped_like_the_features() {
+        let a = forest_data(100, 3);
+        assert_eq!(a.dim(), (100, FEATURE_NAMES.len()));
+        assert_eq!(a, forest_data(100, 3));
+        assert_ne!(a, forest_data(100, 4));
+    }
+}

@@ -134,23 +134,7 @@ fn mapped(a: Ipv4Addr) -> [u8; 16] {
 }
 
 /// Fills the flow table with `n` synthetic live flows through batched map updates.
-fn fill_flows(maps: &PinnedMaps, n: u32, now_ns: u64) -> Result<()> {
-    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    let data = aya::maps::MapData::from_pin(maps.pin_dir.join(astra_common::map_names::FLOWS))
-        .map_err(|e| Error::bpf("opening the flow table", e))?;
-    let fd = data.fd().as_fd().as_raw_fd();
+fn fill_flows(maps: &mut PinnedMaps, n: u32, now_ns: u64) -> Result<()> {
     let chunk = 65_536u32;
     let mut start = 0u32;
     while start < n {
@@ -181,28 +165,7 @@ fn fill_flows(maps: &PinnedMaps, n: u32, now_ns: u64) -> Result<()> {
                 max_len: 1500,
             })
             .collect();
-        let mut attr = BatchAttr {
-            keys: keys.as_ptr() as u64,
-            values: values.as_ptr() as u64,
-            count: end - start,
-            map_fd: fd as u32,
-            ..Default::default()
-        };
-        // SAFETY: keys and values hold `count` elements each and outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_UPDATE_BATCH,
-                &mut attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as u32,
-            )
-        };
-        if rc < 0 {
-            return Err(Error::bpf(
-                "filling the flow table",
-                std::io::Error::last_os_error(),
-            ));
-        }
+        maps.insert_flows(&keys, &values)?;
         start = end;
     }
     Ok(())
@@ -300,7 +263,7 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
         maps.read_flows(&mut raw)?;
         let keys: Vec<FlowKey> = raw.iter().map(|(k, _)| *k).collect();
         maps.delete_flows(&keys)?;
-        fill_flows(&maps, n, now)?;
+        fill_flows(&mut maps, n, now)?;
         let ins = singles(&mut dp, false, base, 5_000)?;
         base += 5_000;
         out.push(m(
@@ -441,8 +404,8 @@ pub fn poll_child(n: u32) -> Result<()> {
     let pin = PinGuard(bench_pin(&format!("poll{n}")));
     let state = std::env::temp_dir().join(format!("astra-bench-{}-state", std::process::id()));
     let _dp = Dataplane::load(&pin.0, (n + n / 4).max(1024))?;
-    let maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
-    fill_flows(&maps, n, crate::blocklist::mono_now_ns())?;
+    let mut maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
+    fill_flows(&mut maps, n, crate::blocklist::mono_now_ns())?;
     let store = crate::store::Store::open(&state)?;
     let mut lists = crate::blocklist::Lists::from_parts(store, Some(maps));
     let mut table =

@@ -115,6 +115,12 @@ impl PinnedMaps {
         }
     }
 
+    /// Writes flows in batches (benchmarks fill the table this way).
+    pub fn insert_flows(&mut self, keys: &[FlowKey], values: &[FlowValue]) -> Result<()> {
+        let fd = self.flows_fd();
+        batch::update(fd, keys, values).map_err(|e| Error::bpf("writing the flow table", e))
+    }
+
     pub fn flow_capacity(&self) -> Result<u32> {
         let info = aya::maps::MapInfo::from_pin(self.pin_dir.join(map_names::FLOWS))
             .map_err(|e| Error::bpf("reading flow table info", e))?;
@@ -133,6 +139,7 @@ mod batch {
     use astra_common::{FlowKey, FlowValue};
 
     const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
     const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
     const CHUNK: usize = 4096;
 
@@ -200,6 +207,20 @@ mod batch {
             token_in = token_out;
             first = false;
         }
+    }
+
+    pub fn update(fd: i32, keys: &[FlowKey], values: &[FlowValue]) -> io::Result<()> {
+        for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
+            let mut attr = BatchAttr {
+                keys: k.as_ptr() as u64,
+                values: v.as_ptr() as u64,
+                count: k.len() as u32,
+                map_fd: fd as u32,
+                ..Default::default()
+            };
+            bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+        }
+        Ok(())
     }
 
     pub fn delete(fd: i32, keys: &[FlowKey]) -> io::Result<()> {

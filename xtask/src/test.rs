@@ -63,7 +63,10 @@ pub fn run(args: &Args) -> Result<()> {
             toolchain::ensure_check_tools()
         },
     )?;
-    cmd::step("test tools (apt)", || deps::ensure(deps::TEST_REQUIREMENTS))?;
+    cmd::step("test tools (apt)", || {
+        deps::ensure(deps::TEST_REQUIREMENTS)?;
+        deps::ensure(deps::LAB_REQUIREMENTS)
+    })?;
 
     let [fmt, clippy, test] = check_args(&args.cargo_test_args);
     let cargo = |args: &[OsString]| {

@@ -129,6 +129,16 @@ pub enum Command {
         #[arg(long, hide = true, value_name = "FLOWS")]
         poll_child: Option<u32>,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (astra.1 and one per subcommand) into a directory.
+    Man {
+        #[arg(long, default_value = "man", value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Run lab scenarios on network namespaces it creates and removes: real services, benign
     /// clients and attackers, Astra attached; prints a table and can write a JSON report.
     Lab {
@@ -344,6 +354,12 @@ pub fn run(cli: Cli) -> Result<()> {
             events,
         } => alerts(&state_dir, events, since, json),
         Command::DetectDefaults => print_json(&DetectConfig::default()),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(shell, &mut Cli::command(), "astra", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { out } => write_man_pages(&out),
         Command::Bench {
             json,
             only,
@@ -575,6 +591,31 @@ pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> 
         ]);
     }
     println!("{t}");
+    Ok(())
+}
+
+/// Man pages straight from the argument definitions, so they cannot drift from `--help`.
+fn write_man_pages(dir: &Path) -> Result<()> {
+    use clap::CommandFactory as _;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Usage(format!("cannot create {}: {e}", dir.display())))?;
+    let cmd = Cli::command();
+    let mut written = Vec::new();
+    let mut render = |cmd: clap::Command, name: String| -> Result<()> {
+        let path = dir.join(format!("{name}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.name(name.clone()))
+            .render(&mut buf)
+            .map_err(|e| Error::io(&path, e))?;
+        std::fs::write(&path, buf).map_err(|e| Error::io(&path, e))?;
+        written.push(path);
+        Ok(())
+    };
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        render(sub.clone(), format!("astra-{}", sub.get_name()))?;
+    }
+    render(cmd, "astra".into())?;
+    println!("wrote {} man pages to {}", written.len(), dir.display());
     Ok(())
 }
 

@@ -97,3 +97,52 @@ fn store_only_blocks_round_trip_through_list() {
         "{out}"
     );
 }
+
+#[test]
+fn completions_cover_every_subcommand() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = std::process::Command::new(common::astra_bin())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for verb in [
+            "block", "unblock", "allow", "list", "flows", "status", "alerts", "lab",
+        ] {
+            assert!(text.contains(verb), "{shell} completion lacks {verb}");
+        }
+    }
+    let (code, _, err) = cli(
+        std::path::Path::new("/tmp"),
+        std::path::Path::new("/tmp"),
+        &["completions", "tcsh"],
+    );
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn man_pages_are_generated_for_astra_and_each_subcommand() {
+    let dir = TempDir::new();
+    let out = std::process::Command::new(common::astra_bin())
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(dir.path().join("astra.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH astra"),
+        "{page}"
+    );
+    let block = std::fs::read_to_string(dir.path().join("astra-block.1")).unwrap();
+    assert!(
+        block.contains(".TH astra-block") && block.contains("ttl"),
+        "{block}"
+    );
+    assert!(dir.path().join("astra-run.1").exists());
+}

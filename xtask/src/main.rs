@@ -5,6 +5,7 @@ mod build;
 mod cmd;
 mod demo;
 mod deps;
+mod man;
 mod test;
 mod toolchain;
 
@@ -33,6 +34,8 @@ enum Task {
     Demo(demo::Args),
     /// Build release, install the tools compared against, then run `astra bench`.
     Bench(bench::Args),
+    /// Build release, then write man pages for astra and its subcommands to target/man.
+    Man,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Task::Test(args) => test::run(&args),
         Task::Demo(args) => demo::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Man => man::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

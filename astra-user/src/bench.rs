@@ -674,7 +674,7 @@ pub fn detection_latency(out: &mut Vec<Measurement>) -> Result<()> {
             s.spawn(move || {
                 while t0.elapsed() < Duration::from_secs(5) && topo.kernel_drops() == 0 {
                     let attacker = &topo.attackers[0].ns;
-                    if traffic::syn_flood(attacker, traffic::SynSource::Real(me), target, 80, 20)
+                    if traffic::syn_flood(attacker, traffic::SourceAddr::Real(me), target, 80, 20)
                         .is_err()
                     {
                         break;

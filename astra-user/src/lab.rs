@@ -26,7 +26,7 @@ use crate::{
     netns::{Netns, veth},
     scenario::{self, Action, Expected, Scenario, Sender},
     store::{ListKind, Store},
-    traffic::{self, SynSource},
+    traffic::{self, SourceAddr},
 };
 
 /// The built-in web service the tests use (the real nginx, when installed, is on 80).
@@ -47,6 +47,8 @@ pub struct Host {
     pub server_addr: Ipv4Addr,
     /// The server's interface on this link (where Astra attaches).
     pub server_iface: String,
+    /// Its ifindex in the server namespace, where the agent's counters are keyed by it.
+    pub server_ifindex: u32,
 }
 
 /// A server namespace, and client and attacker namespaces each on its own veth to it.
@@ -94,11 +96,14 @@ fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
     server.add_addr(&server_iface, &format!("{server_addr}/24"))?;
     ns.add_addr("eth0", &format!("{addr}/24"))?;
     ns.ip(&["route", "add", SWEEP_NET, "via", &server_addr.to_string()])?;
+    let ifc = server_iface.clone();
+    let server_ifindex = server.run(move || crate::loader::ifindex(&ifc))??;
     Ok(Host {
         ns,
         addr,
         server_addr,
         server_iface,
+        server_ifindex,
     })
 }
 
@@ -322,11 +327,7 @@ impl Topology {
         };
         let mut total = 0;
         for h in self.clients.iter().chain(&self.attackers) {
-            let ifc = h.server_iface.clone();
-            let Ok(Ok(idx)) = self.server.run(move || crate::loader::ifindex(&ifc)) else {
-                continue;
-            };
-            if let Ok(c) = maps.iface_counters(idx) {
+            if let Ok(c) = maps.iface_counters(h.server_ifindex) {
                 total += c[action::DROP_BLOCKED as usize].packets
                     + c[action::DROP_BLOCKED_NET as usize].packets;
             }
@@ -476,24 +477,14 @@ fn perform(
             size,
             spoofed,
         } => {
-            let src = if *spoofed {
-                SynSource::SpoofedRandom
-            } else {
-                SynSource::Real(me)
-            };
-            traffic::udp_flood(ns, src, target, *count, *size)?;
+            traffic::udp_flood(ns, SourceAddr::new(me, *spoofed), target, *count, *size)?;
         }
         Action::SynFlood {
             count,
             port,
             spoofed,
         } => {
-            let src = if *spoofed {
-                SynSource::SpoofedRandom
-            } else {
-                SynSource::Real(me)
-            };
-            traffic::syn_flood(ns, src, target, *port, *count)?;
+            traffic::syn_flood(ns, SourceAddr::new(me, *spoofed), target, *port, *count)?;
         }
         Action::IcmpFlood { count } => {
             traffic::icmp_flood(ns, me, target, *count)?;

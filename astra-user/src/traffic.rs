@@ -132,13 +132,31 @@ pub fn login_attempts(ns: &Netns, to: SocketAddr, n: usize) -> Result<usize> {
     })
 }
 
-/// Where a raw SYN flood claims to come from.
+/// Where a raw flood (SYN or UDP) claims to come from.
 #[derive(Clone, Copy, Debug)]
-pub enum SynSource {
+pub enum SourceAddr {
     /// The sender's real address: the flood can be traced and blocked.
     Real(Ipv4Addr),
     /// A different random address in 198.18.128.0/17 for every packet.
     SpoofedRandom,
+}
+
+impl SourceAddr {
+    /// `addr` itself, or random spoofed addresses.
+    pub fn new(addr: Ipv4Addr, spoofed: bool) -> Self {
+        if spoofed {
+            SourceAddr::SpoofedRandom
+        } else {
+            SourceAddr::Real(addr)
+        }
+    }
+
+    fn pick(self, r: u64) -> Ipv4Addr {
+        match self {
+            SourceAddr::Real(a) => a,
+            SourceAddr::SpoofedRandom => spoofed(r),
+        }
+    }
 }
 
 /// A random address in 198.18.128.0/17: inside the test range, outside every lab subnet.
@@ -226,16 +244,13 @@ fn built(e: etherparse::err::packet::BuildWriteError) -> Error {
 /// ports (and random source addresses when spoofed). Returns the packets sent.
 pub fn syn_flood(
     ns: &Netns,
-    source: SynSource,
+    source: SourceAddr,
     to: Ipv4Addr,
     port: u16,
     count: u64,
 ) -> Result<u64> {
     raw_flood(ns, to, count, u64::from(port), move |r, buf| {
-        let src = match source {
-            SynSource::Real(a) => a,
-            SynSource::SpoofedRandom => spoofed(r),
-        };
+        let src = source.pick(r);
         PacketBuilder::ipv4(src.octets(), to.octets(), 64)
             .tcp(
                 1024 + (r >> 24) as u16 % 60_000,
@@ -253,17 +268,14 @@ pub fn syn_flood(
 /// `source`'s address or from random spoofed ones.
 pub fn udp_flood(
     ns: &Netns,
-    source: SynSource,
+    source: SourceAddr,
     to: Ipv4Addr,
     count: u64,
     size: usize,
 ) -> Result<u64> {
     let payload = vec![0u8; size];
     raw_flood(ns, to, count, size as u64, move |r, buf| {
-        let src = match source {
-            SynSource::Real(a) => a,
-            SynSource::SpoofedRandom => spoofed(r),
-        };
+        let src = source.pick(r);
         PacketBuilder::ipv4(src.octets(), to.octets(), 64)
             .udp(
                 1024 + (r >> 24) as u16 % 60_000,

@@ -17,7 +17,7 @@ use astra::{
     lab::{
         ATTACKER, CLIENT, LOGIN_PORT, SERVER_ATTACKER_SIDE, SERVER_CLIENT_SIDE, Topology, WEB_PORT,
     },
-    traffic::{self, SynSource},
+    traffic::{self, SourceAddr},
 };
 
 const POLL: Duration = Duration::from_secs(1);
@@ -141,7 +141,7 @@ fn syn_flood_from_one_source_is_detected_and_blocked() {
     let mut run = Run::start(&[]);
     let sent = traffic::syn_flood(
         &run.topo.attackers[0].ns,
-        SynSource::Real(ATTACKER),
+        SourceAddr::Real(ATTACKER),
         SERVER_ATTACKER_SIDE,
         80,
         400,
@@ -197,7 +197,7 @@ fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
     let mut run = Run::start(&["--set", "policy.max_blocks_per_minute=5"]);
     traffic::syn_flood(
         &run.topo.attackers[0].ns,
-        SynSource::SpoofedRandom,
+        SourceAddr::SpoofedRandom,
         SERVER_ATTACKER_SIDE,
         80,
         3000,

@@ -58,25 +58,22 @@ fn default_scenarios_all_pass_and_the_report_has_every_field() {
     assert!(r["agent"]["cpu_seconds"].as_f64().unwrap() > 0.0);
     assert!(r["agent"]["max_rss_bytes"].as_u64().unwrap() > 0);
     // Everything the lab created is gone.
-    let leftovers: Vec<String> = std::fs::read_dir("/var/run/netns")
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default();
+    let leftovers = entries_with_prefix("/var/run/netns", &prefix);
     assert!(
         leftovers.is_empty(),
         "namespaces left behind: {leftovers:?}"
     );
-    let pins: Vec<String> = std::fs::read_dir("/sys/fs/bpf")
+    let pins = entries_with_prefix("/sys/fs/bpf", &prefix);
+    assert!(pins.is_empty(), "pin dirs left behind: {pins:?}");
+}
+
+fn entries_with_prefix(dir: &str, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
+                .filter(|n| n.starts_with(prefix))
                 .collect()
         })
-        .unwrap_or_default();
-    assert!(pins.is_empty(), "pin dirs left behind: {pins:?}");
+        .unwrap_or_default()
 }

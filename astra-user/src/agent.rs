@@ -29,20 +29,39 @@ use crate::{
     store::{Store, now_unix},
 };
 
-#[derive(Clone, Debug)]
+/// Everything `astra run` was configured with, after merging the configuration file, the
+/// environment and the defaults; `astra config check` prints it.
+#[derive(Clone, Debug, Serialize)]
 pub struct AgentConfig {
+    /// The file merged in, if any (also re-read on SIGHUP).
+    pub config_file: Option<PathBuf>,
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    #[serde(rename = "iface")]
     pub ifaces: Vec<String>,
     pub xdp_mode: XdpModeArg,
     pub metrics_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     pub flow_capacity: u32,
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
     pub active_timeout: Duration,
-    pub pin_dir: PathBuf,
-    pub state_dir: PathBuf,
-    pub detect: DetectConfig,
     /// The EVE-style event log; `None` = `<state-dir>/eve.json`.
     pub events: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub history_max_age: Duration,
+    pub history_max_rows: u64,
+    #[serde(rename = "feed")]
+    pub feeds: Vec<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub feed_every: Duration,
+    pub detect: DetectConfig,
+    /// The command line, to rebuild this configuration on SIGHUP.
+    #[serde(skip)]
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 impl AgentConfig {
@@ -61,6 +80,8 @@ pub struct AgentStatus {
     pub started_at: u64,
     pub pin_dir: PathBuf,
     pub metrics_addr: String,
+    #[serde(default)]
+    pub api_addr: String,
     pub poll_interval_ms: u64,
     pub flow_capacity: u32,
     pub interfaces: Vec<IfaceStatus>,
@@ -73,6 +94,9 @@ pub struct AgentStatus {
     pub alerts: u64,
     pub auto_blocks: u64,
     pub model: Option<ModelStatus>,
+    /// Why the state store is not in use (the agent then keeps decisions in memory only).
+    #[serde(default)]
+    pub store_error: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -123,7 +147,22 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             "--poll-interval must be greater than 0".into(),
         ));
     }
-    let store = Store::open(&cfg.state_dir)?;
+    // A damaged database must not take enforcement down with it: the pinned maps keep their
+    // entries, the agent keeps detecting and blocking, and status says decisions are not
+    // durable until the operator repairs or moves the file. A state dir that cannot be used at
+    // all is a configuration mistake and stops start-up instead.
+    let (store, store_error) = match Store::open(&cfg.state_dir) {
+        Ok(s) => (s, None),
+        Err(e) if e.is_user_error() => return Err(e.into()),
+        Err(e) => {
+            error!(
+                error = %e,
+                "state store unusable: running on an in-memory store; kernel blocks stay enforced, \
+                 but new decisions are lost at restart until the database is repaired or moved away"
+            );
+            (Store::open_in_memory(), Some(e.to_string()))
+        }
+    };
     let engine = Engine::new(cfg.detect.clone(), &cfg.state_dir, cfg.events_path())?;
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
@@ -177,6 +216,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         started_at: now_unix(),
         pin_dir: cfg.pin_dir.clone(),
         metrics_addr: cfg.metrics_addr.to_string(),
+        api_addr: cfg.api_addr.to_string(),
         poll_interval_ms: cfg.poll_interval.as_millis() as u64,
         flow_capacity: cfg.flow_capacity,
         interfaces,
@@ -189,22 +229,47 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         alerts: 0,
         auto_blocks: 0,
         model: None,
+        store_error,
     };
     status.write(&cfg.state_dir)?;
 
     let stop = Arc::new(AtomicBool::new(false));
+    let reloaded: Arc<Mutex<Option<AgentConfig>>> = Arc::default();
     let poller = {
         let stop = stop.clone();
         let cfg = cfg.clone();
         let metrics = metrics.clone();
         let mut status = status.clone();
+        let reloaded = reloaded.clone();
         std::thread::Builder::new()
             .name("astra-poll".into())
-            .spawn(move || poll_loop(&cfg, &mut lists, engine, &metrics, &mut status, &stop))
+            .spawn(move || {
+                poll_loop(
+                    cfg,
+                    &mut lists,
+                    engine,
+                    &metrics,
+                    &mut status,
+                    &stop,
+                    &reloaded,
+                )
+            })
             .map_err(|e| Error::io("poll thread", e))?
     };
 
-    wait_for_signal().await;
+    while let Signal::Reload = next_signal().await {
+        let argv = cfg.argv.clone();
+        match tokio::task::spawn_blocking(move || crate::cli::reload_config(&argv)).await {
+            Ok(Ok(new)) => {
+                info!("SIGHUP: configuration re-read");
+                *reloaded.lock().expect("reload lock") = Some(new);
+            }
+            Ok(Err(e)) => {
+                warn!(error = %e, "SIGHUP: configuration rejected; the running one stays in force");
+            }
+            Err(e) => warn!(error = %e, "SIGHUP: reload task failed"),
+        }
+    }
     info!("stopping");
     stop.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || poller.join()).await;
@@ -215,37 +280,117 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+enum Signal {
+    Stop,
+    Reload,
+}
+
+async fn next_signal() -> Signal {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
     ) else {
         error!("cannot install signal handlers; stop the agent with SIGKILL");
-        std::future::pending::<()>().await;
-        return;
+        return std::future::pending().await;
     };
     tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+        _ = int.recv() => Signal::Stop,
+        _ = term.recv() => Signal::Stop,
+        _ = hup.recv() => Signal::Reload,
     }
+}
+
+/// Applies what a reload can change while running, and says which changes need a restart.
+fn apply_reload(
+    cfg: &mut AgentConfig,
+    new: AgentConfig,
+    table: &mut FlowTable,
+    engine: &mut Engine,
+    status: &mut AgentStatus,
+) {
+    let fixed = [
+        ("iface", cfg.ifaces != new.ifaces),
+        ("xdp_mode", cfg.xdp_mode != new.xdp_mode),
+        ("metrics_addr", cfg.metrics_addr != new.metrics_addr),
+        ("api_addr", cfg.api_addr != new.api_addr),
+        ("flow_capacity", cfg.flow_capacity != new.flow_capacity),
+        ("pin_dir", cfg.pin_dir != new.pin_dir),
+        ("state_dir", cfg.state_dir != new.state_dir),
+        ("events", cfg.events != new.events),
+    ];
+    for (key, changed) in fixed {
+        if changed {
+            warn!(
+                key,
+                "changed in the configuration; takes effect at the next restart"
+            );
+        }
+    }
+    table.set_timeouts(new.idle_timeout, new.active_timeout);
+    engine.reconfigure(new.detect.clone());
+    status.poll_interval_ms = new.poll_interval.as_millis() as u64;
+    status.dry_run = new.detect.policy.dry_run;
+    *cfg = AgentConfig {
+        ifaces: cfg.ifaces.clone(),
+        xdp_mode: cfg.xdp_mode,
+        metrics_addr: cfg.metrics_addr,
+        api_addr: cfg.api_addr,
+        flow_capacity: cfg.flow_capacity,
+        pin_dir: cfg.pin_dir.clone(),
+        state_dir: cfg.state_dir.clone(),
+        events: cfg.events.clone(),
+        ..new
+    };
+    info!(
+        poll_interval = ?cfg.poll_interval,
+        dry_run = cfg.detect.policy.dry_run,
+        "configuration reloaded"
+    );
 }
 
 /// How often the slower housekeeping (full kernel list scan) runs, in polls.
 const LIST_SCAN_EVERY: u64 = 10;
+/// How often the history is pruned, in polls.
+const PRUNE_EVERY: u64 = 60;
+
+fn prune_history(cfg: &AgentConfig, lists: &Lists, engine: &Engine) {
+    let keep = crate::history::Retention {
+        max_age: cfg.history_max_age,
+        max_rows: cfg.history_max_rows,
+    };
+    match crate::history::prune(lists.store(), keep, now_ms()) {
+        Ok(p) => {
+            crate::report::remove(engine.incidents_dir(), &p.incidents);
+            if p.alerts > 0 || !p.incidents.is_empty() {
+                info!(
+                    alerts = p.alerts,
+                    incidents = p.incidents.len(),
+                    "history pruned"
+                );
+            }
+        }
+        Err(e) => warn!(error = %e, "pruning the history"),
+    }
+}
 
 fn poll_loop(
-    cfg: &AgentConfig,
+    mut cfg: AgentConfig,
     lists: &mut Lists,
     mut engine: Engine,
     metrics: &Mutex<Metrics>,
     status: &mut AgentStatus,
     stop: &AtomicBool,
+    reloaded: &Mutex<Option<AgentConfig>>,
 ) {
     let mut table = FlowTable::new(cfg.idle_timeout, cfg.active_timeout);
     let mut n: u64 = 0;
     let mut next = Instant::now();
     while !stop.load(Ordering::SeqCst) {
+        if let Some(new) = reloaded.lock().expect("reload lock").take() {
+            apply_reload(&mut cfg, new, &mut table, &mut engine, status);
+        }
         let t0 = Instant::now();
         match poll_once(
             lists,
@@ -268,6 +413,9 @@ fn poll_loop(
                 metrics.lock().expect("metrics lock").poll_failed();
                 warn!(error = %e, "poll failed");
             }
+        }
+        if n.is_multiple_of(PRUNE_EVERY) {
+            prune_history(&cfg, lists, &engine);
         }
         n += 1;
         next += cfg.poll_interval;

@@ -40,8 +40,21 @@ pub struct Cli {
     /// Directory for the durable state store and the agent's status file.
     #[arg(long, global = true, env = "ASTRA_STATE_DIR", default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
     pub state_dir: PathBuf,
+    /// Configuration file (TOML; keys are the long option names with `_` for `-`). Default:
+    /// /etc/astra/astra.toml when it exists. Options on the command line win over the file.
+    #[arg(long, global = true, env = "ASTRA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+    /// The configuration file that was merged in, if any.
+    #[arg(skip)]
+    pub config_file: Option<PathBuf>,
+    /// `[detect]` settings from the configuration file, applied before `--set`.
+    #[arg(skip)]
+    pub detect_settings: Vec<String>,
+    /// The command line as given, to re-read the configuration on SIGHUP.
+    #[arg(skip)]
+    pub argv: Vec<std::ffi::OsString>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,19 +113,39 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show alerts from the event log, oldest first.
+    /// Show alerts from the history (or an event log), oldest first.
     Alerts {
         #[arg(long)]
         json: bool,
         /// Only alerts from the last DUR (e.g. 10m, 1h).
         #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
         since: Option<Duration>,
-        /// Event log to read; default: the running agent's, else <state-dir>/eve.json.
+        /// Read this EVE event log instead of the history in the state store.
         #[arg(long, value_name = "FILE")]
         events: Option<PathBuf>,
+        /// At most the newest N.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        limit: usize,
+    },
+    /// Show incidents (automatic blocks with their evidence) from the history, oldest first;
+    /// with an ID, that incident's full report.
+    Incidents {
+        #[arg(value_name = "ID")]
+        id: Option<String>,
+        /// Only incidents from the last DUR (e.g. 10m, 1h).
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DUR")]
+        since: Option<Duration>,
+        /// At most the newest N.
+        #[arg(long, default_value_t = 1000, value_name = "N")]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
     },
     /// Print every detection setting with its default value (for `astra run --set`).
     DetectDefaults,
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// The isolation-forest model: status, training, inspection, import from scikit-learn.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -154,6 +187,16 @@ pub enum Command {
         /// Keep each scenario's state dir (agent log, eve.json, incident reports).
         #[arg(long)]
         keep: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Check the configuration file and print the effective `astra run` configuration (file,
+    /// environment and defaults merged) as TOML, or JSON with --json.
+    Check {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -213,6 +256,10 @@ pub struct RunArgs {
     /// Address for the Prometheus /metrics endpoint.
     #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
     pub metrics_addr: SocketAddr,
+    /// Address for the HTTP management API (loopback unless you choose otherwise; changes need
+    /// the bearer token in <state-dir>/api.token).
+    #[arg(long, default_value = "127.0.0.1:9478", value_name = "ADDR")]
+    pub api_addr: SocketAddr,
     /// How often the flow table and counters are read.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DUR")]
     pub poll_interval: Duration,
@@ -231,6 +278,20 @@ pub struct RunArgs {
     /// Event log (JSON lines, Suricata EVE style); default <state-dir>/eve.json.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Alerts and incidents older than this are deleted from the history (and the event log
+    /// is rotated when it outgrows the history).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub history_max_age: Duration,
+    /// At most this many alerts (and as many incidents) are kept in the history.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub history_max_rows: u64,
+    /// Blocklist feed kept applied while the agent runs: entries are added and removed as the
+    /// file changes (plain/FireHOL/Spamhaus, CSV or JSON; repeat for several).
+    #[arg(long = "feed", value_name = "PATH")]
+    pub feeds: Vec<PathBuf>,
+    /// How often feed files are checked for changes.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub feed_every: Duration,
     /// Change a detection setting, e.g. rules.port_scan_ports=30 or policy.block_ttl=30m
     /// (repeatable; `astra detect-defaults` lists them all).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
@@ -238,13 +299,19 @@ pub struct RunArgs {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    if matches!(cli.command, Command::Run(_)) {
+        return run_agent(agent_config(cli)?);
+    }
     let Cli {
         pin_dir,
         state_dir,
         command,
+        argv,
+        ..
     } = cli;
     match command {
-        Command::Run(a) => run_agent(a, pin_dir, state_dir),
+        Command::Run(_) => unreachable!("handled above"),
+        Command::Config(ConfigCommand::Check { json }) => config_check(&argv, json),
         Command::Block {
             net,
             ttl,
@@ -352,7 +419,14 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
             since,
             events,
-        } => alerts(&state_dir, events, since, json),
+            limit,
+        } => alerts(&state_dir, events, since, limit, json),
+        Command::Incidents {
+            id,
+            since,
+            limit,
+            json,
+        } => incidents(&state_dir, id.as_deref(), since, limit, json),
         Command::DetectDefaults => print_json(&DetectConfig::default()),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
@@ -372,15 +446,33 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn run_agent(a: RunArgs, pin_dir: PathBuf, state_dir: PathBuf) -> Result<()> {
+fn run_agent(cfg: AgentConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    rt.block_on(agent::run(cfg))
+}
+
+/// The agent configuration a parsed `astra run` command line stands for.
+pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
+    let Command::Run(a) = cli.command else {
+        return Err(Error::Usage("not an `astra run` command line".into()));
+    };
     let mut detect = DetectConfig::default();
+    detect.apply_settings(&cli.detect_settings).map_err(|e| {
+        let file = cli.config_file.as_deref().unwrap_or(Path::new("config"));
+        Error::Usage(format!("{}: detect.{e}", file.display()))
+    })?;
     detect.apply(&a.set)?;
     if a.dry_run {
         detect.policy.dry_run = true;
     }
-    let cfg = AgentConfig {
-        detect,
-        events: a.events,
+    Ok(AgentConfig {
+        config_file: cli.config_file,
+        pin_dir: cli.pin_dir,
+        state_dir: cli.state_dir,
         ifaces: a.ifaces,
         xdp_mode: match a.xdp_mode {
             XdpModeCli::Auto => XdpModeArg::Auto,
@@ -388,19 +480,79 @@ fn run_agent(a: RunArgs, pin_dir: PathBuf, state_dir: PathBuf) -> Result<()> {
             XdpModeCli::Skb => XdpModeArg::Skb,
         },
         metrics_addr: a.metrics_addr,
+        api_addr: a.api_addr,
         poll_interval: a.poll_interval,
         flow_capacity: a.flow_capacity,
         idle_timeout: a.idle_timeout,
         active_timeout: a.active_timeout,
-        pin_dir,
-        state_dir,
+        events: a.events,
+        history_max_age: a.history_max_age,
+        history_max_rows: a.history_max_rows,
+        feeds: a.feeds,
+        feed_every: a.feed_every,
+        detect,
+        argv: cli.argv,
+    })
+}
+
+/// Re-reads the command line and configuration file the agent started with.
+pub fn reload_config(argv: &[std::ffi::OsString]) -> Result<AgentConfig> {
+    let cli = crate::config::parse(argv).map_err(|e| match e {
+        crate::config::ArgsError::Config(e) => e,
+        crate::config::ArgsError::Clap(e) => Error::Usage(e.kind().to_string()),
+    })?;
+    agent_config(cli)
+}
+
+/// `astra config check`: the effective `astra run` configuration. The command line is read
+/// again as if it said `run`, so the file, environment and defaults merge exactly as they
+/// would for the agent.
+fn config_check(argv: &[std::ffi::OsString], json: bool) -> Result<()> {
+    let mut run_argv = Vec::with_capacity(argv.len());
+    let mut dropped_verb = false;
+    for (i, a) in argv.iter().enumerate() {
+        if !dropped_verb && i > 0 && a == "config" {
+            dropped_verb = true;
+            continue;
+        }
+        if dropped_verb && (a == "check" || a == "--json") {
+            continue;
+        }
+        run_argv.push(a.clone());
+    }
+    run_argv.push("run".into());
+    let cli = match crate::config::parse(&run_argv) {
+        Ok(cli) => cli,
+        Err(crate::config::ArgsError::Config(e)) => return Err(e),
+        Err(crate::config::ArgsError::Clap(e)) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid configuration");
+            return Err(Error::Usage(
+                first.trim_start_matches("error: ").replace(
+                    "the following required arguments were not provided:",
+                    "not set in the configuration file or on the command line:",
+                ) + " "
+                    + text.lines().nth(1).unwrap_or("").trim(),
+            ));
+        }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("tokio runtime", e))?;
-    rt.block_on(agent::run(cfg))
+    let cfg = agent_config(cli)?;
+    if json {
+        return print_json(&cfg);
+    }
+    let text = toml::to_string_pretty(&cfg)
+        .map_err(|e| Error::Usage(format!("cannot show the configuration as TOML: {e}")))?;
+    match &cfg.config_file {
+        Some(f) => println!(
+            "# effective configuration: {} merged with the command line, environment and defaults",
+            f.display()
+        ),
+        None => println!(
+            "# effective configuration: no configuration file; command line, environment and defaults"
+        ),
+    }
+    print!("{text}");
+    Ok(())
 }
 
 #[derive(Serialize)]
@@ -770,32 +922,44 @@ fn model_command(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
     }
 }
 
+fn since_ms(since: Option<Duration>) -> u64 {
+    since.map_or(0, |d| now_ms().saturating_sub(d.as_millis() as u64))
+}
+
 fn alerts(
     state_dir: &Path,
     events: Option<PathBuf>,
     since: Option<Duration>,
+    limit: usize,
     json: bool,
 ) -> Result<()> {
-    let path = events
-        .or_else(|| AgentStatus::read(state_dir).map(|s| s.events_path))
-        .unwrap_or_else(|| state_dir.join(crate::events::DEFAULT_EVENTS_FILE));
-    print_alerts(&path, since, json)
+    let (alerts, from) = match events {
+        Some(path) => {
+            let mut a = read_alerts(&path, since_ms(since))?;
+            a.drain(..a.len().saturating_sub(limit));
+            (a, path.display().to_string())
+        }
+        None => {
+            let store = Store::open(state_dir)?;
+            let a = crate::history::alerts(&store, since_ms(since), limit)?;
+            (a, format!("the history in {}", store.path().display()))
+        }
+    };
+    print_alerts(&alerts, &from, json)
 }
 
-pub fn print_alerts(path: &Path, since: Option<Duration>, json: bool) -> Result<()> {
-    let since_ms = since.map_or(0, |d| now_ms().saturating_sub(d.as_millis() as u64));
-    let alerts: Vec<Alert> = read_alerts(path, since_ms)?;
+fn print_alerts(alerts: &[Alert], from: &str, json: bool) -> Result<()> {
     if json {
-        return print_json(&alerts);
+        return print_json(alerts);
     }
     if alerts.is_empty() {
-        println!("no alerts in {}", path.display());
+        println!("no alerts in {from}");
         return Ok(());
     }
     let mut t = table(&[
         "TIME", "TYPE", "SEVERITY", "CONF", "RISK", "SOURCE", "TARGETS", "ACTION", "RULE",
     ]);
-    for a in &alerts {
+    for a in alerts {
         let targets: Vec<String> = a.targets.iter().take(3).map(|t| t.to_string()).collect();
         let more = a.targets.len().saturating_sub(3);
         t.add_row(vec![
@@ -832,10 +996,21 @@ struct StatusOut {
     allow_entries: Option<u64>,
     stored_blocks: u64,
     stored_allows: u64,
+    /// Rows in the alert and incident history.
+    history_alerts: u64,
+    history_incidents: u64,
+    /// Why the state store cannot be read (the kernel state above is still shown).
+    store_error: Option<String>,
 }
 
 fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
-    let store = Store::open(state_dir)?;
+    // A damaged database is reported, not fatal: what the kernel enforces is still worth seeing.
+    let (store, store_error) = match Store::open(state_dir) {
+        Ok(s) => (s, None),
+        Err(e) if e.is_user_error() => return Err(e.into()),
+        Err(e) => (Store::open_in_memory(), Some(e.to_string())),
+    };
+    let (history_alerts, history_incidents) = crate::history::counts(&store)?;
     let maps = PinnedMaps::open(pin_dir)?;
     let agent = AgentStatus::read(state_dir);
     let running = agent.as_ref().is_some_and(AgentStatus::alive);
@@ -862,6 +1037,9 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
         allow_entries: maps_pinned.then_some(a),
         stored_blocks: lists.store().count(ListKind::Block)?,
         stored_allows: lists.store().count(ListKind::Allow)?,
+        history_alerts,
+        history_incidents,
+        store_error,
     };
     if json {
         return print_json(&out);
@@ -891,6 +1069,19 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
                 _ => println!("last poll:    none yet"),
             }
             println!("metrics:      http://{}/metrics", s.metrics_addr);
+            if !s.api_addr.is_empty() {
+                println!("api:          http://{}/api/v1/", s.api_addr);
+            }
+            if let Some(m) = &s.model {
+                let age = m
+                    .trained_at
+                    .map(|t| format!(", trained {} ago", fmt_secs(now_unix().saturating_sub(t))))
+                    .unwrap_or_default();
+                println!("model:        {}{age}", m.state);
+            }
+            if let Some(e) = &s.store_error {
+                println!("agent store:  IN MEMORY ONLY ({e})");
+            }
         }
         _ => println!("agent:        not running"),
     }
@@ -916,11 +1107,59 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
     } else {
         println!("maps:         none pinned (no agent has run since boot)");
     }
-    println!(
-        "state store:  {} ({} blocks, {} allows)",
-        lists.store().path().display(),
-        out.stored_blocks,
-        out.stored_allows
-    );
+    match &out.store_error {
+        Some(e) => println!("state store:  UNUSABLE: {e}"),
+        None => println!(
+            "state store:  {} ({} blocks, {} allows; history {} alerts, {} incidents)",
+            lists.store().path().display(),
+            out.stored_blocks,
+            out.stored_allows,
+            out.history_alerts,
+            out.history_incidents
+        ),
+    }
+    Ok(())
+}
+
+fn incidents(
+    state_dir: &Path,
+    id: Option<&str>,
+    since: Option<Duration>,
+    limit: usize,
+    json: bool,
+) -> Result<()> {
+    let store = Store::open(state_dir)?;
+    if let Some(id) = id {
+        let Some(row) = crate::history::incident(&store, id)? else {
+            return Err(Error::Usage(format!("no incident {id} in the history")));
+        };
+        if json {
+            return print_json(&row.report);
+        }
+        println!("{}  {}", fmt_time(row.timestamp_ms / 1000), row.summary);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&row.report).expect("JSON value prints")
+        );
+        return Ok(());
+    }
+    let rows = crate::history::incidents(&store, since_ms(since), limit)?;
+    if json {
+        return print_json(&rows);
+    }
+    if rows.is_empty() {
+        println!("no incidents in the history in {}", store.path().display());
+        return Ok(());
+    }
+    let mut t = table(&["TIME", "ID", "SOURCE", "SUMMARY"]);
+    for r in &rows {
+        t.add_row(vec![
+            fmt_time(r.timestamp_ms / 1000),
+            r.id.clone(),
+            r.source.clone().unwrap_or_default(),
+            r.summary.clone(),
+        ]);
+    }
+    println!("{t}");
     Ok(())
 }

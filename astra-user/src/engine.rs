@@ -73,35 +73,39 @@ impl FeatureSettings {
 }
 
 impl DetectConfig {
-    /// Applies `SECTION.KEY=VALUE` settings. Values are read as JSON when they parse as such
-    /// (numbers, booleans) and as strings otherwise ("10m"); an unknown key or a value of the
-    /// wrong type is an error naming it.
+    /// Applies `SECTION.KEY=VALUE` settings given with `--set`, then checks the result.
     pub fn apply(&mut self, settings: &[String]) -> Result<()> {
+        self.apply_settings(settings)
+            .map_err(|e| Error::Usage(format!("--set {e}")))?;
+        self.validate()
+    }
+
+    /// Applies `SECTION.KEY=VALUE` settings without the cross-field checks of
+    /// [`Self::validate`]. Values are read as JSON when they parse as such (numbers, booleans)
+    /// and as strings otherwise ("10m"); an unknown key or a value of the wrong type is an
+    /// error naming it.
+    pub fn apply_settings(&mut self, settings: &[String]) -> std::result::Result<(), String> {
         let mut v = serde_json::to_value(&*self).expect("config serialises");
         for s in settings {
             let (key, value) = s.split_once('=').ok_or_else(|| {
-                Error::Usage(format!(
-                    "--set {s}: expected SECTION.KEY=VALUE, e.g. rules.port_scan_ports=30"
-                ))
+                format!("{s}: expected SECTION.KEY=VALUE, e.g. rules.port_scan_ports=30")
             })?;
             let (section, field) = key.split_once('.').ok_or_else(|| {
-                Error::Usage(format!(
-                    "--set {s}: key must be SECTION.KEY (sections: features, rules, policy)"
-                ))
+                format!("{s}: key must be SECTION.KEY (sections: features, rules, policy, model)")
             })?;
             let slot = v
                 .get_mut(section)
                 .and_then(|sec| sec.get_mut(field))
-                .ok_or_else(|| Error::Usage(format!("--set {s}: unknown setting {key}")))?;
+                .ok_or_else(|| format!("{s}: unknown setting {key}"))?;
             *slot = serde_json::from_str(value)
                 .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
             *self = serde_json::from_value(v.clone())
-                .map_err(|e| Error::Usage(format!("--set {s}: bad value for {key}: {e}")))?;
+                .map_err(|e| format!("{s}: bad value for {key}: {e}"))?;
         }
-        self.validate()
+        Ok(())
     }
 
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         let p = &self.policy;
         if !(0.0..=1.0).contains(&p.block_confidence) || !(0.0..=1.0).contains(&p.flag_confidence) {
             return Err(Error::Usage(
@@ -202,6 +206,23 @@ impl Engine {
         })
     }
 
+    /// Takes new detection settings without losing what the engine has learned: conversations,
+    /// offender history, the model and alert de-duplication all carry over.
+    pub fn reconfigure(&mut self, cfg: DetectConfig) {
+        if cfg == self.cfg {
+            return;
+        }
+        self.tracker.set_config(cfg.features.to_config());
+        self.policy.cfg = cfg.policy.clone();
+        self.learner.set_config(cfg.model.clone());
+        self.cfg = cfg;
+        info!("detection settings reloaded");
+    }
+
+    pub fn incidents_dir(&self) -> &std::path::Path {
+        &self.incidents_dir
+    }
+
     pub fn events_path(&self) -> &std::path::Path {
         self.events.path()
     }
@@ -295,6 +316,8 @@ impl Engine {
         // (they add to the picture) but do not block twice.
         let mut blocked_now: std::collections::HashMap<IpAddr, u64> =
             std::collections::HashMap::new();
+        let mut recorded = Vec::new();
+        let mut incidents = Vec::new();
         for mut a in alerts {
             self.seq += 1;
             a.id = alert_id(now_ms, self.seq, a.source.or(a.targets.first().copied()));
@@ -335,8 +358,9 @@ impl Engine {
                 self.events
                     .block(&IpNet::from(source).to_string(), ttl, &reason, &a.id)?;
                 match report::write(&self.incidents_dir, &a, &flows) {
-                    Ok(p) => {
-                        info!(src = %source, ttl = ?ttl, kind = %a.attack_type, report = %p.display(), "blocked")
+                    Ok((p, row)) => {
+                        info!(src = %source, ttl = ?ttl, kind = %a.attack_type, report = %p.display(), "blocked");
+                        incidents.push(row);
                     }
                     Err(e) => warn!(error = %e, "writing incident report"),
                 }
@@ -346,6 +370,12 @@ impl Engine {
             self.events.alert(&a, flows.first().copied(), now_ns)?;
             metrics.alert(&a);
             stats.alerts += 1;
+            recorded.push(a);
+        }
+        // The block itself is already durable (lists.add); a history that cannot be written
+        // must not stop detection, so this only warns.
+        if let Err(e) = crate::history::record(lists.store(), &recorded, &incidents) {
+            warn!(error = %e, "recording alerts in the history");
         }
         Ok(stats)
     }

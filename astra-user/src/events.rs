@@ -51,9 +51,16 @@ fn flow_json(f: &BiFlow, now_ms: u64, mono_now_ns: u64) -> Value {
     })
 }
 
+/// Size at which the event log is rotated to `<file>.1` (one generation kept): the history
+/// in the state store is the durable record, this file is the feed for log shippers, which
+/// follow renames.
+pub const ROTATE_BYTES: u64 = 64 << 20;
+
 pub struct EventLog {
     path: PathBuf,
     file: File,
+    size: u64,
+    rotate_at: u64,
 }
 
 impl EventLog {
@@ -66,10 +73,27 @@ impl EventLog {
             .append(true)
             .open(path)
             .map_err(|e| Error::Usage(format!("cannot open event log {}: {e}", path.display())))?;
+        let size = file.metadata().map_or(0, |m| m.len());
         Ok(Self {
             path: path.to_owned(),
             file,
+            size,
+            rotate_at: ROTATE_BYTES,
         })
+    }
+
+    /// Rotates at `bytes` instead of [`ROTATE_BYTES`].
+    pub fn rotate_at(mut self, bytes: u64) -> Self {
+        self.rotate_at = bytes;
+        self
+    }
+
+    fn rotate(&mut self) -> Result<()> {
+        let mut old = self.path.clone().into_os_string();
+        old.push(".1");
+        std::fs::rename(&self.path, &old).map_err(|e| Error::io(&self.path, e))?;
+        *self = Self::open(&self.path)?.rotate_at(self.rotate_at);
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -79,6 +103,10 @@ impl EventLog {
     fn write(&mut self, v: &Value) -> Result<()> {
         let mut line = serde_json::to_vec(v).expect("events serialise");
         line.push(b'\n');
+        if self.size > 0 && self.size + line.len() as u64 > self.rotate_at {
+            self.rotate()?;
+        }
+        self.size += line.len() as u64;
         // One write per event so concurrent readers never see half a line.
         self.file
             .write_all(&line)
@@ -239,6 +267,27 @@ mod tests {
                 .unwrap()
                 .starts_with("1970-01-01T00:00:01")
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn log_rotates_keeping_one_generation() {
+        let dir = std::env::temp_dir().join(format!("astra-eve-rot-{}", std::process::id()));
+        let path = dir.join("eve.json");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut log = EventLog::open(&path).unwrap().rotate_at(2_000);
+        for i in 0..20 {
+            log.alert(&alert(i * 1_000), None, 0).unwrap();
+        }
+        let cur = std::fs::metadata(&path).unwrap().len();
+        let old = std::fs::metadata(dir.join("eve.json.1")).unwrap().len();
+        assert!(cur <= 2_000 && old <= 2_000, "{cur} {old}");
+        // Every line in both files is whole, and the newest alert is in the current file.
+        let now = read_alerts(&path, 0).unwrap();
+        let before = read_alerts(&dir.join("eve.json.1"), 0).unwrap();
+        assert!(!now.is_empty() && !before.is_empty());
+        assert_eq!(now.last().unwrap().timestamp_ms, 19_000);
+        assert!(before.last().unwrap().timestamp_ms < now[0].timestamp_ms);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -306,6 +306,12 @@ impl Tracker {
         }
     }
 
+    /// Changes the windows and thresholds (configuration reload). Conversations are kept: the
+    /// next pass simply windows them differently.
+    pub fn set_config(&mut self, cfg: FeatureConfig) {
+        self.cfg = cfg;
+    }
+
     pub fn config(&self) -> &FeatureConfig {
         &self.cfg
     }

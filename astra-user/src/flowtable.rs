@@ -58,6 +58,12 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// Changes the timeouts (configuration reload); flows already open keep their history.
+    pub fn set_timeouts(&mut self, idle_timeout: Duration, active_timeout: Duration) {
+        self.idle_timeout_ns = idle_timeout.as_nanos() as u64;
+        self.active_timeout_ns = active_timeout.as_nanos() as u64;
+    }
+
     pub fn new(idle_timeout: Duration, active_timeout: Duration) -> Self {
         Self {
             flows: FastMap::default(),

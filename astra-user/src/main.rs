@@ -1,17 +1,29 @@
 use std::process::ExitCode;
 
-use astra::cli::{Cli, run};
-use clap::{Parser as _, error::ErrorKind};
+use astra::{cli::run, config::ArgsError};
+use clap::error::ErrorKind;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `astra list | head` should end quietly, the way other Unix tools do, not panic on EPIPE.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let argv: Vec<_> = std::env::args_os().collect();
+    let cli = match astra::config::parse(&argv) {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+        Err(ArgsError::Config(e)) => {
+            eprintln!("astra: {e}");
+            return ExitCode::from(2);
+        }
+        Err(ArgsError::Clap(e))
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) =>
+        {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        Err(e) => {
+        Err(ArgsError::Clap(e)) => {
             // One line: clap's first line names the bad argument; the usage block that
             // follows it is noise in scripts and logs.
             let text = e.render().to_string();

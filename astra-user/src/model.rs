@@ -306,6 +306,11 @@ impl Learner {
         l
     }
 
+    /// Changes the model settings (configuration reload); a trained model stays in use.
+    pub fn set_config(&mut self, cfg: ModelConfig) {
+        self.cfg = cfg;
+    }
+
     /// Picks up a model replaced by `astra model train` or `import-sklearn`.
     fn reload_if_changed(&mut self) {
         let now = mtime(&self.model_path);

@@ -12,6 +12,7 @@ use crate::{
     error::{Error, Result},
     events::eve_time,
     flowtable::{BiFlow, proto_name},
+    history::IncidentRow,
 };
 
 #[derive(Serialize)]
@@ -70,8 +71,9 @@ fn action_text(a: &Alert) -> String {
     }
 }
 
-/// Writes `<dir>/<id>.json` and `<dir>/<id>.txt`; returns the JSON path.
-pub fn write(dir: &Path, a: &Alert, flows: &[&BiFlow]) -> Result<PathBuf> {
+/// Writes `<dir>/<id>.json` and `<dir>/<id>.txt`; returns the JSON path and the incident as
+/// the history stores it.
+pub fn write(dir: &Path, a: &Alert, flows: &[&BiFlow]) -> Result<(PathBuf, IncidentRow)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut recommended = a.recommended.clone();
     if let Some(src) = a.source {
@@ -101,7 +103,23 @@ pub fn write(dir: &Path, a: &Alert, flows: &[&BiFlow]) -> Result<PathBuf> {
     let json = serde_json::to_vec_pretty(&incident).expect("incident serialises");
     std::fs::write(&json_path, json).map_err(|e| Error::io(&json_path, e))?;
     std::fs::write(&text_path, text(&incident)).map_err(|e| Error::io(&text_path, e))?;
-    Ok(json_path)
+    let row = IncidentRow {
+        id: a.id.clone(),
+        timestamp_ms: a.timestamp_ms,
+        source: a.source.map(|s| s.to_string()),
+        summary: incident.summary.clone(),
+        report: serde_json::to_value(&incident).expect("incident serialises"),
+    };
+    Ok((json_path, row))
+}
+
+/// Removes the report files of incidents the history no longer keeps.
+pub fn remove(dir: &Path, ids: &[String]) {
+    for id in ids {
+        for ext in ["json", "txt"] {
+            let _ = std::fs::remove_file(dir.join(format!("{id}.{ext}")));
+        }
+    }
 }
 
 fn text(i: &Incident<'_>) -> String {
@@ -202,8 +220,10 @@ mod tests {
             recommended: vec!["review authentication logs for port 22".into()],
         };
         let dir = std::env::temp_dir().join(format!("astra-incidents-{}", std::process::id()));
-        let p = write(&dir, &a, &[]).unwrap();
+        let (p, row) = write(&dir, &a, &[]).unwrap();
         let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        // The history keeps the same report the file holds.
+        assert_eq!(row.report, j);
         assert_eq!(j["iocs"]["ip"][0], "198.18.0.9");
         assert_eq!(j["alert"]["attack_type"], "brute_force");
         assert!(

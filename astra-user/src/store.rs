@@ -520,6 +520,24 @@ impl Store {
         // count(*) is never negative.
         Ok(u64::try_from(n).unwrap_or(0))
     }
+
+    /// A store that lives only in memory: what the agent falls back to when the database on
+    /// disk cannot be used, so it keeps enforcing and deciding while the operator repairs it.
+    pub fn open_in_memory() -> Store {
+        let path = PathBuf::from(":memory:");
+        let mut conn = Connection::open_in_memory().expect("an in-memory database opens");
+        migrate(&mut conn, &path).expect("a fresh in-memory database migrates");
+        Store { conn, path }
+    }
+
+    /// The connection, for the other tables kept in the same database (see `history`).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn db_error(&self, e: rusqlite::Error) -> StoreError {
+        db_error(&self.path, e)
+    }
 }
 
 fn to_sql_int(net: IpNet, field: &str, v: u64) -> Result<i64, StoreError> {

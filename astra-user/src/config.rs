@@ -1,0 +1,351 @@
+//! The TOML configuration file (`/etc/astra/astra.toml` by default).
+//!
+//! Its keys are the long names of the command-line options with `_` for `-` (`poll_interval`,
+//! `iface`, ...) plus a `[detect.SECTION]` table for the detection settings that `--set` changes.
+//! The file is merged into the command line before clap parses it for real: a key becomes the
+//! option it names unless the option was given on the command line or in the environment, so
+//! flags always win and every value goes through the same parser and checks as the flag.
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
+
+use clap::{ArgAction, ArgMatches, CommandFactory as _, FromArgMatches as _, parser::ValueSource};
+
+use crate::{
+    cli::Cli,
+    engine::DetectConfig,
+    error::{Error, Result},
+};
+
+pub const DEFAULT_CONFIG: &str = "/etc/astra/astra.toml";
+
+/// Options that are not settings: they say which file to read or only make sense once.
+const NOT_CONFIGURABLE: &[&str] = &["config", "set", "help", "version"];
+
+/// Why the command line could not be turned into a [`Cli`].
+#[derive(Debug)]
+pub enum ArgsError {
+    /// Bad flags (or `--help`/`--version`), reported the way clap reports them.
+    Clap(clap::Error),
+    /// A bad configuration file.
+    Config(Error),
+}
+
+impl From<clap::Error> for ArgsError {
+    fn from(e: clap::Error) -> Self {
+        ArgsError::Clap(e)
+    }
+}
+
+impl From<Error> for ArgsError {
+    fn from(e: Error) -> Self {
+        ArgsError::Config(e)
+    }
+}
+
+/// Parses `argv` with the configuration file merged in.
+pub fn parse(argv: &[OsString]) -> std::result::Result<Cli, ArgsError> {
+    let cmd = Cli::command();
+    // The file may supply options the command line must otherwise have, so the first look at
+    // the command line must not insist on them.
+    let lenient = relax_required(cmd.clone());
+    let matches = lenient.try_get_matches_from(argv)?;
+    let Some(file) = config_path(&matches)? else {
+        let mut cli = Cli::from_arg_matches(&Cli::command().try_get_matches_from(argv)?)?;
+        cli.argv = argv.to_vec();
+        return Ok(cli);
+    };
+    let merged = merge(&cmd, &matches, &file)?;
+    let mut full = argv.to_vec();
+    full.extend(merged.args);
+    let mut cli = Cli::from_arg_matches(&Cli::command().try_get_matches_from(&full)?)?;
+    cli.config_file = Some(file);
+    cli.detect_settings = merged.detect;
+    cli.argv = argv.to_vec();
+    Ok(cli)
+}
+
+fn relax_required(cmd: clap::Command) -> clap::Command {
+    cmd.mut_subcommand("run", |s| {
+        let ids: Vec<_> = s
+            .get_arguments()
+            .filter(|a| a.is_required_set())
+            .map(|a| a.get_id().clone())
+            .collect();
+        ids.into_iter()
+            .fold(s, |s, id| s.mut_arg(id, |a| a.required(false)))
+    })
+}
+
+/// The file to read: `--config`/`ASTRA_CONFIG` (which must exist), else the default path if it
+/// exists.
+fn config_path(m: &ArgMatches) -> Result<Option<PathBuf>> {
+    if let Some(p) = m.get_one::<PathBuf>("config") {
+        if !p.exists() {
+            return Err(Error::Usage(format!(
+                "config file {} does not exist",
+                p.display()
+            )));
+        }
+        return Ok(Some(p.clone()));
+    }
+    let default = Path::new(DEFAULT_CONFIG);
+    Ok(default.exists().then(|| default.to_owned()))
+}
+
+struct Merged {
+    /// Options to append to the command line.
+    args: Vec<OsString>,
+    /// `SECTION.KEY=VALUE` detection settings, applied before any `--set`.
+    detect: Vec<String>,
+}
+
+fn merge(cmd: &clap::Command, m: &ArgMatches, file: &Path) -> Result<Merged> {
+    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        Error::Usage(format!("{}: {}", file.display(), one_line(&e.to_string())))
+    })?;
+    let run = cmd
+        .find_subcommand("run")
+        .expect("the run subcommand exists");
+    let (sub_name, sub_m) = m.subcommand().unwrap_or(("", m));
+    let mut out = Merged {
+        args: Vec::new(),
+        detect: Vec::new(),
+    };
+    for (key, value) in &table {
+        let bad = |what: String| Error::Usage(format!("{}: {key}: {what}", file.display()));
+        if key == "detect" {
+            out.detect = detect_settings(value).map_err(bad)?;
+            continue;
+        }
+        let long = key.replace('_', "-");
+        let global = cmd.get_arguments().find(|a| a.get_long() == Some(&long));
+        let arg = global
+            .or_else(|| run.get_arguments().find(|a| a.get_long() == Some(&long)))
+            .filter(|a| !NOT_CONFIGURABLE.contains(&a.get_id().as_str()))
+            .ok_or_else(|| Error::Usage(format!("{}: unknown key `{key}`", file.display())))?;
+        let values = to_strings(arg, value).map_err(bad)?;
+        if !is_flag(arg) {
+            // The option's own parser, so the file accepts exactly what the flag accepts.
+            let probe = clap::Command::new("astra")
+                .no_binary_name(true)
+                .arg(arg.clone().required(false).global(false));
+            for v in &values {
+                probe
+                    .clone()
+                    .try_get_matches_from([format!("--{long}={v}")])
+                    .map_err(|e| bad(one_line(&e.render().to_string())))?;
+            }
+        }
+        // Run options only mean something to `run` (and `config check`, which parses as run).
+        let source_m = match (global.is_some(), sub_name) {
+            (true, _) => m,
+            (false, "run") => sub_m,
+            (false, _) => continue,
+        };
+        if matches!(
+            source_m.value_source(arg.get_id().as_str()),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        if is_flag(arg) {
+            if values.first().is_some_and(|v| v == "true") {
+                out.args.push(format!("--{long}").into());
+            }
+        } else {
+            for v in values {
+                out.args.push(format!("--{long}={v}").into());
+            }
+        }
+    }
+    // Check the detection settings now, so a bad one is reported against the file.
+    DetectConfig::default()
+        .apply_settings(&out.detect)
+        .map_err(|e| Error::Usage(format!("{}: detect.{e}", file.display())))?;
+    Ok(out)
+}
+
+fn is_flag(arg: &clap::Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::SetTrue)
+}
+
+fn takes_many(arg: &clap::Arg) -> bool {
+    matches!(arg.get_action(), ArgAction::Append)
+}
+
+/// The option values a TOML value stands for.
+fn to_strings(arg: &clap::Arg, v: &toml::Value) -> std::result::Result<Vec<String>, String> {
+    use toml::Value;
+    if is_flag(arg) {
+        return match v {
+            Value::Boolean(b) => Ok(vec![b.to_string()]),
+            _ => Err("expected true or false".into()),
+        };
+    }
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Integer(i) => Ok(i.to_string()),
+        Value::Float(f) => Ok(f.to_string()),
+        Value::Boolean(b) => Ok(b.to_string()),
+        _ => Err("expected a string or a number".to_string()),
+    };
+    match v {
+        Value::Array(items) if takes_many(arg) => items.iter().map(scalar).collect(),
+        Value::Array(_) => Err("takes one value, not a list".into()),
+        v => scalar(v).map(|s| vec![s]),
+    }
+}
+
+/// `[detect.rules] port_scan_ports = 30` -> `rules.port_scan_ports=30`.
+fn detect_settings(v: &toml::Value) -> std::result::Result<Vec<String>, String> {
+    let sections = v
+        .as_table()
+        .ok_or("expected a table of sections ([detect.rules] ...)")?;
+    let mut out = Vec::new();
+    for (section, keys) in sections {
+        let keys = keys
+            .as_table()
+            .ok_or_else(|| format!("detect.{section} must be a table"))?;
+        for (k, v) in keys {
+            let value = match v {
+                toml::Value::String(s) => s.clone(),
+                other => serde_json::to_string(other).map_err(|e| e.to_string())?,
+            };
+            out.push(format!("{section}.{k}={value}"));
+        }
+    }
+    Ok(out)
+}
+
+fn one_line(s: &str) -> String {
+    let s = s.trim().trim_start_matches("error: ");
+    s.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.starts_with("For more"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Command;
+
+    struct Tmp(PathBuf);
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn file(text: &str) -> Tmp {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("astra-cfg-{}-{n}.toml", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        Tmp(p)
+    }
+
+    fn argv(f: &Tmp, rest: &[&str]) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec!["astra".into(), "--config".into(), f.0.clone().into()];
+        v.extend(rest.iter().map(OsString::from));
+        v
+    }
+
+    fn run_args(cli: Cli) -> crate::cli::RunArgs {
+        match cli.command {
+            Command::Run(a) => a,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    fn err(f: &Tmp, rest: &[&str]) -> String {
+        match parse(&argv(f, rest)) {
+            Err(ArgsError::Config(e)) => e.to_string(),
+            Err(ArgsError::Clap(e)) => panic!("clap error: {e}"),
+            Ok(c) => panic!("parsed: {c:?}"),
+        }
+    }
+
+    #[test]
+    fn file_supplies_options_and_flags_win() {
+        let f = file(
+            "iface = [\"lo\"]\npoll_interval = \"3s\"\nflow_capacity = 4096\ndry_run = true\n\
+             state_dir = \"/tmp/x\"\n[detect.rules]\nport_scan_ports = 30\n",
+        );
+        let cli = parse(&argv(&f, &["run", "--poll-interval", "2s"])).unwrap();
+        assert_eq!(cli.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cli.detect_settings, vec!["rules.port_scan_ports=30"]);
+        let a = run_args(cli);
+        assert_eq!(a.ifaces, vec!["lo"]);
+        assert_eq!(a.poll_interval, std::time::Duration::from_secs(2));
+        assert_eq!(a.flow_capacity, 4096);
+        assert!(a.dry_run);
+        // A list given on the command line replaces the file's list rather than adding to it.
+        let a = run_args(parse(&argv(&f, &["run", "--iface", "eth9"])).unwrap());
+        assert_eq!(a.ifaces, vec!["eth9"]);
+        // Globals from the file reach the other verbs too.
+        let cli = parse(&argv(&f, &["list", "--state-dir", "/tmp/y"])).unwrap();
+        assert_eq!(cli.state_dir, PathBuf::from("/tmp/y"));
+        let cli = parse(&argv(&f, &["list"])).unwrap();
+        assert_eq!(cli.state_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let f = file("iface = [\"lo\"]\npoll_intervall = \"1s\"\n");
+        assert!(err(&f, &["run"]).contains("unknown key `poll_intervall`"));
+        let f = file("poll_interval = \"soon\"\n");
+        let e = err(&f, &["run"]);
+        assert!(e.contains("poll_interval:") && e.contains("soon"), "{e}");
+        let f = file("flow_capacity = \"many\"\n");
+        assert!(err(&f, &["run"]).contains("flow_capacity:"));
+        let f = file("xdp_mode = \"turbo\"\n");
+        assert!(err(&f, &["run"]).contains("xdp_mode:"));
+        let f = file("dry_run = \"yes\"\n");
+        assert!(err(&f, &["run"]).contains("dry_run: expected true or false"));
+        let f = file("metrics_addr = [\"a\", \"b\"]\n");
+        assert!(err(&f, &["run"]).contains("metrics_addr: takes one value"));
+        let f = file("[detect.rules]\nport_scan_portz = 3\n");
+        let e = err(&f, &["run", "--iface", "lo"]);
+        assert!(
+            e.contains("detect.") && e.contains("rules.port_scan_portz"),
+            "{e}"
+        );
+        let f = file("[detect.rules]\nport_scan_ports = \"many\"\n");
+        assert!(err(&f, &["run"]).contains("rules.port_scan_ports"));
+        let f = file("set = [\"rules.port_scan_ports=3\"]\n");
+        assert!(err(&f, &["run"]).contains("unknown key `set`"));
+        let f = file("poll_interval = \n");
+        assert!(err(&f, &["run"]).contains(&f.0.display().to_string()));
+        // A bad file is an error for every verb, not only for run.
+        let f = file("bogus = 1\n");
+        assert!(err(&f, &["list"]).contains("unknown key `bogus`"));
+    }
+
+    #[test]
+    fn a_named_file_must_exist_but_the_default_may_not() {
+        let missing = vec![
+            OsString::from("astra"),
+            "--config".into(),
+            "/nonexistent/astra.toml".into(),
+            "list".into(),
+        ];
+        match parse(&missing) {
+            Err(ArgsError::Config(e)) => assert!(e.to_string().contains("does not exist")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn required_options_still_required_without_the_file_supplying_them() {
+        let f = file("poll_interval = \"2s\"\n");
+        assert!(matches!(
+            parse(&argv(&f, &["run"])),
+            Err(ArgsError::Clap(_))
+        ));
+    }
+}

@@ -1,0 +1,379 @@
+//! Durable history of alerts and incidents, in the same SQLite database as the block and allow
+//! lists, so one file holds every decision and its grounds, and one backup covers them.
+//!
+//! The agent writes each detection pass's alerts and incidents in one transaction (one fsync,
+//! however many alerts a flood raises) and prunes by age and row count as it goes. The EVE log
+//! stays the streaming interface for log shippers; this is the queryable record.
+use std::time::Duration;
+
+use rusqlite::params;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    detect::Alert,
+    store::{Store, StoreError},
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS alerts (
+    id          TEXT PRIMARY KEY,
+    ts_ms       INTEGER NOT NULL,
+    attack_type TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    source      TEXT,
+    action      TEXT NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts_ms);
+CREATE TABLE IF NOT EXISTS incidents (
+    id      TEXT PRIMARY KEY,
+    ts_ms   INTEGER NOT NULL,
+    source  TEXT,
+    summary TEXT NOT NULL,
+    body    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_ts ON incidents (ts_ms);
+";
+
+/// An incident as stored: the report's fields the listing needs, and the whole report.
+#[derive(Clone, Debug, Serialize)]
+pub struct IncidentRow {
+    pub id: String,
+    pub timestamp_ms: u64,
+    pub source: Option<String>,
+    pub summary: String,
+    pub report: Value,
+}
+
+/// Retention limits: rows older than `max_age`, and the oldest rows beyond `max_rows`, go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_rows: u64,
+}
+
+/// What a prune removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub alerts: u64,
+    pub incidents: Vec<String>,
+}
+
+fn ensure(store: &Store) -> Result<(), StoreError> {
+    store
+        .conn()
+        .execute_batch(SCHEMA)
+        .map_err(|e| store.db_error(e))
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Records one pass's alerts and incidents; durable when this returns.
+pub fn record(
+    store: &Store,
+    alerts: &[Alert],
+    incidents: &[IncidentRow],
+) -> Result<(), StoreError> {
+    if alerts.is_empty() && incidents.is_empty() {
+        return Ok(());
+    }
+    let db = |e| store.db_error(e);
+    ensure(store)?;
+    let tx = store.conn().unchecked_transaction().map_err(db)?;
+    {
+        let mut ins = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO alerts (id, ts_ms, attack_type, severity, source, action, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(db)?;
+        for a in alerts {
+            ins.execute(params![
+                a.id,
+                to_i64(a.timestamp_ms),
+                a.attack_type.as_str(),
+                a.severity.as_str(),
+                a.source.map(|s| s.to_string()),
+                a.action.label(),
+                serde_json::to_string(a).expect("alerts serialise"),
+            ])
+            .map_err(db)?;
+        }
+        let mut ins = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO incidents (id, ts_ms, source, summary, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(db)?;
+        for i in incidents {
+            ins.execute(params![
+                i.id,
+                to_i64(i.timestamp_ms),
+                i.source,
+                i.summary,
+                i.report.to_string(),
+            ])
+            .map_err(db)?;
+        }
+    }
+    tx.commit().map_err(db)
+}
+
+/// Alerts at or after `since_ms`, oldest first; at most the newest `limit`.
+pub fn alerts(store: &Store, since_ms: u64, limit: usize) -> Result<Vec<Alert>, StoreError> {
+    let db = |e| store.db_error(e);
+    ensure(store)?;
+    let mut stmt = store
+        .conn()
+        .prepare_cached(
+            "SELECT body FROM (SELECT body, ts_ms, rowid FROM alerts WHERE ts_ms >= ?1
+             ORDER BY ts_ms DESC, rowid DESC LIMIT ?2) ORDER BY ts_ms, rowid",
+        )
+        .map_err(db)?;
+    let bodies = stmt
+        .query_map(params![to_i64(since_ms), to_i64(limit as u64)], |r| {
+            r.get::<_, String>(0)
+        })
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    bodies
+        .into_iter()
+        .map(|b| {
+            serde_json::from_str(&b).map_err(|e| StoreError::Corrupt {
+                path: store.path().to_owned(),
+                reason: format!("an alert in the history does not decode: {e}"),
+            })
+        })
+        .collect()
+}
+
+fn incident_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, i64, Option<String>, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn decode_incident(
+    store: &Store,
+    (id, ts, source, summary, body): (String, i64, Option<String>, String, String),
+) -> Result<IncidentRow, StoreError> {
+    let report = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
+        path: store.path().to_owned(),
+        reason: format!("incident {id} does not decode: {e}"),
+    })?;
+    Ok(IncidentRow {
+        id,
+        timestamp_ms: u64::try_from(ts).unwrap_or(0),
+        source,
+        summary,
+        report,
+    })
+}
+
+/// Incidents at or after `since_ms`, oldest first; at most the newest `limit`.
+pub fn incidents(
+    store: &Store,
+    since_ms: u64,
+    limit: usize,
+) -> Result<Vec<IncidentRow>, StoreError> {
+    let db = |e| store.db_error(e);
+    ensure(store)?;
+    let mut stmt = store
+        .conn()
+        .prepare_cached(
+            "SELECT id, ts_ms, source, summary, body FROM (SELECT *, rowid AS r FROM incidents
+             WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, r DESC LIMIT ?2) ORDER BY ts_ms, r",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map(
+            params![to_i64(since_ms), to_i64(limit as u64)],
+            incident_row,
+        )
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)?;
+    rows.into_iter()
+        .map(|r| decode_incident(store, r))
+        .collect()
+}
+
+pub fn incident(store: &Store, id: &str) -> Result<Option<IncidentRow>, StoreError> {
+    use rusqlite::OptionalExtension as _;
+    ensure(store)?;
+    let row = store
+        .conn()
+        .query_row(
+            "SELECT id, ts_ms, source, summary, body FROM incidents WHERE id = ?1",
+            params![id],
+            incident_row,
+        )
+        .optional()
+        .map_err(|e| store.db_error(e))?;
+    row.map(|r| decode_incident(store, r)).transpose()
+}
+
+/// Rows in (alerts, incidents).
+pub fn counts(store: &Store) -> Result<(u64, u64), StoreError> {
+    ensure(store)?;
+    let n = |table: &str| -> Result<u64, StoreError> {
+        let n: i64 = store
+            .conn()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .map_err(|e| store.db_error(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok((n("alerts")?, n("incidents")?))
+}
+
+/// Applies the retention limits at `now_ms`; returns what went, so the caller can remove the
+/// incidents' report files too.
+pub fn prune(store: &Store, keep: Retention, now_ms: u64) -> Result<Pruned, StoreError> {
+    let db = |e| store.db_error(e);
+    ensure(store)?;
+    let cutoff = to_i64(now_ms.saturating_sub(keep.max_age.as_millis() as u64));
+    let max_rows = to_i64(keep.max_rows);
+    let tx = store.conn().unchecked_transaction().map_err(db)?;
+    // Rows past the newest `max_rows`, or older than the cutoff.
+    let doomed = |table: &str| {
+        format!(
+            "SELECT id FROM {table} WHERE ts_ms < ?1 OR rowid IN
+             (SELECT rowid FROM {table} ORDER BY ts_ms DESC, rowid DESC LIMIT -1 OFFSET ?2)"
+        )
+    };
+    let incidents = {
+        let mut stmt = tx.prepare(&doomed("incidents")).map_err(db)?;
+        stmt.query_map(params![cutoff, max_rows], |r| r.get::<_, String>(0))
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?
+    };
+    let mut alerts = 0;
+    for table in ["alerts", "incidents"] {
+        let n = tx
+            .execute(
+                &format!("DELETE FROM {table} WHERE id IN ({})", doomed(table)),
+                params![cutoff, max_rows],
+            )
+            .map_err(db)?;
+        if table == "alerts" {
+            alerts = n as u64;
+        }
+    }
+    tx.commit().map_err(db)?;
+    Ok(Pruned { alerts, incidents })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Action, AttackType, Evidence, Severity};
+
+    fn alert(id: &str, ms: u64) -> Alert {
+        Alert {
+            id: id.into(),
+            timestamp_ms: ms,
+            attack_type: AttackType::PortScan,
+            severity: Severity::High,
+            confidence: 0.95,
+            risk_score: 7,
+            source: Some("198.18.0.9".parse().unwrap()),
+            targets: vec!["198.18.1.1".parse().unwrap()],
+            target_ports: vec![22],
+            rule: "port_scan".into(),
+            evidence: Evidence::default(),
+            action: Action::Blocked { ttl_s: 600 },
+            recommended: vec![],
+        }
+    }
+
+    fn incident(id: &str, ms: u64) -> IncidentRow {
+        IncidentRow {
+            id: id.into(),
+            timestamp_ms: ms,
+            source: Some("198.18.0.9".into()),
+            summary: "port scan".into(),
+            report: serde_json::json!({"id": id}),
+        }
+    }
+
+    #[test]
+    fn records_read_back_in_order_and_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("astra-hist-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let s = Store::open(&dir).unwrap();
+            record(
+                &s,
+                &[alert("b", 2_000), alert("a", 1_000)],
+                &[incident("i1", 1_500)],
+            )
+            .unwrap();
+            // The same alert twice (a retried pass) is kept once.
+            record(&s, &[alert("a", 1_000)], &[]).unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        let got = alerts(&s, 0, 100).unwrap();
+        assert_eq!(got, vec![alert("a", 1_000), alert("b", 2_000)]);
+        assert_eq!(alerts(&s, 1_500, 100).unwrap(), vec![alert("b", 2_000)]);
+        // The limit keeps the newest.
+        assert_eq!(alerts(&s, 0, 1).unwrap(), vec![alert("b", 2_000)]);
+        assert_eq!(counts(&s).unwrap(), (2, 1));
+        let i = incident_row_of(&s, "i1");
+        assert_eq!(i.report["id"], "i1");
+        assert!(super::incident(&s, "nope").unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn incident_row_of(s: &Store, id: &str) -> IncidentRow {
+        super::incident(s, id).unwrap().unwrap()
+    }
+
+    #[test]
+    fn prune_applies_age_and_row_limits() {
+        let s = Store::open_in_memory();
+        let alerts_in: Vec<_> = (0..10)
+            .map(|i| alert(&format!("a{i}"), 1_000 * i))
+            .collect();
+        let inc: Vec<_> = (0..4)
+            .map(|i| incident(&format!("i{i}"), 1_000 * i))
+            .collect();
+        record(&s, &alerts_in, &inc).unwrap();
+        // Age: at t=10 s with 7.5 s max age, everything before 2.5 s goes (a0..a2, i0..i2).
+        let p = prune(
+            &s,
+            Retention {
+                max_age: Duration::from_millis(7_500),
+                max_rows: 100,
+            },
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(p.alerts, 3);
+        let mut gone = p.incidents.clone();
+        gone.sort();
+        assert_eq!(gone, vec!["i0", "i1", "i2"]);
+        // Rows: keep the newest 4 alerts.
+        let p = prune(
+            &s,
+            Retention {
+                max_age: Duration::from_secs(3600),
+                max_rows: 4,
+            },
+            10_000,
+        )
+        .unwrap();
+        assert_eq!(p.alerts, 3);
+        let ids: Vec<_> = alerts(&s, 0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(ids, vec!["a6", "a7", "a8", "a9"]);
+        assert_eq!(counts(&s).unwrap(), (4, 1));
+    }
+}

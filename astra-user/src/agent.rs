@@ -167,6 +167,10 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.metrics_addr)))?;
+    let api_listener = tokio::net::TcpListener::bind(cfg.api_addr)
+        .await
+        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.api_addr)))?;
+    crate::token::ensure(&cfg.state_dir)?;
 
     let mut dataplane = Dataplane::load(&cfg.pin_dir, cfg.flow_capacity)?;
     let maps = PinnedMaps::open(&cfg.pin_dir)?
@@ -207,8 +211,22 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         m.set_flow_capacity(cfg.flow_capacity);
         m.registry().clone()
     };
-    let server = tokio::spawn(api::serve(listener, registry));
+    let server = tokio::spawn(api::serve(
+        listener,
+        api::metrics_router(registry),
+        "metrics",
+    ));
     info!(addr = %cfg.metrics_addr, "serving /metrics");
+    let api_server = tokio::spawn(api::serve(
+        api_listener,
+        api::router(api::ApiState {
+            pin_dir: cfg.pin_dir.clone(),
+            state_dir: cfg.state_dir.clone(),
+            poll_interval: cfg.poll_interval,
+        }),
+        "API",
+    ));
+    info!(addr = %cfg.api_addr, token = %crate::token::path(&cfg.state_dir).display(), "serving the API");
 
     let mut status = AgentStatus {
         pid: std::process::id(),
@@ -274,6 +292,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     stop.store(true, Ordering::SeqCst);
     let _ = tokio::task::spawn_blocking(move || poller.join()).await;
     server.abort();
+    api_server.abort();
     dataplane.detach_all();
     status.running = false;
     status.write(&cfg.state_dir)?;
@@ -354,8 +373,10 @@ fn apply_reload(
 const LIST_SCAN_EVERY: u64 = 10;
 /// How often the history is pruned, in polls.
 const PRUNE_EVERY: u64 = 60;
+/// Blocklist entries exported one series each (by drops).
+const TOP_BLOCKED: usize = 20;
 
-fn prune_history(cfg: &AgentConfig, lists: &Lists, engine: &Engine) {
+fn prune_history(cfg: &AgentConfig, lists: &Lists, engine: &Engine, metrics: &Mutex<Metrics>) {
     let keep = crate::history::Retention {
         max_age: cfg.history_max_age,
         max_rows: cfg.history_max_rows,
@@ -372,6 +393,9 @@ fn prune_history(cfg: &AgentConfig, lists: &Lists, engine: &Engine) {
             }
         }
         Err(e) => warn!(error = %e, "pruning the history"),
+    }
+    if let Ok((a, i)) = crate::history::counts(lists.store()) {
+        metrics.lock().expect("metrics lock").set_history_rows(a, i);
     }
 }
 
@@ -415,7 +439,7 @@ fn poll_loop(
             }
         }
         if n.is_multiple_of(PRUNE_EVERY) {
-            prune_history(&cfg, lists, &engine);
+            prune_history(&cfg, lists, &engine, metrics);
         }
         n += 1;
         next += cfg.poll_interval;
@@ -456,7 +480,7 @@ fn poll_once(
         if let Err(e) = lists.sweep_kernel() {
             warn!(error = %e, "sweeping kernel lists");
         }
-        lists.kernel_counts()
+        (lists.kernel_counts(), lists.top_blocked(TOP_BLOCKED))
     });
     let secs = t0.elapsed().as_secs_f64();
     let mut m = metrics.lock().expect("metrics lock");
@@ -472,8 +496,11 @@ fn poll_once(
     status.alerts += pass.alerts as u64;
     status.auto_blocks += pass.blocks as u64;
     status.model = Some(engine.model_status());
-    if let Some((blocks, allows)) = counts {
+    if let Some(((blocks, allows), top)) = counts {
         m.set_list_entries(blocks, allows);
+        let top: Vec<_> = top.into_iter().map(|(n, h)| (n.to_string(), h)).collect();
+        m.set_top_blocked(&top);
     }
+    m.set_model_trained_at(status.model.as_ref().and_then(|s| s.trained_at));
     Ok(())
 }

@@ -1,11 +1,36 @@
-//! The agent's HTTP endpoint. For now it serves Prometheus metrics; the management API joins
-//! it here.
-use axum::{Router, http::header, response::IntoResponse, routing::get};
-use prometheus::Registry;
-use tokio::net::TcpListener;
-use tracing::error;
+//! The agent's HTTP endpoints: Prometheus metrics on `--metrics-addr`, and the management API
+//! on `--api-addr` (health, status, flows, alerts, incidents, the lists, the model, and an
+//! OpenAPI description of all of it).
+//!
+//! The API works on the same pinned maps and state store as the CLI, each request with its own
+//! store connection, so it never waits behind the poll loop and a request does exactly what
+//! the matching `astra` command would.
+use std::{path::PathBuf, time::Duration};
 
-pub fn router(registry: Registry) -> Router {
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{Path as UrlPath, Query, State},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus::Registry;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+use crate::{
+    addr::{parse_net, parse_ttl},
+    agent::AgentStatus,
+    blocklist::Lists,
+    error::Error,
+    events::now_ms,
+    store::{EntrySource, ListKind, Store, now_unix},
+};
+
+pub fn metrics_router(registry: Registry) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
@@ -24,8 +49,405 @@ pub fn router(registry: Registry) -> Router {
     )
 }
 
-pub async fn serve(listener: TcpListener, registry: Registry) {
-    if let Err(e) = axum::serve(listener, router(registry)).await {
-        error!(error = %e, "metrics server stopped");
+pub async fn serve(listener: TcpListener, router: Router, what: &'static str) {
+    if let Err(e) = axum::serve(listener, router).await {
+        error!(error = %e, "{what} server stopped");
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub pin_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub poll_interval: Duration,
+}
+
+/// An error response: a status and one line saying what is wrong, as `{"error": "..."}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(msg: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, msg.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"astra\""),
+            );
+        }
+        r
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let code = if e.exit_code() == 2 {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError(code, e.to_string())
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Error::from(e).into()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(v: impl serde::Serialize) -> ApiResult {
+    Ok(axum::Json(v).into_response())
+}
+
+/// Runs blocking work (SQLite, map syscalls) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// Checks the bearer token of a mutating request against the token file.
+fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("missing bearer token (see `astra token show`)"))?;
+    let expected = crate::token::read(&st.state_dir)?
+        .ok_or_else(|| unauthorized("no API token has been generated"))?;
+    if crate::token::matches(&expected, given.trim()) {
+        Ok(())
+    } else {
+        Err(unauthorized("wrong bearer token"))
+    }
+}
+
+pub fn router(st: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { axum::Json(openapi()) }),
+        )
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/incidents", get(incidents))
+        .route("/api/v1/incidents/{id}", get(incident))
+        .route("/api/v1/blocklist", get(list_block).post(add_block))
+        .route(
+            "/api/v1/blocklist/{*net}",
+            axum::routing::delete(remove_block),
+        )
+        .route("/api/v1/allowlist", get(list_allow).post(add_allow))
+        .route(
+            "/api/v1/allowlist/{*net}",
+            axum::routing::delete(remove_allow),
+        )
+        .route("/api/v1/model", get(model))
+        .with_state(st)
+}
+
+/// Ready when the agent's status says it is running and it polled recently.
+async fn readyz(State(st): State<ApiState>) -> Response {
+    let status = AgentStatus::read(&st.state_dir);
+    let fresh = (st.poll_interval * 3).max(Duration::from_secs(5)).as_secs();
+    let why = match &status {
+        None => Some("no agent status yet".to_string()),
+        Some(s) if !s.running => Some("agent is stopping".into()),
+        Some(s) => match s.last_poll_at {
+            None => Some("no poll yet".into()),
+            Some(t) if now_unix().saturating_sub(t) > fresh => {
+                Some(format!("last poll {} s ago", now_unix().saturating_sub(t)))
+            }
+            Some(_) => None,
+        },
+    };
+    match why {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(w) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {w}\n")).into_response(),
+    }
+}
+
+async fn status(State(st): State<ApiState>) -> ApiResult {
+    ok(blocking(move || Ok(crate::cli::status_report(&st.pin_dir, &st.state_dir)?)).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlowsQuery {
+    top: Option<usize>,
+}
+
+async fn flows(State(st): State<ApiState>, Query(q): Query<FlowsQuery>) -> ApiResult {
+    let top = q.top.unwrap_or(100);
+    ok(blocking(move || Ok(crate::cli::flows_report(&st.pin_dir, &st.state_dir, top)?)).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    /// A duration such as 10m.
+    since: Option<String>,
+    limit: Option<usize>,
+}
+
+impl HistoryQuery {
+    fn since_ms(&self) -> Result<u64, ApiError> {
+        match &self.since {
+            None => Ok(0),
+            Some(s) => humantime::parse_duration(s)
+                .map(|d| now_ms().saturating_sub(d.as_millis() as u64))
+                .map_err(|e| ApiError::bad_request(format!("since={s}: {e}"))),
+        }
+    }
+}
+
+async fn alerts(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
+    let since = q.since_ms()?;
+    let limit = q.limit.unwrap_or(1000);
+    ok(blocking(move || {
+        let store = Store::open(&st.state_dir)?;
+        Ok(crate::history::alerts(&store, since, limit)?)
+    })
+    .await?)
+}
+
+async fn incidents(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
+    let since = q.since_ms()?;
+    let limit = q.limit.unwrap_or(1000);
+    ok(blocking(move || {
+        let store = Store::open(&st.state_dir)?;
+        Ok(crate::history::incidents(&store, since, limit)?)
+    })
+    .await?)
+}
+
+async fn incident(State(st): State<ApiState>, UrlPath(id): UrlPath<String>) -> ApiResult {
+    let row = blocking(move || {
+        let store = Store::open(&st.state_dir)?;
+        Ok(crate::history::incident(&store, &id)?)
+    })
+    .await?;
+    match row {
+        Some(r) => ok(r),
+        None => Err(ApiError(StatusCode::NOT_FOUND, "no such incident".into())),
+    }
+}
+
+async fn list(st: ApiState, kind: ListKind) -> ApiResult {
+    ok(blocking(move || {
+        let lists = Lists::open(&st.state_dir, &st.pin_dir)?;
+        let rows: Vec<_> = lists
+            .list()?
+            .into_iter()
+            .filter(|r| r.kind == kind)
+            .collect();
+        Ok(rows)
+    })
+    .await?)
+}
+
+async fn list_block(State(st): State<ApiState>) -> ApiResult {
+    list(st, ListKind::Block).await
+}
+
+async fn list_allow(State(st): State<ApiState>) -> ApiResult {
+    list(st, ListKind::Allow).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddRequest {
+    net: String,
+    /// A duration such as 10m; absent or "permanent" = no expiry.
+    ttl: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn add(st: ApiState, headers: HeaderMap, body: Bytes, kind: ListKind) -> ApiResult {
+    authorize(&st, &headers)?;
+    let req: AddRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let net = parse_net(&req.net).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ttl = match (&req.ttl, kind) {
+        (None, _) => None,
+        (Some(_), ListKind::Allow) => {
+            return Err(ApiError::bad_request(
+                "allowlist entries do not expire: drop ttl",
+            ));
+        }
+        (Some(t), ListKind::Block) => {
+            Some(parse_ttl(t).map_err(|e| ApiError::bad_request(e.to_string()))?)
+                .filter(|d| !d.is_zero())
+        }
+    };
+    let entry = blocking(move || {
+        let mut lists = Lists::open(&st.state_dir, &st.pin_dir)?;
+        let (entry, enf) = lists.add(kind, net, ttl, &req.reason, EntrySource::Manual)?;
+        Ok((entry, enf))
+    })
+    .await?;
+    info!(net = %net, list = %kind, "added through the API");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "entry": entry.0,
+            "in_kernel": entry.1 == crate::blocklist::Enforcement::InKernel,
+        })),
+    )
+        .into_response())
+}
+
+async fn add_block(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    add(st, headers, body, ListKind::Block).await
+}
+
+async fn add_allow(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    add(st, headers, body, ListKind::Allow).await
+}
+
+async fn remove(st: ApiState, headers: HeaderMap, net: String, kind: ListKind) -> ApiResult {
+    authorize(&st, &headers)?;
+    let net = parse_net(&net).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let removed = blocking(move || {
+        let mut lists = Lists::open(&st.state_dir, &st.pin_dir)?;
+        Ok(lists.remove(kind, &net)?)
+    })
+    .await?;
+    if !removed {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("{net} is not on the {kind} list"),
+        ));
+    }
+    info!(net = %net, list = %kind, "removed through the API");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove_block(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(net): UrlPath<String>,
+) -> ApiResult {
+    remove(st, headers, net, ListKind::Block).await
+}
+
+async fn remove_allow(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(net): UrlPath<String>,
+) -> ApiResult {
+    remove(st, headers, net, ListKind::Allow).await
+}
+
+async fn model(State(st): State<ApiState>) -> ApiResult {
+    let status = blocking(move || Ok(AgentStatus::read(&st.state_dir))).await?;
+    ok(json!({ "model": status.and_then(|s| s.model) }))
+}
+
+/// The OpenAPI 3.1 description served at /api/v1/openapi.json.
+pub fn openapi() -> Value {
+    let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
+    let json_ok = |what: &str| json!({"description": what, "content": {"application/json": {}}});
+    let history_params = json!([
+        {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "only the last DUR, e.g. 10m"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "at most the newest N (default 1000)"}
+    ]);
+    let list_ops = |which: &str, ttl: bool| {
+        let mut props = json!({
+            "net": {"type": "string", "description": "address or prefix, e.g. 198.18.0.7 or 198.18.0.0/24"},
+            "reason": {"type": "string"}
+        });
+        if ttl {
+            props["ttl"] = json!({"type": "string", "description": "e.g. 10m, 2h; absent or 'permanent' = no expiry"});
+        }
+        json!({
+            "get": {"summary": format!("Entries of the {which}"), "responses": {"200": json_ok("entries")}},
+            "post": {
+                "summary": format!("Add to the {which} (in force in the kernel when this returns)"),
+                "security": [{"bearer": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["net"], "additionalProperties": false, "properties": props}}}},
+                "responses": {"201": json_ok("added"), "400": err.clone(), "401": err.clone()}
+            }
+        })
+    };
+    let delete = |which: &str| {
+        json!({"delete": {
+            "summary": format!("Remove from the {which}"),
+            "security": [{"bearer": []}],
+            "parameters": [{"name": "net", "in": "path", "required": true, "schema": {"type": "string"},
+                "description": "address or prefix; the '/' of a prefix may be sent as is or as %2F"}],
+            "responses": {"204": {"description": "removed"}, "400": err.clone(), "401": err.clone(), "404": err.clone()}
+        }})
+    };
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "Astra agent API", "version": env!("CARGO_PKG_VERSION")},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                "description": "the token in <state-dir>/api.token (`astra token show`)"}},
+            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}}}
+        },
+        "paths": {
+            "/healthz": {"get": {"summary": "Liveness: the agent process serves requests", "responses": {"200": {"description": "ok"}}}},
+            "/readyz": {"get": {"summary": "Readiness: programs attached and polled recently",
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready, with the reason"}}}},
+            "/api/v1/openapi.json": {"get": {"summary": "This description", "responses": {"200": json_ok("OpenAPI document")}}},
+            "/api/v1/status": {"get": {"summary": "Agent, interfaces, map fill levels, store and history (as `astra status --json`)",
+                "responses": {"200": json_ok("status"), "500": err.clone()}}},
+            "/api/v1/flows": {"get": {"summary": "Largest flows in the kernel table, both directions paired",
+                "parameters": [{"name": "top", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "default 100"}],
+                "responses": {"200": json_ok("flows"), "400": err.clone()}}},
+            "/api/v1/alerts": {"get": {"summary": "Alerts from the history, oldest first", "parameters": history_params.clone(),
+                "responses": {"200": json_ok("alerts"), "400": err.clone()}}},
+            "/api/v1/incidents": {"get": {"summary": "Incidents from the history, oldest first", "parameters": history_params,
+                "responses": {"200": json_ok("incidents"), "400": err.clone()}}},
+            "/api/v1/incidents/{id}": {"get": {"summary": "One incident's full report",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
+                "responses": {"200": json_ok("incident"), "404": err.clone()}}},
+            "/api/v1/blocklist": list_ops("blocklist", true),
+            "/api/v1/blocklist/{net}": delete("blocklist"),
+            "/api/v1/allowlist": list_ops("allowlist", false),
+            "/api/v1/allowlist/{net}": delete("allowlist"),
+            "/api/v1/model": {"get": {"summary": "Isolation-forest model status", "responses": {"200": json_ok("model")}}}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_is_well_formed() {
+        let doc = openapi();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        assert!(paths.len() >= 12);
+        // Every mutating operation declares the bearer requirement and a 401.
+        for (p, ops) in paths {
+            for (method, op) in ops.as_object().unwrap() {
+                if method == "post" || method == "delete" {
+                    assert!(op["security"].is_array(), "{method} {p}");
+                    assert!(op["responses"]["401"].is_object(), "{method} {p}");
+                }
+            }
+        }
     }
 }

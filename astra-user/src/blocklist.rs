@@ -335,6 +335,21 @@ impl Lists {
         Ok(stale.len())
     }
 
+    /// The `n` blocklist entries with the most kernel drops (entries without any left out).
+    pub fn top_blocked(&self, n: usize) -> Vec<(IpNet, u64)> {
+        let Some(maps) = self.maps.as_ref() else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = kernel_entries(maps)
+            .into_iter()
+            .filter(|(k, _, e)| *k == ListKind::Block && e.hits > 0)
+            .map(|(_, net, e)| (net, e.hits))
+            .collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(n);
+        v
+    }
+
     /// Number of entries per kind currently in the kernel.
     pub fn kernel_counts(&self) -> (u64, u64) {
         let Some(maps) = self.maps.as_ref() else {

@@ -146,6 +146,9 @@ pub enum Command {
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The HTTP API's bearer token (in <state-dir>/api.token, mode 0600).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// The isolation-forest model: status, training, inspection, import from scikit-learn.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -188,6 +191,14 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Print the token (generating one if the agent has not yet).
+    Show,
+    /// Replace the token; the old one stops working at once.
+    Rotate,
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +323,14 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Run(_) => unreachable!("handled above"),
         Command::Config(ConfigCommand::Check { json }) => config_check(&argv, json),
+        Command::Token(t) => {
+            let token = match t {
+                TokenCommand::Show => crate::token::ensure(&state_dir)?,
+                TokenCommand::Rotate => crate::token::rotate(&state_dir)?,
+            };
+            println!("{token}");
+            Ok(())
+        }
         Command::Block {
             net,
             ttl,
@@ -657,7 +676,7 @@ fn mono_to_unix(ns: u64, now_unix: u64, now_mono: u64) -> u64 {
 }
 
 #[derive(Serialize)]
-struct FlowOut {
+pub struct FlowOut {
     #[serde(flatten)]
     flow: BiFlow,
     proto_name: String,
@@ -669,6 +688,20 @@ struct FlowOut {
 /// Prints the largest flows. Interface names come from the agent's status file when there is
 /// one: the agent may run in another network namespace, where ifindexes mean other devices.
 pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> Result<()> {
+    let out = flows_report(pin_dir, state_dir, top)?;
+    if json {
+        return print_json(&out);
+    }
+    if out.is_empty() {
+        println!("no flows in the table");
+        return Ok(());
+    }
+    print_flow_table(&out);
+    Ok(())
+}
+
+/// The `top` largest flows, both directions paired.
+pub fn flows_report(pin_dir: &Path, state_dir: &Path, top: usize) -> Result<Vec<FlowOut>> {
     let agent_ifaces = AgentStatus::read(state_dir)
         .map(|s| s.interfaces)
         .unwrap_or_default();
@@ -703,13 +736,10 @@ pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> 
             flow: f,
         })
         .collect();
-    if json {
-        return print_json(&out);
-    }
-    if out.is_empty() {
-        println!("no flows in the table");
-        return Ok(());
-    }
+    Ok(out)
+}
+
+fn print_flow_table(out: &[FlowOut]) {
     let mut t = table(&[
         "PROTO",
         "SOURCE",
@@ -722,7 +752,7 @@ pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> 
         "FIRST SEEN",
         "LAST SEEN",
     ]);
-    for f in &out {
+    for f in out {
         let b = &f.flow;
         let ep = |a: &std::net::IpAddr, p: u16| match (b.proto, a) {
             (1 | 58, _) => a.to_string(),
@@ -743,7 +773,6 @@ pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> 
         ]);
     }
     println!("{t}");
-    Ok(())
 }
 
 /// Man pages straight from the argument definitions, so they cannot drift from `--help`.
@@ -984,7 +1013,7 @@ fn print_alerts(alerts: &[Alert], from: &str, json: bool) -> Result<()> {
 }
 
 #[derive(Serialize)]
-struct StatusOut {
+pub struct StatusOut {
     agent_running: bool,
     agent: Option<AgentStatus>,
     pin_dir: PathBuf,
@@ -1001,9 +1030,20 @@ struct StatusOut {
     history_incidents: u64,
     /// Why the state store cannot be read (the kernel state above is still shown).
     store_error: Option<String>,
+    store_path: PathBuf,
 }
 
 fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
+    let out = status_report(pin_dir, state_dir)?;
+    if json {
+        return print_json(&out);
+    }
+    print_status(&out);
+    Ok(())
+}
+
+/// What `astra status` shows: the agent's own report plus what the maps and store hold now.
+pub fn status_report(pin_dir: &Path, state_dir: &Path) -> Result<StatusOut> {
     // A damaged database is reported, not fatal: what the kernel enforces is still worth seeing.
     let (store, store_error) = match Store::open(state_dir) {
         Ok(s) => (s, None),
@@ -1040,10 +1080,13 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
         history_alerts,
         history_incidents,
         store_error,
+        store_path: lists.store().path().to_owned(),
     };
-    if json {
-        return print_json(&out);
-    }
+    Ok(out)
+}
+
+fn print_status(out: &StatusOut) {
+    let (running, pin_dir) = (out.agent_running, &out.pin_dir);
     match (&out.agent, running) {
         (Some(s), true) => {
             println!(
@@ -1090,7 +1133,7 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
         pin_dir.display(),
         out.layout_version
     );
-    if maps_pinned {
+    if out.maps_pinned {
         let cap = out.flow_capacity.unwrap_or(0);
         let n = out.flows.unwrap_or(0);
         let pct = if cap == 0 {
@@ -1111,14 +1154,13 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
         Some(e) => println!("state store:  UNUSABLE: {e}"),
         None => println!(
             "state store:  {} ({} blocks, {} allows; history {} alerts, {} incidents)",
-            lists.store().path().display(),
+            out.store_path.display(),
             out.stored_blocks,
             out.stored_allows,
             out.history_alerts,
             out.history_incidents
         ),
     }
-    Ok(())
 }
 
 fn incidents(

@@ -24,6 +24,7 @@ pub mod netns;
 pub mod report;
 pub mod scenario;
 pub mod store;
+pub mod token;
 pub mod traffic;
 pub mod verdict;
 

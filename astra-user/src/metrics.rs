@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use astra_common::{Counter, action};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::flowtable::PollStats;
@@ -55,6 +55,10 @@ pub struct Metrics {
     auto_blocks: IntCounter,
     anomaly_score: Histogram,
     conversations: IntGauge,
+    top_blocked: IntGaugeVec,
+    last_poll: Gauge,
+    model_age: Gauge,
+    history_rows: IntGaugeVec,
     /// What has been exported so far per (iface, action), to advance counters by the difference.
     exported: HashMap<(String, u32), Counter>,
 }
@@ -172,6 +176,37 @@ impl Metrics {
             "Conversations the detection windows currently hold.",
         )
         .expect("valid metric");
+        let top_blocked = IntGaugeVec::new(
+            Opts::new(
+                "astra_top_blocked_drops",
+                "Packets dropped in the kernel for each of the blocklist entries with the most \
+                 drops (at most 20 entries, so the label set stays small).",
+            ),
+            &["address"],
+        )
+        .expect("valid metric");
+        let last_poll = Gauge::new(
+            "astra_last_poll_timestamp_seconds",
+            "UNIX time of the last successful poll of the kernel maps.",
+        )
+        .expect("valid metric");
+        let start_time = Gauge::new("astra_start_time_seconds", "UNIX time the agent started.")
+            .expect("valid metric");
+        start_time.set(crate::events::now_ms() as f64 / 1e3);
+        let model_age = Gauge::new(
+            "astra_model_age_seconds",
+            "Seconds since the isolation-forest model in use was trained (NaN without a model).",
+        )
+        .expect("valid metric");
+        model_age.set(f64::NAN);
+        let history_rows = IntGaugeVec::new(
+            Opts::new(
+                "astra_history_rows",
+                "Rows in the alert and incident history of the state store.",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
         let build = IntGaugeVec::new(
             Opts::new("astra_build_info", "Astra version (value is always 1)."),
             &["version"],
@@ -194,6 +229,11 @@ impl Metrics {
             Box::new(auto_blocks.clone()),
             Box::new(anomaly_score.clone()),
             Box::new(conversations.clone()),
+            Box::new(top_blocked.clone()),
+            Box::new(model_age.clone()),
+            Box::new(last_poll.clone()),
+            Box::new(start_time),
+            Box::new(history_rows.clone()),
             Box::new(build),
         ] {
             registry.register(c).expect("unique metric names");
@@ -215,6 +255,10 @@ impl Metrics {
             auto_blocks,
             anomaly_score,
             conversations,
+            top_blocked,
+            last_poll,
+            model_age,
+            history_rows,
             exported: HashMap::new(),
         }
     }
@@ -258,6 +302,7 @@ impl Metrics {
             .inc_by(stats.evicted_active as u64);
         self.poll_duration.observe(seconds);
         self.polls.with_label_values(&["ok"]).inc();
+        self.last_poll.set(crate::events::now_ms() as f64 / 1e3);
     }
 
     pub fn poll_failed(&self) {
@@ -305,6 +350,33 @@ impl Metrics {
 
     pub fn anomaly_score(&self, score: f64) {
         self.anomaly_score.observe(score);
+    }
+
+    /// The blocklist entries with the most drops, largest first.
+    pub fn set_top_blocked(&self, top: &[(String, u64)]) {
+        self.top_blocked.reset();
+        for (addr, hits) in top {
+            self.top_blocked
+                .with_label_values(&[addr.as_str()])
+                .set(i64::try_from(*hits).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Age of the model in use; NaN while there is none (still learning, or disabled), so
+    /// every comparison on it in an alert rule is false rather than the series vanishing.
+    pub fn set_model_trained_at(&self, trained_unix: Option<u64>) {
+        self.model_age.set(trained_unix.map_or(f64::NAN, |t| {
+            (crate::events::now_ms() as f64 / 1e3 - t as f64).max(0.0)
+        }));
+    }
+
+    pub fn set_history_rows(&self, alerts: u64, incidents: u64) {
+        self.history_rows
+            .with_label_values(&["alerts"])
+            .set(i64::try_from(alerts).unwrap_or(i64::MAX));
+        self.history_rows
+            .with_label_values(&["incidents"])
+            .set(i64::try_from(incidents).unwrap_or(i64::MAX));
     }
 
     pub fn set_conversations(&self, n: usize) {

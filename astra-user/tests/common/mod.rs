@@ -259,6 +259,7 @@ pub struct Agent {
     pub child: Child,
     pub ns: String,
     pub metrics_port: u16,
+    pub api_port: u16,
     log: PathBuf,
 }
 
@@ -267,6 +268,7 @@ impl Agent {
     /// so its pins are visible to the test) and waits until it serves metrics.
     pub fn start(ns: &str, iface: &str, pin: &Path, state: &Path, extra: &[&str]) -> Agent {
         let port = free_port();
+        let api_port = free_port();
         let log = state.join(format!("agent-{port}.log"));
         let logf = std::fs::File::create(&log).expect("log file");
         let child = astra::netns::command_in(&format!("/var/run/netns/{ns}"), astra_bin())
@@ -274,6 +276,7 @@ impl Agent {
             .args(["run", "--iface", iface, "--poll-interval", "200ms"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{port}"))
+            .arg(format!("--api-addr=127.0.0.1:{api_port}"))
             .arg("--pin-dir")
             .arg(pin)
             .arg("--state-dir")
@@ -288,6 +291,7 @@ impl Agent {
             child,
             ns: ns.to_owned(),
             metrics_port: port,
+            api_port,
             log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -315,17 +319,23 @@ impl Agent {
     }
 
     fn try_metrics(&self) -> Option<String> {
-        let port = self.metrics_port;
-        Lab::in_ns(&self.ns, move || {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-                .ok()?;
-            let mut buf = String::new();
-            s.read_to_string(&mut buf).ok()?;
-            let body = buf.split_once("\r\n\r\n")?.1.to_owned();
-            Some(body)
-        })
+        http(&self.ns, self.metrics_port, "GET", "/metrics", None, None).map(|(_, body)| body)
+    }
+
+    /// One API request: (status, body). `token` goes in as a bearer token.
+    pub fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        http(&self.ns, self.api_port, method, path, token, body)
+            .unwrap_or_else(|| panic!("API {method} {path} did not answer:\n{}", self.log()))
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 
     pub fn metrics(&self) -> String {
@@ -373,4 +383,37 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
         .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// A minimal HTTP/1.0 request to 127.0.0.1:`port` inside namespace `ns`: (status, body).
+pub fn http(
+    ns: &str,
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: x\r\n");
+    if let Some(t) = token {
+        req += &format!("Authorization: Bearer {t}\r\n");
+    }
+    if let Some(b) = body {
+        req += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        );
+    } else {
+        req += "\r\n";
+    }
+    Lab::in_ns(ns, move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(req.as_bytes()).ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let code = buf.split(' ').nth(1)?.parse().ok()?;
+        let body = buf.split_once("\r\n\r\n")?.1.to_owned();
+        Some((code, body))
+    })
 }

@@ -1,0 +1,278 @@
+//! Running Astra the way operators do: the HTTP API with its token, the configuration file
+//! with SIGHUP reloads, a damaged state store, and the deploy/ files against a live agent.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Agent, Lab, PinDir, TempDir, cli, cli_ok};
+use serde_json::Value;
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+fn blocked(pin: &std::path::Path, state: &std::path::Path) -> Vec<String> {
+    let out = cli_ok(pin, state, &["list", "--kind", "block", "--json"]);
+    json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["net"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn api_serves_reads_and_guards_changes_with_the_token() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    agent.settle();
+
+    assert_eq!(agent.api("GET", "/healthz", None, None).0, 200);
+    let (code, body) = agent.api("GET", "/readyz", None, None);
+    assert_eq!(code, 200, "{body}");
+
+    // Every read the OpenAPI document lists answers (the document matches the router).
+    let doc = json(&agent.api("GET", "/api/v1/openapi.json", None, None).1);
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if ops.get("get").is_none() || path.contains('{') {
+            continue;
+        }
+        let (code, body) = agent.api("GET", path, None, None);
+        assert_eq!(code, 200, "GET {path}: {body}");
+    }
+    let status = json(&agent.api("GET", "/api/v1/status", None, None).1);
+    assert_eq!(status["agent_running"], true);
+    assert!(status["flow_capacity"].as_u64().is_some());
+
+    // The token is the agent's, private to root.
+    let token = cli_ok(pin.path(), state.path(), &["token", "show"])
+        .trim()
+        .to_owned();
+    assert_eq!(token.len(), 64);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(state.path().join("api.token"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let a = lab.a_v4();
+    let body = format!(r#"{{"net": "{a}", "ttl": "10m", "reason": "api test"}}"#);
+    // No token, a wrong token, a bad body, a bad address: refused, and nothing changes.
+    let (code, resp) = agent.api("POST", "/api/v1/blocklist", None, Some(&body));
+    assert_eq!(code, 401, "{resp}");
+    let (code, _) = agent.api("POST", "/api/v1/blocklist", Some("0000"), Some(&body));
+    assert_eq!(code, 401);
+    let (code, resp) = agent.api(
+        "POST",
+        "/api/v1/blocklist",
+        Some(&token),
+        Some(r#"{"nett": "198.18.0.1"}"#),
+    );
+    assert_eq!(code, 400, "{resp}");
+    assert!(
+        json(&resp)["error"].as_str().unwrap().contains("nett"),
+        "{resp}"
+    );
+    let (code, resp) = agent.api(
+        "POST",
+        "/api/v1/blocklist",
+        Some(&token),
+        Some(r#"{"net": "198.18.0.300"}"#),
+    );
+    assert_eq!(code, 400, "{resp}");
+    let (code, _) = agent.api(
+        "POST",
+        "/api/v1/blocklist",
+        Some(&token),
+        Some(&format!(r#"{{"net": "{a}", "ttl": "soon"}}"#)),
+    );
+    assert_eq!(code, 400);
+    assert!(blocked(pin.path(), state.path()).is_empty());
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
+
+    // With the token the block is in force in the kernel when the call returns.
+    let (code, resp) = agent.api("POST", "/api/v1/blocklist", Some(&token), Some(&body));
+    assert_eq!(code, 201, "{resp}");
+    assert_eq!(json(&resp)["in_kernel"], true);
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+    let list = json(&agent.api("GET", "/api/v1/blocklist", None, None).1);
+    assert_eq!(list[0]["net"], format!("{a}/32"));
+    assert_eq!(list[0]["reason"], "api test");
+
+    // DELETE needs the token too; a prefix's '/' may come as is.
+    let path = format!("/api/v1/blocklist/{a}/32");
+    assert_eq!(agent.api("DELETE", &path, None, None).0, 401);
+    assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 204);
+    assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 404);
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
+
+    // Allowlist round trip, with %2F for the prefix.
+    let (code, _) = agent.api(
+        "POST",
+        "/api/v1/allowlist",
+        Some(&token),
+        Some(r#"{"net": "198.18.250.0/24"}"#),
+    );
+    assert_eq!(code, 201);
+    let code = agent
+        .api(
+            "DELETE",
+            "/api/v1/allowlist/198.18.250.0%2F24",
+            Some(&token),
+            None,
+        )
+        .0;
+    assert_eq!(code, 204);
+
+    // Rotation: the old token stops working at once.
+    let new = cli_ok(pin.path(), state.path(), &["token", "rotate"])
+        .trim()
+        .to_owned();
+    assert_ne!(new, token);
+    assert_eq!(
+        agent
+            .api("POST", "/api/v1/blocklist", Some(&token), Some(&body))
+            .0,
+        401
+    );
+    assert_eq!(
+        agent
+            .api("POST", "/api/v1/blocklist", Some(&new), Some(&body))
+            .0,
+        201
+    );
+    agent.stop();
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool, agent: &Agent) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn agent_status(state: &std::path::Path) -> Value {
+    json(&std::fs::read_to_string(state.join("agent.json")).unwrap())
+}
+
+#[test]
+fn config_file_applies_and_sighup_reloads_it() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let cfg = state.path().join("astra.toml");
+    // The command line's --iface wins over the file's.
+    std::fs::write(
+        &cfg,
+        "iface = [\"lo\"]\nidle_timeout = \"90s\"\n[detect.policy]\ndry_run = true\n",
+    )
+    .unwrap();
+    let cfg_s = cfg.to_str().unwrap();
+    let agent = Agent::start(
+        &lab.ns_b,
+        &lab.if_b,
+        pin.path(),
+        state.path(),
+        &["--config", cfg_s],
+    );
+    assert_eq!(agent_status(state.path())["dry_run"], true);
+
+    // `config check` shows the same merge the agent made.
+    let out = cli_ok(
+        pin.path(),
+        state.path(),
+        &["config", "check", "--json", "--config", cfg_s],
+    );
+    let eff = json(&out);
+    assert_eq!(eff["iface"][0], "lo");
+    assert_eq!(eff["idle_timeout"], "1m 30s");
+    assert_eq!(eff["detect"]["policy"]["dry_run"], true);
+
+    // A bad edit is refused on SIGHUP and the running configuration stays.
+    std::fs::write(&cfg, "idle_timeout = \"90s\"\nbogus = 1\n").unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    wait_for(
+        "the rejection",
+        || agent.log().contains("configuration rejected"),
+        &agent,
+    );
+    assert!(agent.log().contains("unknown key `bogus`"));
+    assert_eq!(agent_status(state.path())["dry_run"], true);
+
+    // A good edit takes effect without a restart, and the flows and blocks stay.
+    cli_ok(pin.path(), state.path(), &["block", "198.18.251.1"]);
+    std::fs::write(&cfg, "[detect.policy]\ndry_run = false\n").unwrap();
+    unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
+    wait_for(
+        "the reload",
+        || agent_status(state.path())["dry_run"] == false,
+        &agent,
+    );
+    assert!(agent.log().contains("configuration reloaded"));
+    assert_eq!(blocked(pin.path(), state.path()), vec!["198.18.251.1/32"]);
+    agent.settle();
+
+    // Unknown keys are errors naming the key, before anything is loaded.
+    std::fs::write(&cfg, "pol_interval = \"1s\"\n").unwrap();
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["config", "check", "--config", cfg_s],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown key `pol_interval`"), "{err}");
+    agent.stop();
+}
+
+#[test]
+fn damaged_store_is_reported_and_enforcement_continues() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let a = lab.a_v4();
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    cli_ok(pin.path(), state.path(), &["block", &a]);
+    assert_eq!(agent.stop().code(), Some(0));
+
+    // The database is overwritten with garbage while no agent runs.
+    let db = state.path().join("astra.db");
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(state.path().join(format!("astra.db{suffix}")));
+    }
+    std::fs::write(&db, vec![0x5a; 8192]).unwrap();
+
+    let (code, out, err) = cli(pin.path(), state.path(), &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("UNUSABLE") && out.contains("corrupt"), "{out}");
+    let (code, _, err) = cli(pin.path(), state.path(), &["list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("corrupt"), "{err}");
+
+    // The agent starts anyway, says why decisions are not durable, and the block the pinned
+    // map holds is still enforced.
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    assert!(
+        agent.log().contains("state store unusable"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+    let st = agent_status(state.path());
+    assert!(st["store_error"].as_str().unwrap().contains("corrupt"));
+    agent.stop();
+}

@@ -22,6 +22,7 @@ const fn req(command: &'static str, package: &'static str) -> Requirement {
 /// (several commands may share one package).
 pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("promtool", "prometheus"),
+    req("systemd-analyze", "systemd"),
     req("ip", "iproute2"),
     req("sysctl", "procps"),
 ];

@@ -91,6 +91,72 @@ fn kernel_insert(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet, e: ListEntr
     r.map_err(|err| Error::bpf(format!("writing {net} into the kernel {kind}list"), err))
 }
 
+/// Writes many entries: exact addresses with batch updates (hash maps support them), prefixes
+/// one by one (LPM tries have no batch operations on every kernel we support). Hit counts the
+/// kernel already holds are kept, as in [`Lists::add`].
+fn kernel_insert_many(
+    maps: &mut PinnedMaps,
+    entries: &[StoredEntry],
+    now_unix: u64,
+    now_mono: u64,
+) -> Result<()> {
+    let value = |e: &StoredEntry, hits: u64| ListEntry {
+        expires_ns: kernel_expiry(e.expires_at, now_unix, now_mono),
+        hits,
+        created_unix_s: e.created_at,
+        source: source_code(e.source),
+        _pad: 0,
+    };
+    let mut exact_v4: Vec<(&StoredEntry, [u8; 4])> = Vec::new();
+    let mut exact_v6: Vec<(&StoredEntry, [u8; 16])> = Vec::new();
+    for e in entries {
+        match (e.kind, v4(&e.net), v6(&e.net)) {
+            (ListKind::Block, Some((a, 32)), _) => exact_v4.push((e, a)),
+            (ListKind::Block, _, Some((a, 128))) => exact_v6.push((e, a)),
+            _ => {
+                let hits = kernel_get(maps, e.kind, &e.net).map_or(0, |k| k.hits);
+                kernel_insert(maps, e.kind, &e.net, value(e, hits))?;
+            }
+        }
+    }
+    if !exact_v4.is_empty() {
+        let current = maps.read_block_v4()?;
+        let (keys, values) = exact_values(&exact_v4, current, value);
+        if maps.insert_block_v4(&keys, &values).is_err() {
+            // Kernels without batch support for hash maps: one at a time, which also names
+            // the entry that failed.
+            for ((e, _), v) in exact_v4.iter().zip(values) {
+                kernel_insert(maps, e.kind, &e.net, v)?;
+            }
+        }
+    }
+    if !exact_v6.is_empty() {
+        let current = maps.read_block_v6()?;
+        let (keys, values) = exact_values(&exact_v6, current, value);
+        if maps.insert_block_v6(&keys, &values).is_err() {
+            for ((e, _), v) in exact_v6.iter().zip(values) {
+                kernel_insert(maps, e.kind, &e.net, v)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Keys and kernel values for a batch of exact addresses, keeping the hit counts of `current`
+/// (the map as read in one batched pass, cheaper than a lookup per address).
+fn exact_values<const N: usize>(
+    exact: &[(&StoredEntry, [u8; N])],
+    current: Vec<([u8; N], ListEntry)>,
+    value: impl Fn(&StoredEntry, u64) -> ListEntry,
+) -> (Vec<[u8; N]>, Vec<ListEntry>) {
+    let hits: std::collections::HashMap<[u8; N], u64> =
+        current.into_iter().map(|(k, v)| (k, v.hits)).collect();
+    exact
+        .iter()
+        .map(|(e, a)| (*a, value(e, hits.get(a).copied().unwrap_or(0))))
+        .unzip()
+}
+
 fn kernel_remove(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet) -> bool {
     let r = match (kind, v4(net), v6(net)) {
         (ListKind::Block, Some((a, 32)), _) => maps.block_v4.remove(&a),
@@ -111,10 +177,18 @@ fn lpm_net<K: aya::Pod + Into<IpAddr>>(k: &Key<K>) -> Option<IpNet> {
 /// Every entry in the kernel maps.
 fn kernel_entries(maps: &PinnedMaps) -> Vec<(ListKind, IpNet, ListEntry)> {
     let mut out = Vec::new();
-    for (a, e) in maps.block_v4.iter().flatten() {
+    // Batched reads: feeds put 100k+ addresses here, and walking them key by key costs two
+    // syscalls each. Kernels without batch lookups for hash maps get the walk.
+    let v4 = maps
+        .read_block_v4()
+        .unwrap_or_else(|_| maps.block_v4.iter().flatten().collect());
+    for (a, e) in v4 {
         out.push((ListKind::Block, IpNet::from(IpAddr::from(a)), e));
     }
-    for (a, e) in maps.block_v6.iter().flatten() {
+    let v6 = maps
+        .read_block_v6()
+        .unwrap_or_else(|_| maps.block_v6.iter().flatten().collect());
+    for (a, e) in v6 {
         out.push((ListKind::Block, IpNet::from(IpAddr::from(a)), e));
     }
     for (k, e) in maps.bnet_v4.iter().flatten() {
@@ -142,6 +216,8 @@ pub struct ListRow {
     pub expires_at: Option<u64>,
     pub reason: String,
     pub source: EntrySource,
+    /// The feed the entry came from; empty for manual and automatic entries.
+    pub tag: String,
     pub hits: u64,
     pub created_at: u64,
     /// Whether the kernel currently holds the entry (false when no agent has run since boot).
@@ -201,6 +277,7 @@ impl Lists {
             reason: reason.to_owned(),
             source,
             created_at: now,
+            tag: String::new(),
         };
         self.store.upsert(&entry)?;
         let enforcement = self.apply(&entry, now, mono_now_ns())?;
@@ -222,6 +299,41 @@ impl Lists {
         };
         kernel_insert(maps, e.kind, &e.net, k)?;
         Ok(Enforcement::InKernel)
+    }
+
+    /// [`Lists::add`] for many entries at once (feeds): one store transaction, then batched
+    /// kernel writes, so 100k entries take seconds rather than minutes. The entries are
+    /// written as given (expiry, creation time, source, tag). If the kernel write fails the
+    /// entries stay stored, like a failed [`Lists::add`], and are applied at the next agent start.
+    pub fn add_many(&mut self, entries: &[StoredEntry]) -> Result<Enforcement> {
+        self.store.upsert_many(entries)?;
+        let Some(maps) = self.maps.as_mut() else {
+            return Ok(Enforcement::StoredOnly);
+        };
+        kernel_insert_many(maps, entries, now_unix(), mono_now_ns())?;
+        Ok(Enforcement::InKernel)
+    }
+
+    /// [`Lists::remove`] for many entries: one store transaction, batched kernel deletes.
+    /// Returns how many the store had.
+    pub fn remove_many(&mut self, keys: &[(ListKind, IpNet)]) -> Result<usize> {
+        let n = self.store.remove_many(keys)?;
+        if let Some(maps) = self.maps.as_mut() {
+            let mut exact_v4 = Vec::new();
+            let mut exact_v6 = Vec::new();
+            for (kind, net) in keys {
+                match (kind, v4(net), v6(net)) {
+                    (ListKind::Block, Some((a, 32)), _) => exact_v4.push(a),
+                    (ListKind::Block, _, Some((a, 128))) => exact_v6.push(a),
+                    _ => {
+                        kernel_remove(maps, *kind, net);
+                    }
+                }
+            }
+            maps.delete_block_v4(&exact_v4);
+            maps.delete_block_v6(&exact_v6);
+        }
+        Ok(n)
     }
 
     /// Removes an entry from store and kernel; `false` if neither had it.
@@ -260,6 +372,7 @@ impl Lists {
                 expires_at: s.expires_at,
                 reason: s.reason.clone(),
                 source: s.source,
+                tag: s.tag.clone(),
                 hits: hits.unwrap_or(0),
                 created_at: s.created_at,
                 in_kernel: hits.is_some(),
@@ -277,6 +390,7 @@ impl Lists {
                 expires_at: remaining.map(|r| now + r),
                 reason: String::new(),
                 source: source_from_code(e.source),
+                tag: String::new(),
                 hits: e.hits,
                 created_at: e.created_unix_s,
                 in_kernel: true,
@@ -289,20 +403,21 @@ impl Lists {
     }
 
     /// Writes every live stored entry into the kernel maps: after a reboot emptied bpffs, or
-    /// when the maps were recreated.
+    /// when the maps were recreated. Batched like [`Lists::add_many`], so an agent with a large
+    /// feed starts in about a second.
     pub fn restore(&mut self) -> Result<usize> {
         let now = now_unix();
-        let mono = mono_now_ns();
-        let mut n = 0;
-        for e in self.store.list(None)? {
-            if e.is_expired(now) {
-                continue;
-            }
-            if self.apply(&e, now, mono)? == Enforcement::InKernel {
-                n += 1;
-            }
-        }
-        Ok(n)
+        let live: Vec<StoredEntry> = self
+            .store
+            .list(None)?
+            .into_iter()
+            .filter(|e| !e.is_expired(now))
+            .collect();
+        let Some(maps) = self.maps.as_mut() else {
+            return Ok(0);
+        };
+        kernel_insert_many(maps, &live, now, mono_now_ns())?;
+        Ok(live.len())
     }
 
     /// Drops expired entries from the store and their kernel copies. The kernel already

@@ -191,6 +191,9 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Import blocklist feeds (FireHOL, Spamhaus DROP, CSV, JSON) and export the lists.
+    #[command(subcommand)]
+    Blocklist(crate::feeds::BlocklistCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -462,6 +465,7 @@ pub fn run(cli: Cli) -> Result<()> {
             None => crate::bench::run(json.as_deref(), &only),
         },
         Command::Model(m) => model_command(&state_dir, m),
+        Command::Blocklist(b) => crate::feeds::run(b, &pin_dir, &state_dir),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod features;
+pub mod feeds;
 pub mod flowtable;
 pub mod forest;
 pub mod history;

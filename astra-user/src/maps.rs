@@ -6,7 +6,7 @@ use std::{
 };
 
 use astra_common::{Counter, FlowKey, FlowValue, ListEntry, action, counter_index, map_names};
-use aya::maps::{HashMap, LpmTrie, Map, MapData, PerCpuArray};
+use aya::maps::{HashMap, IterableMap, LpmTrie, Map, MapData, PerCpuArray};
 
 use crate::{
     error::{Error, Result},
@@ -121,6 +121,47 @@ impl PinnedMaps {
         batch::update(fd, keys, values).map_err(|e| Error::bpf("writing the flow table", e))
     }
 
+    /// Every exact IPv4 block entry, read with BPF_MAP_LOOKUP_BATCH.
+    pub fn read_block_v4(&self) -> Result<Vec<([u8; 4], ListEntry)>> {
+        read_all(&self.block_v4).map_err(|e| Error::bpf("reading the IPv4 blocklist", e))
+    }
+
+    /// Every exact IPv6 block entry, read with BPF_MAP_LOOKUP_BATCH.
+    pub fn read_block_v6(&self) -> Result<Vec<([u8; 16], ListEntry)>> {
+        read_all(&self.block_v6).map_err(|e| Error::bpf("reading the IPv6 blocklist", e))
+    }
+
+    /// Writes exact IPv4 block entries with BPF_MAP_UPDATE_BATCH (thousands per syscall).
+    pub fn insert_block_v4(&mut self, keys: &[[u8; 4]], values: &[ListEntry]) -> Result<()> {
+        batch::update(raw_fd(&self.block_v4), keys, values)
+            .map_err(|e| Error::bpf("writing the IPv4 blocklist", e))
+    }
+
+    /// Writes exact IPv6 block entries with BPF_MAP_UPDATE_BATCH.
+    pub fn insert_block_v6(&mut self, keys: &[[u8; 16]], values: &[ListEntry]) -> Result<()> {
+        batch::update(raw_fd(&self.block_v6), keys, values)
+            .map_err(|e| Error::bpf("writing the IPv6 blocklist", e))
+    }
+
+    /// Deletes exact IPv4 block entries in batches; keys already gone are not an error.
+    pub fn delete_block_v4(&mut self, keys: &[[u8; 4]]) {
+        if batch::delete(raw_fd(&self.block_v4), keys).is_err() {
+            // A batch stops at the first missing key; finish one at a time.
+            for k in keys {
+                let _ = self.block_v4.remove(k);
+            }
+        }
+    }
+
+    /// Deletes exact IPv6 block entries in batches; keys already gone are not an error.
+    pub fn delete_block_v6(&mut self, keys: &[[u8; 16]]) {
+        if batch::delete(raw_fd(&self.block_v6), keys).is_err() {
+            for k in keys {
+                let _ = self.block_v6.remove(k);
+            }
+        }
+    }
+
     pub fn flow_capacity(&self) -> Result<u32> {
         let info = aya::maps::MapInfo::from_pin(self.pin_dir.join(map_names::FLOWS))
             .map_err(|e| Error::bpf("reading flow table info", e))?;
@@ -132,11 +173,23 @@ impl PinnedMaps {
     }
 }
 
+fn raw_fd<K: aya::Pod, V: aya::Pod>(m: &HashMap<MapData, K, V>) -> i32 {
+    IterableMap::map(m).fd().as_fd().as_raw_fd()
+}
+
+fn read_all<K: aya::Pod + Default, V: aya::Pod + Default>(
+    m: &HashMap<MapData, K, V>,
+) -> std::io::Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    batch::lookup_all(raw_fd(m), |k: &[K], v: &[V]| {
+        out.extend(k.iter().copied().zip(v.iter().copied()))
+    })?;
+    Ok(out)
+}
+
 /// Minimal BPF_MAP_*_BATCH wrappers (aya 0.14 has no batch API).
 mod batch {
     use std::io;
-
-    use astra_common::{FlowKey, FlowValue};
 
     const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
     const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
@@ -174,9 +227,14 @@ mod batch {
         }
     }
 
-    pub fn lookup_all(fd: i32, mut f: impl FnMut(&[FlowKey], &[FlowValue])) -> io::Result<()> {
-        let mut keys = vec![FlowKey::default(); CHUNK];
-        let mut values = vec![FlowValue::default(); CHUNK];
+    // Generic over the `#[repr(C)]` key and value types the maps hold: the kernel copies
+    // key_size/value_size bytes per element, which must match size_of::<K>() and ::<V>().
+    pub fn lookup_all<K: Copy + Default, V: Copy + Default>(
+        fd: i32,
+        mut f: impl FnMut(&[K], &[V]),
+    ) -> io::Result<()> {
+        let mut keys = vec![K::default(); CHUNK];
+        let mut values = vec![V::default(); CHUNK];
         let mut token_in = 0u64;
         let mut token_out = 0u64;
         let mut first = true;
@@ -209,7 +267,7 @@ mod batch {
         }
     }
 
-    pub fn update(fd: i32, keys: &[FlowKey], values: &[FlowValue]) -> io::Result<()> {
+    pub fn update<K, V>(fd: i32, keys: &[K], values: &[V]) -> io::Result<()> {
         for (k, v) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
             let mut attr = BatchAttr {
                 keys: k.as_ptr() as u64,
@@ -223,7 +281,7 @@ mod batch {
         Ok(())
     }
 
-    pub fn delete(fd: i32, keys: &[FlowKey]) -> io::Result<()> {
+    pub fn delete<K>(fd: i32, keys: &[K]) -> io::Result<()> {
         for chunk in keys.chunks(CHUNK) {
             let mut attr = BatchAttr {
                 keys: chunk.as_ptr() as u64,

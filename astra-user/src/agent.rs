@@ -21,6 +21,7 @@ use crate::{
     engine::{DetectConfig, Engine},
     error::{Error, Result},
     events::{DEFAULT_EVENTS_FILE, now_ms},
+    feeds::FeedSync,
     flowtable::{FlowRecord, FlowTable},
     loader::{AttachedMode, Dataplane, XdpModeArg, ifindex},
     maps::PinnedMaps,
@@ -369,6 +370,55 @@ fn apply_reload(
     );
 }
 
+/// The `--feed` files, each kept applied by a [`FeedSync`].
+struct Feeds {
+    syncs: Vec<FeedSync>,
+    last: Option<Instant>,
+}
+
+impl Feeds {
+    fn new(paths: &[PathBuf]) -> Self {
+        let syncs = paths
+            .iter()
+            .filter_map(|p| match FeedSync::new(p.clone(), None, None) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    error!(feed = %p.display(), error = %e, "feed not usable; ignored");
+                    None
+                }
+            })
+            .collect();
+        Self { syncs, last: None }
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.syncs.iter().map(|s| s.path.clone()).collect()
+    }
+
+    /// Syncs every feed at start and then every `every`. A feed that fails to read or parse
+    /// keeps its previous entries in force (FeedSync's contract) and is retried next time.
+    fn sync_if_due(&mut self, every: Duration, lists: &mut Lists) {
+        if self.syncs.is_empty() || self.last.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        for s in &mut self.syncs {
+            match s.sync(lists) {
+                Ok(r) if r.added + r.removed > 0 => info!(
+                    feed = %s.path.display(),
+                    added = r.added,
+                    removed = r.removed,
+                    unchanged = r.unchanged,
+                    skipped = r.skipped,
+                    "feed applied"
+                ),
+                Ok(_) => {}
+                Err(e) => warn!(feed = %s.path.display(), error = %e, "feed not applied"),
+            }
+        }
+    }
+}
+
 /// How often the slower housekeeping (full kernel list scan) runs, in polls.
 const LIST_SCAN_EVERY: u64 = 10;
 /// How often the history is pruned, in polls.
@@ -411,10 +461,15 @@ fn poll_loop(
     let mut table = FlowTable::new(cfg.idle_timeout, cfg.active_timeout);
     let mut n: u64 = 0;
     let mut next = Instant::now();
+    let mut feeds = Feeds::new(&cfg.feeds);
     while !stop.load(Ordering::SeqCst) {
         if let Some(new) = reloaded.lock().expect("reload lock").take() {
             apply_reload(&mut cfg, new, &mut table, &mut engine, status);
+            if feeds.paths() != cfg.feeds {
+                feeds = Feeds::new(&cfg.feeds);
+            }
         }
+        feeds.sync_if_due(cfg.feed_every, lists);
         let t0 = Instant::now();
         match poll_once(
             lists,

@@ -276,3 +276,53 @@ fn damaged_store_is_reported_and_enforcement_continues() {
     assert!(st["store_error"].as_str().unwrap().contains("corrupt"));
     agent.stop();
 }
+
+#[test]
+fn run_keeps_a_feed_applied_as_the_file_changes() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let a = lab.a_v4();
+    let feed = state.path().join("drop.netset");
+    std::fs::write(&feed, format!("# test feed\n{a}\n198.18.252.0/24 ; SBL1\n")).unwrap();
+    let feed_s = feed.to_str().unwrap();
+    // A manual block the feed must never remove.
+    cli_ok(pin.path(), state.path(), &["block", "198.18.253.1"]);
+    let agent = Agent::start(
+        &lab.ns_b,
+        &lab.if_b,
+        pin.path(),
+        state.path(),
+        &["--feed", feed_s, "--feed-every", "200ms"],
+    );
+    wait_for(
+        "the feed",
+        || blocked(pin.path(), state.path()).len() == 3,
+        &agent,
+    );
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+
+    // The address leaves the file: its block goes; the others stay.
+    std::fs::write(&feed, "198.18.252.0/24\n").unwrap();
+    wait_for(
+        "the feed change",
+        || !blocked(pin.path(), state.path()).contains(&format!("{a}/32")),
+        &agent,
+    );
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
+    let mut left = blocked(pin.path(), state.path());
+    left.sort();
+    assert_eq!(left, vec!["198.18.252.0/24", "198.18.253.1/32"]);
+
+    // A broken file keeps the previous entries in force.
+    std::fs::write(&feed, "198.18.252.0/24\nnot-an-address\n").unwrap();
+    wait_for(
+        "the warning",
+        || agent.log().contains("feed not applied"),
+        &agent,
+    );
+    assert!(blocked(pin.path(), state.path()).contains(&"198.18.252.0/24".to_string()));
+    agent.stop();
+}

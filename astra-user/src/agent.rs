@@ -59,6 +59,7 @@ pub struct AgentConfig {
     pub feeds: Vec<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub feed_every: Duration,
+    pub on_exit: crate::cli::OnExit,
     pub detect: DetectConfig,
     /// The command line, to rebuild this configuration on SIGHUP.
     #[serde(skip)]
@@ -291,10 +292,21 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     }
     info!("stopping");
     stop.store(true, Ordering::SeqCst);
-    let _ = tokio::task::spawn_blocking(move || poller.join()).await;
+    // The poll thread hands back its configuration, which a SIGHUP may have changed.
+    let on_exit = match tokio::task::spawn_blocking(move || poller.join()).await {
+        Ok(Ok(final_cfg)) => final_cfg.on_exit,
+        _ => cfg.on_exit,
+    };
     server.abort();
     api_server.abort();
-    dataplane.detach_all();
+    match on_exit {
+        crate::cli::OnExit::Detach => dataplane.detach_all(),
+        crate::cli::OnExit::Keep => info!(
+            pin_dir = %cfg.pin_dir.display(),
+            "leaving the programs attached: blocks stay enforced until the next agent takes \
+             them over (`astra detach` removes them)"
+        ),
+    }
     status.running = false;
     status.write(&cfg.state_dir)?;
     Ok(())
@@ -457,7 +469,7 @@ fn poll_loop(
     status: &mut AgentStatus,
     stop: &AtomicBool,
     reloaded: &Mutex<Option<AgentConfig>>,
-) {
+) -> AgentConfig {
     let mut table = FlowTable::new(cfg.idle_timeout, cfg.active_timeout);
     let mut n: u64 = 0;
     let mut next = Instant::now();
@@ -507,6 +519,7 @@ fn poll_loop(
             std::thread::sleep((next - Instant::now()).min(Duration::from_millis(50)));
         }
     }
+    cfg
 }
 
 fn poll_once(

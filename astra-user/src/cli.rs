@@ -143,6 +143,9 @@ pub enum Command {
     },
     /// Print every detection setting with its default value (for `astra run --set`).
     DetectDefaults,
+    /// Detach programs an agent left attached (`--on-exit keep`, or killed): remove the pinned
+    /// links. Refused while an agent runs.
+    Detach,
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -252,6 +255,13 @@ pub enum KindArg {
     Allow,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnExit {
+    Detach,
+    Keep,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum XdpModeCli {
     Auto,
@@ -289,6 +299,11 @@ pub struct RunArgs {
     /// Raise alerts but never block.
     #[arg(long)]
     pub dry_run: bool,
+    /// What SIGINT/SIGTERM do to the programs: `detach` them, or `keep` them attached (blocks
+    /// stay enforced, expiring on time, and the next `astra run` takes them over with no gap:
+    /// what services and upgrades want). `astra detach` removes kept programs.
+    #[arg(long, value_enum, default_value = "detach")]
+    pub on_exit: OnExit,
     /// Event log (JSON lines, Suricata EVE style); default <state-dir>/eve.json.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
@@ -326,6 +341,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match command {
         Command::Run(_) => unreachable!("handled above"),
         Command::Config(ConfigCommand::Check { json }) => config_check(&argv, json),
+        Command::Detach => detach(&pin_dir, &state_dir),
         Command::Token(t) => {
             let token = match t {
                 TokenCommand::Show => crate::token::ensure(&state_dir)?,
@@ -513,6 +529,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         history_max_rows: a.history_max_rows,
         feeds: a.feeds,
         feed_every: a.feed_every,
+        on_exit: a.on_exit,
         detect,
         argv: cli.argv,
     })
@@ -1207,5 +1224,32 @@ fn incidents(
         ]);
     }
     println!("{t}");
+    Ok(())
+}
+
+fn detach(pin_dir: &Path, state_dir: &Path) -> Result<()> {
+    if let Some(s) = AgentStatus::read(state_dir).filter(AgentStatus::alive) {
+        return Err(Error::Usage(format!(
+            "the agent (pid {}) is running and owns the programs: stop it instead",
+            s.pid
+        )));
+    }
+    let dir = pin_dir.join("links");
+    let mut names: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(&dir, e)),
+    };
+    names.sort();
+    if names.is_empty() {
+        println!("nothing attached under {}", dir.display());
+    }
+    for p in names {
+        loader::detach_pinned_link(&p)?;
+        println!(
+            "detached {}",
+            p.file_name().unwrap_or_default().to_string_lossy()
+        );
+    }
     Ok(())
 }

@@ -576,3 +576,51 @@ pub fn ifname(ifindex: u32) -> Option<String> {
     let s = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
     Some(s.to_string_lossy().into_owned())
 }
+
+/// Detaches the program of a pinned link at once and removes the pin. Removing the pin alone
+/// also detaches, but from a kernel work item a moment later; an operator who runs
+/// `astra detach` expects traffic to flow when the command returns.
+pub fn detach_pinned_link(path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage(format!("{}: path contains NUL", path.display())))?;
+    // union bpf_attr, zero-filled: the kernel rejects non-zero bytes past the fields it knows.
+    let mut attr = [0u64; 16];
+    attr[0] = cpath.as_ptr() as u64;
+    // SAFETY: attr is a valid bpf_attr for BPF_OBJ_GET (pathname; flags 0) that outlives the
+    // call, and cpath outlives it too.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(Error::io(path, io::Error::last_os_error()));
+    }
+    let mut attr = [0u64; 16];
+    attr[0] = fd as u64;
+    // SAFETY: as above, for BPF_LINK_DETACH (link_fd in the first 32 bits).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_LINK_DETACH,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    let err = (r < 0).then(io::Error::last_os_error);
+    // SAFETY: fd came from BPF_OBJ_GET above and is closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    // Links that cannot be detached explicitly still go when their last reference does.
+    if let Some(e) = err
+        && e.raw_os_error() != Some(libc::EOPNOTSUPP)
+    {
+        return Err(Error::io(path, e));
+    }
+    fs::remove_file(path).map_err(|e| Error::io(path, e))
+}

@@ -37,6 +37,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("ASTRA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for people: the journal and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli).map_err(anyhow::Error::from) {
         Ok(()) => ExitCode::SUCCESS,

@@ -213,6 +213,18 @@ impl Metrics {
         )
         .expect("valid metric");
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Every alert series exists from the start at 0, so rate() and increase() see the
+        // first alert of a kind as a rise rather than as a series appearing.
+        for t in crate::detect::AttackType::ALL {
+            for s in [
+                crate::detect::Severity::Low,
+                crate::detect::Severity::Medium,
+                crate::detect::Severity::High,
+                crate::detect::Severity::Critical,
+            ] {
+                alerts.with_label_values(&[t.as_str(), s.as_str()]);
+            }
+        }
         for c in [
             Box::new(packets.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(bytes.clone()),

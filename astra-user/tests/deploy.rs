@@ -11,34 +11,12 @@ use std::{
 };
 
 use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
+
+mod common;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 const ASTRA: &str = env!("CARGO_BIN_EXE_astra");
-
-/// The metrics the agent exports (histograms by their base name).
-const DOCUMENTED: &[&str] = &[
-    "astra_packets_total",
-    "astra_bytes_total",
-    "astra_drops_total",
-    "astra_flow_table_insert_failures_total",
-    "astra_flows_active",
-    "astra_flow_table_capacity",
-    "astra_flows_evicted_total",
-    "astra_list_entries",
-    "astra_blocklist_entries",
-    "astra_poll_duration_seconds",
-    "astra_polls_total",
-    "astra_alerts_total",
-    "astra_auto_blocks_total",
-    "astra_anomaly_score",
-    "astra_conversations",
-    "astra_build_info",
-    "astra_top_blocked_drops",
-    "astra_last_poll_timestamp_seconds",
-    "astra_start_time_seconds",
-    "astra_model_age_seconds",
-    "astra_history_rows",
-];
 
 fn deploy(rel: &str) -> PathBuf {
     Path::new(DEPLOY).join(rel)
@@ -254,25 +232,21 @@ fn alerting_rule_unit_tests_pass() {
 
 #[test]
 fn every_rule_has_a_unit_test() {
-    let rules = read(&deploy("prometheus/astra-rules.yml"));
-    let tests = read(&deploy("prometheus/astra-rules.test.yml"));
-    let names: Vec<&str> = rules
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("- alert:"))
-        .map(str::trim)
+    let names: Vec<String> = rules(&read(&deploy("prometheus/astra-rules.yml")))
+        .into_iter()
+        .map(|(n, _)| n)
         .collect();
     assert!(names.len() >= 6, "found only {names:?} in the rules");
-    for name in &names {
-        assert!(
-            tests.contains(&format!("alertname: {name}\n")),
-            "no test evaluates {name}"
-        );
+    let tests = yaml(&read(&deploy("prometheus/astra-rules.test.yml")));
+    let mut tested = BTreeSet::new();
+    for t in tests[0]["tests"].as_vec().expect("tests") {
+        for case in t["alert_rule_test"].as_vec().into_iter().flatten() {
+            tested.insert(case["alertname"].as_str().expect("alertname").to_owned());
+        }
     }
-    assert_eq!(
-        rule_exprs(&rules).len(),
-        names.len(),
-        "one expr per alert expected"
-    );
+    for name in &names {
+        assert!(tested.contains(name), "no test evaluates {name}");
+    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -377,41 +351,22 @@ fn dashboard_queries(v: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// The `expr:` values of a Prometheus rules file: plain, quoted, or `|`/`>` block scalars.
-fn rule_exprs(yaml: &str) -> Vec<String> {
-    let lines: Vec<&str> = yaml.lines().collect();
+fn yaml(text: &str) -> Vec<Yaml> {
+    YamlLoader::load_from_str(text).unwrap_or_else(|e| panic!("not YAML: {e}"))
+}
+
+/// (alert name, expr) of every rule in a Prometheus rules file.
+fn rules(text: &str) -> Vec<(String, String)> {
+    let docs = yaml(text);
     let mut out = Vec::new();
-    let mut i = 0;
-    while i < lines.len() {
-        let line = lines[i];
-        i += 1;
-        let mut rest = line.trim_start_matches(' ');
-        if let Some(r) = rest.strip_prefix("- ") {
-            rest = r.trim_start_matches(' ');
-        }
-        let indent = line.len() - rest.len();
-        let Some(value) = rest.strip_prefix("expr:") else {
-            continue;
-        };
-        let value = value.trim();
-        if value.starts_with('|') || value.starts_with('>') {
-            let mut body = Vec::new();
-            while i < lines.len() {
-                let l = lines[i];
-                let ind = l.len() - l.trim_start_matches(' ').len();
-                if !l.trim().is_empty() && ind <= indent {
-                    break;
-                }
-                body.push(l);
-                i += 1;
-            }
-            out.push(body.join("\n"));
-        } else {
-            let unquoted = ['"', '\'']
-                .iter()
-                .find_map(|q| value.strip_prefix(*q).and_then(|v| v.strip_suffix(*q)))
-                .unwrap_or(value);
-            out.push(unquoted.to_string());
+    for group in docs[0]["groups"].as_vec().expect("groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            let name = rule["alert"]
+                .as_str()
+                .or(rule["record"].as_str())
+                .expect("every rule has a name");
+            let expr = rule["expr"].as_str().expect("every rule has an expr");
+            out.push((name.to_owned(), expr.to_owned()));
         }
     }
     out
@@ -424,7 +379,11 @@ pub fn dashboard_and_rule_metric_names() -> BTreeSet<String> {
         .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
     let mut queries = Vec::new();
     dashboard_queries(&dashboard, &mut queries);
-    queries.extend(rule_exprs(&read(&deploy("prometheus/astra-rules.yml"))));
+    queries.extend(
+        rules(&read(&deploy("prometheus/astra-rules.yml")))
+            .into_iter()
+            .map(|(_, e)| e),
+    );
     queries
         .iter()
         .flat_map(|q| promql_metric_names(q.as_str()))
@@ -443,36 +402,48 @@ fn promql_metric_names_skips_labels_strings_and_grouping() {
     assert_eq!(promql_metric_names(expr), want);
 }
 
-#[test]
-fn rule_exprs_reads_plain_quoted_and_block_scalars() {
-    let yaml = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up == 0\n      \
-                - alert: B\n        expr: 'astra_a > 1'\n      - alert: C\n        expr: |\n          \
-                astra_b\n            / astra_c\n        for: 5m\n      - expr: astra_d\n";
-    let exprs = rule_exprs(yaml);
-    assert_eq!(exprs.len(), 4, "{exprs:?}");
-    assert_eq!(exprs[0], "up == 0");
-    assert_eq!(exprs[1], "astra_a > 1");
-    assert!(
-        exprs[2].contains("astra_b") && exprs[2].contains("/ astra_c"),
-        "{exprs:?}"
-    );
-    assert!(!exprs[2].contains("for:"), "{exprs:?}");
-    assert_eq!(exprs[3], "astra_d");
+/// Metric names in a Prometheus text exposition (histograms by their base name).
+fn exposed_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
-fn dashboard_and_rules_query_only_documented_metrics() {
+fn dashboard_and_rules_query_only_metrics_a_live_agent_exports() {
     let used = dashboard_and_rule_metric_names();
     assert!(
         used.contains("astra_packets_total") && used.len() >= 10,
         "found too few metric names, is the extraction broken? {used:?}"
     );
-    let documented: BTreeSet<String> = DOCUMENTED.iter().map(|s| s.to_string()).collect();
-    let unknown: Vec<&String> = used.difference(&documented).collect();
+    if !common::privileged() {
+        return;
+    }
+    // A live agent with one blocked source that sent packets, so every series that depends
+    // on traffic exists.
+    let lab = common::Lab::quiet_v4();
+    let (pin, state) = (common::PinDir::new(), common::TempDir::new());
+    let agent = common::Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    common::cli_ok(pin.path(), state.path(), &["block", &lab.a_v4()]);
+    lab.deliver(&lab.a_v4(), &lab.b_v4(), 3);
+    // The list scan that exports top blocked entries runs every 10 polls.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let exported = loop {
+        let names = exposed_names(&agent.metrics());
+        if names.contains("astra_top_blocked_drops") || std::time::Instant::now() > deadline {
+            break names;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let unknown: Vec<&String> = used.difference(&exported).collect();
     assert!(
         unknown.is_empty(),
-        "the dashboard or the rules query metrics the agent does not export: {unknown:?}"
+        "the dashboard or the rules query metrics the live agent does not export: {unknown:?}\n\
+         exported: {exported:?}"
     );
+    agent.stop();
 }
 
 #[test]
@@ -586,23 +557,13 @@ fn example_config_with_every_setting_uncommented_is_accepted() {
 }
 
 /// The `astra.toml` key of the ConfigMap in the Kubernetes manifest.
-fn configmap_toml(yaml: &str) -> String {
-    let mut lines = yaml.lines().skip_while(|l| l.trim() != "astra.toml: |");
-    let key = lines.next().expect("the manifest has an astra.toml: | key");
-    let key_indent = key.len() - key.trim_start().len();
-    let body: Vec<&str> = lines
-        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() > key_indent)
-        .collect();
-    let indent = body
+fn configmap_toml(text: &str) -> String {
+    yaml(text)
         .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start().len())
-        .min()
-        .unwrap_or(0);
-    body.iter()
-        .map(|l| l.get(indent..).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
+        .find(|d| d["kind"].as_str() == Some("ConfigMap"))
+        .and_then(|d| d["data"]["astra.toml"].as_str())
+        .expect("the manifest has a ConfigMap with astra.toml")
+        .to_owned()
 }
 
 #[test]
@@ -622,24 +583,30 @@ fn kubernetes_configmap_config_is_accepted_by_the_agent() {
 
 #[test]
 fn kubernetes_manifest_documents_have_kind_and_api_version() {
-    let yaml = read(&deploy("kubernetes/astra.yaml"));
+    let docs = yaml(&read(&deploy("kubernetes/astra.yaml")));
     let mut kinds = Vec::new();
-    for doc in yaml.split("\n---\n").filter(|d| {
-        d.lines()
-            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && l != "---")
-    }) {
-        let top = |key: &str| {
-            doc.lines()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| v.trim().to_string())
-        };
-        let api = top("apiVersion:");
-        let kind = top("kind:");
+    for d in &docs {
         assert!(
-            api.is_some() && kind.is_some(),
-            "document without apiVersion/kind:\n{doc}"
+            d["apiVersion"].as_str().is_some(),
+            "document without apiVersion: {d:?}"
         );
-        kinds.push(kind.unwrap_or_default());
+        kinds.push(
+            d["kind"]
+                .as_str()
+                .expect("document without kind")
+                .to_owned(),
+        );
     }
     assert_eq!(kinds, ["Namespace", "ConfigMap", "DaemonSet"]);
+    let ds = &docs[2]["spec"]["template"]["spec"];
+    assert_eq!(ds["hostNetwork"].as_bool(), Some(true));
+    let c = &ds["containers"][0];
+    assert_eq!(
+        c["livenessProbe"]["httpGet"]["path"].as_str(),
+        Some("/healthz")
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"]["path"].as_str(),
+        Some("/readyz")
+    );
 }

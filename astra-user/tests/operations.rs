@@ -326,3 +326,98 @@ fn run_keeps_a_feed_applied_as_the_file_changes() {
     assert!(blocked(pin.path(), state.path()).contains(&"198.18.252.0/24".to_string()));
     agent.stop();
 }
+
+/// Sends UDP from `src` in namespace `ns_a` to `dst` in `ns_b` every millisecond until `stop`,
+/// and returns (sent, received).
+fn steady_stream(
+    lab: &Lab,
+    src: String,
+    dst: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64)> {
+    use std::sync::atomic::Ordering;
+    let (ns_a, ns_b) = (lab.ns_a.clone(), lab.ns_b.clone());
+    std::thread::spawn(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop_rx = stop.clone();
+        let dst_rx = dst.clone();
+        let receiver = std::thread::spawn(move || {
+            Lab::in_ns(&ns_b, move || {
+                let sock = std::net::UdpSocket::bind(format!("{dst_rx}:0")).unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                tx.send(sock.local_addr().unwrap().port()).unwrap();
+                let mut got = 0;
+                let mut buf = [0u8; 64];
+                // Keep reading a little past the stop so late packets are counted.
+                let mut quiet_after_stop = 0;
+                while quiet_after_stop < 5 {
+                    match sock.recv(&mut buf) {
+                        Ok(_) => got += 1,
+                        Err(_) if stop_rx.load(Ordering::SeqCst) => quiet_after_stop += 1,
+                        Err(_) => {}
+                    }
+                }
+                got
+            })
+        });
+        let port = rx.recv().unwrap();
+        let sent = Lab::in_ns(&ns_a, move || {
+            let sock = std::net::UdpSocket::bind(format!("{src}:0")).unwrap();
+            let mut sent = 0;
+            while !stop.load(Ordering::SeqCst) {
+                sock.send_to(b"steady", format!("{dst}:{port}")).unwrap();
+                sent += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            sent
+        });
+        (sent, receiver.join().unwrap())
+    })
+}
+
+#[test]
+fn restart_with_programs_kept_lets_no_blocked_packet_through() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let a = lab.a_v4();
+    let keep = ["--on-exit", "keep"];
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &keep);
+    cli_ok(pin.path(), state.path(), &["block", &a]);
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+
+    // A blocked source streams throughout a stop and a start (an upgrade or `systemctl
+    // restart`): not one packet may arrive.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = steady_stream(&lab, a.clone(), lab.b_v4(), stop.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(agent.stop().code(), Some(0));
+    // The gap between the agents, as long as a slow restart.
+    std::thread::sleep(Duration::from_millis(500));
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &keep);
+    agent.settle();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (sent, received) = stream.join().unwrap();
+    assert!(sent > 200, "the stream sent only {sent} packets");
+    assert_eq!(
+        received, 0,
+        "{received} of {sent} blocked packets got through"
+    );
+    assert!(
+        agent.log().contains("took over the XDP link"),
+        "the second agent did not take over the links:\n{}",
+        agent.log()
+    );
+
+    // `astra detach` is refused while the agent runs, and removes kept programs after.
+    let (code, _, err) = cli(pin.path(), state.path(), &["detach"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(agent.stop().code(), Some(0));
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+    let out = cli_ok(pin.path(), state.path(), &["detach"]);
+    assert!(out.contains("detached xdp-"), "{out}");
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
+}

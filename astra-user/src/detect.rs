@@ -374,27 +374,59 @@ impl Builder<'_> {
 
 /// Runs every rule over one set of windows.
 pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
+    let mut out = Vec::new();
+    let empty = SourceWindow::default();
+    let mut sources: Vec<&IpAddr> = w.src_long.keys().chain(w.src_short.keys()).collect();
+    sources.sort_unstable();
+    sources.dedup();
+    for src in sources {
+        let long = w.src_long.get(src).unwrap_or(&empty);
+        source_rules(
+            cfg,
+            *src,
+            w.src_short.get(src),
+            long,
+            (w.short_s, w.long_s),
+            now_ms,
+            &mut out,
+        );
+    }
+    target_rules(cfg, w.dst_short, w.short_s, now_ms, &mut out);
+    out
+}
+
+/// The rules about one source, given its short window (if it was active in it) and its long
+/// window; alerts go to `out`. `windows_s` is (short, long) in seconds.
+pub fn source_rules(
+    cfg: &RuleConfig,
+    src: IpAddr,
+    short: Option<&SourceWindow>,
+    long: &SourceWindow,
+    windows_s: (u64, u64),
+    now_ms: u64,
+    out: &mut Vec<Alert>,
+) {
+    let (short_s, long_s) = windows_s;
     let mut b = Builder {
         cfg,
         now_ms,
-        out: Vec::new(),
+        out: std::mem::take(out),
     };
-    let empty = SourceWindow::default();
-    // Sources whose half-open conversations spread over many ports are scanning, not flooding.
-    let mut scanners = std::collections::HashSet::new();
-    for (src, long) in w.src_long {
+    // A source whose half-open conversations spread over many ports is scanning, not flooding.
+    let mut scanner = false;
+    {
         let f = &long.features;
         if f.distinct_dst_ports >= cfg.port_scan_ports as f64 {
-            scanners.insert(*src);
+            scanner = true;
             b.source_alert(
                 AttackType::PortScan,
-                *src,
+                src,
                 long,
                 Crossed {
                     name: "distinct_dst_ports".into(),
                     value: f.distinct_dst_ports,
                     threshold: cfg.port_scan_ports as f64,
-                    window_s: w.long_s,
+                    window_s: long_s,
                 },
                 vec![],
                 vec![],
@@ -402,16 +434,16 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
             );
         }
         if f.distinct_dst_hosts >= cfg.host_sweep_hosts as f64 {
-            scanners.insert(*src);
+            scanner = true;
             b.source_alert(
                 AttackType::HostSweep,
-                *src,
+                src,
                 long,
                 Crossed {
                     name: "distinct_dst_hosts".into(),
                     value: f.distinct_dst_hosts,
                     threshold: cfg.host_sweep_hosts as f64,
-                    window_s: w.long_s,
+                    window_s: long_s,
                 },
                 vec![],
                 vec![],
@@ -423,13 +455,13 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
         {
             b.source_alert(
                 AttackType::BruteForce,
-                *src,
+                src,
                 long,
                 Crossed {
                     name: format!("failed_logins_port_{port}"),
                     value: n as f64,
                     threshold: cfg.brute_force_failures as f64,
-                    window_s: w.long_s,
+                    window_s: long_s,
                 },
                 vec![],
                 vec![port],
@@ -439,85 +471,37 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
             );
         }
     }
-    for (src, short) in w.src_short {
-        let long = w.src_long.get(src).unwrap_or(&empty);
-        let f = &short.features;
-        let mut flood = false;
-        for (t, value, threshold, name) in [
-            (
-                AttackType::UdpFlood,
-                f.udp_pps,
-                cfg.udp_flood_pps,
-                "udp_pps",
-            ),
-            (
-                AttackType::IcmpFlood,
-                f.icmp_pps,
-                cfg.icmp_flood_pps,
-                "icmp_pps",
-            ),
-        ] {
-            if value >= threshold {
-                flood = true;
-                b.source_alert(
-                    t,
-                    *src,
-                    long,
-                    Crossed {
-                        name: name.into(),
-                        value,
-                        threshold,
-                        window_s: w.short_s,
-                    },
-                    vec![],
-                    vec![],
-                    vec![],
-                );
-            }
-        }
-        // A SYN flood from one address toward one destination (not a scan across ports).
-        if !scanners.contains(src)
-            && let Some((dst, n)) = short.top_half_open
-            && n >= cfg.syn_flood_half_open
-        {
+    let Some(short) = short else {
+        *out = b.out;
+        return;
+    };
+    let f = &short.features;
+    let mut flood = false;
+    for (t, value, threshold, name) in [
+        (
+            AttackType::UdpFlood,
+            f.udp_pps,
+            cfg.udp_flood_pps,
+            "udp_pps",
+        ),
+        (
+            AttackType::IcmpFlood,
+            f.icmp_pps,
+            cfg.icmp_flood_pps,
+            "icmp_pps",
+        ),
+    ] {
+        if value >= threshold {
             flood = true;
             b.source_alert(
-                AttackType::SynFlood,
-                *src,
-                long,
-                Crossed {
-                    name: "half_open_to_one_destination".into(),
-                    value: n as f64,
-                    threshold: cfg.syn_flood_half_open as f64,
-                    window_s: w.short_s,
-                },
-                vec![dst],
-                vec![],
-                vec!["make sure SYN cookies are on (net.ipv4.tcp_syncookies=1)".into()],
-            );
-        }
-        // Bulk transfers over completed handshakes are not spikes.
-        let bulk = short.tcp_conns > 0 && short.handshakes * 2 >= short.tcp_conns;
-        if !flood && !bulk && (f.pps >= cfg.spike_pps || f.bps >= cfg.spike_bps) {
-            let (value, threshold, name) = if f.pps / cfg.spike_pps >= f.bps / cfg.spike_bps {
-                (f.pps, cfg.spike_pps, "pps")
-            } else {
-                (f.bps, cfg.spike_bps, "bps")
-            };
-            let t = if f.half_open_ratio >= 0.5 {
-                AttackType::SynFlood
-            } else {
-                AttackType::Anomaly
-            };
-            b.source_alert(
                 t,
-                *src,
+                src,
                 long,
                 Crossed {
                     name: name.into(),
                     value,
                     threshold,
-                    window_s: w.short_s,
+                    window_s: short_s,
                 },
                 vec![],
                 vec![],
@@ -525,14 +509,73 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
             );
         }
     }
-    target_rules(&mut b, cfg, w);
-    b.out
+    // A SYN flood from one address toward one destination (not a scan across ports).
+    if !scanner
+        && let Some((dst, n)) = short.top_half_open
+        && n >= cfg.syn_flood_half_open
+    {
+        flood = true;
+        b.source_alert(
+            AttackType::SynFlood,
+            src,
+            long,
+            Crossed {
+                name: "half_open_to_one_destination".into(),
+                value: n as f64,
+                threshold: cfg.syn_flood_half_open as f64,
+                window_s: short_s,
+            },
+            vec![dst],
+            vec![],
+            vec!["make sure SYN cookies are on (net.ipv4.tcp_syncookies=1)".into()],
+        );
+    }
+    // Bulk transfers over completed handshakes are not spikes.
+    let bulk = short.tcp_conns > 0 && short.handshakes * 2 >= short.tcp_conns;
+    if !flood && !bulk && (f.pps >= cfg.spike_pps || f.bps >= cfg.spike_bps) {
+        let (value, threshold, name) = if f.pps / cfg.spike_pps >= f.bps / cfg.spike_bps {
+            (f.pps, cfg.spike_pps, "pps")
+        } else {
+            (f.bps, cfg.spike_bps, "bps")
+        };
+        let t = if f.half_open_ratio >= 0.5 {
+            AttackType::SynFlood
+        } else {
+            AttackType::Anomaly
+        };
+        b.source_alert(
+            t,
+            src,
+            long,
+            Crossed {
+                name: name.into(),
+                value,
+                threshold,
+                window_s: short_s,
+            },
+            vec![],
+            vec![],
+            vec![],
+        );
+    }
+    *out = b.out;
 }
 
 /// Alerts about a destination under attack from many sources: whatever the sources are, no
 /// single one of them carries the evidence, so none is blocked for it.
-fn target_rules(b: &mut Builder<'_>, cfg: &RuleConfig, w: &Windows<'_>) {
-    for (dst, d) in w.dst_short {
+pub fn target_rules(
+    cfg: &RuleConfig,
+    dst_short: &FastMap<IpAddr, DestWindow>,
+    short_s: u64,
+    now_ms: u64,
+    out: &mut Vec<Alert>,
+) {
+    let mut b = Builder {
+        cfg,
+        now_ms,
+        out: std::mem::take(out),
+    };
+    for (dst, d) in dst_short {
         let (total, sources, max_one) = (
             d.half_open_in,
             d.half_open_sources,
@@ -562,14 +605,14 @@ fn target_rules(b: &mut Builder<'_>, cfg: &RuleConfig, w: &Windows<'_>) {
             target_ports: ports.iter().take(8).map(|p| p.0).collect(),
             rule: format!(
                 "syn_flood: {total} half-open toward {dst} >= {} in {} s",
-                cfg.syn_flood_half_open, w.short_s
+                cfg.syn_flood_half_open, short_s
             ),
             evidence: Evidence {
                 thresholds: vec![Crossed {
                     name: "half_open_in".into(),
                     value: total as f64,
                     threshold: cfg.syn_flood_half_open as f64,
-                    window_s: w.short_s,
+                    window_s: short_s,
                 }],
                 features: BTreeMap::from([
                     ("half_open_in".into(), total as f64),
@@ -591,7 +634,7 @@ fn target_rules(b: &mut Builder<'_>, cfg: &RuleConfig, w: &Windows<'_>) {
             ],
         });
     }
-    for (dst, d) in w.dst_short {
+    for (dst, d) in dst_short {
         if d.fan_in >= cfg.ddos_sources && d.pps_in >= cfg.ddos_pps {
             let confidence = ratio_confidence(d.pps_in / cfg.ddos_pps)
                 .min(ratio_confidence(d.fan_in as f64 / cfg.ddos_sources as f64).max(0.7));
@@ -607,7 +650,7 @@ fn target_rules(b: &mut Builder<'_>, cfg: &RuleConfig, w: &Windows<'_>) {
                 target_ports: vec![],
                 rule: format!(
                     "ddos: {} sources at {:.0} pps toward {dst} (>= {} sources, >= {:.0} pps) in {} s",
-                    d.fan_in, d.pps_in, cfg.ddos_sources, cfg.ddos_pps, w.short_s
+                    d.fan_in, d.pps_in, cfg.ddos_sources, cfg.ddos_pps, short_s
                 ),
                 evidence: Evidence {
                     thresholds: vec![
@@ -615,13 +658,13 @@ fn target_rules(b: &mut Builder<'_>, cfg: &RuleConfig, w: &Windows<'_>) {
                             name: "fan_in".into(),
                             value: d.fan_in as f64,
                             threshold: cfg.ddos_sources as f64,
-                            window_s: w.short_s,
+                            window_s: short_s,
                         },
                         Crossed {
                             name: "pps_in".into(),
                             value: d.pps_in,
                             threshold: cfg.ddos_pps,
-                            window_s: w.short_s,
+                            window_s: short_s,
                         },
                     ],
                     features: BTreeMap::from([
@@ -641,6 +684,7 @@ fn target_rules(b: &mut Builder<'_>, cfg: &RuleConfig, w: &Windows<'_>) {
             });
         }
     }
+    *out = b.out;
 }
 
 /// Per-inside-host baselines of bytes sent per long window, for the exfiltration rule.

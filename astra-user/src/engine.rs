@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::{
     blocklist::Lists,
-    detect::{Alert, ExfilBaselines, RuleConfig, Windows, anomaly_alert, run_rules},
+    detect::{Alert, ExfilBaselines, RuleConfig, anomaly_alert, source_rules, target_rules},
     error::{Error, Result},
     events::{EventLog, alert_id},
     features::{FeatureConfig, Tracker},
@@ -270,21 +270,8 @@ impl Engine {
             .update(now_ns, &bi_active, &bi_closed, &records);
         self.refresh_protected(lists)?;
 
-        let short = self.cfg.features.short_window;
         let long = self.cfg.features.long_window;
-        let ws = self.tracker.windows(now_ns);
-        let mut alerts = run_rules(
-            &self.cfg.rules,
-            &Windows {
-                short_s: short.as_secs(),
-                long_s: long.as_secs(),
-                src_short: &ws.src_short,
-                src_long: &ws.src_long,
-                dst_short: &ws.dst_short,
-            },
-            now_ms,
-        );
-        let src_long = ws.src_long;
+        let mut alerts = Vec::new();
         for host in self.protected.own.clone() {
             let sent = self.tracker.sent_bytes(&host);
             if let Some(a) = self
@@ -295,7 +282,7 @@ impl Engine {
             }
         }
         metrics.set_conversations(self.tracker.conversations());
-        self.score_sources(&mut alerts, &src_long, now_ms, metrics);
+        self.source_pass(&mut alerts, now_ns, now_ms, metrics);
 
         // Rules name their targets only for the few sources that alert.
         for a in alerts.iter_mut() {
@@ -382,51 +369,76 @@ impl Engine {
 }
 
 impl Engine {
-    /// Scores every source's long-window features with the forest (once one exists): the
-    /// score goes into the evidence of that source's rule alerts, or raises an `anomaly` alert
-    /// of its own. Clean sources then feed the training sample.
-    fn score_sources(
+    /// Runs the per-source rules and the forest over each source's windows as the tracker
+    /// computes them, one source at a time, so a pass over a million sources never holds a
+    /// million windows. A source's forest score goes into the evidence of its rule alerts, or
+    /// raises an `anomaly` alert of its own; sources without alerts feed the training sample.
+    /// The target-side rules run last, over the destinations' windows.
+    fn source_pass(
         &mut self,
         alerts: &mut Vec<Alert>,
-        src_long: &crate::flowtable::FastMap<IpAddr, crate::features::SourceWindow>,
+        now_ns: u64,
         now_ms: u64,
         metrics: &Metrics,
     ) {
-        let alerted: HashSet<IpAddr> = alerts.iter().filter_map(|a| a.source).collect();
+        let windows_s = (
+            self.cfg.features.short_window.as_secs(),
+            self.cfg.features.long_window.as_secs(),
+        );
+        // Alerts raised before this pass (exfiltration) also get their source's score.
+        let earlier = alerts.len();
+        let mut sample = self.learner.sample();
         let mut streak = std::collections::HashMap::new();
-        for (src, w) in src_long {
-            let Some(assessment) = self.learner.assess(&w.features.to_vec()) else {
-                break;
-            };
-            let score = assessment.score;
-            metrics.anomaly_score(score);
-            tracing::debug!(%src, score, features = ?w.features, "forest score");
-            let n = if self.learner.is_anomalous(&assessment) {
-                self.odd_streak.get(src).copied().unwrap_or(0) + 1
-            } else {
-                0
-            };
-            if n > 0 {
-                streak.insert(*src, n);
-            }
-            if alerted.contains(src) {
-                for a in alerts.iter_mut().filter(|a| a.source == Some(*src)) {
-                    a.evidence.forest_score = Some(score);
+        let Self {
+            tracker,
+            learner,
+            odd_streak,
+            protected,
+            cfg,
+            rng,
+            ..
+        } = self;
+        let dst_short = tracker.visit_windows(now_ns, |src, short, long| {
+            let first = alerts.len();
+            source_rules(&cfg.rules, src, short, long, windows_s, now_ms, alerts);
+            let mut flagged =
+                alerts.len() > first || alerts[..earlier].iter().any(|a| a.source == Some(src));
+            let row = long.features.to_vec();
+            if let Some(assessment) = learner.assess(&row) {
+                let score = assessment.score;
+                metrics.anomaly_score(score);
+                tracing::debug!(%src, score, features = ?long.features, "forest score");
+                let n = if learner.is_anomalous(&assessment) {
+                    odd_streak.get(&src).copied().unwrap_or(0) + 1
+                } else {
+                    0
+                };
+                if n > 0 {
+                    streak.insert(src, n);
                 }
-            } else if self.learner.may_alert()
-                && n >= self.learner.anomaly_polls()
-                && !self.protected.own.contains(src)
-            {
-                let mut a = anomaly_alert(&self.cfg.rules, *src, w, &assessment, now_ms);
-                a.evidence
-                    .notes
-                    .push(format!("anomalous for {n} consecutive polls"));
-                alerts.push(a);
+                if flagged {
+                    for a in alerts.iter_mut().filter(|a| a.source == Some(src)) {
+                        a.evidence.forest_score = Some(score);
+                    }
+                } else if learner.may_alert()
+                    && n >= learner.anomaly_polls()
+                    && !protected.own.contains(&src)
+                {
+                    let mut a = anomaly_alert(&cfg.rules, src, long, &assessment, now_ms);
+                    a.evidence
+                        .notes
+                        .push(format!("anomalous for {n} consecutive polls"));
+                    alerts.push(a);
+                    flagged = true;
+                }
             }
-        }
-        self.odd_streak = streak;
-        let flagged: HashSet<IpAddr> = alerts.iter().filter_map(|a| a.source).collect();
-        self.learner.observe(src_long, &flagged, &mut self.rng);
+            if !flagged {
+                sample.offer(row, rng);
+            }
+        });
+        target_rules(&cfg.rules, &dst_short, windows_s.0, now_ms, alerts);
+        *odd_streak = streak;
+        learner.observe(sample);
     }
 }
 
@@ -471,6 +483,56 @@ mod tests {
         assert!(err("rules.port_scan_ports=many").contains("bad value for rules.port_scan_ports"));
         assert!(err("policy.block_ttl=soon").contains("policy.block_ttl"));
         assert!(err("policy.block_confidence=2").contains("between 0 and 1"));
+    }
+
+    fn syn(src: [u8; 4], dst_port: u16, now_ns: u64) -> FlowRecord {
+        let key = astra_common::FlowKey {
+            src: std::net::Ipv4Addr::from(src).to_ipv6_mapped().octets(),
+            dst: std::net::Ipv4Addr::new(198, 18, 0, 1)
+                .to_ipv6_mapped()
+                .octets(),
+            src_port: 40_000,
+            dst_port,
+            ifindex: 1,
+            proto: 6,
+            direction: 0,
+            _pad: [0; 2],
+        };
+        let value = astra_common::FlowValue {
+            packets: 1,
+            bytes: 60,
+            first_seen_ns: now_ns - 1_000_000_000,
+            last_seen_ns: now_ns - 1_000_000_000,
+            syn_count: 1,
+            tcp_flags: 0x0202,
+            min_len: 60,
+            max_len: 60,
+            ..Default::default()
+        };
+        FlowRecord::new(key, value)
+    }
+
+    #[test]
+    fn only_sources_without_alerts_feed_the_training_sample() {
+        let dir = std::env::temp_dir().join(format!("astra-engine-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut engine = Engine::new(DetectConfig::default(), &dir, dir.join("eve.json")).unwrap();
+        let mut lists = Lists::from_parts(crate::store::Store::open_in_memory(), None);
+        let now_ns = 100_000_000_000;
+        // One scanner (40 ports) and three quiet sources (one conversation each).
+        let mut flows: Vec<FlowRecord> = (0..40)
+            .map(|p| syn([198, 18, 0, 66], 1000 + p, now_ns))
+            .collect();
+        for host in 5..8 {
+            flows.push(syn([198, 18, 0, host], 443, now_ns));
+        }
+        let active: Vec<&FlowRecord> = flows.iter().collect();
+        let stats = engine
+            .run(now_ns, 1_000_000, &active, &[], &mut lists, &Metrics::new())
+            .unwrap();
+        assert!(stats.alerts >= 1, "the scan raised no alert");
+        assert_eq!(engine.model_status().rows_collected, 3);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

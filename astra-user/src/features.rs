@@ -378,9 +378,33 @@ impl Tracker {
     }
 
     /// Per-source aggregates over the short and long windows and per-destination aggregates
-    /// over the short one, ending at `now_ns`. One sort of the conversations in the long window
-    /// replaces per-source sets: a million sources cost a million rows, not a million maps.
+    /// over the short one, ending at `now_ns`, all in maps (see [`Tracker::visit_windows`] for
+    /// the form that does not hold every source's windows at once).
     pub fn windows(&self, now_ns: u64) -> WindowSet {
+        let (mut src_short, mut src_long) = (FastMap::default(), FastMap::default());
+        let dst_short = self.visit_windows(now_ns, |src, short, long| {
+            if let Some(s) = short {
+                src_short.insert(src, s.clone());
+            }
+            src_long.insert(src, long.clone());
+        });
+        WindowSet {
+            src_short,
+            src_long,
+            dst_short,
+        }
+    }
+
+    /// Computes each source's windows and hands them to `visit` one source at a time: the
+    /// short window if the source was active in it, and the long window. Returns the
+    /// destinations' short windows. One sort of the conversations in the long window replaces
+    /// per-source sets, and nothing per source outlives its visit: a million sources cost a
+    /// million sorted rows, not a million maps or windows.
+    pub fn visit_windows(
+        &self,
+        now_ns: u64,
+        mut visit: impl FnMut(IpAddr, Option<&SourceWindow>, &SourceWindow),
+    ) -> FastMap<IpAddr, DestWindow> {
         let short_cut = now_ns.saturating_sub(self.cfg.short_window.as_nanos() as u64);
         let long_cut = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         let login_max_ns = self.cfg.failed_login_max_duration.as_nanos() as u64;
@@ -435,7 +459,6 @@ impl Tracker {
         }
 
         // Pass 2: per source, both windows.
-        let mut out = WindowSet::default();
         let mut ports: Vec<u16> = Vec::new();
         let mut logins: Vec<u16> = Vec::new();
         let w_short = self.cfg.short_window.as_secs_f64().max(1e-9);
@@ -448,7 +471,8 @@ impl Tracker {
                 j += 1;
             }
             let group = &rows[i..j];
-            for short in [true, false] {
+            let mut windows: [Option<SourceWindow>; 2] = [None, None];
+            for (slot, short) in [true, false].into_iter().enumerate() {
                 let cut = if short { short_cut } else { long_cut };
                 let mut a = Acc::default();
                 ports.clear();
@@ -543,14 +567,15 @@ impl Tracker {
                 f.icmp_pps = r.icmp as f64 / w_s;
                 a.w.packets = r.packets;
                 a.w.bytes = r.bytes;
-                if short {
-                    out.src_short.insert(src, a.w);
-                } else {
-                    out.src_long.insert(src, a.w);
-                }
+                windows[slot] = Some(a.w);
+            }
+            // Every row is inside the long window, so a source always has one.
+            if let [short, Some(long)] = &windows {
+                visit(src, short.as_ref(), long);
             }
             i = j;
         }
+        let mut dst_short = FastMap::default();
         for (ip, acc) in dests {
             if acc.fan_in_short == 0 {
                 continue;
@@ -560,9 +585,9 @@ impl Tracker {
             let r = self.received.short.get(&ip).copied().unwrap_or_default();
             d.pps_in = r.packets as f64 / w_short;
             d.bps_in = r.bytes as f64 * 8.0 / w_short;
-            out.dst_short.insert(ip, d);
+            dst_short.insert(ip, d);
         }
-        out
+        dst_short
     }
 
     /// Where `src` went in the long window: up to `max_dsts` destinations and `max_ports`

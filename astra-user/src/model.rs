@@ -3,8 +3,7 @@
 //! no alert. The model and its training rows live in the state dir, so `astra model train` and
 //! `astra model import-sklearn` can replace the model while the agent runs.
 use std::{
-    collections::{HashSet, VecDeque},
-    net::IpAddr,
+    collections::VecDeque,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
@@ -15,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::{
     error::{Error, Result},
-    features::{FEATURE_NAMES, SourceWindow},
+    features::FEATURE_NAMES,
     forest::{Contamination, ForestParams, IsolationForest, MaxSamples},
     store::now_unix,
 };
@@ -273,6 +272,39 @@ pub struct ModelStatus {
     pub next_retrain_s: Option<u64>,
 }
 
+/// A uniform random sample of at most `k` rows from a stream of unknown length (reservoir
+/// sampling), so a pass samples its clean sources fairly without collecting them all first.
+pub struct Sample {
+    k: usize,
+    seen: u64,
+    rows: Vec<[f64; FEATURE_NAMES.len()]>,
+}
+
+impl Sample {
+    /// Offers one row; `rng` is an xorshift state.
+    pub fn offer(&mut self, row: [f64; FEATURE_NAMES.len()], rng: &mut u64) {
+        if self.k == 0 {
+            return;
+        }
+        self.seen += 1;
+        if self.rows.len() < self.k {
+            self.rows.push(row);
+            return;
+        }
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        let j = *rng % self.seen;
+        if let Some(slot) = self.rows.get_mut(j as usize) {
+            *slot = row;
+        }
+    }
+
+    pub fn rows(&self) -> &[[f64; FEATURE_NAMES.len()]] {
+        &self.rows
+    }
+}
+
 pub struct Learner {
     cfg: ModelConfig,
     model_path: PathBuf,
@@ -381,33 +413,30 @@ impl Learner {
 
     /// Feeds this poll's sources into the training sample (those without alerts only, so an
     /// attack never becomes the baseline), and trains when the time has come.
-    pub fn observe(
-        &mut self,
-        sources: &crate::flowtable::FastMap<IpAddr, SourceWindow>,
-        alerted: &HashSet<IpAddr>,
-        rng_state: &mut u64,
-    ) {
+    /// An empty training sample for one pass (nothing is sampled while learning is off).
+    pub fn sample(&self) -> Sample {
+        Sample {
+            k: if self.cfg.enabled {
+                self.cfg.rows_per_poll
+            } else {
+                0
+            },
+            seen: 0,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds one pass's sample of clean sources to the training rows, and retrains when due.
+    pub fn observe(&mut self, sample: Sample) {
         if !self.cfg.enabled {
             return;
         }
         self.reload_if_changed();
-        let mut candidates: Vec<&SourceWindow> = sources
-            .iter()
-            .filter(|(ip, _)| !alerted.contains(ip))
-            .map(|(_, w)| w)
-            .collect();
-        // A cheap shuffle so a cap of rows per poll samples fairly.
-        for i in (1..candidates.len()).rev() {
-            *rng_state ^= *rng_state << 13;
-            *rng_state ^= *rng_state >> 7;
-            *rng_state ^= *rng_state << 17;
-            candidates.swap(i, (*rng_state % (i as u64 + 1)) as usize);
-        }
-        for w in candidates.into_iter().take(self.cfg.rows_per_poll) {
+        for row in sample.rows {
             if self.rows.len() == self.cfg.max_rows {
                 self.rows.pop_front();
             }
-            self.rows.push_back(w.features.to_vec());
+            self.rows.push_back(row);
         }
         let due = match (&self.model, self.trained) {
             (None, _) => self.started.elapsed() >= self.cfg.learn_for,
@@ -473,7 +502,7 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::SourceFeatures;
+    use crate::features::{SourceFeatures, SourceWindow};
 
     fn window(conns: f64, ports: f64) -> SourceWindow {
         SourceWindow {
@@ -511,15 +540,12 @@ mod tests {
         assert_eq!(l.status().state, "learning");
         let mut rng = 1u64;
         for poll in 0..10u32 {
-            let sources: crate::flowtable::FastMap<IpAddr, SourceWindow> = (0..20u8)
-                .map(|i| {
-                    (
-                        IpAddr::from([198, 18, 0, i]),
-                        window(f64::from(i % 5 + 1), f64::from(poll % 3 + 1)),
-                    )
-                })
-                .collect();
-            l.observe(&sources, &HashSet::new(), &mut rng);
+            let mut sample = l.sample();
+            for i in 0..20u8 {
+                let w = window(f64::from(i % 5 + 1), f64::from(poll % 3 + 1));
+                sample.offer(w.features.to_vec(), &mut rng);
+            }
+            l.observe(sample);
         }
         assert_eq!(l.status().state, "scoring");
         // Trained on 40 rows: scores, but is not trusted to raise alerts yet.
@@ -572,16 +598,45 @@ mod tests {
     }
 
     #[test]
-    fn alerted_sources_never_become_the_baseline() {
-        let d = dir();
-        let mut l = Learner::new(ModelConfig::default(), &d);
-        let bad: IpAddr = "198.18.9.9".parse().unwrap();
-        let sources: crate::flowtable::FastMap<IpAddr, SourceWindow> =
-            [(bad, window(500.0, 400.0))].into_iter().collect();
-        let mut rng = 7;
-        l.observe(&sources, &HashSet::from([bad]), &mut rng);
-        assert_eq!(l.status().rows_collected, 0);
-        let _ = std::fs::remove_dir_all(&d);
+    fn sample_is_bounded_and_fair() {
+        let l = Learner::new(
+            ModelConfig {
+                rows_per_poll: 10,
+                ..ModelConfig::default()
+            },
+            &dir(),
+        );
+        // 1000 passes over 100 rows: each row should land in the sample about 10% of the time.
+        let mut hits = [0u32; 100];
+        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..1000 {
+            let mut s = l.sample();
+            for i in 0..100 {
+                let mut row = [0.0; FEATURE_NAMES.len()];
+                row[0] = f64::from(i);
+                s.offer(row, &mut rng);
+            }
+            assert_eq!(s.rows().len(), 10);
+            for r in s.rows() {
+                hits[r[0] as usize] += 1;
+            }
+        }
+        let (min, max) = (hits.iter().min().unwrap(), hits.iter().max().unwrap());
+        assert!(
+            *min > 50 && *max < 160,
+            "uneven sample: {min}..{max} of ~100"
+        );
+        // Learning off: nothing is sampled.
+        let off = Learner::new(
+            ModelConfig {
+                enabled: false,
+                ..ModelConfig::default()
+            },
+            &dir(),
+        );
+        let mut s = off.sample();
+        s.offer([1.0; FEATURE_NAMES.len()], &mut rng);
+        assert!(s.rows().is_empty());
     }
 
     #[test]

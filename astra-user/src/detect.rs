@@ -877,7 +877,7 @@ mod tests {
             })
             .collect();
         let refs: Vec<&FlowRecord> = recs.iter().collect();
-        t.update(now, flows, &[], &refs);
+        t.update(now, flows.to_vec(), &[], &refs);
         let ws = t.windows(now);
         run_rules(
             cfg,

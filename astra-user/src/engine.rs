@@ -266,8 +266,7 @@ impl Engine {
         let bi_closed = pair_flows(closed.iter().map(|r| (&r.key, &r.value)));
         let mut records: Vec<&FlowRecord> = active.to_vec();
         records.extend(closed.iter());
-        self.tracker
-            .update(now_ns, &bi_active, &bi_closed, &records);
+        self.tracker.update(now_ns, bi_active, &bi_closed, &records);
         self.refresh_protected(lists)?;
 
         let long = self.cfg.features.long_window;

@@ -261,8 +261,10 @@ impl RateSums {
     }
 }
 
-struct Conv {
-    flow: BiFlow,
+/// A conversation the tracker holds, and whether it has left the kernel table.
+#[derive(Clone, Copy)]
+struct Conv<'a> {
+    flow: &'a BiFlow,
     closed: bool,
 }
 
@@ -280,7 +282,12 @@ fn conv_key(f: &BiFlow) -> ConvKey {
 
 pub struct Tracker {
     cfg: FeatureConfig,
-    convs: FastMap<ConvKey, Conv>,
+    /// The conversations in the kernel table at the last update. Replaced, not merged, every
+    /// update: the kernel table is the record of what is live, so a copy keyed by
+    /// conversation would only double the memory a million flows take.
+    active: Vec<BiFlow>,
+    /// Conversations that left the kernel table within the long window, by conversation.
+    closed: FastMap<ConvKey, BiFlow>,
     sent: RateSums,
     received: RateSums,
 }
@@ -300,7 +307,8 @@ impl Tracker {
     pub fn new(cfg: FeatureConfig) -> Self {
         Self {
             cfg,
-            convs: FastMap::default(),
+            active: Vec::new(),
+            closed: FastMap::default(),
             sent: RateSums::default(),
             received: RateSums::default(),
         }
@@ -317,7 +325,16 @@ impl Tracker {
     }
 
     pub fn conversations(&self) -> usize {
-        self.convs.len()
+        self.active.len() + self.closed.len()
+    }
+
+    /// Every conversation held, with whether it has ended.
+    fn convs(&self) -> impl Iterator<Item = Conv<'_>> {
+        let conv = |closed| move |flow| Conv { flow, closed };
+        self.active
+            .iter()
+            .map(conv(false))
+            .chain(self.closed.values().map(conv(true)))
     }
 
     fn window_bounds(&self, now_ns: u64) -> (u64, u64) {
@@ -331,23 +348,21 @@ impl Tracker {
     pub fn update(
         &mut self,
         now_ns: u64,
-        active: &[BiFlow],
+        active: Vec<BiFlow>,
         closed: &[BiFlow],
         records: &[&FlowRecord],
     ) {
-        // Closed first: a conversation with one direction evicted and the other still live
-        // is kept in its live form.
-        for (flows, is_closed) in [(closed, true), (active, false)] {
-            for f in flows {
-                self.convs.insert(
-                    conv_key(f),
-                    Conv {
-                        flow: *f,
-                        closed: is_closed,
-                    },
-                );
+        for f in closed {
+            self.closed.insert(conv_key(f), *f);
+        }
+        // A conversation with one direction evicted and the other still live is kept in its
+        // live form only.
+        if !self.closed.is_empty() {
+            for f in &active {
+                self.closed.remove(&conv_key(f));
             }
         }
+        self.active = active;
         let sec = now_ns / NS;
         for r in records {
             if r.delta_packets == 0 {
@@ -371,7 +386,9 @@ impl Tracker {
             self.received.add(sec, key_addr(r.key.dst), rate);
         }
         let cutoff = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
-        self.convs.retain(|_, c| c.flow.last_seen_ns >= cutoff);
+        self.closed.retain(|_, f| f.last_seen_ns >= cutoff);
+        // Idle flows the kernel still holds but the long window no longer covers.
+        self.active.retain(|f| f.last_seen_ns >= cutoff);
         let (short_from, long_from) = self.window_bounds(now_ns);
         self.sent.expire(short_from, long_from);
         self.received.expire(short_from, long_from);
@@ -408,9 +425,8 @@ impl Tracker {
         let short_cut = now_ns.saturating_sub(self.cfg.short_window.as_nanos() as u64);
         let long_cut = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         let login_max_ns = self.cfg.failed_login_max_duration.as_nanos() as u64;
-        let mut rows: Vec<(IpAddr, IpAddr, u16, &Conv)> = self
-            .convs
-            .values()
+        let mut rows: Vec<(IpAddr, IpAddr, u16, Conv<'_>)> = self
+            .convs()
             .filter(|c| c.flow.last_seen_ns >= long_cut)
             .map(|c| (c.flow.src, c.flow.dst, c.flow.dst_port, c))
             .collect();
@@ -600,7 +616,7 @@ impl Tracker {
     ) -> (Vec<IpAddr>, Vec<u16>) {
         let mut dsts: Vec<IpAddr> = Vec::new();
         let mut ports: Vec<u16> = Vec::new();
-        for c in self.convs.values().filter(|c| c.flow.src == src) {
+        for c in self.convs().filter(|c| c.flow.src == src) {
             dsts.push(c.flow.dst);
             ports.push(c.flow.dst_port);
         }
@@ -615,9 +631,8 @@ impl Tracker {
 
     /// Conversations from `src` (any, if `None`) toward `dst` (any, if `None`).
     pub fn flows_matching(&self, src: Option<IpAddr>, dst: Option<IpAddr>) -> Vec<&BiFlow> {
-        self.convs
-            .values()
-            .map(|c| &c.flow)
+        self.convs()
+            .map(|c| c.flow)
             .filter(|f| src.is_none_or(|s| f.src == s) && dst.is_none_or(|d| f.dst == d))
             .collect()
     }
@@ -695,7 +710,7 @@ pub(crate) mod tests {
         now: u64,
     ) -> (FastMap<IpAddr, SourceWindow>, FastMap<IpAddr, DestWindow>) {
         let mut t = Tracker::new(FeatureConfig::default());
-        t.update(now, flows, &[], &[]);
+        t.update(now, flows.to_vec(), &[], &[]);
         let w = t.windows(now);
         (w.src_long, w.dst_short)
     }
@@ -775,11 +790,34 @@ pub(crate) mod tests {
             now - 60 * S - S / 2 - 1,
         );
         let mut t = Tracker::new(FeatureConfig::default());
-        t.update(now, &[inside, outside], &[], &[]);
+        t.update(now, vec![inside, outside], &[], &[]);
         let src = t.windows(now).src_long;
         assert_eq!(src[&ip("198.18.0.9")].features.conns, 1.0);
         // The expired one is also gone from the tracker.
         assert_eq!(t.conversations(), 1);
+    }
+
+    #[test]
+    fn ended_conversations_stay_for_the_window_and_live_ones_win() {
+        let now = 1000 * S;
+        let mut t = Tracker::new(FeatureConfig::default());
+        let ended = tcp("198.18.0.9", "198.18.1.1", 1, 22, FULL, FULL, now - 5 * S);
+        t.update(now, vec![], &[ended], &[]);
+        // Later polls no longer report it, but the long window still counts it.
+        t.update(now + 10 * S, vec![], &[], &[]);
+        assert_eq!(t.conversations(), 1);
+        let w = t.windows(now + 10 * S).src_long;
+        assert_eq!(w[&ip("198.18.0.9")].features.conns, 1.0);
+        // One direction evicted while the other is still live: counted once, in live form.
+        let live = tcp("198.18.1.1", "198.18.0.9", 22, 1, FULL, FULL, now);
+        t.update(now + 11 * S, vec![live], &[], &[]);
+        assert_eq!(t.conversations(), 1);
+        let w = t.windows(now + 11 * S).src_long;
+        assert_eq!(w.len(), 1);
+        assert!(w.contains_key(&ip("198.18.1.1")));
+        // Past the long window it is gone.
+        t.update(now + 100 * S, vec![], &[], &[]);
+        assert_eq!(t.conversations(), 0);
     }
 
     #[test]
@@ -845,13 +883,8 @@ pub(crate) mod tests {
         let src = "198.18.0.5";
         let f = udp(src, "198.18.1.1", 1, 53, 1, 100 * S);
         // 500 UDP packets 20 s ago, 1000 now: the 10 s window sees only the latter.
-        t.update(
-            80 * S,
-            std::slice::from_ref(&f),
-            &[],
-            &[&mk([198, 18, 0, 5], 17, 500)],
-        );
-        t.update(100 * S, &[f], &[], &[&mk([198, 18, 0, 5], 17, 1000)]);
+        t.update(80 * S, vec![f], &[], &[&mk([198, 18, 0, 5], 17, 500)]);
+        t.update(100 * S, vec![f], &[], &[&mk([198, 18, 0, 5], 17, 1000)]);
         let ws = t.windows(100 * S);
         let w = &ws.src_short[&ip(src)];
         assert_eq!(w.features.udp_pps, 100.0);

@@ -449,7 +449,7 @@ impl Tracker {
                 let c = rows[j].3;
                 if c.flow.last_seen_ns >= short_cut {
                     in_short = true;
-                    if half_open_flow(&c.flow) {
+                    if half_open_flow(c.flow) {
                         half_open += 1;
                     }
                 }
@@ -466,7 +466,7 @@ impl Tracker {
                 d.d.max_half_open_per_source = d.d.max_half_open_per_source.max(half_open);
                 for r in &rows[i..j] {
                     let c = r.3;
-                    if c.flow.last_seen_ns >= short_cut && half_open_flow(&c.flow) {
+                    if c.flow.last_seen_ns >= short_cut && half_open_flow(c.flow) {
                         *d.d.half_open_ports.entry(r.2).or_default() += 1;
                     }
                 }
@@ -496,7 +496,7 @@ impl Tracker {
                 let mut last_dst = None;
                 let mut half_open_here = 0u64;
                 for (_, dst, port, c) in group {
-                    let f = &c.flow;
+                    let f = c.flow;
                     if f.last_seen_ns < cut {
                         continue;
                     }

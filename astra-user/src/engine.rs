@@ -262,6 +262,9 @@ impl Engine {
         lists: &mut Lists,
         metrics: &Metrics,
     ) -> Result<PassStats> {
+        // The previous poll's conversations go before this poll's are paired, so the two
+        // never take memory at the same time.
+        self.tracker.release_active();
         let bi_active = pair_flows(active.iter().map(|r| (&r.key, &r.value)));
         let bi_closed = pair_flows(closed.iter().map(|r| (&r.key, &r.value)));
         let mut records: Vec<&FlowRecord> = active.to_vec();

@@ -328,6 +328,11 @@ impl Tracker {
         self.active.len() + self.closed.len()
     }
 
+    /// Drops the live conversations of the last update (the next update replaces them).
+    pub fn release_active(&mut self) {
+        self.active = Vec::new();
+    }
+
     /// Every conversation held, with whether it has ended.
     fn convs(&self) -> impl Iterator<Item = Conv<'_>> {
         let conv = |closed| move |flow| Conv { flow, closed };

@@ -287,34 +287,46 @@ pub fn pair_flows<'a>(
         key: &'a FlowKey,
         value: &'a FlowValue,
     }
-    let mut groups: FastMap<PairKey, [Option<Half<'a>>; 2]> = FastMap::default();
-    for (k, v) in entries {
-        let (pk, forward) = pair_key(k);
-        let slot = &mut groups.entry(pk).or_insert([None, None])[usize::from(!forward)];
-        let better = match slot {
-            None => true,
-            Some(h) => {
-                v.packets > h.value.packets
-                    || (v.packets == h.value.packets && k.direction == direction::INGRESS)
+    // Sorted by conversation rather than grouped in a hash map: the vector takes under half
+    // the memory of a map's buckets at a million flows.
+    let mut halves: Vec<(PairKey, bool, Half<'a>)> = entries
+        .into_iter()
+        .map(|(k, v)| {
+            let (pk, forward) = pair_key(k);
+            (pk, forward, Half { key: k, value: v })
+        })
+        .collect();
+    halves.sort_unstable_by_key(|h| h.0);
+    let conversations = halves.chunk_by(|a, b| a.0 == b.0).count();
+    let mut out = Vec::with_capacity(conversations);
+    for run in halves.chunk_by(|a, b| a.0 == b.0) {
+        // The larger count wins when one direction was seen twice (see above).
+        let mut best: [Option<&Half<'a>>; 2] = [None, None];
+        for (_, forward, h) in run {
+            let slot = &mut best[usize::from(!forward)];
+            let better = match slot {
+                None => true,
+                Some(cur) => {
+                    h.value.packets > cur.value.packets
+                        || (h.value.packets == cur.value.packets
+                            && h.key.direction == direction::INGRESS)
+                }
+            };
+            if better {
+                *slot = Some(h);
             }
-        };
-        if better {
-            *slot = Some(Half { key: k, value: v });
         }
-    }
-    let mut out = Vec::with_capacity(groups.len());
-    for [a, b] in groups.into_values() {
-        let (fwd, rev) = match (a, b) {
-            (Some(a), Some(b)) => {
+        let (fwd, rev) = match best {
+            [Some(a), Some(b)] => {
                 if initiated_first(b.key, b.value, a.value) {
                     (b, Some(a))
                 } else {
                     (a, Some(b))
                 }
             }
-            (Some(a), None) => (a, None),
-            (None, Some(b)) => (b, None),
-            (None, None) => continue,
+            [Some(a), None] => (a, None),
+            [None, Some(b)] => (b, None),
+            [None, None] => continue,
         };
         let rv = rev.as_ref().map(|h| *h.value);
         let fwd_c = DirCounters::from_value(fwd.value);

@@ -261,6 +261,34 @@ impl RateSums {
     }
 }
 
+/// The order the window pass walks conversations in: by source, then destination and port.
+fn row_key(f: &BiFlow) -> (IpAddr, IpAddr, u16) {
+    (f.src, f.dst, f.dst_port)
+}
+
+/// Merges live and ended conversations, each sorted by [`row_key`], into one sorted list.
+fn merge_sorted<'a>(
+    live: impl Iterator<Item = &'a BiFlow>,
+    ended: impl Iterator<Item = &'a BiFlow>,
+) -> Vec<Conv<'a>> {
+    let (mut live, mut ended) = (live.peekable(), ended.peekable());
+    let mut out = Vec::new();
+    loop {
+        let take_live = match (live.peek(), ended.peek()) {
+            (Some(a), Some(b)) => row_key(a) <= row_key(b),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => return out,
+        };
+        let (flow, closed) = if take_live {
+            (live.next().expect("peeked"), false)
+        } else {
+            (ended.next().expect("peeked"), true)
+        };
+        out.push(Conv { flow, closed });
+    }
+}
+
 /// A conversation the tracker holds, and whether it has left the kernel table.
 #[derive(Clone, Copy)]
 struct Conv<'a> {
@@ -368,6 +396,8 @@ impl Tracker {
             }
         }
         self.active = active;
+        // Sorted once here so every pass can walk sources in order without a sorted copy.
+        self.active.sort_unstable_by_key(row_key);
         let sec = now_ns / NS;
         for r in records {
             if r.delta_packets == 0 {
@@ -430,12 +460,16 @@ impl Tracker {
         let short_cut = now_ns.saturating_sub(self.cfg.short_window.as_nanos() as u64);
         let long_cut = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         let login_max_ns = self.cfg.failed_login_max_duration.as_nanos() as u64;
-        let mut rows: Vec<(IpAddr, IpAddr, u16, Conv<'_>)> = self
-            .convs()
-            .filter(|c| c.flow.last_seen_ns >= long_cut)
-            .map(|c| (c.flow.src, c.flow.dst, c.flow.dst_port, c))
+        // The live conversations are kept sorted (see `update`); the ended ones, usually few,
+        // are sorted here and merged in.
+        let mut gone: Vec<&BiFlow> = self
+            .closed
+            .values()
+            .filter(|f| f.last_seen_ns >= long_cut)
             .collect();
-        rows.sort_unstable_by_key(|r| (r.0, r.1, r.2));
+        gone.sort_unstable_by_key(|f| row_key(f));
+        let live = self.active.iter().filter(|f| f.last_seen_ns >= long_cut);
+        let rows = merge_sorted(live, gone.into_iter());
 
         // Pass 1: who talks to each destination (fan-in), half-open spread per destination.
         #[derive(Default)]
@@ -447,11 +481,11 @@ impl Tracker {
         let mut dests: FastMap<IpAddr, DAcc> = FastMap::default();
         let mut i = 0;
         while i < rows.len() {
-            let (src, dst) = (rows[i].0, rows[i].1);
+            let (src, dst) = (rows[i].flow.src, rows[i].flow.dst);
             let mut j = i;
             let (mut in_short, mut half_open) = (false, 0u64);
-            while j < rows.len() && rows[j].0 == src && rows[j].1 == dst {
-                let c = rows[j].3;
+            while j < rows.len() && rows[j].flow.src == src && rows[j].flow.dst == dst {
+                let c = rows[j];
                 if c.flow.last_seen_ns >= short_cut {
                     in_short = true;
                     if half_open_flow(c.flow) {
@@ -469,10 +503,9 @@ impl Tracker {
                 d.d.half_open_in += half_open;
                 d.d.half_open_sources += 1;
                 d.d.max_half_open_per_source = d.d.max_half_open_per_source.max(half_open);
-                for r in &rows[i..j] {
-                    let c = r.3;
+                for c in &rows[i..j] {
                     if c.flow.last_seen_ns >= short_cut && half_open_flow(c.flow) {
-                        *d.d.half_open_ports.entry(r.2).or_default() += 1;
+                        *d.d.half_open_ports.entry(c.flow.dst_port).or_default() += 1;
                     }
                 }
             }
@@ -486,9 +519,9 @@ impl Tracker {
         let w_long = self.cfg.long_window.as_secs_f64().max(1e-9);
         let mut i = 0;
         while i < rows.len() {
-            let src = rows[i].0;
+            let src = rows[i].flow.src;
             let mut j = i;
-            while j < rows.len() && rows[j].0 == src {
+            while j < rows.len() && rows[j].flow.src == src {
                 j += 1;
             }
             let group = &rows[i..j];
@@ -500,7 +533,8 @@ impl Tracker {
                 logins.clear();
                 let mut last_dst = None;
                 let mut half_open_here = 0u64;
-                for (_, dst, port, c) in group {
+                for c in group {
+                    let (dst, port) = (&c.flow.dst, &c.flow.dst_port);
                     let f = c.flow;
                     if f.last_seen_ns < cut {
                         continue;

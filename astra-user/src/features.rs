@@ -10,7 +10,7 @@ use std::{collections::VecDeque, net::IpAddr, time::Duration};
 
 use serde::Serialize;
 
-use crate::flowtable::{BiFlow, FastMap, FlowRecord, key_addr};
+use crate::flowtable::{BiFlow, FastMap, FlowRecord};
 
 /// Ports whose short, small-reply conversations look like failed logins.
 pub const AUTH_PORTS: [u16; 13] = [
@@ -204,8 +204,26 @@ impl Rate {
     }
 }
 
+/// An address as the kernel keys it (IPv4 mapped into IPv6): 16 bytes with no padding, where
+/// `IpAddr` takes 17 and pads the entries that hold it to 24.
+type Addr = [u8; 16];
+
+fn addr(ip: &IpAddr) -> Addr {
+    match ip {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
 /// One second of deltas: (second, whether still counted in the short sums, deltas).
-type Bucket = (u64, bool, Vec<(IpAddr, Rate)>);
+type Bucket = (u64, bool, Vec<(Addr, Rate)>);
+
+/// An address's sums over both windows, in one map entry so the key is stored once.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    short: Rate,
+    long: Rate,
+}
 
 /// Per-address packet rates over the short and long windows, kept as running sums: each
 /// second's deltas are added when they arrive and subtracted when they leave a window, so a
@@ -213,27 +231,30 @@ type Bucket = (u64, bool, Vec<(IpAddr, Rate)>);
 #[derive(Default)]
 struct RateSums {
     buckets: VecDeque<Bucket>,
-    short: FastMap<IpAddr, Rate>,
-    long: FastMap<IpAddr, Rate>,
-}
-
-fn sub_from(sums: &mut FastMap<IpAddr, Rate>, ip: &IpAddr, r: &Rate) {
-    if let Some(e) = sums.get_mut(ip) {
-        e.sub(r);
-        if e.packets == 0 && e.bytes == 0 {
-            sums.remove(ip);
-        }
-    }
+    sums: FastMap<Addr, Sums>,
 }
 
 impl RateSums {
-    fn add(&mut self, sec: u64, ip: IpAddr, r: Rate) {
+    fn add(&mut self, sec: u64, a: Addr, r: Rate) {
         match self.buckets.back_mut() {
-            Some((s, _, v)) if *s == sec => v.push((ip, r)),
-            _ => self.buckets.push_back((sec, true, vec![(ip, r)])),
+            Some((s, _, v)) if *s == sec => v.push((a, r)),
+            _ => self.buckets.push_back((sec, true, vec![(a, r)])),
         }
-        self.short.entry(ip).or_default().add(&r);
-        self.long.entry(ip).or_default().add(&r);
+        let e = self.sums.entry(a).or_default();
+        e.short.add(&r);
+        e.long.add(&r);
+    }
+
+    fn short(&self, ip: &IpAddr) -> Rate {
+        self.sums
+            .get(&addr(ip))
+            .map_or_else(Rate::default, |s| s.short)
+    }
+
+    fn long(&self, ip: &IpAddr) -> Rate {
+        self.sums
+            .get(&addr(ip))
+            .map_or_else(Rate::default, |s| s.long)
     }
 
     /// Drops seconds before `short_from` from the short sums and before `long_from` entirely.
@@ -243,19 +264,28 @@ impl RateSums {
                 break;
             }
             if *in_short {
-                for (ip, r) in v.iter() {
-                    sub_from(&mut self.short, ip, r);
+                for (a, r) in v.iter() {
+                    if let Some(e) = self.sums.get_mut(a) {
+                        e.short.sub(r);
+                    }
                 }
                 *in_short = false;
             }
         }
         while self.buckets.front().is_some_and(|(s, _, _)| *s < long_from) {
             let (_, in_short, v) = self.buckets.pop_front().expect("checked");
-            for (ip, r) in &v {
-                if in_short {
-                    sub_from(&mut self.short, ip, r);
+            for (a, r) in &v {
+                if let Some(e) = self.sums.get_mut(a) {
+                    if in_short {
+                        e.short.sub(r);
+                    }
+                    e.long.sub(r);
+                    // The short window is inside the long one: nothing left in the long sums
+                    // means nothing left at all.
+                    if e.long == Rate::default() {
+                        self.sums.remove(a);
+                    }
                 }
-                sub_from(&mut self.long, ip, r);
             }
         }
     }
@@ -417,8 +447,8 @@ impl Tracker {
                     0
                 },
             };
-            self.sent.add(sec, key_addr(r.key.src), rate);
-            self.received.add(sec, key_addr(r.key.dst), rate);
+            self.sent.add(sec, r.key.src, rate);
+            self.received.add(sec, r.key.dst, rate);
         }
         let cutoff = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         self.closed.retain(|_, f| f.last_seen_ns >= cutoff);
@@ -610,12 +640,11 @@ impl Tracker {
                 f.mean_flow_duration_s = a.dur_sum_ns as f64 / 1e9 / n;
                 f.failed_logins = logins.len() as f64;
                 f.max_dst_fan_in = a.max_fan_in as f64;
-                let (sums, w_s) = if short {
-                    (&self.sent.short, w_short)
+                let (r, w_s) = if short {
+                    (self.sent.short(&src), w_short)
                 } else {
-                    (&self.sent.long, w_long)
+                    (self.sent.long(&src), w_long)
                 };
-                let r = sums.get(&src).copied().unwrap_or_default();
                 f.pps = r.packets as f64 / w_s;
                 f.bps = r.bytes as f64 * 8.0 / w_s;
                 f.udp_pps = r.udp as f64 / w_s;
@@ -637,7 +666,7 @@ impl Tracker {
             }
             let mut d = acc.d;
             d.fan_in = acc.fan_in_short;
-            let r = self.received.short.get(&ip).copied().unwrap_or_default();
+            let r = self.received.short(&ip);
             d.pps_in = r.packets as f64 / w_short;
             d.bps_in = r.bytes as f64 * 8.0 / w_short;
             dst_short.insert(ip, d);
@@ -678,7 +707,7 @@ impl Tracker {
 
     /// Bytes a sender sent over the long window (for per-host baselines).
     pub fn sent_bytes(&self, ip: &IpAddr) -> u64 {
-        self.sent.long.get(ip).map_or(0, |r| r.bytes)
+        self.sent.long(ip).bytes
     }
 }
 
@@ -834,6 +863,15 @@ pub(crate) mod tests {
         assert_eq!(src[&ip("198.18.0.9")].features.conns, 1.0);
         // The expired one is also gone from the tracker.
         assert_eq!(t.conversations(), 1);
+    }
+
+    #[test]
+    fn rate_keys_match_the_kernel_form_of_both_families() {
+        for ip in ["198.18.0.5", "2001:db8::5"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let k = addr(&ip);
+            assert_eq!(crate::flowtable::key_addr(k), ip);
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     error::{Error, Result},
     events::{DEFAULT_EVENTS_FILE, now_ms},
     feeds::FeedSync,
-    flowtable::{FlowRecord, FlowTable},
+    flowtable::FlowTable,
     loader::{AttachedMode, Dataplane, XdpModeArg, ifindex},
     maps::PinnedMaps,
     metrics::Metrics,
@@ -470,7 +470,11 @@ fn poll_loop(
     stop: &AtomicBool,
     reloaded: &Mutex<Option<AgentConfig>>,
 ) -> AgentConfig {
-    let mut table = FlowTable::new(cfg.idle_timeout, cfg.active_timeout);
+    let mut table = FlowTable::with_capacity(
+        cfg.idle_timeout,
+        cfg.active_timeout,
+        cfg.flow_capacity as usize,
+    );
     let mut n: u64 = 0;
     let mut next = Instant::now();
     let mut feeds = Feeds::new(&cfg.feeds);
@@ -559,8 +563,7 @@ fn poll_once(
     // Detection runs right after the poll that brought the evidence, so a block reaches the
     // kernel within one poll interval of the packets that earned it.
     let closed = table.take_closed();
-    let active: Vec<&FlowRecord> = table.records().collect();
-    let pass = engine.run(now_ns, now_ms(), &active, &closed, lists, &m)?;
+    let pass = engine.run(now_ns, now_ms(), table, &closed, lists, &m)?;
     status.alerts += pass.alerts as u64;
     status.auto_blocks += pass.blocks as u64;
     status.model = Some(engine.model_status());

@@ -403,13 +403,17 @@ fn cpu_seconds() -> f64 {
 pub fn poll_child(n: u32) -> Result<()> {
     let pin = PinGuard(bench_pin(&format!("poll{n}")));
     let state = std::env::temp_dir().join(format!("astra-bench-{}-state", std::process::id()));
-    let _dp = Dataplane::load(&pin.0, (n + n / 4).max(1024))?;
+    let capacity = (n + n / 4).max(1024);
+    let _dp = Dataplane::load(&pin.0, capacity)?;
     let mut maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
     fill_flows(&mut maps, n, crate::blocklist::mono_now_ns())?;
     let store = crate::store::Store::open(&state)?;
     let mut lists = crate::blocklist::Lists::from_parts(store, Some(maps));
-    let mut table =
-        crate::flowtable::FlowTable::new(Duration::from_secs(3600), Duration::from_secs(3600));
+    let mut table = crate::flowtable::FlowTable::with_capacity(
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+        capacity as usize,
+    );
     let mut engine = crate::engine::Engine::new(
         crate::engine::DetectConfig::default(),
         &state,
@@ -425,11 +429,10 @@ pub fn poll_child(n: u32) -> Result<()> {
         table.poll(maps, now)?;
         let (t1, c1) = (Instant::now(), cpu_seconds());
         let closed = table.take_closed();
-        let active: Vec<&crate::flowtable::FlowRecord> = table.records().collect();
         engine.run(
             now,
             crate::events::now_ms(),
-            &active,
+            &table,
             &closed,
             &mut lists,
             &metrics,

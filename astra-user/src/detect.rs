@@ -876,8 +876,7 @@ mod tests {
                 }
             })
             .collect();
-        let refs: Vec<&FlowRecord> = recs.iter().collect();
-        t.update(now, flows.to_vec(), &[], &refs);
+        t.update(now, flows.to_vec(), &[], recs.iter().map(FlowRecord::delta));
         let ws = t.windows(now);
         run_rules(
             cfg,

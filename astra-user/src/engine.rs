@@ -18,7 +18,7 @@ use crate::{
     error::{Error, Result},
     events::{EventLog, alert_id},
     features::{FeatureConfig, Tracker},
-    flowtable::{BiFlow, FlowRecord, pair_flows},
+    flowtable::{BiFlow, FlowRecord, FlowTable, pair_flows},
     metrics::Metrics,
     model::{Learner, ModelConfig, ModelStatus},
     report,
@@ -257,7 +257,7 @@ impl Engine {
         &mut self,
         now_ns: u64,
         now_ms: u64,
-        active: &[&FlowRecord],
+        table: &FlowTable,
         closed: &[FlowRecord],
         lists: &mut Lists,
         metrics: &Metrics,
@@ -265,11 +265,13 @@ impl Engine {
         // The previous poll's conversations go before this poll's are paired, so the two
         // never take memory at the same time.
         self.tracker.release_active();
-        let bi_active = pair_flows(active.iter().map(|r| (&r.key, &r.value)));
+        let bi_active = pair_flows(table.flows().map(|(k, s)| (k, &s.value)));
         let bi_closed = pair_flows(closed.iter().map(|r| (&r.key, &r.value)));
-        let mut records: Vec<&FlowRecord> = active.to_vec();
-        records.extend(closed.iter());
-        self.tracker.update(now_ns, bi_active, &bi_closed, &records);
+        let deltas = table
+            .flows()
+            .map(|(k, s)| (k, s.delta_packets, s.delta_bytes))
+            .chain(closed.iter().map(FlowRecord::delta));
+        self.tracker.update(now_ns, bi_active, &bi_closed, deltas);
         self.refresh_protected(lists)?;
 
         let long = self.cfg.features.long_window;
@@ -528,9 +530,11 @@ mod tests {
         for host in 5..8 {
             flows.push(syn([198, 18, 0, host], 443, now_ns));
         }
-        let active: Vec<&FlowRecord> = flows.iter().collect();
+        let snapshot: Vec<_> = flows.iter().map(|r| (r.key, r.value)).collect();
+        let mut table = FlowTable::new(Duration::from_secs(600), Duration::from_secs(600));
+        table.apply(&snapshot, now_ns);
         let stats = engine
-            .run(now_ns, 1_000_000, &active, &[], &mut lists, &Metrics::new())
+            .run(now_ns, 1_000_000, &table, &[], &mut lists, &Metrics::new())
             .unwrap();
         assert!(stats.alerts >= 1, "the scan raised no alert");
         assert_eq!(engine.model_status().rows_collected, 3);

@@ -10,7 +10,9 @@ use std::{collections::VecDeque, net::IpAddr, time::Duration};
 
 use serde::Serialize;
 
-use crate::flowtable::{BiFlow, FastMap, FlowRecord};
+use astra_common::FlowKey;
+
+use crate::flowtable::{BiFlow, FastMap};
 
 /// Ports whose short, small-reply conversations look like failed logins.
 pub const AUTH_PORTS: [u16; 13] = [
@@ -408,12 +410,12 @@ impl Tracker {
 
     /// Takes one poll's view: the paired conversations (active and just closed) and the
     /// directional records whose deltas feed the rates.
-    pub fn update(
+    pub fn update<'a>(
         &mut self,
         now_ns: u64,
         active: Vec<BiFlow>,
         closed: &[BiFlow],
-        records: &[&FlowRecord],
+        deltas: impl IntoIterator<Item = (&'a FlowKey, u64, u64)>,
     ) {
         for f in closed {
             self.closed.insert(conv_key(f), *f);
@@ -429,26 +431,22 @@ impl Tracker {
         // Sorted once here so every pass can walk sources in order without a sorted copy.
         self.active.sort_unstable_by_key(row_key);
         let sec = now_ns / NS;
-        for r in records {
-            if r.delta_packets == 0 {
+        for (key, packets, bytes) in deltas {
+            if packets == 0 {
                 continue;
             }
             let rate = Rate {
-                packets: r.delta_packets,
-                bytes: r.delta_bytes,
-                udp: if r.key.proto == 17 {
-                    r.delta_packets
-                } else {
-                    0
-                },
-                icmp: if matches!(r.key.proto, 1 | 58) {
-                    r.delta_packets
+                packets,
+                bytes,
+                udp: if key.proto == 17 { packets } else { 0 },
+                icmp: if matches!(key.proto, 1 | 58) {
+                    packets
                 } else {
                     0
                 },
             };
-            self.sent.add(sec, r.key.src, rate);
-            self.received.add(sec, r.key.dst, rate);
+            self.sent.add(sec, key.src, rate);
+            self.received.add(sec, key.dst, rate);
         }
         let cutoff = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         self.closed.retain(|_, f| f.last_seen_ns >= cutoff);
@@ -778,7 +776,7 @@ pub(crate) mod tests {
         now: u64,
     ) -> (FastMap<IpAddr, SourceWindow>, FastMap<IpAddr, DestWindow>) {
         let mut t = Tracker::new(FeatureConfig::default());
-        t.update(now, flows.to_vec(), &[], &[]);
+        t.update(now, flows.to_vec(), &[], []);
         let w = t.windows(now);
         (w.src_long, w.dst_short)
     }
@@ -858,7 +856,7 @@ pub(crate) mod tests {
             now - 60 * S - S / 2 - 1,
         );
         let mut t = Tracker::new(FeatureConfig::default());
-        t.update(now, vec![inside, outside], &[], &[]);
+        t.update(now, vec![inside, outside], &[], []);
         let src = t.windows(now).src_long;
         assert_eq!(src[&ip("198.18.0.9")].features.conns, 1.0);
         // The expired one is also gone from the tracker.
@@ -879,21 +877,21 @@ pub(crate) mod tests {
         let now = 1000 * S;
         let mut t = Tracker::new(FeatureConfig::default());
         let ended = tcp("198.18.0.9", "198.18.1.1", 1, 22, FULL, FULL, now - 5 * S);
-        t.update(now, vec![], &[ended], &[]);
+        t.update(now, vec![], &[ended], []);
         // Later polls no longer report it, but the long window still counts it.
-        t.update(now + 10 * S, vec![], &[], &[]);
+        t.update(now + 10 * S, vec![], &[], []);
         assert_eq!(t.conversations(), 1);
         let w = t.windows(now + 10 * S).src_long;
         assert_eq!(w[&ip("198.18.0.9")].features.conns, 1.0);
         // One direction evicted while the other is still live: counted once, in live form.
         let live = tcp("198.18.1.1", "198.18.0.9", 22, 1, FULL, FULL, now);
-        t.update(now + 11 * S, vec![live], &[], &[]);
+        t.update(now + 11 * S, vec![live], &[], []);
         assert_eq!(t.conversations(), 1);
         let w = t.windows(now + 11 * S).src_long;
         assert_eq!(w.len(), 1);
         assert!(w.contains_key(&ip("198.18.1.1")));
         // Past the long window it is gone.
-        t.update(now + 100 * S, vec![], &[], &[]);
+        t.update(now + 100 * S, vec![], &[], []);
         assert_eq!(t.conversations(), 0);
     }
 
@@ -940,7 +938,7 @@ pub(crate) mod tests {
     #[test]
     fn rates_come_from_deltas_in_the_window() {
         use astra_common::{FlowKey, FlowValue};
-        let mk = |src: [u8; 4], proto: u8, d: u64| FlowRecord {
+        let mk = |src: [u8; 4], proto: u8, d: u64| crate::flowtable::FlowRecord {
             key: FlowKey {
                 src: {
                     let mut a = [0u8; 16];
@@ -960,8 +958,13 @@ pub(crate) mod tests {
         let src = "198.18.0.5";
         let f = udp(src, "198.18.1.1", 1, 53, 1, 100 * S);
         // 500 UDP packets 20 s ago, 1000 now: the 10 s window sees only the latter.
-        t.update(80 * S, vec![f], &[], &[&mk([198, 18, 0, 5], 17, 500)]);
-        t.update(100 * S, vec![f], &[], &[&mk([198, 18, 0, 5], 17, 1000)]);
+        t.update(80 * S, vec![f], &[], [mk([198, 18, 0, 5], 17, 500).delta()]);
+        t.update(
+            100 * S,
+            vec![f],
+            &[],
+            [mk([198, 18, 0, 5], 17, 1000).delta()],
+        );
         let ws = t.windows(100 * S);
         let w = &ws.src_short[&ip(src)];
         assert_eq!(w.features.udp_pps, 100.0);

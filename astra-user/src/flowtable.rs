@@ -35,6 +35,43 @@ impl FlowRecord {
             delta_bytes: value.bytes,
         }
     }
+
+    /// The key and the last poll's packet and byte deltas, as the tracker's rates take them.
+    pub fn delta(&self) -> (&FlowKey, u64, u64) {
+        (&self.key, self.delta_packets, self.delta_bytes)
+    }
+}
+
+/// A flow as the table holds it between polls; its key is the table's key, not repeated here
+/// (at a million flows the copy would cost ~100 MB of buckets).
+#[derive(Clone, Copy, Debug)]
+pub struct FlowState {
+    pub value: FlowValue,
+    /// Packets and bytes added since the previous poll.
+    pub delta_packets: u64,
+    pub delta_bytes: u64,
+    /// The poll generation that last saw the flow.
+    generation: u32,
+}
+
+impl FlowState {
+    fn new(value: FlowValue, generation: u32) -> Self {
+        Self {
+            value,
+            delta_packets: value.packets,
+            delta_bytes: value.bytes,
+            generation,
+        }
+    }
+
+    fn record(&self, key: FlowKey) -> FlowRecord {
+        FlowRecord {
+            key,
+            value: self.value,
+            delta_packets: self.delta_packets,
+            delta_bytes: self.delta_bytes,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -48,8 +85,7 @@ pub struct PollStats {
 }
 
 pub struct FlowTable {
-    /// Each record with the poll generation that last saw it.
-    flows: FastMap<FlowKey, (FlowRecord, u32)>,
+    flows: FastMap<FlowKey, FlowState>,
     generation: u32,
     idle_timeout_ns: u64,
     active_timeout_ns: u64,
@@ -65,8 +101,19 @@ impl FlowTable {
     }
 
     pub fn new(idle_timeout: Duration, active_timeout: Duration) -> Self {
+        Self::with_capacity(idle_timeout, active_timeout, 0)
+    }
+
+    /// A table sized for `capacity` flows up front (the kernel table's size): growing a
+    /// million-entry map later briefly holds the old and the new one at once, while unused
+    /// reserved buckets cost address space, not resident memory.
+    pub fn with_capacity(
+        idle_timeout: Duration,
+        active_timeout: Duration,
+        capacity: usize,
+    ) -> Self {
         Self {
-            flows: FastMap::default(),
+            flows: FastMap::with_capacity_and_hasher(capacity, Default::default()),
             generation: 0,
             idle_timeout_ns: idle_timeout.as_nanos() as u64,
             active_timeout_ns: active_timeout.as_nanos() as u64,
@@ -82,8 +129,9 @@ impl FlowTable {
         self.flows.is_empty()
     }
 
-    pub fn records(&self) -> impl Iterator<Item = &FlowRecord> {
-        self.flows.values().map(|(r, _)| r)
+    /// The flows the kernel table held at the last poll.
+    pub fn flows(&self) -> impl Iterator<Item = (&FlowKey, &FlowState)> + Clone {
+        self.flows.iter()
     }
 
     pub fn take_closed(&mut self) -> Vec<FlowRecord> {
@@ -111,7 +159,7 @@ impl FlowTable {
 
     /// The bookkeeping part of [`FlowTable::poll`] on a snapshot, for tests without maps.
     #[cfg(test)]
-    fn apply(&mut self, snapshot: &[(FlowKey, FlowValue)], now_ns: u64) -> PollStats {
+    pub(crate) fn apply(&mut self, snapshot: &[(FlowKey, FlowValue)], now_ns: u64) -> PollStats {
         let mut stats = PollStats::default();
         let mut ended = Vec::new();
         self.generation = self.generation.wrapping_add(1);
@@ -135,22 +183,22 @@ impl FlowTable {
         let generation = self.generation;
         let rec = match self.flows.entry(*k) {
             Entry::Occupied(e) => {
-                let (r, g) = e.into_mut();
+                let r = e.into_mut();
                 // A smaller count means the kernel entry was deleted and recreated.
                 if v.packets >= r.value.packets && v.first_seen_ns == r.value.first_seen_ns {
                     r.delta_packets = v.packets - r.value.packets;
                     r.delta_bytes = v.bytes.saturating_sub(r.value.bytes);
                     r.value = *v;
+                    r.generation = generation;
                 } else {
                     stats.new += 1;
-                    *r = FlowRecord::new(*k, *v);
+                    *r = FlowState::new(*v, generation);
                 }
-                *g = generation;
                 &*r
             }
             Entry::Vacant(e) => {
                 stats.new += 1;
-                &e.insert((FlowRecord::new(*k, *v), generation)).0
+                &*e.insert(FlowState::new(*v, generation))
             }
         };
         stats.delta_packets += rec.delta_packets;
@@ -168,14 +216,14 @@ impl FlowTable {
 
     fn finish(&mut self, stats: &mut PollStats, ended: &[FlowKey]) {
         for k in ended {
-            if let Some((r, _)) = self.flows.remove(k) {
-                self.closed.push(r);
+            if let Some(r) = self.flows.remove(k) {
+                self.closed.push(r.record(*k));
             }
         }
         // Whatever was not in this snapshot vanished from the kernel without us (another
         // agent or the CLI).
         let generation = self.generation;
-        self.flows.retain(|_, (_, g)| *g == generation);
+        self.flows.retain(|_, s| s.generation == generation);
         stats.active = self.flows.len();
     }
 }
@@ -468,7 +516,7 @@ mod tests {
         assert_eq!((s.evicted_idle, s.evicted_active, s.active), (1, 1, 1));
         let closed: Vec<_> = t.take_closed().into_iter().map(|r| r.key).collect();
         assert!(closed.contains(&idle) && closed.contains(&busy));
-        assert!(t.records().all(|r| r.key == fresh));
+        assert!(t.flows().all(|(k, _)| *k == fresh));
         // Just under the idle timeout stays.
         let s = t.apply(&[(fresh, val(1, 195 * S, 199 * S))], 199 * S + 10 * S - 1);
         assert_eq!(s.evicted_idle, 0);

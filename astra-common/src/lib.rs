@@ -42,6 +42,12 @@ pub const XDP_PROGRAM: &str = "astra_xdp";
 pub const TC_EGRESS_PROGRAM: &str = "astra_tc_egress";
 /// An XDP program that only passes: the baseline for per-packet cost measurements.
 pub const FLOOR_PROGRAM: &str = "astra_floor";
+/// An XDP program that sends every frame back out (XDP_TX): run with BPF_PROG_TEST_RUN's live
+/// frames mode it is the benchmarks' packet generator.
+pub const GEN_PROGRAM: &str = "astra_gen";
+/// An XDP program that drops every frame: the ceiling of what a flood generator and a veth can
+/// carry, against which filters' own costs are measured.
+pub const DROP_ALL_PROGRAM: &str = "astra_drop_all";
 
 /// Default number of flow table entries (overridable at load time with `--flow-capacity`).
 pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;

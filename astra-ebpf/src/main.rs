@@ -323,3 +323,18 @@ static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 pub fn astra_floor(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
+
+/// Transmits every frame: with BPF_PROG_TEST_RUN in live-frames mode on one end of a veth pair,
+/// the benchmarks' flood generator (xdp-trafficgen's method, which Debian's build cannot load
+/// on this kernel). Never attached.
+#[xdp]
+pub fn astra_gen(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}
+
+/// Drops every frame without looking at it: the benchmarks' ceiling for a flood. Never
+/// attached by the agent.
+#[xdp]
+pub fn astra_drop_all(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}

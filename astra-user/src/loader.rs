@@ -311,15 +311,29 @@ impl Dataplane {
 
     /// The do-nothing XDP program, the floor benchmarks compare against; loaded on first use.
     pub fn floor(&mut self) -> Result<&mut Xdp> {
+        self.bench_program(astra_common::FLOOR_PROGRAM)
+    }
+
+    /// The XDP_TX program the benchmarks generate floods with; loaded on first use.
+    pub fn generator(&mut self) -> Result<&mut Xdp> {
+        self.bench_program(astra_common::GEN_PROGRAM)
+    }
+
+    /// The drop-everything program the benchmarks measure a flood's ceiling with.
+    pub fn drop_all(&mut self) -> Result<&mut Xdp> {
+        self.bench_program(astra_common::DROP_ALL_PROGRAM)
+    }
+
+    fn bench_program(&mut self, name: &str) -> Result<&mut Xdp> {
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(astra_common::FLOOR_PROGRAM)
-            .ok_or_else(|| Error::Layout("eBPF object has no floor program".into()))?
+            .program_mut(name)
+            .ok_or_else(|| Error::Layout(format!("eBPF object has no {name} program")))?
             .try_into()
-            .map_err(|e| Error::bpf(astra_common::FLOOR_PROGRAM, e))?;
+            .map_err(|e| Error::bpf(name.to_owned(), e))?;
         if prog.fd().is_err() {
             prog.load()
-                .map_err(|e| Error::bpf("loading the floor program", e))?;
+                .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
         }
         Ok(prog)
     }

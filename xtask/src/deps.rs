@@ -31,7 +31,6 @@ pub const TEST_REQUIREMENTS: &[Requirement] = &[
 pub const BENCH_REQUIREMENTS: &[Requirement] = &[
     req("ip", "iproute2"),
     req("xdp-filter", "xdp-tools"),
-    req("trafgen", "netsniff-ng"),
     req("iptables", "iptables"),
     req("nft", "nftables"),
     req("python3", "python3"),

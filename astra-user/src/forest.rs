@@ -171,11 +171,18 @@ pub enum ForestError {
     InvalidModel(String),
 }
 
-/// One node of the flattened scoring layout: 16 bytes, left child implicit (the next node).
+/// The largest float32 at or below `t`: for any float32 `x`, `x <= t` (compared in float64,
+/// as sklearn does) exactly when `x <= threshold_f32(t)`, so scoring can stay in float32.
+fn threshold_f32(t: f64) -> f32 {
+    let r = t as f32;
+    if f64::from(r) > t { r.next_down() } else { r }
+}
+
+/// One node of the flattened scoring layout: 12 bytes, left child implicit (the next node).
 #[derive(Clone, Copy, Debug)]
 struct Node {
-    /// The split threshold; NaN at a leaf.
-    threshold: f64,
+    /// The split threshold rounded down to float32 (see [`threshold_f32`]); NaN at a leaf.
+    threshold: f32,
     /// The feature compared; 0 at a leaf.
     feature: u32,
     /// Index (in the shared array) of the right child; the leaf itself at a leaf.
@@ -614,8 +621,9 @@ impl IsolationForest {
     #[inline(always)]
     fn step(&self, i: usize, row: &[f32]) -> usize {
         let node = self.nodes[i];
-        // sklearn: X[i, f] (float32) <= threshold (float64), compared in float64.
-        if f64::from(row[node.feature as usize]) <= node.threshold {
+        // sklearn compares X[i, f] (float32) <= threshold (float64) in float64; against the
+        // threshold rounded down to float32 the answer is the same for every float32 value.
+        if row[node.feature as usize] <= node.threshold {
             i + 1
         } else {
             node.right as usize
@@ -756,7 +764,7 @@ fn flatten(tree: &TreeArrays, nodes: &mut Vec<Node>, leaf_value: &mut Vec<f64>) 
             let c = average_path_length(tree.n_node_samples[i] as usize);
             leaf_value.push((f64::from(depth + 1) + c) - 1.0);
             nodes.push(Node {
-                threshold: f64::NAN,
+                threshold: f32::NAN,
                 feature: 0,
                 right: at as u32,
             });
@@ -764,7 +772,7 @@ fn flatten(tree: &TreeArrays, nodes: &mut Vec<Node>, leaf_value: &mut Vec<f64>) 
         } else {
             leaf_value.push(0.0);
             nodes.push(Node {
-                threshold: tree.threshold[i],
+                threshold: threshold_f32(tree.threshold[i]),
                 feature: tree.feature[i] as u32,
                 right: 0,
             });
@@ -1132,6 +1140,30 @@ mod exact {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float32_thresholds_decide_like_float64_ones() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..100_000 {
+            // Thresholds as sklearn makes them: midpoints of float32 values, held in float64.
+            let a = f32::from_bits(next() as u32 & 0x7f7f_ffff)
+                * if next() % 2 == 0 { 1.0 } else { -1.0 };
+            let b = a.next_up();
+            let t = (f64::from(a) + f64::from(b)) / 2.0;
+            let t32 = threshold_f32(t);
+            for x in [a.next_down(), a, b, b.next_up()] {
+                assert_eq!(f64::from(x) <= t, x <= t32, "x {x} t {t}");
+            }
+        }
+        assert_eq!(threshold_f32(1e300), f32::MAX);
+        assert_eq!(threshold_f32(-1e300), f32::NEG_INFINITY);
+    }
     use ndarray::{Array2, array};
 
     /// Standard normal draws (Box-Muller), to avoid a rand_distr dependency.

@@ -101,22 +101,25 @@ pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<(u32
         repeat,
         ..Default::default()
     };
-    // SAFETY: attr is a valid test-run attribute whose input buffer outlives the call.
+    prog_test_run(&mut attr, "BPF_PROG_TEST_RUN")?;
+    Ok((attr.retval, attr.duration))
+}
+
+/// The BPF_PROG_TEST_RUN syscall; every buffer `attr` points to must outlive the call.
+fn prog_test_run(attr: &mut TestRunAttr, what: &str) -> Result<()> {
+    // SAFETY: attr is a valid test-run attribute and the callers keep its buffers alive.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
+            attr as *mut TestRunAttr,
             std::mem::size_of::<TestRunAttr>() as u32,
         )
     };
     if rc < 0 {
-        return Err(Error::bpf(
-            "BPF_PROG_TEST_RUN",
-            std::io::Error::last_os_error(),
-        ));
+        return Err(Error::bpf(what.to_owned(), std::io::Error::last_os_error()));
     }
-    Ok((attr.retval, attr.duration))
+    Ok(())
 }
 
 fn udp_packet(src: Ipv4Addr, sport: u16) -> Vec<u8> {
@@ -770,22 +773,7 @@ fn generate(prog: BorrowedFd<'_>, ifindex: u32, packet: &[u8], count: u32) -> Re
         batch_size: 256,
         ..Default::default()
     };
-    // SAFETY: attr is a valid test-run attribute; the packet and context outlive the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            &mut attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::bpf(
-            "BPF_PROG_TEST_RUN (live frames)",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    prog_test_run(&mut attr, "BPF_PROG_TEST_RUN (live frames)")
 }
 
 /// Packets a command's output reports in its first `counter packets N` / `pkts` figure.

@@ -122,6 +122,17 @@ pub struct Crossed {
     pub window_s: u64,
 }
 
+impl Crossed {
+    pub fn new(name: impl Into<String>, value: f64, threshold: f64, window_s: u64) -> Self {
+        Self {
+            name: name.into(),
+            value,
+            threshold,
+            window_s,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     pub thresholds: Vec<Crossed>,
@@ -422,12 +433,12 @@ pub fn source_rules(
                 AttackType::PortScan,
                 src,
                 long,
-                Crossed {
-                    name: "distinct_dst_ports".into(),
-                    value: f.distinct_dst_ports,
-                    threshold: cfg.port_scan_ports as f64,
-                    window_s: long_s,
-                },
+                Crossed::new(
+                    "distinct_dst_ports",
+                    f.distinct_dst_ports,
+                    cfg.port_scan_ports as f64,
+                    long_s,
+                ),
                 vec![],
                 vec![],
                 vec!["check which of the probed ports are meant to be reachable".into()],
@@ -439,12 +450,12 @@ pub fn source_rules(
                 AttackType::HostSweep,
                 src,
                 long,
-                Crossed {
-                    name: "distinct_dst_hosts".into(),
-                    value: f.distinct_dst_hosts,
-                    threshold: cfg.host_sweep_hosts as f64,
-                    window_s: long_s,
-                },
+                Crossed::new(
+                    "distinct_dst_hosts",
+                    f.distinct_dst_hosts,
+                    cfg.host_sweep_hosts as f64,
+                    long_s,
+                ),
                 vec![],
                 vec![],
                 vec![],
@@ -457,12 +468,12 @@ pub fn source_rules(
                 AttackType::BruteForce,
                 src,
                 long,
-                Crossed {
-                    name: format!("failed_logins_port_{port}"),
-                    value: n as f64,
-                    threshold: cfg.brute_force_failures as f64,
-                    window_s: long_s,
-                },
+                Crossed::new(
+                    format!("failed_logins_port_{port}"),
+                    n as f64,
+                    cfg.brute_force_failures as f64,
+                    long_s,
+                ),
                 vec![],
                 vec![port],
                 vec![format!(
@@ -497,12 +508,7 @@ pub fn source_rules(
                 t,
                 src,
                 long,
-                Crossed {
-                    name: name.into(),
-                    value,
-                    threshold,
-                    window_s: short_s,
-                },
+                Crossed::new(name, value, threshold, short_s),
                 vec![],
                 vec![],
                 vec![],
@@ -519,12 +525,12 @@ pub fn source_rules(
             AttackType::SynFlood,
             src,
             long,
-            Crossed {
-                name: "half_open_to_one_destination".into(),
-                value: n as f64,
-                threshold: cfg.syn_flood_half_open as f64,
-                window_s: short_s,
-            },
+            Crossed::new(
+                "half_open_to_one_destination",
+                n as f64,
+                cfg.syn_flood_half_open as f64,
+                short_s,
+            ),
             vec![dst],
             vec![],
             vec!["make sure SYN cookies are on (net.ipv4.tcp_syncookies=1)".into()],
@@ -547,12 +553,7 @@ pub fn source_rules(
             t,
             src,
             long,
-            Crossed {
-                name: name.into(),
-                value,
-                threshold,
-                window_s: short_s,
-            },
+            Crossed::new(name, value, threshold, short_s),
             vec![],
             vec![],
             vec![],
@@ -608,12 +609,7 @@ pub fn target_rules(
                 cfg.syn_flood_half_open, short_s
             ),
             evidence: Evidence {
-                thresholds: vec![Crossed {
-                    name: "half_open_in".into(),
-                    value: total as f64,
-                    threshold: cfg.syn_flood_half_open as f64,
-                    window_s: short_s,
-                }],
+                thresholds: vec![Crossed::new("half_open_in", total as f64, cfg.syn_flood_half_open as f64, short_s)],
                 features: BTreeMap::from([
                     ("half_open_in".into(), total as f64),
                     ("half_open_sources".into(), sources as f64),
@@ -654,18 +650,8 @@ pub fn target_rules(
                 ),
                 evidence: Evidence {
                     thresholds: vec![
-                        Crossed {
-                            name: "fan_in".into(),
-                            value: d.fan_in as f64,
-                            threshold: cfg.ddos_sources as f64,
-                            window_s: short_s,
-                        },
-                        Crossed {
-                            name: "pps_in".into(),
-                            value: d.pps_in,
-                            threshold: cfg.ddos_pps,
-                            window_s: short_s,
-                        },
+                        Crossed::new("fan_in", d.fan_in as f64, cfg.ddos_sources as f64, short_s),
+                        Crossed::new("pps_in", d.pps_in, cfg.ddos_pps, short_s),
                     ],
                     features: BTreeMap::from([
                         ("fan_in".into(), d.fan_in as f64),
@@ -685,6 +671,27 @@ pub fn target_rules(
         }
     }
     *out = b.out;
+}
+
+/// A blocked port-scan alert from 198.18.0.9 against 198.18.1.1, for the tests of the
+/// modules that store and log alerts.
+#[cfg(test)]
+pub(crate) fn sample_alert(id: &str, timestamp_ms: u64) -> Alert {
+    Alert {
+        id: id.into(),
+        timestamp_ms,
+        attack_type: AttackType::PortScan,
+        severity: Severity::High,
+        confidence: 0.95,
+        risk_score: 7,
+        source: Some("198.18.0.9".parse().expect("an address")),
+        targets: vec!["198.18.1.1".parse().expect("an address")],
+        target_ports: vec![22, 80],
+        rule: "port_scan: distinct_dst_ports = 40 >= 20 in 60 s".into(),
+        evidence: Evidence::default(),
+        action: Action::Blocked { ttl_s: 600 },
+        recommended: vec![],
+    }
 }
 
 /// Per-inside-host baselines of bytes sent per long window, for the exfiltration rule.
@@ -726,12 +733,7 @@ impl ExfilBaselines {
                     cfg.exfil_factor
                 ),
                 evidence: Evidence {
-                    thresholds: vec![Crossed {
-                        name: "bytes_sent".into(),
-                        value: sent as f64,
-                        threshold: limit,
-                        window_s: long_s,
-                    }],
+                    thresholds: vec![Crossed::new("bytes_sent", sent as f64, limit, long_s)],
                     features: BTreeMap::from([
                         ("bytes_sent".into(), sent as f64),
                         ("baseline_bytes".into(), *avg),
@@ -778,21 +780,16 @@ pub fn anomaly_alert(
             .min(cfg.anomaly_confidence_cap)
             .min(0.99),
     );
-    let mut thresholds = vec![Crossed {
-        name: "forest_score".into(),
-        value: score,
-        threshold: 0.0,
-        window_s: 0,
-    }];
+    let mut thresholds = vec![Crossed::new("forest_score", score, 0.0, 0)];
     let mut notes = vec!["anomaly score alone: flagged for review, not blocked".to_string()];
     let rule = match &assessment.novelty {
         Some(n) => {
-            thresholds.push(Crossed {
-                name: n.feature.to_string(),
-                value: n.value,
-                threshold: n.trained_max,
-                window_s: 0,
-            });
+            thresholds.push(Crossed::new(
+                n.feature.to_string(),
+                n.value,
+                n.trained_max,
+                0,
+            ));
             notes.push(format!(
                 "{} = {:.0} is {:.0}x the largest value seen in training ({:.0})",
                 n.feature, n.value, n.ratio, n.trained_max

@@ -204,24 +204,9 @@ pub fn alert_id(now_ms: u64, seq: u64, subject: Option<IpAddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{Action, AttackType, Evidence};
 
     fn alert(ms: u64) -> Alert {
-        Alert {
-            id: alert_id(ms, 1, Some("198.18.0.9".parse().unwrap())),
-            timestamp_ms: ms,
-            attack_type: AttackType::PortScan,
-            severity: Severity::High,
-            confidence: 0.95,
-            risk_score: 7,
-            source: Some("198.18.0.9".parse().unwrap()),
-            targets: vec!["198.18.1.1".parse().unwrap()],
-            target_ports: vec![22, 80],
-            rule: "port_scan: distinct_dst_ports = 40 >= 20 in 60 s".into(),
-            evidence: Evidence::default(),
-            action: Action::Blocked { ttl_s: 600 },
-            recommended: vec![],
-        }
+        crate::detect::sample_alert(&alert_id(ms, 1, Some("198.18.0.9".parse().unwrap())), ms)
     }
 
     #[test]

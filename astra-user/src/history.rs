@@ -271,24 +271,9 @@ pub fn prune(store: &Store, keep: Retention, now_ms: u64) -> Result<Pruned, Stor
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{Action, AttackType, Evidence, Severity};
 
     fn alert(id: &str, ms: u64) -> Alert {
-        Alert {
-            id: id.into(),
-            timestamp_ms: ms,
-            attack_type: AttackType::PortScan,
-            severity: Severity::High,
-            confidence: 0.95,
-            risk_score: 7,
-            source: Some("198.18.0.9".parse().unwrap()),
-            targets: vec!["198.18.1.1".parse().unwrap()],
-            target_ports: vec![22],
-            rule: "port_scan".into(),
-            evidence: Evidence::default(),
-            action: Action::Blocked { ttl_s: 600 },
-            recommended: vec![],
-        }
+        crate::detect::sample_alert(id, ms)
     }
 
     fn incident(id: &str, ms: u64) -> IncidentRow {

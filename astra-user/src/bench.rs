@@ -108,18 +108,9 @@ pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<(u32
 /// The BPF_PROG_TEST_RUN syscall; every buffer `attr` points to must outlive the call.
 fn prog_test_run(attr: &mut TestRunAttr, what: &str) -> Result<()> {
     // SAFETY: attr is a valid test-run attribute and the callers keep its buffers alive.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_TEST_RUN,
-            attr as *mut TestRunAttr,
-            std::mem::size_of::<TestRunAttr>() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(Error::bpf(what.to_owned(), std::io::Error::last_os_error()));
-    }
-    Ok(())
+    unsafe { crate::maps::sys_bpf(BPF_PROG_TEST_RUN, attr) }
+        .map(drop)
+        .map_err(|e| Error::bpf(what.to_owned(), e))
 }
 
 fn udp_packet(src: Ipv4Addr, sport: u16) -> Vec<u8> {

@@ -548,20 +548,8 @@ pub fn reload_config(argv: &[std::ffi::OsString]) -> Result<AgentConfig> {
 /// again as if it said `run`, so the file, environment and defaults merge exactly as they
 /// would for the agent.
 fn config_check(argv: &[std::ffi::OsString], json: bool) -> Result<()> {
-    let mut run_argv = Vec::with_capacity(argv.len());
-    let mut dropped_verb = false;
-    for (i, a) in argv.iter().enumerate() {
-        if !dropped_verb && i > 0 && a == "config" {
-            dropped_verb = true;
-            continue;
-        }
-        if dropped_verb && (a == "check" || a == "--json") {
-            continue;
-        }
-        run_argv.push(a.clone());
-    }
-    run_argv.push("run".into());
-    let cli = match crate::config::parse(&run_argv) {
+    let parsed = crate::config::as_run(argv).and_then(|a| crate::config::parse(&a));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(crate::config::ArgsError::Config(e)) => return Err(e),
         Err(crate::config::ArgsError::Clap(e)) => {

@@ -66,6 +66,30 @@ pub fn parse(argv: &[OsString]) -> std::result::Result<Cli, ArgsError> {
     Ok(cli)
 }
 
+/// The `astra run` command line an `astra config check` line stands for: the global options it
+/// gave (the config file, directories), then `run`, so the file, environment and defaults
+/// merge exactly as they would for the agent.
+pub fn as_run(argv: &[OsString]) -> std::result::Result<Vec<OsString>, ArgsError> {
+    let cmd = Cli::command();
+    let m = relax_required(cmd.clone()).try_get_matches_from(argv)?;
+    let mut out = vec![argv.first().cloned().unwrap_or_else(|| "astra".into())];
+    for arg in cmd.get_arguments().filter(|a| a.is_global_set()) {
+        let (id, Some(long)) = (arg.get_id().as_str(), arg.get_long()) else {
+            continue;
+        };
+        if m.value_source(id) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        for v in m.get_raw(id).into_iter().flatten() {
+            let mut o = OsString::from(format!("--{long}="));
+            o.push(v);
+            out.push(o);
+        }
+    }
+    out.push("run".into());
+    Ok(out)
+}
+
 fn relax_required(cmd: clap::Command) -> clap::Command {
     cmd.mut_subcommand("run", |s| {
         let ids: Vec<_> = s
@@ -324,6 +348,25 @@ mod tests {
         // A bad file is an error for every verb, not only for run.
         let f = file("bogus = 1\n");
         assert!(err(&f, &["list"]).contains("unknown key `bogus`"));
+    }
+
+    #[test]
+    fn config_check_lines_become_run_lines_with_their_globals() {
+        let line = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let run = as_run(&line(&[
+            "astra",
+            "--state-dir",
+            "check",
+            "config",
+            "check",
+            "--json",
+            "--pin-dir=/p",
+        ]))
+        .unwrap();
+        assert_eq!(
+            run,
+            line(&["astra", "--pin-dir=/p", "--state-dir=check", "run"])
+        );
     }
 
     #[test]

@@ -15,27 +15,6 @@ use crate::{
     store::{Store, StoreError},
 };
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS alerts (
-    id          TEXT PRIMARY KEY,
-    ts_ms       INTEGER NOT NULL,
-    attack_type TEXT NOT NULL,
-    severity    TEXT NOT NULL,
-    source      TEXT,
-    action      TEXT NOT NULL,
-    body        TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts_ms);
-CREATE TABLE IF NOT EXISTS incidents (
-    id      TEXT PRIMARY KEY,
-    ts_ms   INTEGER NOT NULL,
-    source  TEXT,
-    summary TEXT NOT NULL,
-    body    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incidents_ts ON incidents (ts_ms);
-";
-
 /// An incident as stored: the report's fields the listing needs, and the whole report.
 #[derive(Clone, Debug, Serialize)]
 pub struct IncidentRow {
@@ -60,13 +39,6 @@ pub struct Pruned {
     pub incidents: Vec<String>,
 }
 
-fn ensure(store: &Store) -> Result<(), StoreError> {
-    store
-        .conn()
-        .execute_batch(SCHEMA)
-        .map_err(|e| store.db_error(e))
-}
-
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -81,7 +53,6 @@ pub fn record(
         return Ok(());
     }
     let db = |e| store.db_error(e);
-    ensure(store)?;
     let tx = store.conn().unchecked_transaction().map_err(db)?;
     {
         let mut ins = tx
@@ -125,7 +96,6 @@ pub fn record(
 /// Alerts at or after `since_ms`, oldest first; at most the newest `limit`.
 pub fn alerts(store: &Store, since_ms: u64, limit: usize) -> Result<Vec<Alert>, StoreError> {
     let db = |e| store.db_error(e);
-    ensure(store)?;
     let mut stmt = store
         .conn()
         .prepare_cached(
@@ -181,7 +151,6 @@ pub fn incidents(
     limit: usize,
 ) -> Result<Vec<IncidentRow>, StoreError> {
     let db = |e| store.db_error(e);
-    ensure(store)?;
     let mut stmt = store
         .conn()
         .prepare_cached(
@@ -204,7 +173,6 @@ pub fn incidents(
 
 pub fn incident(store: &Store, id: &str) -> Result<Option<IncidentRow>, StoreError> {
     use rusqlite::OptionalExtension as _;
-    ensure(store)?;
     let row = store
         .conn()
         .query_row(
@@ -219,7 +187,6 @@ pub fn incident(store: &Store, id: &str) -> Result<Option<IncidentRow>, StoreErr
 
 /// Rows in (alerts, incidents).
 pub fn counts(store: &Store) -> Result<(u64, u64), StoreError> {
-    ensure(store)?;
     let n = |table: &str| -> Result<u64, StoreError> {
         let n: i64 = store
             .conn()
@@ -234,7 +201,6 @@ pub fn counts(store: &Store) -> Result<(u64, u64), StoreError> {
 /// incidents' report files too.
 pub fn prune(store: &Store, keep: Retention, now_ms: u64) -> Result<Pruned, StoreError> {
     let db = |e| store.db_error(e);
-    ensure(store)?;
     let cutoff = to_i64(now_ms.saturating_sub(keep.max_age.as_millis() as u64));
     let max_rows = to_i64(keep.max_rows);
     let tx = store.conn().unchecked_transaction().map_err(db)?;

@@ -603,35 +603,17 @@ pub fn detach_pinned_link(path: &Path) -> Result<()> {
     // union bpf_attr, zero-filled: the kernel rejects non-zero bytes past the fields it knows.
     let mut attr = [0u64; 16];
     attr[0] = cpath.as_ptr() as u64;
-    // SAFETY: attr is a valid bpf_attr for BPF_OBJ_GET (pathname; flags 0) that outlives the
-    // call, and cpath outlives it too.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_OBJ_GET,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    if fd < 0 {
-        return Err(Error::io(path, io::Error::last_os_error()));
-    }
+    // SAFETY: a valid bpf_attr for BPF_OBJ_GET (pathname; flags 0); cpath outlives the call.
+    let fd =
+        unsafe { crate::maps::sys_bpf(BPF_OBJ_GET, &mut attr) }.map_err(|e| Error::io(path, e))?;
     let mut attr = [0u64; 16];
     attr[0] = fd as u64;
     // SAFETY: as above, for BPF_LINK_DETACH (link_fd in the first 32 bits).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_LINK_DETACH,
-            attr.as_ptr(),
-            std::mem::size_of_val(&attr),
-        )
-    };
-    let err = (r < 0).then(io::Error::last_os_error);
+    let detached = unsafe { crate::maps::sys_bpf(BPF_LINK_DETACH, &mut attr) };
     // SAFETY: fd came from BPF_OBJ_GET above and is closed once.
     unsafe { libc::close(fd as libc::c_int) };
     // Links that cannot be detached explicitly still go when their last reference does.
-    if let Some(e) = err
+    if let Err(e) = detached
         && e.raw_os_error() != Some(libc::EOPNOTSUPP)
     {
         return Err(Error::io(path, e));

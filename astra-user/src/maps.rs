@@ -173,6 +173,29 @@ impl PinnedMaps {
     }
 }
 
+/// The raw bpf(2) syscall, for the commands aya does not wrap (batch map operations, test
+/// runs in live-frames mode, link detach); returns the syscall's result (an fd for some).
+///
+/// # Safety
+/// `attr` must be a valid, fully initialised `union bpf_attr` prefix for `cmd`, and every
+/// buffer it points to must outlive the call.
+pub(crate) unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<libc::c_long> {
+    // SAFETY: the caller vouches for attr; its size is passed so the kernel reads no further.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut A,
+            std::mem::size_of::<A>() as u32,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 fn raw_fd<K: aya::Pod, V: aya::Pod>(m: &HashMap<MapData, K, V>) -> i32 {
     IterableMap::map(m).fd().as_fd().as_raw_fd()
 }
@@ -212,19 +235,7 @@ mod batch {
     fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
         // SAFETY: attr is a valid, fully initialised bpf_attr prefix for the batch commands and
         // its buffers outlive the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                attr as *mut BatchAttr,
-                std::mem::size_of::<BatchAttr>() as u32,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        unsafe { super::sys_bpf(cmd, attr) }.map(drop)
     }
 
     // Generic over the `#[repr(C)]` key and value types the maps hold: the kernel copies

@@ -68,6 +68,27 @@ const MIGRATIONS: &[&str] = &[
     // entries. Older rows get '' (manual and automatic entries have no feed).
     "ALTER TABLE list_entries ADD COLUMN tag TEXT NOT NULL DEFAULT '';
      CREATE INDEX list_entries_tag ON list_entries (tag) WHERE tag <> '';",
+    // Version 4: the alert and incident history (see `history`), next to the lists so one
+    // file holds every decision and its grounds. `body` is the whole alert or report as JSON;
+    // the other columns are what queries and retention select on.
+    "CREATE TABLE alerts (
+         id          TEXT PRIMARY KEY,
+         ts_ms       INTEGER NOT NULL,
+         attack_type TEXT NOT NULL,
+         severity    TEXT NOT NULL,
+         source      TEXT,
+         action      TEXT NOT NULL,
+         body        TEXT NOT NULL
+     );
+     CREATE INDEX alerts_ts ON alerts (ts_ms);
+     CREATE TABLE incidents (
+         id      TEXT PRIMARY KEY,
+         ts_ms   INTEGER NOT NULL,
+         source  TEXT,
+         summary TEXT NOT NULL,
+         body    TEXT NOT NULL
+     );
+     CREATE INDEX incidents_ts ON incidents (ts_ms);",
 ];
 
 /// The schema version this build writes and understands.

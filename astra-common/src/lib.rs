@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. The agent refuses to reuse pins carrying another version.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Written into [`Meta::magic`] so that a foreign map that happens to be called `ASTRA_META`
 /// is never mistaken for ours.
 pub const META_MAGIC: u64 = u64::from_be_bytes(*b"ASTRAMAP");
@@ -45,6 +45,9 @@ pub const FLOOR_PROGRAM: &str = "astra_floor";
 /// An XDP program that sends every frame back out (XDP_TX): run with BPF_PROG_TEST_RUN's live
 /// frames mode it is the benchmarks' packet generator.
 pub const GEN_PROGRAM: &str = "astra_gen";
+/// An XDP program the loader runs once to line the dataplane's clock up with
+/// CLOCK_MONOTONIC_COARSE.
+pub const CLOCK_PROGRAM: &str = "astra_clock";
 /// An XDP program that drops every frame: the ceiling of what a flood generator and a veth can
 /// carry, against which filters' own costs are measured.
 pub const DROP_ALL_PROGRAM: &str = "astra_drop_all";
@@ -115,16 +118,19 @@ pub struct FlowKey {
     pub _pad: [u8; 2],
 }
 
-/// Counters of one flow. Counts and byte totals are updated atomically; `last_seen_ns`, the
-/// lengths and the flag OR are plain stores, so two CPUs racing on one flow can lose one of
-/// those updates (never a packet or byte count).
+/// Counters of one flow. On TC egress, where a flow's packets leave from several CPUs, counts
+/// and byte totals are added atomically. On XDP ingress they are plain adds: RSS steers a flow
+/// to one receive queue, so one CPU owns its entry, and an increment can only be lost when one
+/// flow arrives on two queues at the same instant. `last_seen_ns`, the lengths and the flag OR
+/// are plain stores everywhere.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {
     pub packets: u64,
     pub bytes: u64,
-    /// CLOCK_MONOTONIC_COARSE nanoseconds (bpf_ktime_get_coarse_ns): millisecond-grade
-    /// precision is plenty for flow timing, and the fine clock costs ~25 ns per packet here.
+    /// CLOCK_MONOTONIC_COARSE nanoseconds, read through jiffies (behind the coarse clock by at
+    /// most one tick): millisecond-grade precision is plenty for flow timing, and the fine
+    /// clock costs ~25 ns per packet here.
     pub first_seen_ns: u64,
     pub last_seen_ns: u64,
     pub syn_count: u32,
@@ -151,10 +157,17 @@ pub struct ListEntry {
     pub created_unix_s: u64,
     /// One of [`source`].
     pub source: u32,
-    pub _pad: u32,
+    /// [`ListEntry::ALLOW_OVERLAP`] or 0.
+    pub flags: u32,
 }
 
 impl ListEntry {
+    /// Set on a block entry that an allowlist prefix covers, wholly or in part: only then does
+    /// the dataplane look the source up in the allowlist before dropping. Userspace sets it
+    /// whenever an allow entry and a block entry overlap and never clears it early, so a stale
+    /// flag only costs that lookup. Without it every drop paid for an allowlist lookup.
+    pub const ALLOW_OVERLAP: u32 = 1;
+
     #[inline(always)]
     pub const fn expired(&self, now_ns: u64) -> bool {
         self.expires_ns != 0 && now_ns >= self.expires_ns

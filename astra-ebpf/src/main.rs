@@ -17,12 +17,12 @@ use astra_common::{
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_PIPE, xdp_action},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
-use parse::{L3, Packet, Parsed};
+use parse::{Ip, Packet, Parsed};
 
 #[map]
 static ASTRA_META: Array<Meta> = Array::pinned(1, 0);
@@ -57,6 +57,33 @@ static ASTRA_ANET_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(ALLOW_NET_C
 
 const EEXIST: i32 = 17;
 
+/// Nanoseconds per jiffy, written by the loader before verification (the verifier then knows
+/// it as a constant).
+#[unsafe(no_mangle)]
+static ASTRA_TICK_NS: u64 = 0;
+
+/// CLOCK_MONOTONIC_COARSE minus jiffies × tick, measured by [`astra_clock`] right after load.
+#[unsafe(no_mangle)]
+static mut ASTRA_CLOCK_OFFSET: u64 = 0;
+
+/// CLOCK_MONOTONIC_COARSE in nanoseconds, from jiffies. The coarse clock is itself the time of
+/// the last tick, so this is the same clock; but `bpf_jiffies64` is inlined by the verifier into
+/// one load, where `bpf_ktime_get_coarse_ns` is a helper call that cost 4-5 ns per packet.
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: reads of globals that only `astra_clock` and the loader write; volatile so the
+    // compiler does not fold the load-time values to their zero initializers.
+    let (tick, offset) = unsafe {
+        (
+            core::ptr::read_volatile(&ASTRA_TICK_NS),
+            core::ptr::read_volatile(core::ptr::addr_of!(ASTRA_CLOCK_OFFSET)),
+        )
+    };
+    unsafe { bpf_jiffies64() }
+        .wrapping_mul(tick)
+        .wrapping_add(offset)
+}
+
 #[inline(always)]
 fn count(ifindex: u32, act: u32, bytes: u64) {
     count_n(ifindex, act, 1, bytes)
@@ -73,16 +100,18 @@ fn count_n(ifindex: u32, act: u32, packets: u64, bytes: u64) {
     }
 }
 
+/// Adds to a counter in a map value: BPF's atomic add when other CPUs may add to it at the same
+/// time (see [`account_flow`]), a plain one otherwise.
 #[inline(always)]
-fn atomic_add(field: *mut u64, v: u64) {
-    // SAFETY: `field` points into a map value that stays valid for the program's run; the add
-    // compiles to BPF's atomic add, which is what keeps counts exact across CPUs.
-    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(field, v) };
-}
-
-#[inline(always)]
-fn atomic_add32(field: *mut u32, v: u32) {
-    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(field, v) };
+fn add<const SHARED: bool, T: Copy + core::ops::Add<Output = T>>(field: *mut T, v: T) {
+    // SAFETY: `field` points into a map value that stays valid for the program's run.
+    unsafe {
+        if SHARED {
+            atomic_xadd::<T, T, { AtomicOrdering::Relaxed }>(field, v);
+        } else {
+            *field = *field + v;
+        }
+    }
 }
 
 /// Counts a list hit. A plain add, not an atomic one: hits are a statistic for `astra list`
@@ -102,7 +131,7 @@ enum ListHit {
 #[inline(always)]
 fn live(e: *const ListEntry, now: &mut u64) -> bool {
     if *now == 0 {
-        *now = unsafe { bpf_ktime_get_coarse_ns() };
+        *now = now_ns();
     }
     // The expiry is enforced here, not only by the agent's sweep, so a block ends on time even
     // while the agent is down.
@@ -112,12 +141,13 @@ fn live(e: *const ListEntry, now: &mut u64) -> bool {
 /// Decides what the block and allow lists say about `src`. The clock is only read once an
 /// entry matched, so traffic from unlisted sources pays two lookups and nothing else. An
 /// expired exact entry does not hide a live prefix that also covers the source (a longer
-/// expired prefix can shadow a shorter live one in the trie until the agent sweeps it).
+/// expired prefix can shadow a shorter live one in the trie until the agent sweeps it). The
+/// allowlist is only consulted for block entries flagged as overlapping it.
 #[inline(always)]
-fn check_lists(l3: &L3) -> ListHit {
+fn check_lists(l3: &Ip) -> ListHit {
     let mut now = 0u64;
     let hit = if l3.is_v6 {
-        let src = l3.src;
+        let src = l3.src_bytes();
         match ASTRA_BLOCK_V6.get_ptr_mut(src) {
             Some(e) if live(e, &mut now) => Some((e, action::DROP_BLOCKED)),
             _ => ASTRA_BNET_V6
@@ -140,8 +170,12 @@ fn check_lists(l3: &L3) -> ListHit {
     let Some((entry, reason)) = hit else {
         return ListHit::None;
     };
+    if unsafe { (*entry).flags } & ListEntry::ALLOW_OVERLAP == 0 {
+        bump_hits(entry);
+        return ListHit::Blocked(reason);
+    }
     let allow = if l3.is_v6 {
-        ASTRA_ANET_V6.get(Key::new(128, l3.src))
+        ASTRA_ANET_V6.get(Key::new(128, l3.src_bytes()))
     } else {
         ASTRA_ANET_V4.get(Key::new(32, l3.src_v4()))
     };
@@ -156,11 +190,20 @@ fn check_lists(l3: &L3) -> ListHit {
     ListHit::Blocked(reason)
 }
 
+/// Adds a packet to its flow. `SHARED` says whether other CPUs may update the same flow at the
+/// same instant, which decides between atomic and plain adds (a locked add cost ~5 ns each on
+/// the ingress update path):
+/// - XDP ingress runs in the receive queue's NAPI poll, and RSS steers every packet of a flow
+///   to one queue, so one CPU owns a flow's ingress entry. Plain adds are exact there; they can
+///   lose an increment only when one flow is received on two queues at once (an RSS table being
+///   rewritten, or a veth fed by several sender threads).
+/// - TC egress runs on whichever CPU sends, and a socket's packets leave from several CPUs
+///   (the application's, and softirq for ACKs and retransmits): atomic.
 #[inline(always)]
-fn account_flow(key: &FlowKey, p: &Parsed, len: u32, segs: u32, ifindex: u32) {
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+fn account_flow<const SHARED: bool>(key: &FlowKey, p: &Parsed, len: u32, segs: u32, ifindex: u32) {
+    let now = now_ns();
     if let Some(v) = ASTRA_FLOWS.get_ptr_mut(key) {
-        update_flow(v, p, len, segs, now);
+        update_flow::<SHARED>(v, p, len, segs, now);
         return;
     }
     let flags = p.tcp_flags as u32;
@@ -183,7 +226,7 @@ fn account_flow(key: &FlowKey, p: &Parsed, len: u32, segs: u32, ifindex: u32) {
         // Another CPU created the flow between our lookup and insert: add to its entry.
         Err(e) if e == -EEXIST => {
             if let Some(v) = ASTRA_FLOWS.get_ptr_mut(key) {
-                update_flow(v, p, len, segs, now);
+                update_flow::<true>(v, p, len, segs, now);
             }
         }
         Err(_) => count(ifindex, action::FLOW_INSERT_FAIL, len as u64),
@@ -191,10 +234,10 @@ fn account_flow(key: &FlowKey, p: &Parsed, len: u32, segs: u32, ifindex: u32) {
 }
 
 #[inline(always)]
-fn update_flow(v: *mut FlowValue, p: &Parsed, len: u32, segs: u32, now: u64) {
+fn update_flow<const SHARED: bool>(v: *mut FlowValue, p: &Parsed, len: u32, segs: u32, now: u64) {
     unsafe {
-        atomic_add(core::ptr::addr_of_mut!((*v).packets), segs as u64);
-        atomic_add(core::ptr::addr_of_mut!((*v).bytes), len as u64);
+        add::<SHARED, u64>(core::ptr::addr_of_mut!((*v).packets), segs as u64);
+        add::<SHARED, u64>(core::ptr::addr_of_mut!((*v).bytes), len as u64);
         (*v).last_seen_ns = now;
         if len < (*v).min_len {
             (*v).min_len = len;
@@ -205,13 +248,13 @@ fn update_flow(v: *mut FlowValue, p: &Parsed, len: u32, segs: u32, now: u64) {
         let flags = p.tcp_flags as u32;
         if flags != 0 {
             if flags & parse::TCP_SYN != 0 {
-                atomic_add32(core::ptr::addr_of_mut!((*v).syn_count), 1);
+                add::<SHARED, u32>(core::ptr::addr_of_mut!((*v).syn_count), 1);
             }
             if flags & parse::TCP_FIN != 0 {
-                atomic_add32(core::ptr::addr_of_mut!((*v).fin_count), 1);
+                add::<SHARED, u32>(core::ptr::addr_of_mut!((*v).fin_count), 1);
             }
             if flags & parse::TCP_RST != 0 {
-                atomic_add32(core::ptr::addr_of_mut!((*v).rst_count), 1);
+                add::<SHARED, u32>(core::ptr::addr_of_mut!((*v).rst_count), 1);
             }
             if (*v).tcp_flags & flags != flags {
                 (*v).tcp_flags |= flags;
@@ -226,8 +269,8 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
     let end = ctx.data_end();
     let len = (end - data) as u32;
     let ifindex = ctx.ingress_ifindex() as u32;
-    let l3 = match parse::parse_l3(data, end) {
-        Packet::Ip(l3) => l3,
+    let ip = match parse::parse_ip(data, end) {
+        Packet::Ip(ip) => ip,
         Packet::NonIp => {
             count(ifindex, action::NON_IP, len as u64);
             return xdp_action::XDP_PASS;
@@ -239,7 +282,7 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
     };
     // Blocklist first: a blocked source costs no flow-table work at all.
     let mut pass_action = action::PASS;
-    match check_lists(&l3) {
+    match check_lists(&ip) {
         ListHit::None => {}
         ListHit::Allowed => pass_action = action::PASS_ALLOWLISTED,
         ListHit::Blocked(reason) => {
@@ -247,10 +290,10 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_DROP;
         }
     }
-    if !l3.l4_ok {
+    let Some(l3) = ip.l3(data, end).filter(|l3| l3.l4_ok) else {
         count(ifindex, action::PARSE_ERROR, len as u64);
         return xdp_action::XDP_PASS;
-    }
+    };
     if l3.non_first_fragment {
         count(ifindex, action::FRAGMENT, len as u64);
         return xdp_action::XDP_PASS;
@@ -258,7 +301,7 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
     match parse::parse_l4(&l3, data, end) {
         Some(p) => {
             let key = p.flow_key(&l3, ifindex, direction::INGRESS);
-            account_flow(&key, &p, len, 1, ifindex);
+            account_flow::<false>(&key, &p, len, 1, ifindex);
             count(ifindex, pass_action, len as u64);
         }
         None => count(ifindex, action::PARSE_ERROR, len as u64),
@@ -289,15 +332,18 @@ pub fn astra_tc_egress(ctx: TcContext) -> i32 {
     }
     let data = ctx.data();
     let end = ctx.data_end();
-    let act = match parse::parse_l3(data, end) {
-        Packet::Ip(l3) if !l3.l4_ok => action::EGRESS_PARSE_ERROR,
-        Packet::Ip(l3) if l3.non_first_fragment => action::EGRESS_FRAGMENT,
-        Packet::Ip(l3) => match parse::parse_l4(&l3, data, end) {
-            Some(p) => {
-                let key = p.flow_key(&l3, ifindex, direction::EGRESS);
-                account_flow(&key, &p, len, segs, ifindex);
-                action::EGRESS_PASS
-            }
+    let act = match parse::parse_ip(data, end) {
+        Packet::Ip(ip) => match ip.l3(data, end) {
+            Some(l3) if !l3.l4_ok => action::EGRESS_PARSE_ERROR,
+            Some(l3) if l3.non_first_fragment => action::EGRESS_FRAGMENT,
+            Some(l3) => match parse::parse_l4(&l3, data, end) {
+                Some(p) => {
+                    let key = p.flow_key(&l3, ifindex, direction::EGRESS);
+                    account_flow::<true>(&key, &p, len, segs, ifindex);
+                    action::EGRESS_PASS
+                }
+                None => action::EGRESS_PARSE_ERROR,
+            },
             None => action::EGRESS_PARSE_ERROR,
         },
         Packet::NonIp => action::EGRESS_NON_IP,
@@ -330,6 +376,21 @@ pub fn astra_floor(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn astra_gen(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_TX
+}
+
+/// Measures the offset between jiffies and the coarse clock for [`now_ns`]. The loader runs it
+/// once with BPF_PROG_TEST_RUN before attaching anything. A tick landing between the two reads
+/// (jiffies are advanced first) can only make the offset one tick low: the dataplane's clock
+/// then lags, so expiries end at most a tick late and flows never look newer than userspace's
+/// clock. Never attached.
+#[xdp]
+pub fn astra_clock(_ctx: XdpContext) -> u32 {
+    let coarse = unsafe { bpf_ktime_get_coarse_ns() };
+    let jiffies = unsafe { bpf_jiffies64() };
+    let tick = unsafe { core::ptr::read_volatile(&ASTRA_TICK_NS) };
+    let offset = coarse.wrapping_sub(jiffies.wrapping_mul(tick));
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(ASTRA_CLOCK_OFFSET), offset) };
+    xdp_action::XDP_PASS
 }
 
 /// Drops every frame without looking at it: the benchmarks' ceiling for a flood. Never

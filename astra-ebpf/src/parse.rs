@@ -74,11 +74,53 @@ fn be16(b: [u8; 2]) -> u16 {
     u16::from_be_bytes(b)
 }
 
-pub struct L3 {
-    /// IPv4 sources and destinations are kept IPv4-mapped, as in the flow key.
-    pub src: [u8; 16],
-    pub dst: [u8; 16],
+/// An address as the packet carries it (network byte order), held as four 32-bit words: the
+/// BPF backend copies a `[u8; 16]` one byte at a time through the stack, which cost more than
+/// the map lookups on the drop path.
+pub type Addr = [u32; 4];
+
+/// Word 2 of an IPv4-mapped address (`::ffff:0:0/96`), in memory order.
+const MAPPED_WORD: u32 = u32::from_ne_bytes([0, 0, 0xff, 0xff]);
+
+/// The network header as far as the block and allow lists need it: who sent the packet.
+/// Everything else is read by [`Ip::l3`] once the source has passed the lists, so a dropped
+/// packet pays for nothing more (values kept across a map lookup are spilled to the stack).
+pub struct Ip {
+    /// Start of the IP header.
+    hdr: usize,
     pub is_v6: bool,
+    /// IPv4 sources are kept IPv4-mapped, as in the flow key.
+    pub src: Addr,
+}
+
+impl Ip {
+    #[inline(always)]
+    pub fn src_v4(&self) -> [u8; 4] {
+        self.src[3].to_ne_bytes()
+    }
+
+    #[inline(always)]
+    pub fn src_bytes(&self) -> [u8; 16] {
+        bytes(self.src)
+    }
+
+    /// The rest of the network header: destination, protocol, fragment offset and where the
+    /// transport header starts. `None` only if the packet no longer holds the header
+    /// [`parse_ip`] checked, which the verifier cannot know.
+    #[inline(always)]
+    pub fn l3(&self, data: usize, end: usize) -> Option<L3> {
+        let c = Cursor { pos: self.hdr, end };
+        if self.is_v6 {
+            l3_v6(c, data, self.src)
+        } else {
+            l3_v4(c, data, self.src)
+        }
+    }
+}
+
+pub struct L3 {
+    pub src: Addr,
+    pub dst: Addr,
     pub proto: u8,
     pub non_first_fragment: bool,
     /// False when the addresses are known but the way to the transport header is not (IPv4
@@ -89,29 +131,40 @@ pub struct L3 {
     pub l4_off: usize,
 }
 
-impl L3 {
-    #[inline(always)]
-    pub fn src_v4(&self) -> [u8; 4] {
-        [self.src[12], self.src[13], self.src[14], self.src[15]]
-    }
-}
-
 pub enum Packet {
-    Ip(L3),
+    Ip(Ip),
     NonIp,
     Error,
 }
 
 #[inline(always)]
-fn mapped(a: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
+fn mapped(a: u32) -> Addr {
+    [0, 0, MAPPED_WORD, a]
 }
 
-/// Parses Ethernet, up to two VLAN tags and the IP header (with IPv6 extension headers).
 #[inline(always)]
-pub fn parse_l3(data: usize, end: usize) -> Packet {
+pub fn bytes(a: Addr) -> [u8; 16] {
+    // SAFETY: same size, and every bit pattern is a valid byte array.
+    unsafe { core::mem::transmute(a) }
+}
+
+/// Reads the 32-bit word at `p` as it lies in memory. Packet data is only 2-byte aligned after
+/// an Ethernet header; BPF packet loads need no alignment on the architectures that JIT them
+/// efficiently, and the verifier enforces strict alignment where they do.
+#[inline(always)]
+unsafe fn word(p: *const u8) -> u32 {
+    unsafe { core::ptr::read_unaligned(p as *const u32) }
+}
+
+#[inline(always)]
+unsafe fn addr(p: *const u8) -> Addr {
+    unsafe { [word(p), word(p.add(4)), word(p.add(8)), word(p.add(12))] }
+}
+
+/// Parses Ethernet, up to two VLAN tags and the fixed part of the IP header: enough to know the
+/// source. [`Ip::l3`] reads the rest.
+#[inline(always)]
+pub fn parse_ip(data: usize, end: usize) -> Packet {
     let mut c = Cursor { pos: data, end };
     let Some(eth) = c.take::<14>() else {
         return Packet::Error;
@@ -127,8 +180,34 @@ pub fn parse_l3(data: usize, end: usize) -> Packet {
         proto = be16(unsafe { [(*tag)[2], (*tag)[3]] });
     }
     match proto {
-        ETH_P_IP => parse_ipv4(c, data),
-        ETH_P_IPV6 => parse_ipv6(c, data),
+        ETH_P_IP => {
+            let Some(h) = c.peek::<20>() else {
+                return Packet::Error;
+            };
+            let h = unsafe { &*h };
+            if h[0] >> 4 != 4 || h[0] & 0x0f < 5 {
+                return Packet::Error;
+            }
+            Packet::Ip(Ip {
+                hdr: c.pos,
+                is_v6: false,
+                src: mapped(unsafe { word(h.as_ptr().add(12)) }),
+            })
+        }
+        ETH_P_IPV6 => {
+            let Some(h) = c.peek::<40>() else {
+                return Packet::Error;
+            };
+            let h = unsafe { &*h };
+            if h[0] >> 4 != 6 {
+                return Packet::Error;
+            }
+            Packet::Ip(Ip {
+                hdr: c.pos,
+                is_v6: true,
+                src: unsafe { addr(h.as_ptr().add(8)) },
+            })
+        }
         // A third stacked tag is more than we promise to walk: report it rather than guess.
         ETH_P_8021Q | ETH_P_8021AD => Packet::Error,
         _ => Packet::NonIp,
@@ -136,28 +215,17 @@ pub fn parse_l3(data: usize, end: usize) -> Packet {
 }
 
 #[inline(always)]
-fn parse_ipv4(mut c: Cursor, data: usize) -> Packet {
-    let Some(h) = c.peek::<20>() else {
-        return Packet::Error;
-    };
-    let h = unsafe { &*h };
-    if h[0] >> 4 != 4 {
-        return Packet::Error;
-    }
+fn l3_v4(mut c: Cursor, data: usize, src: Addr) -> Option<L3> {
+    let h = unsafe { &*c.peek::<20>()? };
     let ihl = ((h[0] & 0x0f) as usize) * 4;
-    if ihl < 20 {
-        return Packet::Error;
-    }
     let frag_offset = be16([h[6], h[7]]) & 0x1fff;
-    let src = mapped([h[12], h[13], h[14], h[15]]);
-    let dst = mapped([h[16], h[17], h[18], h[19]]);
+    let dst = mapped(unsafe { word(h.as_ptr().add(16)) });
     let proto = h[9];
     // Options are skipped, not parsed; the whole header must still be in the packet.
     let l4_ok = c.skip(ihl).is_some();
-    Packet::Ip(L3 {
+    Some(L3 {
         src,
         dst,
-        is_v6: false,
         proto,
         non_first_fragment: frag_offset != 0,
         l4_ok,
@@ -166,18 +234,9 @@ fn parse_ipv4(mut c: Cursor, data: usize) -> Packet {
 }
 
 #[inline(always)]
-fn parse_ipv6(mut c: Cursor, data: usize) -> Packet {
-    let Some(h) = c.take::<40>() else {
-        return Packet::Error;
-    };
-    let h = unsafe { &*h };
-    if h[0] >> 4 != 6 {
-        return Packet::Error;
-    }
-    let mut src = [0u8; 16];
-    let mut dst = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
-    dst.copy_from_slice(&h[24..40]);
+fn l3_v6(mut c: Cursor, data: usize, src: Addr) -> Option<L3> {
+    let h = unsafe { &*c.take::<40>()? };
+    let dst = unsafe { addr(h.as_ptr().add(24)) };
     let mut next = h[6];
     let mut non_first_fragment = false;
     // The source is known from the fixed header alone: whatever the extension headers hold,
@@ -210,10 +269,9 @@ fn parse_ipv6(mut c: Cursor, data: usize) -> Packet {
         }
         next = e[0];
     }
-    Packet::Ip(L3 {
+    Some(L3 {
         src,
         dst,
-        is_v6: true,
         proto: next,
         non_first_fragment,
         l4_ok,
@@ -240,8 +298,8 @@ impl Parsed {
     #[inline(always)]
     pub fn flow_key(&self, l3: &L3, ifindex: u32, direction: u8) -> FlowKey {
         FlowKey {
-            src: l3.src,
-            dst: l3.dst,
+            src: bytes(l3.src),
+            dst: bytes(l3.dst),
             src_port: self.src_port,
             dst_port: self.dst_port,
             ifindex,

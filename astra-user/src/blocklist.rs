@@ -1,7 +1,12 @@
 //! The block and allow lists: the durable store is written first (so a committed decision
 //! survives a crash or reboot), then the kernel maps (so the decision is in force when the call
 //! returns).
-use std::{net::IpAddr, path::Path, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::IpAddr,
+    path::Path,
+    time::Duration,
+};
 
 use astra_common::{ListEntry, source};
 use aya::maps::lpm_trie::Key;
@@ -91,6 +96,116 @@ fn kernel_insert(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet, e: ListEntr
     r.map_err(|err| Error::bpf(format!("writing {net} into the kernel {kind}list"), err))
 }
 
+/// Does any allowlist prefix the kernel holds overlap `net`? For an exact address that is one
+/// longest-prefix lookup in the kernel's own trie.
+fn kernel_allow_overlaps(maps: &PinnedMaps, net: &IpNet) -> bool {
+    match (v4(net), v6(net)) {
+        (Some((a, 32)), _) => maps.anet_v4.get(&Key::new(32, a), 0).is_ok(),
+        (_, Some((a, 128))) => maps.anet_v6.get(&Key::new(128, a), 0).is_ok(),
+        _ => AllowIndex::read(maps).overlaps(net),
+    }
+}
+
+/// The allowlist prefixes the kernel holds, indexed by prefix length, to decide which block
+/// entries get [`ListEntry::ALLOW_OVERLAP`] when many are written at once.
+#[derive(Default)]
+struct AllowIndex {
+    nets: HashSet<IpNet>,
+    lens_v4: BTreeSet<u8>,
+    lens_v6: BTreeSet<u8>,
+}
+
+impl AllowIndex {
+    fn read(maps: &PinnedMaps) -> Self {
+        let mut index = Self::default();
+        let v4 = maps
+            .anet_v4
+            .iter()
+            .flatten()
+            .filter_map(|(k, _)| lpm_net(&k));
+        let v6 = maps
+            .anet_v6
+            .iter()
+            .flatten()
+            .filter_map(|(k, _)| lpm_net(&k));
+        for net in v4.chain(v6) {
+            index.insert(net);
+        }
+        index
+    }
+
+    fn insert(&mut self, net: IpNet) {
+        match net {
+            IpNet::V4(_) => self.lens_v4.insert(net.prefix_len()),
+            IpNet::V6(_) => self.lens_v6.insert(net.prefix_len()),
+        };
+        self.nets.insert(net.trunc());
+    }
+
+    /// True if an allow prefix contains `net` or lies inside it.
+    fn overlaps(&self, net: &IpNet) -> bool {
+        let lens = match net {
+            IpNet::V4(_) => &self.lens_v4,
+            IpNet::V6(_) => &self.lens_v6,
+        };
+        let covering = lens
+            .range(..=net.prefix_len())
+            .any(|&l| IpNet::new(net.addr(), l).is_ok_and(|p| self.nets.contains(&p.trunc())));
+        covering
+            || (lens.range(net.prefix_len() + 1..).next().is_some()
+                && self.nets.iter().any(|a| net.contains(a)))
+    }
+}
+
+fn overlap_flag(overlaps: bool) -> u32 {
+    if overlaps {
+        ListEntry::ALLOW_OVERLAP
+    } else {
+        0
+    }
+}
+
+/// Flags the kernel's block entries that `allow` overlaps, before the allow entries are
+/// written, so there is no moment when an allow entry exists but the dataplane skips it.
+fn flag_blocks_under(maps: &mut PinnedMaps, allow: &[IpNet]) -> Result<()> {
+    if allow.is_empty() {
+        return Ok(());
+    }
+    let mut index = AllowIndex::default();
+    for net in allow {
+        index.insert(*net);
+    }
+    let mut exact_v4: Vec<([u8; 4], ListEntry)> = Vec::new();
+    let mut exact_v6: Vec<([u8; 16], ListEntry)> = Vec::new();
+    for (kind, net, mut e) in kernel_entries(maps) {
+        if kind != ListKind::Block
+            || e.flags & ListEntry::ALLOW_OVERLAP != 0
+            || !index.overlaps(&net)
+        {
+            continue;
+        }
+        e.flags |= ListEntry::ALLOW_OVERLAP;
+        match (v4(&net), v6(&net)) {
+            (Some((a, 32)), _) => exact_v4.push((a, e)),
+            (_, Some((a, 128))) => exact_v6.push((a, e)),
+            _ => kernel_insert(maps, ListKind::Block, &net, e)?,
+        }
+    }
+    let (keys, values): (Vec<_>, Vec<_>) = exact_v4.into_iter().unzip();
+    if !keys.is_empty() && maps.insert_block_v4(&keys, &values).is_err() {
+        for (a, e) in keys.into_iter().zip(values) {
+            kernel_insert(maps, ListKind::Block, &IpNet::from(IpAddr::from(a)), e)?;
+        }
+    }
+    let (keys, values): (Vec<_>, Vec<_>) = exact_v6.into_iter().unzip();
+    if !keys.is_empty() && maps.insert_block_v6(&keys, &values).is_err() {
+        for (a, e) in keys.into_iter().zip(values) {
+            kernel_insert(maps, ListKind::Block, &IpNet::from(IpAddr::from(a)), e)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes many entries: exact addresses with batch updates (hash maps support them), prefixes
 /// one by one (LPM tries have no batch operations on every kernel we support). Hit counts the
 /// kernel already holds are kept, as in [`Lists::add`].
@@ -100,12 +215,26 @@ fn kernel_insert_many(
     now_unix: u64,
     now_mono: u64,
 ) -> Result<()> {
+    let allow: Vec<IpNet> = entries
+        .iter()
+        .filter(|e| e.kind == ListKind::Allow)
+        .map(|e| e.net)
+        .collect();
+    flag_blocks_under(maps, &allow)?;
+    // The new allow entries are written below, with the block prefixes; count them already.
+    let mut index = AllowIndex::read(maps);
+    for net in &allow {
+        index.insert(*net);
+    }
     let value = |e: &StoredEntry, hits: u64| ListEntry {
         expires_ns: kernel_expiry(e.expires_at, now_unix, now_mono),
         hits,
         created_unix_s: e.created_at,
         source: source_code(e.source),
-        _pad: 0,
+        flags: match e.kind {
+            ListKind::Block => overlap_flag(index.overlaps(&e.net)),
+            ListKind::Allow => 0,
+        },
     };
     let mut exact_v4: Vec<(&StoredEntry, [u8; 4])> = Vec::new();
     let mut exact_v6: Vec<(&StoredEntry, [u8; 16])> = Vec::new();
@@ -290,12 +419,19 @@ impl Lists {
         };
         // Re-blocking keeps the hit count the kernel accumulated.
         let hits = kernel_get(maps, e.kind, &e.net).map_or(0, |k| k.hits);
+        let flags = match e.kind {
+            ListKind::Block => overlap_flag(kernel_allow_overlaps(maps, &e.net)),
+            ListKind::Allow => {
+                flag_blocks_under(maps, &[e.net])?;
+                0
+            }
+        };
         let k = ListEntry {
             expires_ns: kernel_expiry(e.expires_at, now_unix, now_mono),
             hits,
             created_unix_s: e.created_at,
             source: source_code(e.source),
-            _pad: 0,
+            flags,
         };
         kernel_insert(maps, e.kind, &e.net, k)?;
         Ok(Enforcement::InKernel)

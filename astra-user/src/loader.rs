@@ -16,7 +16,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, Map, MapData, MapInfo},
     programs::{
-        SchedClassifier, TcAttachType, Xdp, XdpMode,
+        SchedClassifier, TcAttachType, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, qdisc_add_clsact},
         xdp::XdpLink,
@@ -250,6 +250,42 @@ pub struct Dataplane {
     attachments: Vec<Attachment>,
 }
 
+/// The global the dataplane's clock multiplies jiffies by.
+const TICK_GLOBAL: &str = "ASTRA_TICK_NS";
+
+/// The resolution of CLOCK_MONOTONIC_COARSE: one jiffy (TICK_NSEC) in nanoseconds.
+fn coarse_tick_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer; the coarse clocks exist on every kernel that runs XDP.
+    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs the clock calibration program once, so the dataplane's jiffies clock reads as
+/// CLOCK_MONOTONIC_COARSE. Done before anything is attached: until then the clock is wrong.
+fn calibrate_clock(ebpf: &mut Ebpf) -> Result<()> {
+    let name = astra_common::CLOCK_PROGRAM;
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Layout(format!("eBPF object has no {name} program")))?
+        .try_into()
+        .map_err(|e| Error::bpf(name.to_owned(), e))?;
+    prog.load()
+        .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+    // The smallest frame XDP's test run accepts: an Ethernet header.
+    let frame = [0u8; 14];
+    prog.test_run(TestRunOptions {
+        data_in: Some(&frame),
+        repeat: 1,
+        ..Default::default()
+    })
+    .map_err(|e| Error::bpf("calibrating the dataplane clock", e))?;
+    Ok(())
+}
+
 impl Dataplane {
     /// Loads the programs, reusing the maps pinned in `pin_dir` (creating and pinning them if
     /// there are none). `flow_capacity` sizes the flow table; a pinned flow table of another
@@ -274,7 +310,9 @@ impl Dataplane {
             );
             fs::remove_file(&flows_pin).map_err(|e| Error::io(&flows_pin, e))?;
         }
+        let tick_ns = coarse_tick_ns();
         let mut ebpf = EbpfLoader::new()
+            .override_global(TICK_GLOBAL, &tick_ns, true)
             .default_map_pin_directory(pin_dir)
             .map_max_entries(map_names::FLOWS, flow_capacity)
             .load(EBPF_OBJECT)
@@ -294,6 +332,7 @@ impl Dataplane {
         tc_program(&mut ebpf)?
             .load()
             .map_err(|e| Error::bpf("loading the TC egress program (verifier)", e))?;
+        calibrate_clock(&mut ebpf)?;
         Ok(Self {
             ebpf,
             pin_dir: pin_dir.to_owned(),

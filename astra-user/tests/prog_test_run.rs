@@ -14,9 +14,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use astra::{
     Error,
-    blocklist::mono_now_ns,
+    blocklist::{Lists, mono_now_ns},
     loader::{self, Dataplane, LayoutState},
     maps::PinnedMaps,
+    store::{EntrySource, ListKind, Store},
 };
 use astra_common::{
     Counter, FlowKey, FlowValue, LAYOUT_VERSION, ListEntry, Meta, action, direction, map_names,
@@ -28,6 +29,7 @@ use aya::{
 use etherparse::{
     Ethernet2Header, NetHeaders, PacketBuilder, PacketBuilderStep, PacketHeaders, TransportHeader,
 };
+use ipnet::IpNet;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
@@ -167,6 +169,12 @@ fn entry(expires_ns: u64) -> ListEntry {
         source: astra_common::source::MANUAL,
         ..Default::default()
     }
+}
+
+/// A block entry marked as overlapping the allowlist, which is what makes the dataplane consult it.
+fn overlapped(mut e: ListEntry) -> ListEntry {
+    e.flags |= ListEntry::ALLOW_OVERLAP;
+    e
 }
 
 /// The two programs, with what each reports for the same outcome.
@@ -757,21 +765,33 @@ fn ipv4_tcp_connection_is_one_flow() {
     assert_eq!(v.tcp_flags >> 8, u32::from(SYN), "first packet's flags");
     assert_flows(&s, &[(key4(TCP, 40000, 443), v)]);
 
+    // The dataplane reads the coarse clock through jiffies: never ahead of it, and behind by
+    // at most one tick (when calibration raced a tick).
     let (_, got) = s.flows()[0];
+    let earliest = before - coarse_tick_ns();
     assert!(
-        before <= got.first_seen_ns && got.last_seen_ns <= after,
-        "timestamps {got:?} outside [{before}, {after}] (both CLOCK_MONOTONIC_COARSE)"
+        earliest <= got.first_seen_ns && got.last_seen_ns <= after,
+        "timestamps {got:?} outside [{earliest}, {after}] (CLOCK_MONOTONIC_COARSE)"
     );
 }
 
 /// The clock the dataplane stamps flows with, read from userspace.
 fn coarse_now_ns() -> u64 {
+    coarse(libc::clock_gettime)
+}
+
+/// One jiffy: the coarse clock's resolution.
+fn coarse_tick_ns() -> u64 {
+    coarse(libc::clock_getres)
+}
+
+fn coarse(read: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    unsafe { read(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -1451,7 +1471,10 @@ fn allowlisted_address_inside_a_blocked_prefix_passes() {
         return;
     }
     let mut s = Sensor::new();
-    s.block_net_v4(24, [198, 51, 100, 0], 0);
+    s.maps
+        .bnet_v4
+        .insert(&Key::new(24, [198, 51, 100, 0]), overlapped(entry(0)), 0)
+        .unwrap();
     s.maps
         .anet_v4
         .insert(&Key::new(32, SRC4), entry(0), 0)
@@ -1485,6 +1508,66 @@ fn allowlisted_address_inside_a_blocked_prefix_passes() {
     assert_flows(&s, &[(key4(UDP, 40000, 53), value(&[(allowed.len(), 0)]))]);
 }
 
+/// The allowlist is only consulted for block entries flagged as overlapping it: the flag is
+/// the contract between userspace (which sets it) and the drop path (which skips a lookup
+/// when it is clear). Written through `Lists`, in either order, the flag is always there.
+#[test]
+fn allow_overlap_flag_gates_the_allowlist_lookup() {
+    if !common::privileged() {
+        return;
+    }
+    let mut s = Sensor::new();
+    s.block_v4(SRC4, 0);
+    s.maps
+        .anet_v4
+        .insert(&Key::new(32, SRC4), entry(0), 0)
+        .unwrap();
+    let frame = udp4_from(SRC4);
+    assert_eq!(
+        s.xdp(&frame),
+        XDP_DROP,
+        "unflagged entry: allowlist not consulted"
+    );
+
+    // Through the lists, in both orders: block then allow, and allow then block.
+    let pin = s.pin.path().to_owned();
+    let mut lists = Lists::from_parts(Store::open_in_memory(), PinnedMaps::open(&pin).unwrap());
+    let a: IpNet = "198.51.100.7/32".parse().unwrap();
+    let b: IpNet = "198.51.100.0/24".parse().unwrap();
+    let c: IpNet = "198.51.100.9/32".parse().unwrap();
+    lists
+        .add(ListKind::Block, c, None, "t", EntrySource::Manual)
+        .unwrap();
+    lists
+        .add(ListKind::Allow, b, None, "t", EntrySource::Manual)
+        .unwrap();
+    let flags = |s: &Sensor, a: [u8; 4]| s.maps.block_v4.get(&a, 0).unwrap().flags;
+    assert_eq!(flags(&s, [198, 51, 100, 9]), ListEntry::ALLOW_OVERLAP);
+    assert_eq!(s.xdp(&udp4_from([198, 51, 100, 9])), XDP_PASS);
+    lists
+        .add(ListKind::Block, a, None, "t", EntrySource::Manual)
+        .unwrap();
+    assert_eq!(flags(&s, SRC4), ListEntry::ALLOW_OVERLAP);
+    assert_eq!(s.xdp(&frame), XDP_PASS);
+    // A block outside every allow prefix stays on the short path.
+    let d: IpNet = "198.51.101.1/32".parse().unwrap();
+    lists
+        .add(ListKind::Block, d, None, "t", EntrySource::Manual)
+        .unwrap();
+    assert_eq!(flags(&s, [198, 51, 101, 1]), 0);
+    assert_eq!(s.xdp(&udp4_from([198, 51, 101, 1])), XDP_DROP);
+    // A block prefix holding an allow prefix is flagged too.
+    let wide: IpNet = "198.51.0.0/16".parse().unwrap();
+    lists
+        .add(ListKind::Block, wide, None, "t", EntrySource::Manual)
+        .unwrap();
+    let key = Key::new(16, [198, 51, 0, 0]);
+    assert_eq!(
+        s.maps.bnet_v4.get(&key, 0).unwrap().flags,
+        ListEntry::ALLOW_OVERLAP
+    );
+}
+
 #[test]
 fn allowlisted_ipv6_address_inside_a_blocked_prefix_passes() {
     if !common::privileged() {
@@ -1494,7 +1577,7 @@ fn allowlisted_ipv6_address_inside_a_blocked_prefix_passes() {
     let net = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0).octets();
     s.maps
         .bnet_v6
-        .insert(&Key::new(48, net), entry(0), 0)
+        .insert(&Key::new(48, net), overlapped(entry(0)), 0)
         .unwrap();
     s.maps
         .anet_v6
@@ -1600,7 +1683,7 @@ fn blocked_ipv6_address_and_prefix_are_dropped() {
     let net = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0, 0, 0, 0, 0).octets();
     s.maps
         .bnet_v6
-        .insert(&Key::new(48, net), entry(0), 0)
+        .insert(&Key::new(48, net), overlapped(entry(0)), 0)
         .unwrap();
     let in_net = Ipv6Addr::new(0x2001, 0xdb8, 0xbad, 0xffff, 0, 0, 0, 1).octets();
     let beside_net = Ipv6Addr::new(0x2001, 0xdb8, 0xbae, 0, 0, 0, 0, 1).octets();

@@ -873,8 +873,9 @@ mod tests {
                 }
             })
             .collect();
-        t.update(now, flows.to_vec(), &[], recs.iter().map(FlowRecord::delta));
-        let ws = t.windows(now);
+        let live = flows.to_vec();
+        t.update(now, &live, &[], recs.iter().map(FlowRecord::delta));
+        let ws = t.windows(now, &live);
         run_rules(
             cfg,
             &Windows {

@@ -18,7 +18,7 @@ use crate::{
     error::{Error, Result},
     events::{EventLog, alert_id},
     features::{FeatureConfig, Tracker},
-    flowtable::{BiFlow, FlowRecord, FlowTable, pair_flows},
+    flowtable::{BiFlow, Conversations, FlowRecord, FlowTable, pair_flows},
     metrics::Metrics,
     model::{Learner, ModelConfig, ModelStatus},
     report,
@@ -265,13 +265,13 @@ impl Engine {
         // The previous poll's conversations go before this poll's are paired, so the two
         // never take memory at the same time.
         self.tracker.release_active();
-        let bi_active = pair_flows(table.flows().map(|(k, s)| (k, &s.value)));
+        let live = table.conversations();
         let bi_closed = pair_flows(closed.iter().map(|r| (&r.key, &r.value)));
         let deltas = table
             .flows()
             .map(|(k, s)| (k, s.delta_packets, s.delta_bytes))
             .chain(closed.iter().map(FlowRecord::delta));
-        self.tracker.update(now_ns, bi_active, &bi_closed, deltas);
+        self.tracker.update(now_ns, &live, &bi_closed, deltas);
         self.refresh_protected(lists)?;
 
         let long = self.cfg.features.long_window;
@@ -286,7 +286,7 @@ impl Engine {
             }
         }
         metrics.set_conversations(self.tracker.conversations());
-        self.source_pass(&mut alerts, now_ns, now_ms, metrics);
+        self.source_pass(&mut alerts, now_ns, now_ms, &live, metrics);
 
         // Rules name their targets only for the few sources that alert.
         for a in alerts.iter_mut() {
@@ -330,7 +330,8 @@ impl Engine {
                 stats.suppressed += 1;
                 continue;
             }
-            let flows = evidence_flows(&self.tracker, &a);
+            let flows = evidence_flows(&self.tracker, &live, &a);
+            let flows: Vec<&BiFlow> = flows.iter().collect();
             if let Decision::Block { source, .. } = decision
                 && let Some(ttl_s) = blocked_now.get(&source)
             {
@@ -383,6 +384,7 @@ impl Engine {
         alerts: &mut Vec<Alert>,
         now_ns: u64,
         now_ms: u64,
+        live: &dyn Conversations,
         metrics: &Metrics,
     ) {
         let windows_s = (
@@ -402,7 +404,7 @@ impl Engine {
             rng,
             ..
         } = self;
-        let dst_short = tracker.visit_windows(now_ns, |src, short, long| {
+        let dst_short = tracker.visit_windows(now_ns, live, |src, short, long| {
             let first = alerts.len();
             source_rules(&cfg.rules, src, short, long, windows_s, now_ms, alerts);
             let mut flagged =
@@ -447,11 +449,8 @@ impl Engine {
 }
 
 /// The source's conversations toward its first target, largest first.
-fn evidence_flows<'a>(tracker: &'a Tracker, a: &Alert) -> Vec<&'a BiFlow> {
-    let mut flows = tracker.flows_matching(a.source, a.targets.first().copied());
-    flows.sort_by_key(|f| std::cmp::Reverse(f.total_packets()));
-    flows.truncate(20);
-    flows
+fn evidence_flows(tracker: &Tracker, live: &dyn Conversations, a: &Alert) -> Vec<BiFlow> {
+    tracker.flows_matching(live, a.source, a.targets.first().copied(), 20)
 }
 
 #[cfg(test)]

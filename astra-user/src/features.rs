@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use astra_common::FlowKey;
 
-use crate::flowtable::{BiFlow, FastMap};
+use crate::flowtable::{BiFlow, Conversations, FastMap};
 
 /// Ports whose short, small-reply conversations look like failed logins.
 pub const AUTH_PORTS: [u16; 13] = [
@@ -233,7 +233,9 @@ struct Sums {
 #[derive(Default)]
 struct RateSums {
     buckets: VecDeque<Bucket>,
-    sums: FastMap<Addr, Sums>,
+    /// Dense entries plus an index (see the flow table): half the memory of a hash map's
+    /// buckets at a million sources.
+    sums: indexmap::IndexMap<Addr, Sums, foldhash::fast::RandomState>,
 }
 
 impl RateSums {
@@ -247,16 +249,17 @@ impl RateSums {
         e.long.add(&r);
     }
 
-    fn short(&self, ip: &IpAddr) -> Rate {
-        self.sums
-            .get(&addr(ip))
-            .map_or_else(Rate::default, |s| s.short)
+    /// Both windows' sums in one lookup.
+    fn get(&self, ip: &IpAddr) -> Sums {
+        self.sums.get(&addr(ip)).copied().unwrap_or_default()
     }
 
-    fn long(&self, ip: &IpAddr) -> Rate {
-        self.sums
-            .get(&addr(ip))
-            .map_or_else(Rate::default, |s| s.long)
+    /// Puts the entries in address order, the order the window pass visits sources in, so the
+    /// pass reads them with [`SortedSums`] instead of a lookup per source (at a million sources
+    /// the lookups, each a miss in the index and one in the entries, took half the pass).
+    /// Nearly free when little changed: the entries are mostly in order already.
+    fn sort(&mut self) {
+        self.sums.sort_unstable_keys();
     }
 
     /// Drops seconds before `short_from` from the short sums and before `long_from` entirely.
@@ -285,7 +288,7 @@ impl RateSums {
                     // The short window is inside the long one: nothing left in the long sums
                     // means nothing left at all.
                     if e.long == Rate::default() {
-                        self.sums.remove(a);
+                        self.sums.swap_remove(a);
                     }
                 }
             }
@@ -293,39 +296,129 @@ impl RateSums {
     }
 }
 
-/// The order the window pass walks conversations in: by source, then destination and port.
-fn row_key(f: &BiFlow) -> (IpAddr, IpAddr, u16) {
-    (f.src, f.dst, f.dst_port)
+/// Reads [`RateSums`] in address order, for addresses asked in ascending order.
+struct SortedSums<'a> {
+    entries: &'a indexmap::map::Slice<Addr, Sums>,
+    next: usize,
 }
 
-/// Merges live and ended conversations, each sorted by [`row_key`], into one sorted list.
+impl<'a> SortedSums<'a> {
+    fn new(r: &'a RateSums) -> Self {
+        Self {
+            entries: r.sums.as_slice(),
+            next: 0,
+        }
+    }
+
+    fn get(&mut self, a: &Addr) -> Sums {
+        while self
+            .entries
+            .get_index(self.next)
+            .is_some_and(|(k, _)| k < a)
+        {
+            self.next += 1;
+        }
+        match self.entries.get_index(self.next) {
+            Some((k, s)) if k == a => *s,
+            _ => Sums::default(),
+        }
+    }
+}
+
+/// The order the window pass walks conversations in: by source, then destination and port,
+/// on the addresses' bytes (live rows carry nothing else).
+type RowKey = (Addr, Addr, u16);
+
+fn row_key(f: &BiFlow) -> RowKey {
+    (addr(&f.src), addr(&f.dst), f.dst_port)
+}
+
+/// A live conversation as the tracker keeps it between an update and the pass: where to sort
+/// it and where to read it. The conversation itself stays in the flow table; the row carries
+/// the few facts the destination pass and evidence selection need, so those read nothing
+/// from the table, where every read is a cache miss.
+#[derive(Clone, Copy, Debug)]
+struct LiveRow {
+    src: Addr,
+    dst: Addr,
+    last_seen_ns: u64,
+    packets: u64,
+    /// Position in the [`Conversations`] of the last update.
+    conv: u32,
+    dst_port: u16,
+    half_open: bool,
+}
+
+impl LiveRow {
+    fn new(f: &BiFlow, conv: u32) -> Self {
+        Self {
+            src: addr(&f.src),
+            dst: addr(&f.dst),
+            last_seen_ns: f.last_seen_ns,
+            packets: f.total_packets(),
+            conv,
+            dst_port: f.dst_port,
+            half_open: half_open_flow(f),
+        }
+    }
+
+    fn key(&self) -> RowKey {
+        (self.src, self.dst, self.dst_port)
+    }
+}
+
+/// One row of a pass: a live conversation, or one that has left the kernel table.
+#[derive(Clone, Copy)]
+enum Row<'a> {
+    Live(&'a LiveRow),
+    Closed(&'a BiFlow),
+}
+
+impl Row<'_> {
+    fn key(&self) -> RowKey {
+        match self {
+            Row::Live(r) => r.key(),
+            Row::Closed(f) => row_key(f),
+        }
+    }
+
+    /// What the destination pass needs: last packet, half-open, port.
+    fn summary(&self) -> (u64, bool, u16) {
+        match self {
+            Row::Live(r) => (r.last_seen_ns, r.half_open, r.dst_port),
+            Row::Closed(f) => (f.last_seen_ns, half_open_flow(f), f.dst_port),
+        }
+    }
+
+    /// The conversation, built from `live` for a live row, and whether it has ended.
+    fn read(&self, live: &dyn Conversations) -> (BiFlow, bool) {
+        match self {
+            Row::Live(r) => (live.get(r.conv), false),
+            Row::Closed(f) => (**f, true),
+        }
+    }
+}
+
+/// Merges live and ended rows, each sorted by key, into one sorted list.
 fn merge_sorted<'a>(
-    live: impl Iterator<Item = &'a BiFlow>,
-    ended: impl Iterator<Item = &'a BiFlow>,
-) -> Vec<Conv<'a>> {
+    live: impl Iterator<Item = Row<'a>>,
+    ended: impl Iterator<Item = Row<'a>>,
+) -> Vec<Row<'a>> {
     let (mut live, mut ended) = (live.peekable(), ended.peekable());
     let mut out = Vec::new();
     loop {
         let take_live = match (live.peek(), ended.peek()) {
-            (Some(a), Some(b)) => row_key(a) <= row_key(b),
+            (Some(a), Some(b)) => a.key() <= b.key(),
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => return out,
         };
-        let (flow, closed) = if take_live {
-            (live.next().expect("peeked"), false)
+        out.push(if take_live {
+            live.next().expect("peeked")
         } else {
-            (ended.next().expect("peeked"), true)
-        };
-        out.push(Conv { flow, closed });
+            ended.next().expect("peeked")
+        });
     }
-}
-
-/// A conversation the tracker holds, and whether it has left the kernel table.
-#[derive(Clone, Copy)]
-struct Conv<'a> {
-    flow: &'a BiFlow,
-    closed: bool,
 }
 
 type ConvKey = ((IpAddr, u16), (IpAddr, u16), u8);
@@ -342,10 +435,12 @@ fn conv_key(f: &BiFlow) -> ConvKey {
 
 pub struct Tracker {
     cfg: FeatureConfig,
-    /// The conversations in the kernel table at the last update. Replaced, not merged, every
-    /// update: the kernel table is the record of what is live, so a copy keyed by
-    /// conversation would only double the memory a million flows take.
-    active: Vec<BiFlow>,
+    /// The conversations in the kernel table at the last update, sorted by [`RowKey`], as
+    /// positions in the [`Conversations`] that update was given (which every later call must
+    /// be given too). Replaced, not merged, every update: the kernel table is the record of
+    /// what is live, so a copy of the conversations would only double the memory a million
+    /// flows take.
+    active: Vec<LiveRow>,
     /// Conversations that left the kernel table within the long window, by conversation.
     closed: FastMap<ConvKey, BiFlow>,
     sent: RateSums,
@@ -393,13 +488,12 @@ impl Tracker {
         self.active = Vec::new();
     }
 
-    /// Every conversation held, with whether it has ended.
-    fn convs(&self) -> impl Iterator<Item = Conv<'_>> {
-        let conv = |closed| move |flow| Conv { flow, closed };
-        self.active
-            .iter()
-            .map(conv(false))
-            .chain(self.closed.values().map(conv(true)))
+    /// The live rows from `src`: a range of the sorted rows.
+    fn live_from(&self, src: &IpAddr) -> &[LiveRow] {
+        let a = addr(src);
+        let start = self.active.partition_point(|r| r.src < a);
+        let end = start + self.active[start..].partition_point(|r| r.src == a);
+        &self.active[start..end]
     }
 
     fn window_bounds(&self, now_ns: u64) -> (u64, u64) {
@@ -408,28 +502,36 @@ impl Tracker {
         (from(self.cfg.short_window), from(self.cfg.long_window))
     }
 
-    /// Takes one poll's view: the paired conversations (active and just closed) and the
-    /// directional records whose deltas feed the rates.
+    /// Takes one poll's view: the conversations (live, and just closed) and the directional
+    /// records whose deltas feed the rates. `live` must stay as it is until the next update:
+    /// the tracker keeps positions in it.
     pub fn update<'a>(
         &mut self,
         now_ns: u64,
-        active: Vec<BiFlow>,
+        live: &dyn Conversations,
         closed: &[BiFlow],
         deltas: impl IntoIterator<Item = (&'a FlowKey, u64, u64)>,
     ) {
         for f in closed {
             self.closed.insert(conv_key(f), *f);
         }
-        // A conversation with one direction evicted and the other still live is kept in its
-        // live form only.
-        if !self.closed.is_empty() {
-            for f in &active {
-                self.closed.remove(&conv_key(f));
+        let cutoff = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
+        self.active.clear();
+        self.active.reserve_exact(live.len());
+        for i in 0..live.len() as u32 {
+            let f = live.get(i);
+            // A conversation with one direction evicted and the other still live is kept in
+            // its live form only.
+            if !self.closed.is_empty() {
+                self.closed.remove(&conv_key(&f));
+            }
+            // Idle flows the kernel still holds but the long window no longer covers.
+            if f.last_seen_ns >= cutoff {
+                self.active.push(LiveRow::new(&f, i));
             }
         }
-        self.active = active;
         // Sorted once here so every pass can walk sources in order without a sorted copy.
-        self.active.sort_unstable_by_key(row_key);
+        self.active.sort_unstable_by_key(LiveRow::key);
         let sec = now_ns / NS;
         for (key, packets, bytes) in deltas {
             if packets == 0 {
@@ -448,21 +550,19 @@ impl Tracker {
             self.sent.add(sec, key.src, rate);
             self.received.add(sec, key.dst, rate);
         }
-        let cutoff = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
         self.closed.retain(|_, f| f.last_seen_ns >= cutoff);
-        // Idle flows the kernel still holds but the long window no longer covers.
-        self.active.retain(|f| f.last_seen_ns >= cutoff);
         let (short_from, long_from) = self.window_bounds(now_ns);
         self.sent.expire(short_from, long_from);
         self.received.expire(short_from, long_from);
+        self.sent.sort();
     }
 
     /// Per-source aggregates over the short and long windows and per-destination aggregates
     /// over the short one, ending at `now_ns`, all in maps (see [`Tracker::visit_windows`] for
     /// the form that does not hold every source's windows at once).
-    pub fn windows(&self, now_ns: u64) -> WindowSet {
+    pub fn windows(&self, now_ns: u64, live: &dyn Conversations) -> WindowSet {
         let (mut src_short, mut src_long) = (FastMap::default(), FastMap::default());
-        let dst_short = self.visit_windows(now_ns, |src, short, long| {
+        let dst_short = self.visit_windows(now_ns, live, |src, short, long| {
             if let Some(s) = short {
                 src_short.insert(src, s.clone());
             }
@@ -483,6 +583,7 @@ impl Tracker {
     pub fn visit_windows(
         &self,
         now_ns: u64,
+        live: &dyn Conversations,
         mut visit: impl FnMut(IpAddr, Option<&SourceWindow>, &SourceWindow),
     ) -> FastMap<IpAddr, DestWindow> {
         let short_cut = now_ns.saturating_sub(self.cfg.short_window.as_nanos() as u64);
@@ -496,8 +597,21 @@ impl Tracker {
             .filter(|f| f.last_seen_ns >= long_cut)
             .collect();
         gone.sort_unstable_by_key(|f| row_key(f));
-        let live = self.active.iter().filter(|f| f.last_seen_ns >= long_cut);
-        let rows = merge_sorted(live, gone.into_iter());
+        let rows = merge_sorted(
+            self.active.iter().map(Row::Live),
+            gone.into_iter().map(Row::Closed),
+        );
+        // Conversations are built from the table one run of rows at a time, into these, and
+        // those that went quiet before the long window (the table still holds them) skipped.
+        let mut run: Vec<(BiFlow, bool)> = Vec::new();
+        let read = |rows: &[Row<'_>], run: &mut Vec<(BiFlow, bool)>| {
+            run.clear();
+            run.extend(
+                rows.iter()
+                    .map(|r| r.read(live))
+                    .filter(|(f, _)| f.last_seen_ns >= long_cut),
+            );
+        };
 
         // Pass 1: who talks to each destination (fan-in), half-open spread per destination.
         #[derive(Default)]
@@ -509,20 +623,28 @@ impl Tracker {
         let mut dests: FastMap<IpAddr, DAcc> = FastMap::default();
         let mut i = 0;
         while i < rows.len() {
-            let (src, dst) = (rows[i].flow.src, rows[i].flow.dst);
+            let (src, dst) = (rows[i].key().0, rows[i].key().1);
             let mut j = i;
-            let (mut in_short, mut half_open) = (false, 0u64);
-            while j < rows.len() && rows[j].flow.src == src && rows[j].flow.dst == dst {
-                let c = rows[j];
-                if c.flow.last_seen_ns >= short_cut {
-                    in_short = true;
-                    if half_open_flow(c.flow) {
-                        half_open += 1;
-                    }
-                }
+            while j < rows.len() && rows[j].key().0 == src && rows[j].key().1 == dst {
                 j += 1;
             }
-            let d = dests.entry(dst).or_default();
+            let run = rows[i..j]
+                .iter()
+                .map(Row::summary)
+                .filter(|(last, _, _)| *last >= long_cut);
+            i = j;
+            let (mut any, mut in_short, mut half_open) = (false, false, 0u64);
+            for (last, half, _) in run.clone() {
+                any = true;
+                if last >= short_cut {
+                    in_short = true;
+                    half_open += u64::from(half);
+                }
+            }
+            if !any {
+                continue;
+            }
+            let d = dests.entry(crate::flowtable::key_addr(dst)).or_default();
             d.fan_in_long += 1;
             if in_short {
                 d.fan_in_short += 1;
@@ -531,13 +653,12 @@ impl Tracker {
                 d.d.half_open_in += half_open;
                 d.d.half_open_sources += 1;
                 d.d.max_half_open_per_source = d.d.max_half_open_per_source.max(half_open);
-                for c in &rows[i..j] {
-                    if c.flow.last_seen_ns >= short_cut && half_open_flow(c.flow) {
-                        *d.d.half_open_ports.entry(c.flow.dst_port).or_default() += 1;
+                for (last, half, port) in run {
+                    if last >= short_cut && half {
+                        *d.d.half_open_ports.entry(port).or_default() += 1;
                     }
                 }
             }
-            i = j;
         }
 
         // Pass 2: per source, both windows.
@@ -546,13 +667,21 @@ impl Tracker {
         let w_short = self.cfg.short_window.as_secs_f64().max(1e-9);
         let w_long = self.cfg.long_window.as_secs_f64().max(1e-9);
         let mut i = 0;
+        let mut sent_sums = SortedSums::new(&self.sent);
         while i < rows.len() {
-            let src = rows[i].flow.src;
+            let src_key = rows[i].key().0;
             let mut j = i;
-            while j < rows.len() && rows[j].flow.src == src {
+            while j < rows.len() && rows[j].key().0 == src_key {
                 j += 1;
             }
-            let group = &rows[i..j];
+            read(&rows[i..j], &mut run);
+            i = j;
+            let Some((first, _)) = run.first() else {
+                continue;
+            };
+            let src = first.src;
+            let group = &run;
+            let sent = sent_sums.get(&src_key);
             let mut windows: [Option<SourceWindow>; 2] = [None, None];
             for (slot, short) in [true, false].into_iter().enumerate() {
                 let cut = if short { short_cut } else { long_cut };
@@ -561,9 +690,8 @@ impl Tracker {
                 logins.clear();
                 let mut last_dst = None;
                 let mut half_open_here = 0u64;
-                for c in group {
-                    let (dst, port) = (&c.flow.dst, &c.flow.dst_port);
-                    let f = c.flow;
+                for (f, closed) in group {
+                    let (dst, port) = (&f.dst, &f.dst_port);
                     if f.last_seen_ns < cut {
                         continue;
                     }
@@ -596,7 +724,7 @@ impl Tracker {
                         if handshake_completed(f) {
                             a.w.handshakes += 1;
                             if AUTH_PORTS.contains(&f.dst_port)
-                                && ended(f, c.closed)
+                                && ended(f, *closed)
                                 && dur <= login_max_ns
                                 && f.rev.bytes <= self.cfg.failed_login_max_reply_bytes
                             {
@@ -639,9 +767,9 @@ impl Tracker {
                 f.failed_logins = logins.len() as f64;
                 f.max_dst_fan_in = a.max_fan_in as f64;
                 let (r, w_s) = if short {
-                    (self.sent.short(&src), w_short)
+                    (sent.short, w_short)
                 } else {
-                    (self.sent.long(&src), w_long)
+                    (sent.long, w_long)
                 };
                 f.pps = r.packets as f64 / w_s;
                 f.bps = r.bytes as f64 * 8.0 / w_s;
@@ -655,7 +783,6 @@ impl Tracker {
             if let [short, Some(long)] = &windows {
                 visit(src, short.as_ref(), long);
             }
-            i = j;
         }
         let mut dst_short = FastMap::default();
         for (ip, acc) in dests {
@@ -664,7 +791,7 @@ impl Tracker {
             }
             let mut d = acc.d;
             d.fan_in = acc.fan_in_short;
-            let r = self.received.short(&ip);
+            let r = self.received.get(&ip).short;
             d.pps_in = r.packets as f64 / w_short;
             d.bps_in = r.bytes as f64 * 8.0 / w_short;
             dst_short.insert(ip, d);
@@ -682,9 +809,18 @@ impl Tracker {
     ) -> (Vec<IpAddr>, Vec<u16>) {
         let mut dsts: Vec<IpAddr> = Vec::new();
         let mut ports: Vec<u16> = Vec::new();
-        for c in self.convs().filter(|c| c.flow.src == src) {
-            dsts.push(c.flow.dst);
-            ports.push(c.flow.dst_port);
+        let live = self
+            .live_from(&src)
+            .iter()
+            .map(|r| (crate::flowtable::key_addr(r.dst), r.dst_port));
+        let ended = self
+            .closed
+            .values()
+            .filter(|f| f.src == src)
+            .map(|f| (f.dst, f.dst_port));
+        for (dst, port) in live.chain(ended) {
+            dsts.push(dst);
+            ports.push(port);
         }
         dsts.sort();
         dsts.dedup();
@@ -695,17 +831,45 @@ impl Tracker {
         (dsts, ports)
     }
 
-    /// Conversations from `src` (any, if `None`) toward `dst` (any, if `None`).
-    pub fn flows_matching(&self, src: Option<IpAddr>, dst: Option<IpAddr>) -> Vec<&BiFlow> {
-        self.convs()
-            .map(|c| c.flow)
-            .filter(|f| src.is_none_or(|s| f.src == s) && dst.is_none_or(|d| f.dst == d))
-            .collect()
+    /// The `limit` conversations with the most packets from `src` (any, if `None`) toward
+    /// `dst` (any, if `None`), most first; `live` is what the last update was given. Kept to
+    /// `limit` while reading: a flood's target can have a million conversations.
+    pub fn flows_matching(
+        &self,
+        live: &dyn Conversations,
+        src: Option<IpAddr>,
+        dst: Option<IpAddr>,
+        limit: usize,
+    ) -> Vec<BiFlow> {
+        let rows = match &src {
+            Some(s) => self.live_from(s),
+            None => &self.active[..],
+        };
+        let to = dst.as_ref().map(addr);
+        // The live ones are chosen on their rows and only the chosen read from the table.
+        let mut live_top: Vec<&LiveRow> = rows
+            .iter()
+            .filter(|r| to.is_none_or(|d| r.dst == d))
+            .collect();
+        let most_rows = |a: &&LiveRow, b: &&LiveRow| b.packets.cmp(&a.packets);
+        if live_top.len() > limit {
+            live_top.select_nth_unstable_by(limit, most_rows);
+            live_top.truncate(limit);
+        }
+        let matches = |f: &BiFlow| src.is_none_or(|s| f.src == s) && dst.is_none_or(|d| f.dst == d);
+        let mut top: Vec<BiFlow> = live_top
+            .into_iter()
+            .map(|r| live.get(r.conv))
+            .chain(self.closed.values().copied().filter(matches))
+            .collect();
+        top.sort_by_key(|f| std::cmp::Reverse(f.total_packets()));
+        top.truncate(limit);
+        top
     }
 
     /// Bytes a sender sent over the long window (for per-host baselines).
     pub fn sent_bytes(&self, ip: &IpAddr) -> u64 {
-        self.sent.long(ip).bytes
+        self.sent.get(ip).long.bytes
     }
 }
 
@@ -776,8 +940,9 @@ pub(crate) mod tests {
         now: u64,
     ) -> (FastMap<IpAddr, SourceWindow>, FastMap<IpAddr, DestWindow>) {
         let mut t = Tracker::new(FeatureConfig::default());
-        t.update(now, flows.to_vec(), &[], []);
-        let w = t.windows(now);
+        let live = flows.to_vec();
+        t.update(now, &live, &[], []);
+        let w = t.windows(now, &live);
         (w.src_long, w.dst_short)
     }
 
@@ -856,8 +1021,9 @@ pub(crate) mod tests {
             now - 60 * S - S / 2 - 1,
         );
         let mut t = Tracker::new(FeatureConfig::default());
-        t.update(now, vec![inside, outside], &[], []);
-        let src = t.windows(now).src_long;
+        let live = vec![inside, outside];
+        t.update(now, &live, &[], []);
+        let src = t.windows(now, &live).src_long;
         assert_eq!(src[&ip("198.18.0.9")].features.conns, 1.0);
         // The expired one is also gone from the tracker.
         assert_eq!(t.conversations(), 1);
@@ -877,21 +1043,22 @@ pub(crate) mod tests {
         let now = 1000 * S;
         let mut t = Tracker::new(FeatureConfig::default());
         let ended = tcp("198.18.0.9", "198.18.1.1", 1, 22, FULL, FULL, now - 5 * S);
-        t.update(now, vec![], &[ended], []);
+        let none = Vec::new();
+        t.update(now, &none, &[ended], []);
         // Later polls no longer report it, but the long window still counts it.
-        t.update(now + 10 * S, vec![], &[], []);
+        t.update(now + 10 * S, &none, &[], []);
         assert_eq!(t.conversations(), 1);
-        let w = t.windows(now + 10 * S).src_long;
+        let w = t.windows(now + 10 * S, &none).src_long;
         assert_eq!(w[&ip("198.18.0.9")].features.conns, 1.0);
         // One direction evicted while the other is still live: counted once, in live form.
-        let live = tcp("198.18.1.1", "198.18.0.9", 22, 1, FULL, FULL, now);
-        t.update(now + 11 * S, vec![live], &[], []);
+        let live = vec![tcp("198.18.1.1", "198.18.0.9", 22, 1, FULL, FULL, now)];
+        t.update(now + 11 * S, &live, &[], []);
         assert_eq!(t.conversations(), 1);
-        let w = t.windows(now + 11 * S).src_long;
+        let w = t.windows(now + 11 * S, &live).src_long;
         assert_eq!(w.len(), 1);
         assert!(w.contains_key(&ip("198.18.1.1")));
         // Past the long window it is gone.
-        t.update(now + 100 * S, vec![], &[], []);
+        t.update(now + 100 * S, &none, &[], []);
         assert_eq!(t.conversations(), 0);
     }
 
@@ -958,19 +1125,62 @@ pub(crate) mod tests {
         let src = "198.18.0.5";
         let f = udp(src, "198.18.1.1", 1, 53, 1, 100 * S);
         // 500 UDP packets 20 s ago, 1000 now: the 10 s window sees only the latter.
-        t.update(80 * S, vec![f], &[], [mk([198, 18, 0, 5], 17, 500).delta()]);
-        t.update(
-            100 * S,
-            vec![f],
-            &[],
-            [mk([198, 18, 0, 5], 17, 1000).delta()],
-        );
-        let ws = t.windows(100 * S);
+        let live = vec![f];
+        t.update(80 * S, &live, &[], [mk([198, 18, 0, 5], 17, 500).delta()]);
+        t.update(100 * S, &live, &[], [mk([198, 18, 0, 5], 17, 1000).delta()]);
+        let ws = t.windows(100 * S, &live);
         let w = &ws.src_short[&ip(src)];
         assert_eq!(w.features.udp_pps, 100.0);
         assert_eq!(w.features.pps, 100.0);
         assert_eq!(w.features.bps, 100.0 * 100.0 * 8.0);
         assert_eq!(ws.src_long[&ip(src)].features.udp_pps, 25.0);
+    }
+
+    /// The pass reads each source's sums by walking them in address order beside the sorted
+    /// sources: every source must get its own, with senders that have no conversation left
+    /// and sources that sent nothing in between, in both families.
+    #[test]
+    fn every_source_gets_its_own_rates() {
+        use astra_common::FlowKey;
+        let sources = [
+            "198.18.0.9",
+            "2001:db8::1",
+            "198.18.0.2",
+            "198.18.0.5",
+            "2001:db8::",
+        ];
+        let key = |s: &str| FlowKey {
+            src: addr(&ip(s)),
+            proto: 17,
+            ..Default::default()
+        };
+        let keys: Vec<FlowKey> = sources
+            .iter()
+            .chain(["198.18.0.3", "2001:db8::ff"].iter())
+            .map(|s| key(s))
+            .collect();
+        // Sources 0..5 have conversations; the two extra senders only have rates.
+        let live: Vec<BiFlow> = sources
+            .iter()
+            .filter(|s| **s != "198.18.0.5")
+            .map(|s| udp(s, "198.18.1.1", 1, 53, 1, 100 * S))
+            .collect();
+        let mut t = Tracker::new(FeatureConfig::default());
+        let deltas = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k, 10 * (i as u64 + 1), 0));
+        t.update(100 * S, &live, &[], deltas);
+        let ws = t.windows(100 * S, &live);
+        assert_eq!(ws.src_long.len(), 4);
+        for (i, s) in sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| **s != "198.18.0.5")
+        {
+            assert_eq!(ws.src_short[&ip(s)].packets, 10 * (i as u64 + 1), "{s}");
+            assert_eq!(ws.src_long[&ip(s)].packets, 10 * (i as u64 + 1), "{s}");
+        }
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub enum LayoutState {
 
 fn layout_error(pin_dir: &Path, what: &str) -> Error {
     Error::Layout(format!(
-        "pinned maps in {dir} {what}, but this astra uses layout v{LAYOUT_VERSION}; stop the old agent and remove them (`rm -r {dir}`): the blocklist is restored from the state store at the next start",
+        "pinned maps in {dir} {what}, but this astra uses layout v{LAYOUT_VERSION}; stop the old agent, detach its programs (`astra --pin-dir {dir} detach`) and remove the pins (`rm -r {dir}`): the blocklist is restored from the state store at the next start",
         dir = pin_dir.display()
     ))
 }

@@ -144,10 +144,10 @@ fn live(e: *const ListEntry, now: &mut u64) -> bool {
 /// expired prefix can shadow a shorter live one in the trie until the agent sweeps it). The
 /// allowlist is only consulted for block entries flagged as overlapping it.
 #[inline(always)]
-fn check_lists(l3: &Ip) -> ListHit {
+fn check_lists(ip: &Ip) -> ListHit {
     let mut now = 0u64;
-    let hit = if l3.is_v6 {
-        let src = l3.src_bytes();
+    let hit = if ip.is_v6 {
+        let src = ip.src_bytes();
         match ASTRA_BLOCK_V6.get_ptr_mut(src) {
             Some(e) if live(e, &mut now) => Some((e, action::DROP_BLOCKED)),
             _ => ASTRA_BNET_V6
@@ -157,7 +157,7 @@ fn check_lists(l3: &Ip) -> ListHit {
                 .map(|e| (e, action::DROP_BLOCKED_NET)),
         }
     } else {
-        let src = l3.src_v4();
+        let src = ip.src_v4();
         match ASTRA_BLOCK_V4.get_ptr_mut(src) {
             Some(e) if live(e, &mut now) => Some((e, action::DROP_BLOCKED)),
             _ => ASTRA_BNET_V4
@@ -174,10 +174,10 @@ fn check_lists(l3: &Ip) -> ListHit {
         bump_hits(entry);
         return ListHit::Blocked(reason);
     }
-    let allow = if l3.is_v6 {
-        ASTRA_ANET_V6.get(Key::new(128, l3.src_bytes()))
+    let allow = if ip.is_v6 {
+        ASTRA_ANET_V6.get(Key::new(128, ip.src_bytes()))
     } else {
-        ASTRA_ANET_V4.get(Key::new(32, l3.src_v4()))
+        ASTRA_ANET_V4.get(Key::new(32, ip.src_v4()))
     };
     if let Some(a) = allow {
         let a = a as *const ListEntry as *mut ListEntry;

@@ -19,14 +19,23 @@ use crate::{
     store::{EntrySource, ListKind, Store, StoredEntry, now_unix},
 };
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock `bpf_ktime_get_ns` reads in the kernel.
+/// CLOCK_MONOTONIC in nanoseconds: the clock the dataplane's expiries are compared against.
 pub fn mono_now_ns() -> u64 {
+    clock_ns(libc::clock_gettime, libc::CLOCK_MONOTONIC)
+}
+
+/// A clock's time (`clock_gettime`) or resolution (`clock_getres`) in nanoseconds.
+pub(crate) fn clock_ns(
+    read: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
+    clock: libc::clockid_t,
+) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: valid out-pointer; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // SAFETY: valid out-pointer; the monotonic clocks, coarse ones included, exist on every
+    // kernel that runs XDP.
+    unsafe { read(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

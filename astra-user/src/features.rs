@@ -1136,6 +1136,43 @@ pub(crate) mod tests {
         assert_eq!(ws.src_long[&ip(src)].features.udp_pps, 25.0);
     }
 
+    /// Evidence is the largest conversations, chosen on the rows while reading: from one
+    /// source, or toward one destination, live and ended alike.
+    #[test]
+    fn flows_matching_keeps_the_largest_up_to_the_limit() {
+        let now = 1000 * S;
+        let live: Vec<BiFlow> = (1..=30u16)
+            .map(|i| {
+                let mut f = udp("198.18.0.7", "198.18.1.1", i, 53, u64::from(i), now);
+                if i % 2 == 0 {
+                    f.dst = ip("198.18.1.2");
+                }
+                f
+            })
+            .collect();
+        let ended = udp("198.18.0.7", "198.18.1.2", 99, 53, 100, now);
+        let mut t = Tracker::new(FeatureConfig::default());
+        t.update(now, &live, &[ended], []);
+        let packets = |v: Vec<BiFlow>| v.iter().map(|f| f.fwd.packets).collect::<Vec<_>>();
+        let src = Some(ip("198.18.0.7"));
+        assert_eq!(
+            packets(t.flows_matching(&live, src, None, 4)),
+            [100, 30, 29, 28]
+        );
+        assert_eq!(
+            packets(t.flows_matching(&live, None, Some(ip("198.18.1.1")), 3)),
+            [29, 27, 25]
+        );
+        assert_eq!(
+            packets(t.flows_matching(&live, src, Some(ip("198.18.1.2")), 2)),
+            [100, 30]
+        );
+        assert!(
+            t.flows_matching(&live, Some(ip("198.18.0.8")), None, 5)
+                .is_empty()
+        );
+    }
+
     /// The pass reads each source's sums by walking them in address order beside the sorted
     /// sources: every source must get its own, with senders that have no conversation left
     /// and sources that sent nothing in between, in both families.

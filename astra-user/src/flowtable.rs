@@ -374,7 +374,7 @@ fn pair_indexed<'a>(n: usize, get: impl Fn(u32) -> (&'a FlowKey, &'a FlowValue))
         .collect();
     halves.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| key(a.1).0.cmp(&key(b.1).0)));
     let same = |a: &(u64, u32, bool), b: &(u64, u32, bool)| a.0 == b.0 && key(a.1).0 == key(b.1).0;
-    let mut out = Vec::with_capacity(halves.chunk_by(same).count());
+    let mut out = Vec::new();
     for run in halves.chunk_by(same) {
         // The larger count wins when one direction was seen twice (see above).
         let mut best: [Option<u32>; 2] = [None, None];

@@ -253,39 +253,6 @@ pub struct Dataplane {
 /// The global the dataplane's clock multiplies jiffies by.
 const TICK_GLOBAL: &str = "ASTRA_TICK_NS";
 
-/// The resolution of CLOCK_MONOTONIC_COARSE: one jiffy (TICK_NSEC) in nanoseconds.
-fn coarse_tick_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer; the coarse clocks exist on every kernel that runs XDP.
-    unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Runs the clock calibration program once, so the dataplane's jiffies clock reads as
-/// CLOCK_MONOTONIC_COARSE. Done before anything is attached: until then the clock is wrong.
-fn calibrate_clock(ebpf: &mut Ebpf) -> Result<()> {
-    let name = astra_common::CLOCK_PROGRAM;
-    let prog: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| Error::Layout(format!("eBPF object has no {name} program")))?
-        .try_into()
-        .map_err(|e| Error::bpf(name.to_owned(), e))?;
-    prog.load()
-        .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
-    // The smallest frame XDP's test run accepts: an Ethernet header.
-    let frame = [0u8; 14];
-    prog.test_run(TestRunOptions {
-        data_in: Some(&frame),
-        repeat: 1,
-        ..Default::default()
-    })
-    .map_err(|e| Error::bpf("calibrating the dataplane clock", e))?;
-    Ok(())
-}
-
 impl Dataplane {
     /// Loads the programs, reusing the maps pinned in `pin_dir` (creating and pinning them if
     /// there are none). `flow_capacity` sizes the flow table; a pinned flow table of another
@@ -310,7 +277,7 @@ impl Dataplane {
             );
             fs::remove_file(&flows_pin).map_err(|e| Error::io(&flows_pin, e))?;
         }
-        let tick_ns = coarse_tick_ns();
+        let tick_ns = crate::blocklist::clock_ns(libc::clock_getres, libc::CLOCK_MONOTONIC_COARSE);
         let mut ebpf = EbpfLoader::new()
             .override_global(TICK_GLOBAL, &tick_ns, true)
             .default_map_pin_directory(pin_dir)
@@ -332,12 +299,28 @@ impl Dataplane {
         tc_program(&mut ebpf)?
             .load()
             .map_err(|e| Error::bpf("loading the TC egress program (verifier)", e))?;
-        calibrate_clock(&mut ebpf)?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             attachments: Vec::new(),
-        })
+        };
+        dp.calibrate_clock()?;
+        Ok(dp)
+    }
+
+    /// Runs the clock calibration program once, so the dataplane's jiffies clock reads as
+    /// CLOCK_MONOTONIC_COARSE. Done before anything is attached: until then the clock is wrong.
+    fn calibrate_clock(&mut self) -> Result<()> {
+        // The smallest frame XDP's test run accepts: an Ethernet header.
+        let frame = [0u8; 14];
+        self.extra_program(astra_common::CLOCK_PROGRAM)?
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: 1,
+                ..Default::default()
+            })
+            .map_err(|e| Error::bpf("calibrating the dataplane clock", e))?;
+        Ok(())
     }
 
     pub fn pin_dir(&self) -> &Path {
@@ -350,20 +333,22 @@ impl Dataplane {
 
     /// The do-nothing XDP program, the floor benchmarks compare against; loaded on first use.
     pub fn floor(&mut self) -> Result<&mut Xdp> {
-        self.bench_program(astra_common::FLOOR_PROGRAM)
+        self.extra_program(astra_common::FLOOR_PROGRAM)
     }
 
     /// The XDP_TX program the benchmarks generate floods with; loaded on first use.
     pub fn generator(&mut self) -> Result<&mut Xdp> {
-        self.bench_program(astra_common::GEN_PROGRAM)
+        self.extra_program(astra_common::GEN_PROGRAM)
     }
 
     /// The drop-everything program the benchmarks measure a flood's ceiling with.
     pub fn drop_all(&mut self) -> Result<&mut Xdp> {
-        self.bench_program(astra_common::DROP_ALL_PROGRAM)
+        self.extra_program(astra_common::DROP_ALL_PROGRAM)
     }
 
-    fn bench_program(&mut self, name: &str) -> Result<&mut Xdp> {
+    /// An XDP program of the object other than the dataplane's own (the clock calibration and
+    /// the benchmarks' programs), loaded on first use.
+    fn extra_program(&mut self, name: &str) -> Result<&mut Xdp> {
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(name)

@@ -17,7 +17,7 @@ use astra::{
     blocklist::{Lists, mono_now_ns},
     loader::{self, Dataplane, LayoutState},
     maps::PinnedMaps,
-    store::{EntrySource, ListKind, Store},
+    store::{EntrySource, ListKind, Store, StoredEntry},
 };
 use astra_common::{
     Counter, FlowKey, FlowValue, LAYOUT_VERSION, ListEntry, Meta, action, direction, map_names,
@@ -1566,6 +1566,34 @@ fn allow_overlap_flag_gates_the_allowlist_lookup() {
         s.maps.bnet_v4.get(&key, 0).unwrap().flags,
         ListEntry::ALLOW_OVERLAP
     );
+
+    // Batches (feeds, restore at start): an allow entry in the batch flags both a block
+    // already in the kernel and a block written in the same batch; other blocks stay clear.
+    let entry = |kind, net: &str| StoredEntry {
+        kind,
+        net: net.parse().unwrap(),
+        expires_at: None,
+        reason: "t".into(),
+        source: EntrySource::Feed,
+        created_at: 1,
+        tag: "feed".into(),
+    };
+    lists
+        .add_many(&[entry(ListKind::Block, "203.0.113.1/32")])
+        .unwrap();
+    assert_eq!(flags(&s, [203, 0, 113, 1]), 0);
+    lists
+        .add_many(&[
+            entry(ListKind::Allow, "203.0.113.0/28"),
+            entry(ListKind::Block, "203.0.113.2/32"),
+            entry(ListKind::Block, "203.0.113.200/32"),
+        ])
+        .unwrap();
+    assert_eq!(flags(&s, [203, 0, 113, 1]), ListEntry::ALLOW_OVERLAP);
+    assert_eq!(flags(&s, [203, 0, 113, 2]), ListEntry::ALLOW_OVERLAP);
+    assert_eq!(flags(&s, [203, 0, 113, 200]), 0);
+    assert_eq!(s.xdp(&udp4_from([203, 0, 113, 2])), XDP_PASS);
+    assert_eq!(s.xdp(&udp4_from([203, 0, 113, 200])), XDP_DROP);
 }
 
 #[test]

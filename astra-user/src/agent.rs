@@ -149,22 +149,12 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             "--poll-interval must be greater than 0".into(),
         ));
     }
-    // A damaged database must not take enforcement down with it: the pinned maps keep their
-    // entries, the agent keeps detecting and blocking, and status says decisions are not
-    // durable until the operator repairs or moves the file. A state dir that cannot be used at
-    // all is a configuration mistake and stops start-up instead.
-    let (store, store_error) = match Store::open(&cfg.state_dir) {
-        Ok(s) => (s, None),
-        Err(e) if e.is_user_error() => return Err(e.into()),
-        Err(e) => {
-            error!(
-                error = %e,
-                "state store unusable: running on an in-memory store; kernel blocks stay enforced, \
-                 but new decisions are lost at restart until the database is repaired or moved away"
-            );
-            (Store::open_in_memory(), Some(e.to_string()))
-        }
-    };
+    // A damaged database must not take enforcement down with it, at start or later: the
+    // pinned maps keep their entries, the agent keeps detecting and blocking on an in-memory
+    // store, status and metrics say decisions are not durable, and the poll loop moves back to
+    // the file once it opens again. A state dir that cannot be used at all is a configuration
+    // mistake and stops start-up instead.
+    let store = Store::open_resilient(&cfg.state_dir)?;
     let engine = Engine::new(cfg.detect.clone(), &cfg.state_dir, cfg.events_path())?;
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
@@ -177,13 +167,18 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let mut dataplane = Dataplane::load(&cfg.pin_dir, cfg.flow_capacity)?;
     let maps = PinnedMaps::open(&cfg.pin_dir)?
         .ok_or_else(|| Error::Layout("maps were not pinned after loading".into()))?;
-    let mut lists = Lists::from_parts(store, Some(maps));
+    let mut lists = Lists::from_parts(store.clone(), Some(maps));
     // Blocks are in the maps before the first packet is seen.
     let restored = lists.restore()?;
     info!(
         restored,
         "restored block and allow entries from the state store"
     );
+    if store.degraded().is_some() {
+        // What the pinned maps still enforce from the previous run is all that is known.
+        let adopted = lists.adopt_kernel_entries()?;
+        info!(adopted, "in-memory store took over the kernel's entries");
+    }
 
     let mut interfaces = Vec::new();
     for iface in &cfg.ifaces {
@@ -224,6 +219,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         api::router(api::ApiState {
             pin_dir: cfg.pin_dir.clone(),
             state_dir: cfg.state_dir.clone(),
+            store: store.clone(),
             poll_interval: cfg.poll_interval,
         }),
         "API",
@@ -249,7 +245,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         alerts: 0,
         auto_blocks: 0,
         model: None,
-        store_error,
+        store_error: store.degraded(),
     };
     status.write(&cfg.state_dir)?;
 
@@ -486,6 +482,9 @@ fn poll_loop(
             }
         }
         feeds.sync_if_due(cfg.feed_every, lists);
+        if n.is_multiple_of(LIST_SCAN_EVERY) {
+            recover_store(lists);
+        }
         let t0 = Instant::now();
         match poll_once(
             lists,
@@ -509,6 +508,26 @@ fn poll_loop(
                 warn!(error = %e, "poll failed");
             }
         }
+        let degraded = lists.store().degraded();
+        metrics
+            .lock()
+            .expect("metrics lock")
+            .set_store_durable(degraded.is_none());
+        if status.store_error != degraded {
+            if status.store_error.is_none() {
+                match lists.adopt_kernel_entries() {
+                    Ok(n) => info!(
+                        entries = n,
+                        "in-memory store took over the kernel's entries"
+                    ),
+                    Err(e) => warn!(error = %e, "copying the kernel's entries into memory"),
+                }
+            }
+            status.store_error = degraded;
+            if let Err(e) = status.write(&cfg.state_dir) {
+                warn!(error = %e, "writing status file");
+            }
+        }
         if n.is_multiple_of(PRUNE_EVERY) {
             prune_history(&cfg, lists, &engine, metrics);
         }
@@ -524,6 +543,29 @@ fn poll_loop(
         }
     }
     cfg
+}
+
+/// While the store runs in memory, tries its file again; once it is back, what it holds goes
+/// into the kernel maps as at start (a restored backup may hold entries the kernel lacks).
+fn recover_store(lists: &mut Lists) {
+    if lists.store().degraded().is_none() {
+        return;
+    }
+    match lists.store().try_recover() {
+        Ok(false) => {}
+        Ok(true) => {
+            let restored = lists.restore();
+            info!(
+                path = %lists.store().path().display(),
+                restored = ?restored.as_ref().ok(),
+                "state store usable again: decisions made meanwhile were written to it"
+            );
+            if let Err(e) = restored {
+                warn!(error = %e, "restoring the lists from the recovered store");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "state store still unusable"),
+    }
 }
 
 fn poll_once(

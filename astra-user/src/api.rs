@@ -2,9 +2,9 @@
 //! on `--api-addr` (health, status, flows, alerts, incidents, the lists, the model, and an
 //! OpenAPI description of all of it).
 //!
-//! The API works on the same pinned maps and state store as the CLI, each request with its own
-//! store connection, so it never waits behind the poll loop and a request does exactly what
-//! the matching `astra` command would.
+//! The API works on the same pinned maps as the CLI and on the agent's own store (one
+//! connection per process, see [`Store`]), so a request does exactly what the matching `astra`
+//! command would, and sees the in-memory store when the agent has fallen back to one.
 use std::{path::PathBuf, time::Duration};
 
 use axum::{
@@ -27,6 +27,7 @@ use crate::{
     blocklist::Lists,
     error::Error,
     events::now_ms,
+    maps::PinnedMaps,
     store::{EntrySource, ListKind, Store, now_unix},
 };
 
@@ -59,7 +60,18 @@ pub async fn serve(listener: TcpListener, router: Router, what: &'static str) {
 pub struct ApiState {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// The agent's store (a shared handle).
+    pub store: Store,
     pub poll_interval: Duration,
+}
+
+impl ApiState {
+    fn lists(&self) -> Result<Lists, Error> {
+        Ok(Lists::from_parts(
+            self.store.clone(),
+            PinnedMaps::open(&self.pin_dir)?,
+        ))
+    }
 }
 
 /// An error response: a status and one line saying what is wrong, as `{"error": "..."}`.
@@ -183,7 +195,15 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 }
 
 async fn status(State(st): State<ApiState>) -> ApiResult {
-    ok(blocking(move || Ok(crate::cli::status_report(&st.pin_dir, &st.state_dir)?)).await?)
+    ok(blocking(move || {
+        Ok(crate::cli::status_report(
+            &st.pin_dir,
+            &st.state_dir,
+            st.store,
+            None,
+        )?)
+    })
+    .await?)
 }
 
 #[derive(Deserialize)]
@@ -219,29 +239,17 @@ impl HistoryQuery {
 async fn alerts(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
     let since = q.since_ms()?;
     let limit = q.limit.unwrap_or(1000);
-    ok(blocking(move || {
-        let store = Store::open(&st.state_dir)?;
-        Ok(crate::history::alerts(&store, since, limit)?)
-    })
-    .await?)
+    ok(blocking(move || Ok(crate::history::alerts(&st.store, since, limit)?)).await?)
 }
 
 async fn incidents(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
     let since = q.since_ms()?;
     let limit = q.limit.unwrap_or(1000);
-    ok(blocking(move || {
-        let store = Store::open(&st.state_dir)?;
-        Ok(crate::history::incidents(&store, since, limit)?)
-    })
-    .await?)
+    ok(blocking(move || Ok(crate::history::incidents(&st.store, since, limit)?)).await?)
 }
 
 async fn incident(State(st): State<ApiState>, UrlPath(id): UrlPath<String>) -> ApiResult {
-    let row = blocking(move || {
-        let store = Store::open(&st.state_dir)?;
-        Ok(crate::history::incident(&store, &id)?)
-    })
-    .await?;
+    let row = blocking(move || Ok(crate::history::incident(&st.store, &id)?)).await?;
     match row {
         Some(r) => ok(r),
         None => Err(ApiError(StatusCode::NOT_FOUND, "no such incident".into())),
@@ -250,7 +258,7 @@ async fn incident(State(st): State<ApiState>, UrlPath(id): UrlPath<String>) -> A
 
 async fn list(st: ApiState, kind: ListKind) -> ApiResult {
     ok(blocking(move || {
-        let lists = Lists::open(&st.state_dir, &st.pin_dir)?;
+        let lists = st.lists()?;
         let rows: Vec<_> = lists
             .list()?
             .into_iter()
@@ -297,7 +305,7 @@ async fn add(st: ApiState, headers: HeaderMap, body: Bytes, kind: ListKind) -> A
         }
     };
     let entry = blocking(move || {
-        let mut lists = Lists::open(&st.state_dir, &st.pin_dir)?;
+        let mut lists = st.lists()?;
         let (entry, enf) = lists.add(kind, net, ttl, &req.reason, EntrySource::Manual)?;
         Ok((entry, enf))
     })
@@ -325,7 +333,7 @@ async fn remove(st: ApiState, headers: HeaderMap, net: String, kind: ListKind) -
     authorize(&st, &headers)?;
     let net = parse_net(&net).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let removed = blocking(move || {
-        let mut lists = Lists::open(&st.state_dir, &st.pin_dir)?;
+        let mut lists = st.lists()?;
         Ok(lists.remove(kind, &net)?)
     })
     .await?;

@@ -565,6 +565,38 @@ impl Lists {
         Ok(live.len())
     }
 
+    /// Copies into the store the live kernel entries it lacks (their reasons are gone: the
+    /// kernel does not keep them). For a store that has just fallen back to memory, so that
+    /// the in-memory lists, and the file they are merged into later, hold what is enforced.
+    pub fn adopt_kernel_entries(&mut self) -> Result<usize> {
+        let Some(maps) = self.maps.as_ref() else {
+            return Ok(0);
+        };
+        let (now, mono) = (now_unix(), mono_now_ns());
+        let stored: HashSet<(ListKind, IpNet)> = self
+            .store
+            .list(None)?
+            .into_iter()
+            .map(|e| (e.kind, e.net))
+            .collect();
+        let adopted: Vec<StoredEntry> = kernel_entries(maps)
+            .into_iter()
+            .filter(|(kind, net, e)| !e.expired(mono) && !stored.contains(&(*kind, *net)))
+            .map(|(kind, net, e)| StoredEntry {
+                kind,
+                net,
+                expires_at: (e.expires_ns != 0)
+                    .then(|| now + e.expires_ns.saturating_sub(mono).div_ceil(1_000_000_000)),
+                reason: String::new(),
+                source: source_from_code(e.source),
+                created_at: e.created_unix_s,
+                tag: String::new(),
+            })
+            .collect();
+        self.store.upsert_many(&adopted)?;
+        Ok(adopted.len())
+    }
+
     /// Drops expired entries from the store and their kernel copies. The kernel already
     /// ignores them; this frees the slots and keeps `astra list` honest. Cheap (an indexed
     /// query), so the agent runs it every poll.

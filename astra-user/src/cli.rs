@@ -1043,22 +1043,38 @@ pub struct StatusOut {
 }
 
 fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
-    let out = status_report(pin_dir, state_dir)?;
+    // A damaged database is reported, not fatal: what the kernel enforces is still worth seeing.
+    let store = match Store::open(state_dir) {
+        Ok(s) => s,
+        Err(e) if e.is_user_error() => return Err(e.into()),
+        Err(e) => {
+            let s = Store::open_in_memory();
+            let out = status_report(pin_dir, state_dir, s, Some(e.to_string()))?;
+            return print_status_out(&out, json);
+        }
+    };
+    let out = status_report(pin_dir, state_dir, store, None)?;
+    print_status_out(&out, json)
+}
+
+fn print_status_out(out: &StatusOut, json: bool) -> Result<()> {
     if json {
-        return print_json(&out);
+        return print_json(out);
     }
-    print_status(&out);
+    print_status(out);
     Ok(())
 }
 
-/// What `astra status` shows: the agent's own report plus what the maps and store hold now.
-pub fn status_report(pin_dir: &Path, state_dir: &Path) -> Result<StatusOut> {
-    // A damaged database is reported, not fatal: what the kernel enforces is still worth seeing.
-    let (store, store_error) = match Store::open(state_dir) {
-        Ok(s) => (s, None),
-        Err(e) if e.is_user_error() => return Err(e.into()),
-        Err(e) => (Store::open_in_memory(), Some(e.to_string())),
-    };
+/// What `astra status` shows: the agent's own report plus what the maps and `store` hold now.
+/// `store_error` says why `store` is not the state dir's database; a degraded resilient store
+/// (the agent's) says so itself.
+pub fn status_report(
+    pin_dir: &Path,
+    state_dir: &Path,
+    store: Store,
+    store_error: Option<String>,
+) -> Result<StatusOut> {
+    let store_error = store_error.or_else(|| store.degraded());
     let (history_alerts, history_incidents) = crate::history::counts(&store)?;
     let maps = PinnedMaps::open(pin_dir)?;
     let agent = AgentStatus::read(state_dir);
@@ -1089,7 +1105,7 @@ pub fn status_report(pin_dir: &Path, state_dir: &Path) -> Result<StatusOut> {
         history_alerts,
         history_incidents,
         store_error,
-        store_path: lists.store().path().to_owned(),
+        store_path: lists.store().path(),
     };
     Ok(out)
 }

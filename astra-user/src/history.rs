@@ -4,7 +4,7 @@
 //! The agent writes each detection pass's alerts and incidents in one transaction (one fsync,
 //! however many alerts a flood raises) and prunes by age and row count as it goes. The EVE log
 //! stays the streaming interface for log shippers; this is the queryable record.
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use rusqlite::params;
 use serde::Serialize;
@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::{
     detect::Alert,
-    store::{Store, StoreError},
+    store::{Store, StoreError, db_error},
 };
 
 /// An incident as stored: the report's fields the listing needs, and the whole report.
@@ -52,73 +52,80 @@ pub fn record(
     if alerts.is_empty() && incidents.is_empty() {
         return Ok(());
     }
-    let db = |e| store.db_error(e);
-    let tx = store.conn().unchecked_transaction().map_err(db)?;
-    {
-        let mut ins = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO alerts (id, ts_ms, attack_type, severity, source, action, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )
-            .map_err(db)?;
-        for a in alerts {
-            ins.execute(params![
-                a.id,
-                to_i64(a.timestamp_ms),
-                a.attack_type.as_str(),
-                a.severity.as_str(),
-                a.source.map(|s| s.to_string()),
-                a.action.label(),
-                serde_json::to_string(a).expect("alerts serialise"),
-            ])
-            .map_err(db)?;
+    let alert_bodies: Vec<String> = alerts
+        .iter()
+        .map(|a| serde_json::to_string(a).expect("alerts serialise"))
+        .collect();
+    store.with(|conn, path| {
+        let db = |e| db_error(path, e);
+        let tx = conn.unchecked_transaction().map_err(db)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alerts (id, ts_ms, attack_type, severity, source, action, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(db)?;
+            for (a, body) in alerts.iter().zip(&alert_bodies) {
+                ins.execute(params![
+                    a.id,
+                    to_i64(a.timestamp_ms),
+                    a.attack_type.as_str(),
+                    a.severity.as_str(),
+                    a.source.map(|s| s.to_string()),
+                    a.action.label(),
+                    body,
+                ])
+                .map_err(db)?;
+            }
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO incidents (id, ts_ms, source, summary, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db)?;
+            for i in incidents {
+                ins.execute(params![
+                    i.id,
+                    to_i64(i.timestamp_ms),
+                    i.source,
+                    i.summary,
+                    i.report.to_string(),
+                ])
+                .map_err(db)?;
+            }
         }
-        let mut ins = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO incidents (id, ts_ms, source, summary, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
-            .map_err(db)?;
-        for i in incidents {
-            ins.execute(params![
-                i.id,
-                to_i64(i.timestamp_ms),
-                i.source,
-                i.summary,
-                i.report.to_string(),
-            ])
-            .map_err(db)?;
-        }
-    }
-    tx.commit().map_err(db)
+        tx.commit().map_err(db)
+    })
 }
 
 /// Alerts at or after `since_ms`, oldest first; at most the newest `limit`.
 pub fn alerts(store: &Store, since_ms: u64, limit: usize) -> Result<Vec<Alert>, StoreError> {
-    let db = |e| store.db_error(e);
-    let mut stmt = store
-        .conn()
-        .prepare_cached(
-            "SELECT body FROM (SELECT body, ts_ms, rowid FROM alerts WHERE ts_ms >= ?1
-             ORDER BY ts_ms DESC, rowid DESC LIMIT ?2) ORDER BY ts_ms, rowid",
-        )
-        .map_err(db)?;
-    let bodies = stmt
-        .query_map(params![to_i64(since_ms), to_i64(limit as u64)], |r| {
-            r.get::<_, String>(0)
-        })
-        .map_err(db)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db)?;
-    bodies
-        .into_iter()
-        .map(|b| {
-            serde_json::from_str(&b).map_err(|e| StoreError::Corrupt {
-                path: store.path().to_owned(),
-                reason: format!("an alert in the history does not decode: {e}"),
+    store.with(|conn, path| {
+        let db = |e| db_error(path, e);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT body FROM (SELECT body, ts_ms, rowid FROM alerts WHERE ts_ms >= ?1
+                 ORDER BY ts_ms DESC, rowid DESC LIMIT ?2) ORDER BY ts_ms, rowid",
+            )
+            .map_err(db)?;
+        let bodies = stmt
+            .query_map(params![to_i64(since_ms), to_i64(limit as u64)], |r| {
+                r.get::<_, String>(0)
             })
-        })
-        .collect()
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        bodies
+            .into_iter()
+            .map(|b| {
+                serde_json::from_str(&b).map_err(|e| StoreError::Corrupt {
+                    path: path.to_owned(),
+                    reason: format!("an alert in the history does not decode: {e}"),
+                })
+            })
+            .collect()
+    })
 }
 
 fn incident_row(
@@ -128,11 +135,11 @@ fn incident_row(
 }
 
 fn decode_incident(
-    store: &Store,
+    path: &Path,
     (id, ts, source, summary, body): (String, i64, Option<String>, String, String),
 ) -> Result<IncidentRow, StoreError> {
     let report = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt {
-        path: store.path().to_owned(),
+        path: path.to_owned(),
         reason: format!("incident {id} does not decode: {e}"),
     })?;
     Ok(IncidentRow {
@@ -150,60 +157,59 @@ pub fn incidents(
     since_ms: u64,
     limit: usize,
 ) -> Result<Vec<IncidentRow>, StoreError> {
-    let db = |e| store.db_error(e);
-    let mut stmt = store
-        .conn()
-        .prepare_cached(
-            "SELECT id, ts_ms, source, summary, body FROM (SELECT *, rowid AS r FROM incidents
-             WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, r DESC LIMIT ?2) ORDER BY ts_ms, r",
-        )
-        .map_err(db)?;
-    let rows = stmt
-        .query_map(
-            params![to_i64(since_ms), to_i64(limit as u64)],
-            incident_row,
-        )
-        .map_err(db)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db)?;
-    rows.into_iter()
-        .map(|r| decode_incident(store, r))
-        .collect()
+    store.with(|conn, path| {
+        let db = |e| db_error(path, e);
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, ts_ms, source, summary, body FROM (SELECT *, rowid AS r FROM incidents
+                 WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, r DESC LIMIT ?2) ORDER BY ts_ms, r",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(
+                params![to_i64(since_ms), to_i64(limit as u64)],
+                incident_row,
+            )
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        rows.into_iter().map(|r| decode_incident(path, r)).collect()
+    })
 }
 
 pub fn incident(store: &Store, id: &str) -> Result<Option<IncidentRow>, StoreError> {
     use rusqlite::OptionalExtension as _;
-    let row = store
-        .conn()
-        .query_row(
-            "SELECT id, ts_ms, source, summary, body FROM incidents WHERE id = ?1",
-            params![id],
-            incident_row,
-        )
-        .optional()
-        .map_err(|e| store.db_error(e))?;
-    row.map(|r| decode_incident(store, r)).transpose()
+    store.with(|conn, path| {
+        let row = conn
+            .query_row(
+                "SELECT id, ts_ms, source, summary, body FROM incidents WHERE id = ?1",
+                params![id],
+                incident_row,
+            )
+            .optional()
+            .map_err(|e| db_error(path, e))?;
+        row.map(|r| decode_incident(path, r)).transpose()
+    })
 }
 
 /// Rows in (alerts, incidents).
 pub fn counts(store: &Store) -> Result<(u64, u64), StoreError> {
-    let n = |table: &str| -> Result<u64, StoreError> {
-        let n: i64 = store
-            .conn()
-            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-            .map_err(|e| store.db_error(e))?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    };
-    Ok((n("alerts")?, n("incidents")?))
+    store.with(|conn, path| {
+        let n = |table: &str| -> Result<u64, StoreError> {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .map_err(|e| db_error(path, e))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok((n("alerts")?, n("incidents")?))
+    })
 }
 
 /// Applies the retention limits at `now_ms`; returns what went, so the caller can remove the
 /// incidents' report files too.
 pub fn prune(store: &Store, keep: Retention, now_ms: u64) -> Result<Pruned, StoreError> {
-    let db = |e| store.db_error(e);
     let cutoff = to_i64(now_ms.saturating_sub(keep.max_age.as_millis() as u64));
     let max_rows = to_i64(keep.max_rows);
-    let tx = store.conn().unchecked_transaction().map_err(db)?;
     // Rows past the newest `max_rows`, or older than the cutoff.
     let doomed = |table: &str| {
         format!(
@@ -211,27 +217,31 @@ pub fn prune(store: &Store, keep: Retention, now_ms: u64) -> Result<Pruned, Stor
              (SELECT rowid FROM {table} ORDER BY ts_ms DESC, rowid DESC LIMIT -1 OFFSET ?2)"
         )
     };
-    let incidents = {
-        let mut stmt = tx.prepare(&doomed("incidents")).map_err(db)?;
-        stmt.query_map(params![cutoff, max_rows], |r| r.get::<_, String>(0))
-            .map_err(db)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(db)?
-    };
-    let mut alerts = 0;
-    for table in ["alerts", "incidents"] {
-        let n = tx
-            .execute(
-                &format!("DELETE FROM {table} WHERE id IN ({})", doomed(table)),
-                params![cutoff, max_rows],
-            )
-            .map_err(db)?;
-        if table == "alerts" {
-            alerts = n as u64;
+    store.with(|conn, path| {
+        let db = |e| db_error(path, e);
+        let tx = conn.unchecked_transaction().map_err(db)?;
+        let incidents = {
+            let mut stmt = tx.prepare(&doomed("incidents")).map_err(db)?;
+            stmt.query_map(params![cutoff, max_rows], |r| r.get::<_, String>(0))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db)?
+        };
+        let mut alerts = 0;
+        for table in ["alerts", "incidents"] {
+            let n = tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE id IN ({})", doomed(table)),
+                    params![cutoff, max_rows],
+                )
+                .map_err(db)?;
+            if table == "alerts" {
+                alerts = n as u64;
+            }
         }
-    }
-    tx.commit().map_err(db)?;
-    Ok(Pruned { alerts, incidents })
+        tx.commit().map_err(db)?;
+        Ok(Pruned { alerts, incidents })
+    })
 }
 
 #[cfg(test)]

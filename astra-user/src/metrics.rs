@@ -59,6 +59,7 @@ pub struct Metrics {
     last_poll: Gauge,
     model_age: Gauge,
     history_rows: IntGaugeVec,
+    store_durable: IntGauge,
     /// What has been exported so far per (iface, action), to advance counters by the difference.
     exported: HashMap<(String, u32), Counter>,
 }
@@ -207,6 +208,13 @@ impl Metrics {
             &["table"],
         )
         .expect("valid metric");
+        let store_durable = IntGauge::new(
+            "astra_store_durable",
+            "1 while decisions are written to the state store's file, 0 while the agent runs on \
+             an in-memory store because the file is unusable.",
+        )
+        .expect("valid metric");
+        store_durable.set(1);
         let build = IntGaugeVec::new(
             Opts::new("astra_build_info", "Astra version (value is always 1)."),
             &["version"],
@@ -246,6 +254,7 @@ impl Metrics {
             Box::new(last_poll.clone()),
             Box::new(start_time),
             Box::new(history_rows.clone()),
+            Box::new(store_durable.clone()),
             Box::new(build),
         ] {
             registry.register(c).expect("unique metric names");
@@ -271,6 +280,7 @@ impl Metrics {
             last_poll,
             model_age,
             history_rows,
+            store_durable,
             exported: HashMap::new(),
         }
     }
@@ -389,6 +399,10 @@ impl Metrics {
         self.history_rows
             .with_label_values(&["incidents"])
             .set(i64::try_from(incidents).unwrap_or(i64::MAX));
+    }
+
+    pub fn set_store_durable(&self, durable: bool) {
+        self.store_durable.set(i64::from(durable));
     }
 
     pub fn set_conversations(&self, n: usize) {

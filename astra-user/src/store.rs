@@ -11,12 +11,13 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, DirBuilder, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
@@ -331,6 +332,30 @@ impl StoreError {
     pub fn is_user_error(&self) -> bool {
         matches!(self, StoreError::Unwritable { .. })
     }
+
+    /// True when the database file itself cannot serve (damaged, replaced by something else,
+    /// unreadable or unwritable, out of space) as opposed to a passing lock or a bad entry: a
+    /// resilient store falls back to memory on these.
+    pub fn is_unusable(&self) -> bool {
+        match self {
+            StoreError::Unwritable { .. }
+            | StoreError::Io { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::TooNew { .. } => true,
+            StoreError::Sqlite { cause, .. } => matches!(
+                cause.sqlite_error_code(),
+                Some(
+                    ErrorCode::SystemIoFailure
+                        | ErrorCode::ReadOnly
+                        | ErrorCode::CannotOpen
+                        | ErrorCode::DiskFull
+                        | ErrorCode::NotADatabase
+                        | ErrorCode::DatabaseCorrupt
+                )
+            ),
+            StoreError::Busy { .. } | StoreError::InvalidEntry { .. } => false,
+        }
+    }
 }
 
 fn io_error(what: &'static str, path: &Path, cause: io::Error) -> StoreError {
@@ -356,7 +381,7 @@ fn io_error(what: &'static str, path: &Path, cause: io::Error) -> StoreError {
     }
 }
 
-fn db_error(path: &Path, e: rusqlite::Error) -> StoreError {
+pub(crate) fn db_error(path: &Path, e: rusqlite::Error) -> StoreError {
     let path = path.to_path_buf();
     match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
@@ -370,154 +395,256 @@ fn db_error(path: &Path, e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// The durable list store. Each [`Store`] owns one SQLite connection; open one per process (or
-/// per thread) rather than sharing, since SQLite serialises writers across connections anyway.
-#[derive(Debug)]
+/// The durable list store: one SQLite connection behind a mutex, shared by every clone. The
+/// agent opens one and hands clones to its poll loop and its API, so the process holds exactly
+/// one connection to the file. (Several connections in one process are safe only while nothing
+/// else opens the file: closing any descriptor of it drops every POSIX lock the process holds
+/// there, and another process then checkpoints and deletes the WAL under the live connection.)
+#[derive(Clone, Debug)]
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    db: Arc<Mutex<Db>>,
 }
+
+#[derive(Debug)]
+struct Db {
+    conn: Connection,
+    /// The database file, or `:memory:`.
+    path: PathBuf,
+    /// Set by [`Store::open_resilient`]: the state dir to come back to after a fall-back.
+    resilient: Option<PathBuf>,
+    /// Why the store runs in memory instead of on its file (None while durable).
+    degraded: Option<String>,
+}
+
+impl Db {
+    fn memory() -> Db {
+        let path = PathBuf::from(MEMORY_PATH);
+        let mut conn = Connection::open_in_memory().expect("an in-memory database opens");
+        migrate(&mut conn, &path).expect("a fresh in-memory database migrates");
+        Db {
+            conn,
+            path,
+            resilient: None,
+            degraded: None,
+        }
+    }
+
+    fn durable(&self) -> bool {
+        self.path != Path::new(MEMORY_PATH)
+    }
+}
+
+const MEMORY_PATH: &str = ":memory:";
 
 impl Store {
     /// Opens (creating if needed) `state_dir/astra.db`, creating `state_dir` with mode 0700
     /// because block reasons and addresses are operational data other local users need not see.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        prepare_state_dir(state_dir)?;
-        let path = state_dir.join(DB_FILE_NAME);
-        prepare_db_file(state_dir, &path)?;
+        Ok(Store::from_db(open_db(state_dir)?))
+    }
 
-        // The file exists now, so no CREATE: if it vanished in between, failing is more honest
-        // than silently starting an empty list.
-        let mut conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| db_error(&path, e))?;
-        // Switching a fresh file to WAL and migrating it take locks that SQLite refuses at once,
-        // without waiting in the busy handler, when another process is doing the same (an agent
-        // and a CLI starting together): retry those refusals for as long as a busy wait would.
-        let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
-        loop {
-            let r = configure(&conn)
-                .map_err(|e| db_error(&path, e))
-                .and_then(|()| migrate(&mut conn, &path));
-            match r {
-                Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                r => return r.map(|()| Store { conn, path }),
+    /// [`Store::open`] for the agent: when the file is unusable, at open or later while
+    /// running, the store falls back to memory (the failing call is retried there), so
+    /// detection and blocking go on; [`Store::degraded`] says why, and
+    /// [`Store::try_recover`] moves back to the file once it opens again. A state dir that
+    /// cannot be used at all is a configuration mistake and still fails here.
+    pub fn open_resilient(state_dir: &Path) -> Result<Store, StoreError> {
+        let mut db = match open_db(state_dir) {
+            Ok(db) => db,
+            Err(e) if e.is_user_error() => return Err(e),
+            Err(e) => {
+                let mut db = Db::memory();
+                degrade_log(&e);
+                db.degraded = Some(e.to_string());
+                db
             }
+        };
+        db.resilient = Some(state_dir.to_path_buf());
+        Ok(Store::from_db(db))
+    }
+
+    /// A store that lives only in memory (tests, the lab's replays, the CLI's status when the
+    /// file is damaged).
+    pub fn open_in_memory() -> Store {
+        Store::from_db(Db::memory())
+    }
+
+    fn from_db(db: Db) -> Store {
+        Store {
+            db: Arc::new(Mutex::new(db)),
         }
     }
 
-    /// Path of the database file (not the state dir).
-    pub fn path(&self) -> &Path {
-        &self.path
+    fn lock(&self) -> MutexGuard<'_, Db> {
+        // A panic while holding the lock cannot leave a half-written row behind (an open
+        // transaction rolls back when it drops), so the connection is still good to use.
+        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `op` on the connection. On a resilient store whose file turns out unusable, the
+    /// store falls back to memory and runs `op` again there.
+    pub(crate) fn with<T>(
+        &self,
+        op: impl Fn(&Connection, &Path) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut db = self.lock();
+        match op(&db.conn, &db.path) {
+            Err(e) if db.resilient.is_some() && db.durable() && e.is_unusable() => {
+                degrade_log(&e);
+                let resilient = db.resilient.take();
+                *db = Db::memory();
+                db.resilient = resilient;
+                db.degraded = Some(e.to_string());
+                op(&db.conn, &db.path)
+            }
+            r => r,
+        }
+    }
+
+    /// Path of the database file (not the state dir); `:memory:` for an in-memory store.
+    pub fn path(&self) -> PathBuf {
+        self.lock().path.clone()
+    }
+
+    /// Why a resilient store runs in memory, or None while it is on its file.
+    pub fn degraded(&self) -> Option<String> {
+        self.lock().degraded.clone()
+    }
+
+    /// Moves a degraded resilient store back to its file when the file opens again (repaired,
+    /// restored from a backup, or moved away so that a new one is created). What was decided
+    /// in memory meanwhile (list entries, offence counts, alert and incident history) is
+    /// merged into the file first, in one transaction. Returns whether the store moved.
+    pub fn try_recover(&self) -> Result<bool, StoreError> {
+        let mut db = self.lock();
+        let Some(state_dir) = db.resilient.clone() else {
+            return Ok(false);
+        };
+        if db.durable() {
+            return Ok(false);
+        }
+        let mut file = open_db(&state_dir)?;
+        check_integrity(&file.conn, &file.path)?;
+        merge_into(&db.conn, &file.path).map_err(|e| db_error(&file.path, e))?;
+        file.resilient = Some(state_dir);
+        *db = file;
+        Ok(true)
     }
 
     /// Inserts the entry, or replaces every field of the existing entry with the same kind and
     /// network. Durable when this returns.
     pub fn upsert(&self, e: &StoredEntry) -> Result<(), StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(UPSERT)
-            .map_err(|err| db_error(&self.path, err))?;
-        upsert_with(&mut stmt, e).map_err(|err| err.at(&self.path))
+        self.with(|conn, path| {
+            let mut stmt = conn
+                .prepare_cached(UPSERT)
+                .map_err(|err| db_error(path, err))?;
+            upsert_with(&mut stmt, e).map_err(|err| err.at(path))
+        })
     }
 
     /// [`Store::upsert`] for many entries in one transaction: all or none are written, and a
     /// feed of 100k entries costs one fsync instead of 100k. Every entry is checked before
     /// anything is written.
     pub fn upsert_many(&self, entries: &[StoredEntry]) -> Result<(), StoreError> {
-        let db = |e| db_error(&self.path, e);
-        let tx =
-            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
-        {
-            let mut stmt = tx.prepare_cached(UPSERT).map_err(db)?;
-            for e in entries {
-                // An error rolls the whole batch back when `tx` drops.
-                upsert_with(&mut stmt, e).map_err(|err| err.at(&self.path))?;
+        self.with(|conn, path| {
+            let db = |e| db_error(path, e);
+            let tx =
+                Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
+            {
+                let mut stmt = tx.prepare_cached(UPSERT).map_err(db)?;
+                for e in entries {
+                    // An error rolls the whole batch back when `tx` drops.
+                    upsert_with(&mut stmt, e).map_err(|err| err.at(path))?;
+                }
             }
-        }
-        tx.commit().map_err(db)
+            tx.commit().map_err(db)
+        })
     }
 
     /// Removes many entries in one transaction; returns how many existed.
     pub fn remove_many(&self, keys: &[(ListKind, IpNet)]) -> Result<usize, StoreError> {
-        let db = |e| db_error(&self.path, e);
-        let tx =
-            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
-        let mut n = 0;
-        {
-            let mut stmt = tx
-                .prepare_cached("DELETE FROM list_entries WHERE kind = ?1 AND net = ?2")
-                .map_err(db)?;
-            for (kind, net) in keys {
-                let net = addr::canonical_net(*net);
-                n += stmt
-                    .execute(params![kind.as_str(), net.to_string()])
+        self.with(|conn, path| {
+            let db = |e| db_error(path, e);
+            let tx =
+                Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
+            let mut n = 0;
+            {
+                let mut stmt = tx
+                    .prepare_cached("DELETE FROM list_entries WHERE kind = ?1 AND net = ?2")
                     .map_err(db)?;
+                for (kind, net) in keys {
+                    let net = addr::canonical_net(*net);
+                    n += stmt
+                        .execute(params![kind.as_str(), net.to_string()])
+                        .map_err(db)?;
+                }
             }
-        }
-        tx.commit().map_err(db)?;
-        Ok(n)
+            tx.commit().map_err(db)?;
+            Ok(n)
+        })
     }
 
     /// Entries of feed `tag` (expired ones included), ordered like [`Store::list`]. The empty
     /// tag matches nothing: manual and automatic entries belong to no feed. (The `<> ''` term
     /// also lets SQLite use the partial index.)
     pub fn list_tag(&self, tag: &str) -> Result<Vec<StoredEntry>, StoreError> {
-        let raws = (|| {
-            let mut stmt = self.conn.prepare(&format!(
-                "SELECT {COLUMNS} FROM list_entries WHERE tag = ?1 AND tag <> ''"
-            ))?;
-            let rows = stmt.query_map(params![tag], RawRow::read)?;
-            rows.collect::<rusqlite::Result<Vec<RawRow>>>()
-        })()
-        .map_err(|e| db_error(&self.path, e))?;
-        decode_sorted(&self.path, raws)
+        self.with(|conn, path| {
+            let raws = (|| {
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {COLUMNS} FROM list_entries WHERE tag = ?1 AND tag <> ''"
+                ))?;
+                let rows = stmt.query_map(params![tag], RawRow::read)?;
+                rows.collect::<rusqlite::Result<Vec<RawRow>>>()
+            })()
+            .map_err(|e| db_error(path, e))?;
+            decode_sorted(path, raws)
+        })
     }
 
     /// Removes an entry; returns whether it existed.
     pub fn remove(&self, kind: ListKind, net: &IpNet) -> Result<bool, StoreError> {
         let net = addr::canonical_net(*net);
-        let n = self
-            .conn
-            .execute(
-                "DELETE FROM list_entries WHERE kind = ?1 AND net = ?2",
-                params![kind.as_str(), net.to_string()],
-            )
-            .map_err(|e| db_error(&self.path, e))?;
-        Ok(n > 0)
+        self.with(|conn, path| {
+            let n = conn
+                .execute(
+                    "DELETE FROM list_entries WHERE kind = ?1 AND net = ?2",
+                    params![kind.as_str(), net.to_string()],
+                )
+                .map_err(|e| db_error(path, e))?;
+            Ok(n > 0)
+        })
     }
 
     /// Looks up one entry, whether or not it has expired.
     pub fn get(&self, kind: ListKind, net: &IpNet) -> Result<Option<StoredEntry>, StoreError> {
         let net = addr::canonical_net(*net);
-        let raw = self
-            .conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM list_entries WHERE kind = ?1 AND net = ?2"),
-                params![kind.as_str(), net.to_string()],
-                RawRow::read,
-            )
-            .optional()
-            .map_err(|e| db_error(&self.path, e))?;
-        raw.map(|r| r.decode(&self.path)).transpose()
+        self.with(|conn, path| {
+            let raw = conn
+                .query_row(
+                    &format!("SELECT {COLUMNS} FROM list_entries WHERE kind = ?1 AND net = ?2"),
+                    params![kind.as_str(), net.to_string()],
+                    RawRow::read,
+                )
+                .optional()
+                .map_err(|e| db_error(path, e))?;
+            raw.map(|r| r.decode(path)).transpose()
+        })
     }
 
     /// All entries (including expired ones not yet taken), of one kind or of both, ordered by
     /// kind (block first), creation time, then network.
     pub fn list(&self, kind: Option<ListKind>) -> Result<Vec<StoredEntry>, StoreError> {
-        let raws = (|| {
-            let mut stmt = self.conn.prepare(&format!(
-                "SELECT {COLUMNS} FROM list_entries WHERE ?1 IS NULL OR kind = ?1"
-            ))?;
-            let rows = stmt.query_map(params![kind.map(ListKind::as_str)], RawRow::read)?;
-            rows.collect::<rusqlite::Result<Vec<RawRow>>>()
-        })()
-        .map_err(|e| db_error(&self.path, e))?;
-        decode_sorted(&self.path, raws)
+        self.with(|conn, path| {
+            let raws = (|| {
+                let mut stmt = conn.prepare(&format!(
+                    "SELECT {COLUMNS} FROM list_entries WHERE ?1 IS NULL OR kind = ?1"
+                ))?;
+                let rows = stmt.query_map(params![kind.map(ListKind::as_str)], RawRow::read)?;
+                rows.collect::<rusqlite::Result<Vec<RawRow>>>()
+            })()
+            .map_err(|e| db_error(path, e))?;
+            decode_sorted(path, raws)
+        })
     }
 
     /// Atomically deletes and returns every entry with `expires_at <= now_unix`, ordered like
@@ -526,82 +653,169 @@ impl Store {
     pub fn take_expired(&self, now_unix: u64) -> Result<Vec<StoredEntry>, StoreError> {
         // Beyond i64::MAX every storable expiry has passed.
         let now = i64::try_from(now_unix).unwrap_or(i64::MAX);
-        let db = |e| db_error(&self.path, e);
-        let tx =
-            Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate).map_err(db)?;
-        let raws = (|| {
-            let mut stmt = tx.prepare(&format!(
-                "DELETE FROM list_entries
-                 WHERE expires_at IS NOT NULL AND expires_at <= ?1
-                 RETURNING {COLUMNS}"
-            ))?;
-            let rows = stmt.query_map(params![now], RawRow::read)?;
-            rows.collect::<rusqlite::Result<Vec<RawRow>>>()
-        })()
-        .map_err(db)?;
-        // Decode before committing: if a row is undecodable, the rollback (on drop of `tx`)
-        // keeps it in place for inspection instead of losing it.
-        let entries = decode_sorted(&self.path, raws)?;
-        tx.commit().map_err(db)?;
-        Ok(entries)
+        self.with(|conn, path| {
+            let db = |e| db_error(path, e);
+            let tx =
+                Transaction::new_unchecked(conn, TransactionBehavior::Immediate).map_err(db)?;
+            let raws = (|| {
+                let mut stmt = tx.prepare(&format!(
+                    "DELETE FROM list_entries
+                     WHERE expires_at IS NOT NULL AND expires_at <= ?1
+                     RETURNING {COLUMNS}"
+                ))?;
+                let rows = stmt.query_map(params![now], RawRow::read)?;
+                rows.collect::<rusqlite::Result<Vec<RawRow>>>()
+            })()
+            .map_err(db)?;
+            // Decode before committing: if a row is undecodable, the rollback (on drop of
+            // `tx`) keeps it in place for inspection instead of losing it.
+            let entries = decode_sorted(path, raws)?;
+            tx.commit().map_err(db)?;
+            Ok(entries)
+        })
     }
 
-    /// Number of entries of one kind, expired or not.
     /// How many times `ip` was blocked automatically before.
     pub fn offenses(&self, ip: &std::net::IpAddr) -> Result<u32, StoreError> {
-        let n: Option<i64> = self
-            .conn
-            .query_row(
+        let n: Option<i64> = self.with(|conn, path| {
+            conn.query_row(
                 "SELECT blocks FROM offenders WHERE ip = ?1",
                 params![ip.to_string()],
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| db_error(&self.path, e))?;
+            .map_err(|e| db_error(path, e))
+        })?;
         Ok(n.map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX)))
     }
 
     /// Counts one more automatic block of `ip`.
     pub fn record_offense(&self, ip: &std::net::IpAddr, now_unix: u64) -> Result<(), StoreError> {
-        self.conn
-            .execute(
+        self.with(|conn, path| {
+            conn.execute(
                 "INSERT INTO offenders (ip, blocks, last_at) VALUES (?1, 1, ?2)
                  ON CONFLICT (ip) DO UPDATE SET blocks = blocks + 1, last_at = excluded.last_at",
                 params![ip.to_string(), i64::try_from(now_unix).unwrap_or(i64::MAX)],
             )
-            .map_err(|e| db_error(&self.path, e))?;
-        Ok(())
+            .map_err(|e| db_error(path, e))?;
+            Ok(())
+        })
     }
 
+    /// Number of entries of one kind, expired or not.
     pub fn count(&self, kind: ListKind) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn
-            .query_row(
+        let n: i64 = self.with(|conn, path| {
+            conn.query_row(
                 "SELECT count(*) FROM list_entries WHERE kind = ?1",
                 params![kind.as_str()],
                 |r| r.get(0),
             )
-            .map_err(|e| db_error(&self.path, e))?;
+            .map_err(|e| db_error(path, e))
+        })?;
         // count(*) is never negative.
         Ok(u64::try_from(n).unwrap_or(0))
     }
+}
 
-    /// A store that lives only in memory: what the agent falls back to when the database on
-    /// disk cannot be used, so it keeps enforcing and deciding while the operator repairs it.
-    pub fn open_in_memory() -> Store {
-        let path = PathBuf::from(":memory:");
-        let mut conn = Connection::open_in_memory().expect("an in-memory database opens");
-        migrate(&mut conn, &path).expect("a fresh in-memory database migrates");
-        Store { conn, path }
+fn degrade_log(e: &StoreError) {
+    tracing::error!(
+        error = %e,
+        "state store unusable: running on an in-memory store; kernel blocks stay enforced, \
+         new decisions are kept in memory and written to the file once it opens again \
+         (repair it, restore it, or move it away)"
+    );
+}
+
+/// `PRAGMA quick_check` (the structural checks of integrity_check, without matching every
+/// index against its table): a file that opens but is damaged further in must not become the
+/// store again.
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let verdict: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(|e| db_error(path, e))?;
+    if verdict == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: verdict,
+        })
     }
+}
 
-    /// The connection, for the other tables kept in the same database (see `history`).
-    pub(crate) fn conn(&self) -> &Connection {
-        &self.conn
+/// Copies every row of the in-memory database `mem` into the database file at `path`, which
+/// has the same schema (both ran the same migrations). Offence counts add up; list entries
+/// decided in memory win over the file's; history rows are kept where both have them.
+fn merge_into(mem: &Connection, path: &Path) -> rusqlite::Result<()> {
+    mem.busy_timeout(BUSY_TIMEOUT)?;
+    mem.execute(
+        "ATTACH DATABASE ?1 AS disk",
+        params![path.to_string_lossy()],
+    )?;
+    let merged = mem.execute_batch(
+        "PRAGMA disk.synchronous = FULL;
+         BEGIN IMMEDIATE;
+         INSERT OR REPLACE INTO disk.list_entries SELECT * FROM main.list_entries;
+         INSERT INTO disk.offenders SELECT * FROM main.offenders WHERE true
+             ON CONFLICT (ip) DO UPDATE SET blocks = blocks + excluded.blocks,
+                                            last_at = max(last_at, excluded.last_at);
+         INSERT OR IGNORE INTO disk.alerts SELECT * FROM main.alerts;
+         INSERT OR IGNORE INTO disk.incidents SELECT * FROM main.incidents;
+         COMMIT;",
+    );
+    if merged.is_err() {
+        let _ = mem.execute_batch("ROLLBACK");
     }
+    let detached = mem.execute_batch("DETACH DATABASE disk");
+    merged.and(detached)
+}
 
-    pub(crate) fn db_error(&self, e: rusqlite::Error) -> StoreError {
-        db_error(&self.path, e)
+/// Opens the database file: the state dir is checked and created first, then SQLite itself
+/// opens (and if need be creates) the file. Nothing here opens the file outside SQLite, see
+/// [`Store`].
+fn open_db(state_dir: &Path) -> Result<Db, StoreError> {
+    prepare_state_dir(state_dir)?;
+    let path = state_dir.join(DB_FILE_NAME);
+    let created = prepare_db_file(&path)?;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+    if created {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    // Without CREATE when the file was there a moment ago: if it vanished in between, failing
+    // is more honest than silently starting an empty list.
+    let mut conn = Connection::open_with_flags(&path, flags).map_err(|e| db_error(&path, e))?;
+    if created {
+        // chmod by path (no descriptor of the file to close) before the first row is written;
+        // the state dir is 0700, so nobody else could reach the file in between anyway.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_error("database", &path, e))?;
+        // Without this a power loss right after the first block could lose the file's
+        // directory entry, and with it the committed block.
+        sync_dir(state_dir);
+    }
+    // Switching a fresh file to WAL and migrating it take locks that SQLite refuses at once,
+    // without waiting in the busy handler, when another process is doing the same (an agent
+    // and a CLI starting together): retry those refusals for as long as a busy wait would.
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        let r = configure(&conn)
+            .map_err(|e| db_error(&path, e))
+            .and_then(|()| migrate(&mut conn, &path));
+        match r {
+            Err(StoreError::Busy { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => {
+                return r.map(|()| Db {
+                    conn,
+                    path,
+                    resilient: None,
+                    degraded: None,
+                });
+            }
+        }
     }
 }
 
@@ -764,55 +978,56 @@ fn prepare_state_dir(dir: &Path) -> Result<(), StoreError> {
         sync_dir(parent_or_dot(p));
     }
 
-    let c_dir = CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
+    // W_OK because SQLite must create the -wal and -shm files next to the database; X_OK to
+    // reach them.
+    access(what, dir, libc::W_OK | libc::X_OK)
+}
+
+/// `faccessat(2)` with the effective uid (AT_EACCESS), which is what open(2) will use.
+fn access(what: &'static str, path: &Path, mode: libc::c_int) -> Result<(), StoreError> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
         io_error(
             what,
-            dir,
+            path,
             io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
         )
     })?;
-    // W_OK because SQLite must create the -wal and -shm files next to the database; X_OK to
-    // reach them. AT_EACCESS checks the effective uid, which is what open(2) will use.
-    // SAFETY: c_dir is a valid NUL-terminated string that outlives the call.
-    let rc = unsafe {
-        libc::faccessat(
-            libc::AT_FDCWD,
-            c_dir.as_ptr(),
-            libc::W_OK | libc::X_OK,
-            libc::AT_EACCESS,
-        )
-    };
+    // SAFETY: c_path is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe { libc::faccessat(libc::AT_FDCWD, c_path.as_ptr(), mode, libc::AT_EACCESS) };
     if rc != 0 {
-        return Err(io_error(what, dir, io::Error::last_os_error()));
+        return Err(io_error(what, path, io::Error::last_os_error()));
     }
     Ok(())
 }
 
-/// Creates the database file ourselves, with mode 0600, so that permission problems are
-/// reported with the real errno and the file never briefly exists with umask permissions.
-fn prepare_db_file(dir: &Path, path: &Path) -> Result<(), StoreError> {
+/// Checks the database file before SQLite opens it, without opening it (see [`Store`]), so
+/// that permission problems are reported with the real errno rather than SQLite's "unable to
+/// open database file". Returns whether the file has yet to be created.
+fn prepare_db_file(path: &Path) -> Result<bool, StoreError> {
     let what = "database";
-    match OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(_) => {
-            // Without this a power loss right after the first block could lose the file's
-            // directory entry, and with it the committed block.
-            sync_dir(dir);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map(drop)
-            .map_err(|e| io_error(what, path, e)),
-        Err(e) => Err(io_error(what, path, e)),
+    let meta = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(io_error(what, path, e)),
+    };
+    if meta.file_type().is_symlink() {
+        // SQLite would follow it (and is told not to); a planted link must not redirect the
+        // lists into another file.
+        return Err(io_error(
+            what,
+            path,
+            io::Error::from_raw_os_error(libc::ELOOP),
+        ));
     }
+    if meta.is_dir() {
+        return Err(io_error(
+            what,
+            path,
+            io::Error::from_raw_os_error(libc::EISDIR),
+        ));
+    }
+    access(what, path, libc::R_OK | libc::W_OK)?;
+    Ok(false)
 }
 
 fn parent_or_dot(p: &Path) -> &Path {
@@ -1225,6 +1440,7 @@ mod tests {
         legacy_db(dir.path(), 2);
         let store = Store::open(dir.path()).unwrap();
         let version: i64 = store
+            .lock()
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
@@ -1359,6 +1575,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let q = |name: &str| -> String {
             store
+                .lock()
                 .conn
                 .query_row(&format!("PRAGMA {name}"), [], |r| {
                     r.get::<_, rusqlite::types::Value>(0)
@@ -1642,6 +1859,7 @@ mod tests {
         let dir = TempDir::new();
         let store = Store::open(dir.path()).unwrap();
         store
+            .lock()
             .conn
             .execute_batch(
                 "INSERT INTO list_entries VALUES ('block', 'not-an-ip', NULL, '', 'manual', 1, '');
@@ -1758,6 +1976,143 @@ mod tests {
             "cron".parse::<EntrySource>().unwrap_err().to_string(),
             "unknown entry source 'cron': expected manual, auto or feed"
         );
+    }
+
+    /// Whether another process would see a POSIX lock on SQLite's lock bytes of `path`. Asked
+    /// from a forked child, because a process never sees its own locks, and the parent must
+    /// not open the file itself (closing that descriptor would drop the locks under test).
+    fn locked_for_others(path: &Path) -> bool {
+        // SQLite's lock bytes: PENDING at 1 GiB, then RESERVED and the 510 SHARED bytes.
+        const PENDING_BYTE: libc::off_t = 0x4000_0000;
+        let c_path = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: the child only calls async-signal-safe functions (open, fcntl, _exit).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            unsafe {
+                let fd = libc::open(c_path.as_ptr(), libc::O_RDWR);
+                let mut fl: libc::flock = std::mem::zeroed();
+                fl.l_type = libc::F_WRLCK as libc::c_short;
+                fl.l_whence = libc::SEEK_SET as libc::c_short;
+                fl.l_start = PENDING_BYTE;
+                fl.l_len = 512;
+                let rc = libc::fcntl(fd, libc::F_GETLK, &mut fl);
+                libc::_exit(if rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short {
+                    0
+                } else {
+                    1
+                });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: waiting for the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+
+    #[test]
+    fn opening_another_store_keeps_the_first_ones_locks() {
+        let dir = TempDir::new();
+        let agent = Store::open(dir.path()).unwrap();
+        agent
+            .upsert(&entry(ListKind::Block, "192.0.2.1/32", None, 1))
+            .unwrap();
+        // In WAL mode a connection holds a shared lock on the file for as long as it is open;
+        // that lock is what stops another process from deleting the WAL under it.
+        assert!(locked_for_others(&agent.path()));
+        // What every API request and CLI helper in the agent process did: open and drop a
+        // store of its own. It must not open the file outside SQLite, or the close drops the
+        // agent's locks.
+        drop(Store::open(dir.path()).unwrap());
+        assert!(
+            locked_for_others(&agent.path()),
+            "opening a second store released the first one's locks"
+        );
+        assert!(Store::open(dir.path()).unwrap().path().exists());
+    }
+
+    /// Makes the schema of the database at `path` unreadable through a connection of its own,
+    /// as damage on disk would, and tells every other connection the schema changed.
+    fn damage_schema(path: &Path) {
+        let evil = Connection::open(path).unwrap();
+        let v: i64 = evil
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .unwrap();
+        evil.execute_batch(&format!(
+            "PRAGMA writable_schema = ON;
+             UPDATE sqlite_schema SET sql = 'CREATE TABLE list_entries (' WHERE name = 'list_entries';
+             PRAGMA schema_version = {};",
+            v + 1
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_resilient_store_falls_back_to_memory_and_recovers_with_what_it_decided() {
+        let dir = TempDir::new();
+        let store = Store::open_resilient(dir.path()).unwrap();
+        let before = entry(ListKind::Block, "192.0.2.1/32", None, 1);
+        store.upsert(&before).unwrap();
+        assert_eq!(store.degraded(), None);
+
+        damage_schema(&store.path());
+        // The plain store the CLI uses fails on the damaged file...
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        // ...while the agent's goes on in memory, says why, and keeps what it decides.
+        let during = entry(ListKind::Block, "192.0.2.2/32", None, 2);
+        store.upsert(&during).unwrap();
+        store.record_offense(&during.net.addr(), 2).unwrap();
+        let why = store.degraded().expect("degraded");
+        assert!(why.contains("corrupt"), "{why}");
+        assert_eq!(store.path(), Path::new(":memory:"));
+        assert_eq!(store.list(None).unwrap(), vec![during.clone()]);
+        // Still damaged: no recovery.
+        assert!(store.try_recover().is_err());
+        assert!(store.degraded().is_some());
+
+        // The operator moves the damaged file away: the store comes back to a new file, with
+        // what was decided in memory meanwhile.
+        let db = dir.path().join(DB_FILE_NAME);
+        fs::rename(&db, dir.path().join("astra.db.bad")).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let _ = fs::remove_file(dir.path().join(format!("{DB_FILE_NAME}{suffix}")));
+        }
+        assert!(store.try_recover().unwrap());
+        assert_eq!(store.degraded(), None);
+        assert_eq!(store.path(), db);
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(reopened.list(None).unwrap(), vec![during.clone()]);
+        assert_eq!(reopened.offenses(&during.net.addr()).unwrap(), 1);
+        // And later writes go to the file again.
+        store.upsert(&before).unwrap();
+        assert_eq!(reopened.count(ListKind::Block).unwrap(), 2);
+        assert!(!store.try_recover().unwrap());
+    }
+
+    #[test]
+    fn a_plain_store_reports_damage_instead_of_falling_back() {
+        let dir = TempDir::new();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .upsert(&entry(ListKind::Block, "192.0.2.1/32", None, 1))
+            .unwrap();
+        damage_schema(&store.path());
+        let err = store.list(None).unwrap_err();
+        assert!(err.is_unusable(), "{err}");
+        assert_eq!(store.degraded(), None);
+        assert!(!store.try_recover().unwrap());
+    }
+
+    #[test]
+    fn a_symlink_at_the_database_path_is_refused() {
+        let dir = TempDir::new();
+        let elsewhere = dir.path().join("elsewhere.db");
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join(DB_FILE_NAME)).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(err.is_user_error(), "{err}");
+        assert!(err.to_string().contains("symbolic links"), "{err}");
+        assert!(!elsewhere.exists());
     }
 
     #[test]

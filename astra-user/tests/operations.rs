@@ -421,3 +421,206 @@ fn restart_with_programs_kept_lets_no_blocked_packet_through() {
     assert!(out.contains("detached xdp-"), "{out}");
     assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
 }
+
+fn polls_failed(agent: &Agent) -> f64 {
+    common::sample(&agent.metrics(), "astra_polls_total{result=\"error\"}").unwrap_or(0.0)
+}
+
+fn integrity(db: &std::path::Path) -> String {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The database of a running agent survives the CLI and the API used side by side: the
+/// reported sequence (an API read, a CLI block, an API block, a CLI block) first, then a
+/// minute of CLI and API writers and readers at once. Nothing is lost, no poll fails, and the
+/// file passes integrity_check. (Every API request used to open the file outside SQLite,
+/// which dropped the agent's locks, and the next CLI command deleted the WAL under it.)
+#[test]
+fn store_survives_cli_and_api_side_by_side() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    let token = cli_ok(pin.path(), state.path(), &["token", "show"])
+        .trim()
+        .to_owned();
+    let post = |net: &str| {
+        let body = format!(r#"{{"net": "{net}", "reason": "api"}}"#);
+        let (code, resp) = agent.api("POST", "/api/v1/blocklist", Some(&token), Some(&body));
+        assert_eq!(code, 201, "POST {net}: {resp}\n{}", agent.log());
+    };
+
+    assert_eq!(agent.api("GET", "/api/v1/status", None, None).0, 200);
+    cli_ok(pin.path(), state.path(), &["block", "198.18.210.1"]);
+    post("198.18.210.2");
+    cli_ok(pin.path(), state.path(), &["block", "198.18.210.3"]);
+    agent.settle();
+    assert_eq!(polls_failed(&agent), 0.0, "{}", agent.log());
+    assert_eq!(blocked(pin.path(), state.path()).len(), 3);
+
+    let secs: u64 = std::env::var("ASTRA_STRESS_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    let until = Instant::now() + Duration::from_secs(secs);
+    let mut expected: Vec<String> = ["198.18.210.1", "198.18.210.2", "198.18.210.3"]
+        .map(|a| format!("{a}/32"))
+        .to_vec();
+    std::thread::scope(|s| {
+        // CLI writer: block, and unblock every third address again.
+        let cli_writer = s.spawn(|| {
+            let mut kept = Vec::new();
+            for i in 0u32.. {
+                if Instant::now() >= until {
+                    break;
+                }
+                let a = format!("198.18.{}.{}", 211 + i / 250, 1 + i % 250);
+                cli_ok(pin.path(), state.path(), &["block", &a, "--reason", "cli"]);
+                if i % 3 == 2 {
+                    cli_ok(pin.path(), state.path(), &["unblock", &a]);
+                } else {
+                    kept.push(format!("{a}/32"));
+                }
+            }
+            kept
+        });
+        // API writer: the same through the API.
+        let api_writer = s.spawn(|| {
+            let mut kept = Vec::new();
+            for i in 0u32.. {
+                if Instant::now() >= until {
+                    break;
+                }
+                let a = format!("198.18.{}.{}", 221 + i / 250, 1 + i % 250);
+                post(&a);
+                if i % 3 == 2 {
+                    let path = format!("/api/v1/blocklist/{a}");
+                    let (code, resp) = agent.api("DELETE", &path, Some(&token), None);
+                    assert_eq!(code, 204, "DELETE {a}: {resp}");
+                } else {
+                    kept.push(format!("{a}/32"));
+                }
+            }
+            kept
+        });
+        // Readers of every kind, CLI and API.
+        for _ in 0..2 {
+            s.spawn(|| {
+                while Instant::now() < until {
+                    for path in [
+                        "/api/v1/status",
+                        "/api/v1/blocklist",
+                        "/api/v1/alerts",
+                        "/api/v1/incidents",
+                    ] {
+                        let (code, body) = agent.api("GET", path, None, None);
+                        assert_eq!(code, 200, "GET {path}: {body}\n{}", agent.log());
+                    }
+                    cli_ok(pin.path(), state.path(), &["status"]);
+                    cli_ok(pin.path(), state.path(), &["list", "--json"]);
+                    cli_ok(pin.path(), state.path(), &["alerts"]);
+                }
+            });
+        }
+        expected.extend(cli_writer.join().unwrap());
+        expected.extend(api_writer.join().unwrap());
+    });
+    agent.settle();
+    assert_eq!(polls_failed(&agent), 0.0, "{}", agent.log());
+    assert!(!agent.log().contains("malformed"), "{}", agent.log());
+    assert_eq!(agent_status(state.path())["store_error"], Value::Null);
+    assert_eq!(agent.stop().code(), Some(0));
+
+    assert_eq!(integrity(&state.path().join("astra.db")), "ok");
+    let mut got = blocked(pin.path(), state.path());
+    got.sort();
+    expected.sort();
+    assert!(expected.len() > 30, "too little happened: {expected:?}");
+    assert_eq!(got, expected);
+}
+
+/// A database damaged while the agent runs: the agent falls back to memory (detection, blocks
+/// and the API go on), says so in status and metrics, and moves back to the file once the
+/// operator moves the damaged one away, keeping what it decided meanwhile.
+#[test]
+fn store_damaged_while_running_falls_back_and_recovers() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    let token = cli_ok(pin.path(), state.path(), &["token", "show"])
+        .trim()
+        .to_owned();
+    cli_ok(pin.path(), state.path(), &["block", "198.18.230.1"]);
+    let durable = |agent: &Agent| common::sample(&agent.metrics(), "astra_store_durable");
+    assert_eq!(durable(&agent), Some(1.0));
+
+    // Damage as a disk would: the schema becomes unreadable, and every connection hears of it.
+    let db = state.path().join("astra.db");
+    {
+        let evil = rusqlite::Connection::open(&db).unwrap();
+        let v: i64 = evil
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .unwrap();
+        evil.execute_batch(&format!(
+            "PRAGMA writable_schema = ON;
+             UPDATE sqlite_schema SET sql = 'CREATE TABLE list_entries (' WHERE name = 'list_entries';
+             PRAGMA schema_version = {};",
+            v + 1
+        ))
+        .unwrap();
+    }
+    wait_for("the fall-back", || durable(&agent) == Some(0.0), &agent);
+    let st = agent_status(state.path());
+    assert!(
+        st["store_error"].as_str().unwrap().contains("corrupt"),
+        "{st}"
+    );
+    let api_status = json(&agent.api("GET", "/api/v1/status", None, None).1);
+    assert!(api_status["store_error"].is_string(), "{api_status}");
+    // Polls go on, and so do blocks through the API (in memory and in the kernel).
+    agent.settle();
+    let failed = polls_failed(&agent);
+    let a = lab.a_v4();
+    let body = format!(r#"{{"net": "{a}", "reason": "while degraded"}}"#);
+    let (code, resp) = agent.api("POST", "/api/v1/blocklist", Some(&token), Some(&body));
+    assert_eq!(code, 201, "{resp}");
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+    agent.settle();
+    assert_eq!(polls_failed(&agent), failed, "{}", agent.log());
+
+    // The operator moves the damaged file away: the agent comes back to a new file with the
+    // block it took meanwhile.
+    std::fs::rename(&db, state.path().join("astra.db.bad")).unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(state.path().join(format!("astra.db{suffix}")));
+    }
+    wait_for("the recovery", || durable(&agent) == Some(1.0), &agent);
+    assert!(
+        agent.log().contains("state store usable again"),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(agent_status(state.path())["store_error"], Value::Null);
+    // Both blocks are in the file: the one taken meanwhile, and the one the damaged file had
+    // lost, which the in-memory store took over from the kernel.
+    let mut got = blocked(pin.path(), state.path());
+    got.sort();
+    let mut want = vec!["198.18.230.1/32".to_owned(), format!("{a}/32")];
+    want.sort();
+    assert_eq!(got, want);
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM list_entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 2);
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+    agent.stop();
+    assert_eq!(integrity(&db), "ok");
+}

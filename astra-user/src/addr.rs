@@ -21,6 +21,38 @@ fn invalid(msg: impl Into<String>) -> AddrError {
     AddrError::Invalid(msg.into())
 }
 
+/// Longer than any address with a prefix length (an IPv6 address with an embedded IPv4 one and
+/// /128 is 49 characters) or any TTL anyone types.
+const MAX_TEXT: usize = 64;
+
+/// Refuses input that cannot be an address or TTL before any message quotes it: too long (a
+/// 10 MB feed line used to come back as a 20 MB error) or holding control characters.
+fn refuse_odd_text(input: &str, what: &str, examples: &str) -> Result<(), AddrError> {
+    if input.len() > MAX_TEXT || input.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "invalid {what} '{}': {examples}",
+            crate::text::excerpt(input)
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a block or allow entry covering every address of a family (`0.0.0.0/0`, `::/0`)
+/// unless `force`: blocking one cuts the host off, allowing one turns every block off.
+pub fn check_not_everything(net: &IpNet, blocking: bool, force: bool) -> Result<(), AddrError> {
+    if net.prefix_len() != 0 || force {
+        return Ok(());
+    }
+    let what = if blocking {
+        "blocking it cuts this host off from every peer"
+    } else {
+        "allowing it turns every block off"
+    };
+    Err(invalid(format!(
+        "{net} covers every address: {what}; pass --force (the API: \"force\": true) if that is what you mean"
+    )))
+}
+
 const NET_EXAMPLES: &str = "use e.g. 192.0.2.1, 192.0.2.0/24 or 2001:db8::/32";
 
 /// Parses `ADDR` (a single host: /32 or /128) or `ADDR/LEN`, IPv4 or IPv6.
@@ -34,6 +66,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, AddrError> {
     if input.is_empty() {
         return Err(invalid(format!("empty address: {NET_EXAMPLES}")));
     }
+    refuse_odd_text(input, "address", NET_EXAMPLES)?;
 
     let (addr_text, len_text) = match input.split_once('/') {
         Some((a, l)) => (a, Some(l)),
@@ -132,6 +165,7 @@ pub fn parse_ttl(s: &str) -> Result<Duration, AddrError> {
     if input.is_empty() {
         return Err(invalid(format!("empty TTL: {TTL_EXAMPLES}")));
     }
+    refuse_odd_text(input, "TTL", TTL_EXAMPLES)?;
     if input == "0"
         || input.eq_ignore_ascii_case("permanent")
         || input.eq_ignore_ascii_case("forever")

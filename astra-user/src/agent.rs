@@ -23,7 +23,7 @@ use crate::{
     events::{DEFAULT_EVENTS_FILE, now_ms},
     feeds::FeedSync,
     flowtable::FlowTable,
-    loader::{AttachedMode, Dataplane, XdpModeArg, ifindex},
+    loader::{AttachedMode, Dataplane, LinkWatch, XdpModeArg, ifindex},
     maps::PinnedMaps,
     metrics::Metrics,
     model::ModelStatus,
@@ -66,7 +66,38 @@ pub struct AgentConfig {
     pub argv: Vec<std::ffi::OsString>,
 }
 
+/// The largest `--flow-capacity`: 16M flows, about 2 GiB of kernel memory for the table (and
+/// what the agent mirrors of it). Beyond this the kernel's refusal to create the map says less.
+pub const MAX_FLOW_CAPACITY: u32 = 1 << 24;
+
 impl AgentConfig {
+    /// The one check of a configuration, for `astra run`, SIGHUP reloads and `astra config
+    /// check` alike (a reload used to accept `poll_interval = "0s"` and spin a core).
+    pub fn validate(&self) -> Result<()> {
+        let nonzero = [
+            ("poll_interval", self.poll_interval),
+            ("idle_timeout", self.idle_timeout),
+            ("active_timeout", self.active_timeout),
+            ("feed_every", self.feed_every),
+            ("history_max_age", self.history_max_age),
+        ];
+        for (key, d) in nonzero {
+            if d.is_zero() {
+                return Err(Error::Usage(format!("{key} must be greater than 0")));
+            }
+        }
+        if !(1..=MAX_FLOW_CAPACITY).contains(&self.flow_capacity) {
+            return Err(Error::Usage(format!(
+                "flow_capacity {} is out of range: 1 to {MAX_FLOW_CAPACITY}",
+                self.flow_capacity
+            )));
+        }
+        if self.ifaces.is_empty() {
+            return Err(Error::Usage("astra run needs at least one --iface".into()));
+        }
+        self.detect.validate()
+    }
+
     pub fn events_path(&self) -> PathBuf {
         self.events
             .clone()
@@ -113,8 +144,10 @@ pub const STATUS_FILE: &str = "agent.json";
 
 impl AgentStatus {
     pub fn read(state_dir: &Path) -> Option<AgentStatus> {
-        let text = std::fs::read_to_string(state_dir.join(STATUS_FILE)).ok()?;
-        serde_json::from_str(&text).ok()
+        let path = state_dir.join(STATUS_FILE);
+        let text =
+            crate::limits::read_capped(&path, crate::limits::SMALL_FILE, "status file").ok()?;
+        serde_json::from_slice(&text).ok()
     }
 
     /// Whether the recorded agent process still runs.
@@ -141,14 +174,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     for iface in &cfg.ifaces {
         ifindex(iface)?;
     }
-    if cfg.ifaces.is_empty() {
-        return Err(Error::Usage("astra run needs at least one --iface".into()));
-    }
-    if cfg.poll_interval.is_zero() {
-        return Err(Error::Usage(
-            "--poll-interval must be greater than 0".into(),
-        ));
-    }
+    cfg.validate()?;
     // A damaged database must not take enforcement down with it, at start or later: the
     // pinned maps keep their entries, the agent keeps detecting and blocking on an in-memory
     // store, status and metrics say decisions are not durable, and the poll loop moves back to
@@ -164,6 +190,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.api_addr)))?;
     crate::token::ensure(&cfg.state_dir)?;
 
+    crate::loader::ensure_pin_dir(&cfg.pin_dir)?;
+    // Held until the programs are detached or handed over at exit, below.
+    let pin_lock = crate::loader::PinDirLock::acquire(&cfg.pin_dir)?;
     let mut dataplane = Dataplane::load(&cfg.pin_dir, cfg.flow_capacity)?;
     let maps = PinnedMaps::open(&cfg.pin_dir)?
         .ok_or_else(|| Error::Layout("maps were not pinned after loading".into()))?;
@@ -199,6 +228,13 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         }
     }
 
+    let watch = match dataplane.watch() {
+        Ok(w) => w,
+        Err(e) => {
+            dataplane.detach_all();
+            return Err(e);
+        }
+    };
     let metrics = Arc::new(Mutex::new(Metrics::new()));
     let registry = {
         let m = metrics.lock().expect("metrics lock");
@@ -249,25 +285,23 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
     status.write(&cfg.state_dir)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let reloaded: Arc<Mutex<Option<AgentConfig>>> = Arc::default();
+    let control = Arc::new(Control::default());
     let poller = {
-        let stop = stop.clone();
+        let control = control.clone();
         let cfg = cfg.clone();
         let metrics = metrics.clone();
         let mut status = status.clone();
-        let reloaded = reloaded.clone();
         std::thread::Builder::new()
             .name("astra-poll".into())
             .spawn(move || {
                 poll_loop(
                     cfg,
+                    &watch,
                     &mut lists,
                     engine,
                     &metrics,
                     &mut status,
-                    &stop,
-                    &reloaded,
+                    &control,
                 )
             })
             .map_err(|e| Error::io("poll thread", e))?
@@ -278,7 +312,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         match tokio::task::spawn_blocking(move || crate::cli::reload_config(&argv)).await {
             Ok(Ok(new)) => {
                 info!("SIGHUP: configuration re-read");
-                *reloaded.lock().expect("reload lock") = Some(new);
+                *control.reloaded.lock().expect("reload lock") = Some(new);
             }
             Ok(Err(e)) => {
                 warn!(error = %e, "SIGHUP: configuration rejected; the running one stays in force");
@@ -287,7 +321,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         }
     }
     info!("stopping");
-    stop.store(true, Ordering::SeqCst);
+    control.stop.store(true, Ordering::SeqCst);
     // The poll thread hands back its configuration, which a SIGHUP may have changed.
     let on_exit = match tokio::task::spawn_blocking(move || poller.join()).await {
         Ok(Ok(final_cfg)) => final_cfg.on_exit,
@@ -303,9 +337,17 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
              them over (`astra detach` removes them)"
         ),
     }
+    drop(pin_lock);
     status.running = false;
     status.write(&cfg.state_dir)?;
     Ok(())
+}
+
+/// What the signal handler tells the poll thread: stop, or take this reloaded configuration.
+#[derive(Default)]
+struct Control {
+    stop: AtomicBool,
+    reloaded: Mutex<Option<AgentConfig>>,
 }
 
 enum Signal {
@@ -459,13 +501,14 @@ fn prune_history(cfg: &AgentConfig, lists: &Lists, engine: &Engine, metrics: &Mu
 
 fn poll_loop(
     mut cfg: AgentConfig,
+    watch: &LinkWatch,
     lists: &mut Lists,
     mut engine: Engine,
     metrics: &Mutex<Metrics>,
     status: &mut AgentStatus,
-    stop: &AtomicBool,
-    reloaded: &Mutex<Option<AgentConfig>>,
+    control: &Control,
 ) -> AgentConfig {
+    let Control { stop, reloaded } = control;
     let mut table = FlowTable::with_capacity(
         cfg.idle_timeout,
         cfg.active_timeout,
@@ -484,6 +527,7 @@ fn poll_loop(
         feeds.sync_if_due(cfg.feed_every, lists);
         if n.is_multiple_of(LIST_SCAN_EVERY) {
             recover_store(lists);
+            notice_detached(watch, status, metrics);
         }
         let t0 = Instant::now();
         match poll_once(
@@ -543,6 +587,27 @@ fn poll_loop(
         }
     }
     cfg
+}
+
+/// Says so, once per interface, when the agent's programs were detached under it (by
+/// `astra detach` from another shell, bpftool, `ip link set dev IF xdp off`): status shows the
+/// interface as detached, /readyz fails and `astra_interface_attached` drops to 0.
+fn notice_detached(watch: &LinkWatch, status: &mut AgentStatus, metrics: &Mutex<Metrics>) {
+    let detached = watch.detached();
+    for i in &mut status.interfaces {
+        if i.mode != AttachedMode::Detached && detached.contains(&i.iface) {
+            error!(
+                iface = %i.iface,
+                "the agent's programs were detached from this interface by someone else: \
+                 nothing is filtered or counted there until the agent restarts"
+            );
+            i.mode = AttachedMode::Detached;
+            metrics
+                .lock()
+                .expect("metrics lock")
+                .set_attached(&i.iface, false);
+        }
+    }
 }
 
 /// While the store runs in memory, tries its file again; once it is back, what it holds goes

@@ -27,6 +27,7 @@ use crate::{
     blocklist::Lists,
     error::Error,
     events::now_ms,
+    loader::AttachedMode,
     maps::PinnedMaps,
     store::{EntrySource, ListKind, Store, now_unix},
 };
@@ -180,6 +181,21 @@ async fn readyz(State(st): State<ApiState>) -> Response {
     let why = match &status {
         None => Some("no agent status yet".to_string()),
         Some(s) if !s.running => Some("agent is stopping".into()),
+        Some(s)
+            if s.interfaces
+                .iter()
+                .any(|i| i.mode == AttachedMode::Detached) =>
+        {
+            Some(format!(
+                "programs detached from {}",
+                s.interfaces
+                    .iter()
+                    .filter(|i| i.mode == AttachedMode::Detached)
+                    .map(|i| i.iface.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        }
         Some(s) => match s.last_poll_at {
             None => Some("no poll yet".into()),
             Some(t) if now_unix().saturating_sub(t) > fresh => {
@@ -285,6 +301,9 @@ struct AddRequest {
     ttl: Option<String>,
     #[serde(default)]
     reason: String,
+    /// Needed for 0.0.0.0/0 and ::/0.
+    #[serde(default)]
+    force: bool,
 }
 
 async fn add(st: ApiState, headers: HeaderMap, body: Bytes, kind: ListKind) -> ApiResult {
@@ -292,6 +311,9 @@ async fn add(st: ApiState, headers: HeaderMap, body: Bytes, kind: ListKind) -> A
     let req: AddRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
     let net = parse_net(&req.net).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    crate::addr::check_not_everything(&net, kind == ListKind::Block, req.force)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    crate::limits::check_reason(&req.reason)?;
     let ttl = match (&req.ttl, kind) {
         (None, _) => None,
         (Some(_), ListKind::Allow) => {
@@ -378,8 +400,9 @@ pub fn openapi() -> Value {
     ]);
     let list_ops = |which: &str, ttl: bool| {
         let mut props = json!({
-            "net": {"type": "string", "description": "address or prefix, e.g. 198.18.0.7 or 198.18.0.0/24"},
-            "reason": {"type": "string"}
+            "net": {"type": "string", "maxLength": 64, "description": "address or prefix, e.g. 198.18.0.7 or 198.18.0.0/24"},
+            "reason": {"type": "string", "maxLength": crate::limits::REASON_CHARS},
+            "force": {"type": "boolean", "description": "needed for 0.0.0.0/0 and ::/0"}
         });
         if ttl {
             props["ttl"] = json!({"type": "string", "description": "e.g. 10m, 2h; absent or 'permanent' = no expiry"});

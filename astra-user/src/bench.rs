@@ -1071,6 +1071,14 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
         ("forest", forest),
         ("latency", detection_latency),
     ];
+    if let Some(bad) = only.iter().find(|o| !steps.iter().any(|(k, _)| k == o)) {
+        let known: Vec<&str> = steps.iter().map(|(k, _)| *k).collect();
+        return Err(Error::Usage(format!(
+            "--only {}: no such benchmark group (groups: {})",
+            crate::text::excerpt(bad),
+            known.join(", ")
+        )));
+    }
     let bar = indicatif::ProgressBar::new(steps.iter().filter(|(k, _)| want(k)).count() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("[{pos}/{len}] {msg}").expect("static template"),

@@ -45,7 +45,9 @@ fn kernel_expiry(expires_at: Option<u64>, now_unix: u64, now_mono: u64) -> u64 {
     match expires_at {
         None => 0,
         Some(t) if t <= now_unix => 1,
-        Some(t) => now_mono + (t - now_unix) * 1_000_000_000,
+        // Saturating: an expiry centuries away (an import may carry one) must not wrap into
+        // the past or panic.
+        Some(t) => now_mono.saturating_add((t - now_unix).saturating_mul(1_000_000_000)),
     }
 }
 
@@ -666,6 +668,7 @@ mod tests {
         assert_eq!(kernel_expiry(Some(50), 100, 5), 1);
         assert_eq!(kernel_expiry(Some(100), 100, 5), 1);
         assert_eq!(kernel_expiry(Some(103), 100, 5), 5 + 3_000_000_000);
+        assert_eq!(kernel_expiry(Some(u64::MAX), 100, 5), u64::MAX);
     }
 
     #[test]

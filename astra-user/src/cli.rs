@@ -18,7 +18,7 @@ use crate::{
     detect::Alert,
     engine::DetectConfig,
     error::{Error, Result},
-    events::{now_ms, read_alerts},
+    events::now_ms,
     flowtable::{BiFlow, pair_flows, proto_name},
     loader::{self, XdpModeArg},
     maps::PinnedMaps,
@@ -68,9 +68,12 @@ pub enum Command {
         /// How long the block lasts (e.g. 30s, 10m, 2h); omit or 'permanent' for no expiry.
         #[arg(long, value_parser = parse_ttl, value_name = "DUR")]
         ttl: Option<Duration>,
-        /// Why the block was placed, shown by `astra list`.
+        /// Why the block was placed, shown by `astra list` (at most 512 characters).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Allow 0.0.0.0/0 or ::/0, which cuts this host off from every peer.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -88,8 +91,12 @@ pub enum Command {
         /// Remove the allowlist entry instead of adding it.
         #[arg(long)]
         remove: bool,
+        /// Why the entry exists, shown by `astra list` (at most 512 characters).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Allow 0.0.0.0/0 or ::/0, which turns every block off.
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -338,10 +345,20 @@ pub fn run(cli: Cli) -> Result<()> {
         argv,
         ..
     } = cli;
+    if matches!(
+        command,
+        Command::Block { .. }
+            | Command::Unblock { .. }
+            | Command::Allow { .. }
+            | Command::List { .. }
+            | Command::Blocklist(_)
+    ) {
+        check_agent_pin_dir(&pin_dir, &state_dir)?;
+    }
     match command {
         Command::Run(_) => unreachable!("handled above"),
         Command::Config(ConfigCommand::Check { json }) => config_check(&argv, json),
-        Command::Detach => detach(&pin_dir, &state_dir),
+        Command::Detach => detach(&pin_dir),
         Command::Token(t) => {
             let token = match t {
                 TokenCommand::Show => crate::token::ensure(&state_dir)?,
@@ -354,8 +371,11 @@ pub fn run(cli: Cli) -> Result<()> {
             net,
             ttl,
             reason,
+            force,
             json,
         } => {
+            crate::addr::check_not_everything(&net, true, force)?;
+            crate::limits::check_reason(&reason)?;
             let ttl = ttl.filter(|d| !d.is_zero());
             let mut lists = Lists::open(&state_dir, &pin_dir)?;
             let (entry, enf) =
@@ -379,8 +399,13 @@ pub fn run(cli: Cli) -> Result<()> {
             net,
             remove,
             reason,
+            force,
             json,
         } => {
+            if !remove {
+                crate::addr::check_not_everything(&net, false, force)?;
+                crate::limits::check_reason(&reason)?;
+            }
             let mut lists = Lists::open(&state_dir, &pin_dir)?;
             if remove {
                 if !lists.remove(ListKind::Allow, &net)? {
@@ -508,7 +533,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
     if a.dry_run {
         detect.policy.dry_run = true;
     }
-    Ok(AgentConfig {
+    let cfg = AgentConfig {
         config_file: cli.config_file,
         pin_dir: cli.pin_dir,
         state_dir: cli.state_dir,
@@ -532,7 +557,9 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         on_exit: a.on_exit,
         detect,
         argv: cli.argv,
-    })
+    };
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// Re-reads the command line and configuration file the agent started with.
@@ -645,7 +672,7 @@ fn fmt_secs(s: u64) -> String {
 }
 
 fn fmt_time(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+    crate::events::rfc3339_seconds(unix)
 }
 
 fn print_list(rows: &[ListRow]) {
@@ -664,7 +691,8 @@ fn print_list(rows: &[ListRow]) {
             if r.reason.is_empty() {
                 "-".into()
             } else {
-                r.reason.clone()
+                // Feed comments are kept as they came; a terminal must not run them.
+                crate::text::escape_controls(&r.reason).into_owned()
             },
             r.source.to_string(),
             r.hits.to_string(),
@@ -824,6 +852,12 @@ struct ModelShow {
 fn model_command(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
     use crate::model::{MODEL_FILE, ModelConfig, ModelFile, TRAINING_FILE, read_rows, train};
     let path = state_dir.join(MODEL_FILE);
+    if state_dir.exists() && !state_dir.is_dir() {
+        return Err(Error::io(
+            state_dir,
+            std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        ));
+    }
     match cmd {
         ModelCommand::Status { json } => {
             let saved = path.exists().then(|| ModelFile::read(&path)).transpose()?;
@@ -934,8 +968,8 @@ fn model_command(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
             Ok(())
         }
         ModelCommand::ImportSklearn { file } => {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+            let text =
+                crate::limits::read_text_capped(&file, crate::limits::MODEL_FILE, "model file")?;
             let forest = crate::forest::IsolationForest::from_sklearn_json(&text)
                 .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
             crate::model::check_features(&forest, &file)?;
@@ -973,7 +1007,30 @@ fn alerts(
 ) -> Result<()> {
     let (alerts, from) = match events {
         Some(path) => {
-            let mut a = read_alerts(&path, since_ms(since))?;
+            // Asked for by name: a missing or non-event file is an error, not "no alerts".
+            if !path.is_file() {
+                return Err(Error::Usage(format!(
+                    "{}: no such event log (a file the agent's --events writes)",
+                    path.display()
+                )));
+            }
+            let scan = crate::events::scan_alerts(&path, since_ms(since))?;
+            if scan.lines > 0 && scan.garbage == scan.lines {
+                return Err(Error::Usage(format!(
+                    "{}: none of its {} lines is EVE JSON: not an event log",
+                    path.display(),
+                    scan.lines
+                )));
+            }
+            if scan.garbage > 0 {
+                eprintln!(
+                    "astra: warning: {} of {} lines in {} are not JSON and were skipped",
+                    scan.garbage,
+                    scan.lines,
+                    path.display()
+                );
+            }
+            let mut a = scan.alerts;
             a.drain(..a.len().saturating_sub(limit));
             (a, path.display().to_string())
         }
@@ -1224,20 +1281,56 @@ fn incidents(
             fmt_time(r.timestamp_ms / 1000),
             r.id.clone(),
             r.source.clone().unwrap_or_default(),
-            r.summary.clone(),
+            crate::text::escape_controls(&r.summary).into_owned(),
         ]);
     }
     println!("{t}");
     Ok(())
 }
 
-fn detach(pin_dir: &Path, state_dir: &Path) -> Result<()> {
-    if let Some(s) = AgentStatus::read(state_dir).filter(AgentStatus::alive) {
-        return Err(Error::Usage(format!(
-            "the agent (pid {}) is running and owns the programs: stop it instead",
-            s.pid
-        )));
+/// Refuses a list command whose pin dir is not the one the state dir's running agent uses: the
+/// change would be stored but never reach the kernel maps the agent enforces (a mistyped
+/// `--pin-dir` used to be reported as "stored; applies at start").
+fn check_agent_pin_dir(pin_dir: &Path, state_dir: &Path) -> Result<()> {
+    let Some(agent) = AgentStatus::read(state_dir).filter(AgentStatus::alive) else {
+        return Ok(());
+    };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(&agent.pin_dir, pin_dir) {
+        return Ok(());
     }
+    Err(Error::Usage(format!(
+        "the agent (pid {}) using state dir {} runs with --pin-dir {}, not {}: pass its pin dir",
+        agent.pid,
+        state_dir.display(),
+        agent.pin_dir.display(),
+        pin_dir.display()
+    )))
+}
+
+fn detach(pin_dir: &Path) -> Result<()> {
+    if !pin_dir.exists() {
+        println!("nothing attached under {}", pin_dir.display());
+        return Ok(());
+    }
+    if !pin_dir.is_dir() {
+        return Err(Error::io(
+            pin_dir,
+            std::io::Error::from_raw_os_error(libc::ENOTDIR),
+        ));
+    }
+    // By the pin dir's own lock, not the state dir's status file: an agent given another state
+    // dir owns these programs just the same. Held while detaching, so no agent starts midway.
+    let Some(_lock) = loader::PinDirLock::try_acquire(pin_dir)? else {
+        return Err(Error::Usage(format!(
+            "an astra agent{} is running with the programs pinned in {}: stop it instead (it detaches them on exit unless run with --on-exit keep)",
+            loader::holder_text(pin_dir),
+            pin_dir.display()
+        )));
+    };
     let dir = pin_dir.join("links");
     let mut names: Vec<_> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd.flatten().map(|e| e.path()).collect(),

@@ -126,7 +126,7 @@ struct Merged {
 }
 
 fn merge(cmd: &clap::Command, m: &ArgMatches, file: &Path) -> Result<Merged> {
-    let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+    let text = crate::limits::read_text_capped(file, crate::limits::CONFIG_FILE, "config file")?;
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         Error::Usage(format!("{}: {}", file.display(), one_line(&e.to_string())))
     })?;
@@ -316,6 +316,38 @@ mod tests {
         assert_eq!(cli.state_dir, PathBuf::from("/tmp/y"));
         let cli = parse(&argv(&f, &["list"])).unwrap();
         assert_eq!(cli.state_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn start_reload_and_check_refuse_the_same_values() {
+        for (text, key) in [
+            (
+                "poll_interval = \"0s\"\n",
+                "poll_interval must be greater than 0",
+            ),
+            ("flow_capacity = 0\n", "flow_capacity 0 is out of range"),
+            (
+                "flow_capacity = 4294967295\n",
+                "flow_capacity 4294967295 is out of range",
+            ),
+            (
+                "idle_timeout = \"0s\"\n",
+                "idle_timeout must be greater than 0",
+            ),
+            ("feed_every = \"0s\"\n", "feed_every must be greater than 0"),
+        ] {
+            let f = file(&format!("iface = [\"lo\"]\n{text}"));
+            // `astra run` and a SIGHUP reload both build the configuration here...
+            let e = crate::cli::reload_config(&argv(&f, &["run"])).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+            assert_eq!(e.exit_code(), 2);
+            // ...and `astra config check` reads the same line as if it said `run`.
+            let check = as_run(&argv(&f, &["config", "check"])).unwrap();
+            let e = crate::cli::reload_config(&check).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        let f = file("iface = [\"lo\"]\npoll_interval = \"500ms\"\n");
+        assert!(crate::cli::reload_config(&argv(&f, &["run"])).is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! alert is kept under `astra` so `astra alerts` can read it back without loss.
 use std::{
     fs::{File, OpenOptions},
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::IpAddr,
     path::{Path, PathBuf},
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -27,9 +27,23 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z). humantime panics beyond it,
+/// and `UNIX_EPOCH + d` does near u64::MAX, so later stamps (a hand-edited model or a hostile
+/// import) are clamped to it.
+const MAX_RFC3339_S: u64 = 253_402_300_799;
+
+fn clamped(unix_ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(unix_ms.min(MAX_RFC3339_S * 1000))
+}
+
 /// RFC 3339 with microseconds, as EVE writes it.
 pub fn eve_time(ms: u64) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    humantime::format_rfc3339_micros(clamped(ms)).to_string()
+}
+
+/// RFC 3339 to the second, for tables; clamped like [`eve_time`].
+pub fn rfc3339_seconds(unix_s: u64) -> String {
+    humantime::format_rfc3339_seconds(clamped(unix_s.saturating_mul(1000))).to_string()
 }
 
 fn suricata_severity(s: Severity) -> u8 {
@@ -169,27 +183,66 @@ struct Line {
 }
 
 /// Alerts logged at or after `since_ms`, oldest first. Lines that are not alerts, or not ours,
-/// are skipped; a torn last line (the agent was killed mid-write) is ignored.
+/// are skipped; a torn last line (the agent was killed mid-write) is ignored. A missing log
+/// holds no alerts.
 pub fn read_alerts(path: &Path, since_ms: u64) -> Result<Vec<Alert>> {
+    Ok(scan_alerts(path, since_ms)?.alerts)
+}
+
+/// What [`scan_alerts`] found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub alerts: Vec<Alert>,
+    /// Lines read, and how many of them were not JSON at all.
+    pub lines: usize,
+    pub garbage: usize,
+}
+
+/// [`read_alerts`], also counting the lines that were not JSON, so the CLI can tell a file
+/// that is no event log from one without alerts. A line longer than
+/// [`crate::limits::EVE_LINE`] means the file is no event log (`/dev/zero` is one endless
+/// line): an error, after reading at most that much of it.
+pub fn scan_alerts(path: &Path, since_ms: u64) -> Result<Scan> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Scan::default()),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let mut out = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(|e| Error::io(path, e))?;
-        let Ok(l) = serde_json::from_str::<Line>(&line) else {
+    let cap = crate::limits::EVE_LINE;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut scan = Scan::default();
+    loop {
+        line.clear();
+        let n = (&mut reader)
+            .take(cap + 1)
+            .read_until(b'\n', &mut line)
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        scan.lines += 1;
+        if n as u64 > cap {
+            return Err(Error::Usage(format!(
+                "{}: line {} is longer than {cap} bytes: not an event log",
+                path.display(),
+                scan.lines
+            )));
+        }
+        let Ok(l) = serde_json::from_slice::<Line>(&line) else {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&line).is_err() {
+                scan.garbage += 1;
+            }
             continue;
         };
         if l.event_type == "alert"
             && let Some(a) = l.astra
             && a.timestamp_ms >= since_ms
         {
-            out.push(a);
+            scan.alerts.push(a);
         }
     }
-    Ok(out)
+    Ok(scan)
 }
 
 /// A short, stable identifier: time plus a per-process counter.
@@ -277,11 +330,33 @@ mod tests {
     }
 
     #[test]
+    fn garbage_is_counted_and_an_endless_line_is_refused() {
+        let dir = std::env::temp_dir().join(format!("astra-eve-garbage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("eve.json");
+        std::fs::write(&path, "not json\n{\"event_type\": \"flow\"}\n\u{0}\u{1}\n").unwrap();
+        let scan = scan_alerts(&path, 0).unwrap();
+        assert_eq!((scan.lines, scan.garbage, scan.alerts.len()), (3, 2, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = scan_alerts(Path::new("/dev/zero"), 0).unwrap_err();
+        assert!(err.to_string().contains("not an event log"), "{err}");
+    }
+
+    #[test]
     fn missing_log_means_no_alerts() {
         assert!(
             read_alerts(Path::new("/nonexistent/astra/eve.json"), 0)
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn times_beyond_year_9999_are_clamped_not_a_panic() {
+        assert_eq!(rfc3339_seconds(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_seconds(MAX_RFC3339_S), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_seconds(MAX_RFC3339_S + 1), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_seconds(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(eve_time(u64::MAX), "9999-12-31T23:59:59.000000Z");
     }
 }

@@ -16,7 +16,7 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::{Hash as _, Hasher as _},
-    io::{Read as _, Write as _},
+    io::Write as _,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
@@ -180,7 +180,15 @@ impl<'a> Collector<'a> {
         }
     }
 
-    fn push(&mut self, e: FeedEntry) {
+    fn push(&mut self, mut e: FeedEntry) {
+        if e.net.prefix_len() == 0 {
+            // Never from a feed, --force or not: a bad line must not cut the host off.
+            let msg = format!("{} covers every address: a feed may not hold it", e.net);
+            return self.bad(e.line, msg);
+        }
+        if let Some(r) = &mut e.reason {
+            crate::limits::cut_chars(r, crate::limits::REASON_CHARS);
+        }
         match self.index.get(&(e.kind, e.net)) {
             Some(&i) => {
                 self.duplicates += 1;
@@ -371,6 +379,9 @@ struct JsonEntry {
     /// What `astra list --json` writes: seconds left, null for permanent.
     #[serde(default, deserialize_with = "explicit")]
     ttl_remaining_s: Option<Option<u64>>,
+    /// What `astra blocklist export --format json` writes too: UNIX seconds, null = permanent.
+    #[serde(default, deserialize_with = "explicit")]
+    expires_at: Option<Option<u64>>,
     reason: Option<String>,
     tag: Option<String>,
     /// Spamhaus' JSON feeds end with a `{"type": "metadata", ...}` line.
@@ -475,13 +486,20 @@ fn json_object(v: serde_json::Value, line: usize) -> Result<Option<FeedEntry>, S
         return Err("object has no \"net\" field (or address, ip, cidr)".into());
     };
     let net = parse_net(&net).map_err(|e| e.to_string())?;
-    let ttl = match (o.ttl, o.ttl_remaining_s) {
-        (Some(None), _) | (None, Some(None)) => Some(Duration::ZERO),
-        (Some(Some(JsonTtl::Secs(s))), _) => Some(Duration::from_secs(s)),
-        (Some(Some(JsonTtl::Text(t))), _) => Some(parse_ttl(&t).map_err(|e| e.to_string())?),
+    let ttl = match (o.ttl, o.ttl_remaining_s, o.expires_at) {
+        (Some(None), _, _) | (None, Some(None), _) | (None, None, Some(None)) => {
+            Some(Duration::ZERO)
+        }
+        (Some(Some(JsonTtl::Secs(s))), _, _) => Some(Duration::from_secs(s)),
+        (Some(Some(JsonTtl::Text(t))), _, _) => Some(parse_ttl(&t).map_err(|e| e.to_string())?),
         // Seconds left as `astra list` rounds them: 0 means "under a second", not permanent.
-        (None, Some(Some(s))) => Some(Duration::from_secs(s.max(1))),
-        (None, None) => None,
+        (None, Some(Some(s)), _) => Some(Duration::from_secs(s.max(1))),
+        // An absolute expiry: one already past must not become a permanent block.
+        (None, None, Some(Some(t))) => match t.checked_sub(crate::store::now_unix()) {
+            Some(left) if left > 0 => Some(Duration::from_secs(left)),
+            _ => return Err(format!("expires_at {t} is in the past")),
+        },
+        (None, None, None) => None,
     };
     Ok(Some(FeedEntry {
         kind: o
@@ -567,13 +585,7 @@ pub fn to_stored(entries: &[FeedEntry], d: &Defaults, now: u64) -> Vec<StoredEnt
 /// feeds carry Latin-1 comments now and then, and a byte that lands in an address still fails
 /// there, with its line.
 fn read_input(path: &Path) -> Result<String> {
-    let mut bytes = Vec::new();
-    let r = if path == Path::new("-") {
-        std::io::stdin().read_to_end(&mut bytes).map(drop)
-    } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes).map(drop))
-    };
-    r.map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = crate::limits::read_capped(path, crate::limits::FEED_FILE, "feed")?;
     Ok(match String::from_utf8(bytes) {
         Ok(s) => s,
         Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
@@ -620,6 +632,9 @@ fn import(a: ImportArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
     if needs_default_tag {
         check_tag(&tag)
             .map_err(|e| Error::Usage(format!("{e} (from the file name): use --tag NAME")))?;
+    }
+    if let Some(r) = &a.reason {
+        crate::limits::check_reason(r)?;
     }
     let defaults = Defaults {
         ttl: a.ttl,
@@ -1279,6 +1294,20 @@ mod tests {
         );
         assert_eq!(e.line, 3);
         assert!(e.to_string().contains("unparsable TTL 'soon'"), "{e}");
+        // An absolute expiry already past is an error, not a permanent block.
+        let e = err(
+            "{\"net\": \"192.0.2.1\", \"expires_at\": 1000}\n",
+            Format::Json,
+        );
+        assert!(
+            e.to_string().contains("expires_at 1000 is in the past"),
+            "{e}"
+        );
+        let f = ok(
+            "{\"net\": \"192.0.2.1\", \"expires_at\": 99999999999}\n",
+            Format::Json,
+        );
+        assert!(f.entries[0].ttl.is_some_and(|d| !d.is_zero()));
         let e = err("[\n  \"192.0.2.1\",\n  \"192.0.2.2\"\n", Format::Json);
         assert!(e.to_string().starts_with("feed.txt:4: invalid JSON"), "{e}");
         let e = err("{\"net\": \"192.0.2.1\"}\n{\"net\": 7}\n", Format::Json);

@@ -7,8 +7,12 @@
 use std::{
     ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt as _,
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    },
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use astra_common::{LAYOUT_VERSION, META_MAGIC, Meta, TC_EGRESS_PROGRAM, XDP_PROGRAM, map_names};
@@ -51,6 +55,8 @@ pub enum AttachedMode {
     Skb,
     /// Took over a link pinned by an earlier agent; the kernel keeps that link's mode.
     Inherited,
+    /// The agent's link was detached under it (not by the agent): nothing is filtered there.
+    Detached,
 }
 
 impl std::fmt::Display for AttachedMode {
@@ -59,6 +65,7 @@ impl std::fmt::Display for AttachedMode {
             AttachedMode::Native => "native",
             AttachedMode::Skb => "skb",
             AttachedMode::Inherited => "inherited from the previous agent",
+            AttachedMode::Detached => "DETACHED by someone else: nothing is filtered or counted",
         })
     }
 }
@@ -223,9 +230,20 @@ fn read_meta(pin_dir: &Path) -> Result<Meta> {
 struct HeldLink {
     path: PathBuf,
     link: FdLink,
+    /// A descriptor of the same link (aya keeps its own private) to ask the kernel whether it
+    /// is still attached: `astra detach` or bpftool may detach it under the agent.
+    watch: OwnedFd,
 }
 
 impl HeldLink {
+    fn new(path: &Path, link: FdLink) -> Result<HeldLink> {
+        Ok(HeldLink {
+            path: path.to_owned(),
+            link,
+            watch: obj_get(path).map_err(|e| Error::io(path, e))?,
+        })
+    }
+
     fn detach(self) -> io::Result<()> {
         let r = fs::remove_file(&self.path);
         drop(self.link);
@@ -466,13 +484,7 @@ impl Dataplane {
         let pinned = fd_link
             .pin(pin)
             .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
-        Ok((
-            HeldLink {
-                path: pin.to_owned(),
-                link: FdLink::from(pinned),
-            },
-            got,
-        ))
+        Ok((HeldLink::new(pin, FdLink::from(pinned))?, got))
     }
 
     fn take_over_xdp(&mut self, pin: &Path) -> Result<HeldLink> {
@@ -487,10 +499,7 @@ impl Dataplane {
             .take_link(id)
             .map_err(|e| Error::bpf("taking XDP link", e))?;
         let fd = FdLink::try_from(link).map_err(|e| Error::bpf("XDP link", e))?;
-        Ok(HeldLink {
-            path: pin.to_owned(),
-            link: fd,
-        })
+        HeldLink::new(pin, fd)
     }
 
     /// Returns `Ok(None)` when attached through netlink (no pinnable link on old kernels).
@@ -509,10 +518,7 @@ impl Dataplane {
                     .take_link(id)
                     .map_err(|e| Error::bpf("taking TC link", e))?;
                 let fd = FdLink::try_from(link).map_err(|e| Error::bpf("TC link", e))?;
-                Ok(HeldLink {
-                    path: pin.to_owned(),
-                    link: fd,
-                })
+                HeldLink::new(pin, fd)
             })();
             match taken {
                 Ok(l) => return Ok(Some(l)),
@@ -536,13 +542,23 @@ impl Dataplane {
                 let pinned = fd
                     .pin(pin)
                     .map_err(|e| Error::bpf(format!("pinning {}", pin.display()), e))?;
-                Ok(Some(HeldLink {
-                    path: pin.to_owned(),
-                    link: FdLink::from(pinned),
-                }))
+                Ok(Some(HeldLink::new(pin, FdLink::from(pinned))?))
             }
             Err(_) => Ok(None),
         }
+    }
+
+    /// Descriptors of every attached link, for the poll loop to notice links detached under
+    /// it (see [`LinkWatch`]).
+    pub fn watch(&self) -> Result<LinkWatch> {
+        let mut links = Vec::new();
+        for a in &self.attachments {
+            for l in &a.links {
+                let fd = l.watch.try_clone().map_err(|e| Error::io(&l.path, e))?;
+                links.push((a.iface.clone(), l.path.clone(), fd));
+            }
+        }
+        Ok(LinkWatch { links })
     }
 
     /// Detaches every program we attached and removes the link pins. Map pins stay, so blocks
@@ -618,24 +634,133 @@ pub fn ifname(ifindex: u32) -> Option<String> {
 /// Detaches the program of a pinned link at once and removes the pin. Removing the pin alone
 /// also detaches, but from a kernel work item a moment later; an operator who runs
 /// `astra detach` expects traffic to flow when the command returns.
-pub fn detach_pinned_link(path: &Path) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt as _;
+/// BPF_OBJ_GET: a new descriptor of the object pinned at `path`.
+fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| Error::Usage(format!("{}: path contains NUL", path.display())))?;
+    let cpath = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // union bpf_attr, zero-filled: the kernel rejects non-zero bytes past the fields it knows.
     let mut attr = [0u64; 16];
     attr[0] = cpath.as_ptr() as u64;
     // SAFETY: a valid bpf_attr for BPF_OBJ_GET (pathname; flags 0); cpath outlives the call.
-    let fd =
-        unsafe { crate::maps::sys_bpf(BPF_OBJ_GET, &mut attr) }.map_err(|e| Error::io(path, e))?;
+    let fd = unsafe { crate::maps::sys_bpf(BPF_OBJ_GET, &mut attr) }?;
+    // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// The interface a link is attached to (`bpf_link_info.xdp.ifindex`, or `tcx.ifindex`: both
+/// the first field of the union); 0 once the link was detached.
+fn link_ifindex(fd: &OwnedFd) -> io::Result<u32> {
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    // struct bpf_link_info: type, id, prog_id (u32 each), then the union at offset 16.
+    let mut info = [0u64; 16];
     let mut attr = [0u64; 16];
-    attr[0] = fd as u64;
-    // SAFETY: as above, for BPF_LINK_DETACH (link_fd in the first 32 bits).
+    attr[0] = fd.as_raw_fd() as u64 | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[1] = info.as_mut_ptr() as u64;
+    // SAFETY: bpf_fd and info_len in the first 8 bytes, the info pointer after; `info` is a
+    // writable buffer of info_len bytes that outlives the call.
+    unsafe { crate::maps::sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    Ok(info[2] as u32)
+}
+
+/// Descriptors of the agent's links, to notice them detached under it (`astra detach` from
+/// another shell, `bpftool link detach`, `ip link set dev IF xdp off`).
+pub struct LinkWatch {
+    links: Vec<(String, PathBuf, OwnedFd)>,
+}
+
+impl LinkWatch {
+    /// Interfaces one of whose links is no longer attached, or whose pin is gone (the next
+    /// agent could not take the link over).
+    pub fn detached(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, path, fd)| link_ifindex(fd).is_ok_and(|i| i == 0) || !path.exists())
+            .map(|(iface, _, _)| iface.clone())
+            .collect();
+        out.dedup();
+        out
+    }
+}
+
+/// An exclusive `flock(2)` on the pin dir, held by the agent for as long as it runs: how
+/// `astra detach` and a second agent know the programs pinned there are in use, whatever state
+/// dir they were given. (flock rather than fcntl locks: those drop when any descriptor of the
+/// directory in the process closes.)
+#[derive(Debug)]
+pub struct PinDirLock(#[allow(dead_code)] fs::File);
+
+impl PinDirLock {
+    /// Takes the lock, or returns None when another process holds it.
+    pub fn try_acquire(pin_dir: &Path) -> Result<Option<PinDirLock>> {
+        let dir = fs::File::open(pin_dir).map_err(|e| Error::io(pin_dir, e))?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(Some(PinDirLock(dir)));
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            Ok(None)
+        } else {
+            Err(Error::io(pin_dir, e))
+        }
+    }
+
+    /// Takes the lock for an agent, waiting a moment for a concurrent `astra detach` to finish;
+    /// another agent on the same pin dir is a conflict.
+    pub fn acquire(pin_dir: &Path) -> Result<PinDirLock> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(lock) = PinDirLock::try_acquire(pin_dir)? {
+                return Ok(lock);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Conflict(format!(
+                    "another astra agent{} runs with the pin dir {}: stop it first, or give this one its own --pin-dir",
+                    holder_text(pin_dir),
+                    pin_dir.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// " (pid N)" for the process holding the flock on `dir`, from /proc/locks; empty when unknown.
+pub fn holder_text(dir: &Path) -> String {
+    lock_holder(dir).map_or_else(String::new, |pid| format!(" (pid {pid})"))
+}
+
+fn lock_holder(dir: &Path) -> Option<u32> {
+    let meta = fs::metadata(dir).ok()?;
+    let dev = meta.dev();
+    let want = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(dev),
+        libc::minor(dev),
+        meta.ino()
+    );
+    // "1: FLOCK  ADVISORY  WRITE 2379 00:28:74995 0 EOF"
+    fs::read_to_string("/proc/locks")
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"FLOCK") && f.get(5) == Some(&want.as_str()))
+                .then(|| f.get(4)?.parse().ok())
+                .flatten()
+        })
+}
+
+pub fn detach_pinned_link(path: &Path) -> Result<()> {
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let fd = obj_get(path).map_err(|e| Error::io(path, e))?;
+    let mut attr = [0u64; 16];
+    attr[0] = fd.as_raw_fd() as u64;
+    // SAFETY: a zero-filled bpf_attr for BPF_LINK_DETACH (link_fd in the first 32 bits).
     let detached = unsafe { crate::maps::sys_bpf(BPF_LINK_DETACH, &mut attr) };
-    // SAFETY: fd came from BPF_OBJ_GET above and is closed once.
-    unsafe { libc::close(fd as libc::c_int) };
+    drop(fd);
     // Links that cannot be detached explicitly still go when their last reference does.
     if let Err(e) = detached
         && e.raw_os_error() != Some(libc::EOPNOTSUPP)

@@ -24,11 +24,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(ArgsError::Clap(e)) => {
-            // One line: clap's first line names the bad argument; the usage block that
-            // follows it is noise in scripts and logs.
-            let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("astra: {}", first.trim_start_matches("error: "));
+            eprintln!("astra: {}", clap_line(&e));
             return ExitCode::from(2);
         }
     };
@@ -40,14 +36,35 @@ fn main() -> ExitCode {
         // Colour codes only for people: the journal and log files get plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(cli).map_err(anyhow::Error::from) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("astra: {e:#}");
-            let code = e
-                .downcast_ref::<astra::Error>()
-                .map_or(1, astra::Error::exit_code);
-            ExitCode::from(code as u8)
+            // `{e}`, not the source chain: every variant's message already ends with its
+            // cause, and the chain printed it twice.
+            eprintln!("astra: {e}");
+            ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// One line: clap's first line names the bad argument; the usage block that follows it is
+/// noise in scripts and logs. A rejected value is quoted as an excerpt (clap quotes it whole,
+/// and our parser's reason quotes it again).
+fn clap_line(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    if e.kind() == ErrorKind::ValueValidation
+        && let (Some(ContextValue::String(value)), Some(ContextValue::String(arg))) = (
+            e.get(ContextKind::InvalidValue),
+            e.get(ContextKind::InvalidArg),
+        )
+    {
+        let why = std::error::Error::source(e).map_or_else(String::new, |s| format!(": {s}"));
+        return format!(
+            "invalid value '{}' for '{arg}'{why}",
+            astra::text::excerpt(value)
+        );
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    astra::text::excerpt_line(first.trim_start_matches("error: "))
 }

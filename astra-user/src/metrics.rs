@@ -60,6 +60,7 @@ pub struct Metrics {
     model_age: Gauge,
     history_rows: IntGaugeVec,
     store_durable: IntGauge,
+    attached: IntGaugeVec,
     /// What has been exported so far per (iface, action), to advance counters by the difference.
     exported: HashMap<(String, u32), Counter>,
 }
@@ -215,6 +216,15 @@ impl Metrics {
         )
         .expect("valid metric");
         store_durable.set(1);
+        let attached = IntGaugeVec::new(
+            Opts::new(
+                "astra_interface_attached",
+                "1 while the agent's programs are attached to the interface, 0 once they were \
+                 detached under it.",
+            ),
+            &["iface"],
+        )
+        .expect("valid metric");
         let build = IntGaugeVec::new(
             Opts::new("astra_build_info", "Astra version (value is always 1)."),
             &["version"],
@@ -255,6 +265,7 @@ impl Metrics {
             Box::new(start_time),
             Box::new(history_rows.clone()),
             Box::new(store_durable.clone()),
+            Box::new(attached.clone()),
             Box::new(build),
         ] {
             registry.register(c).expect("unique metric names");
@@ -281,6 +292,7 @@ impl Metrics {
             model_age,
             history_rows,
             store_durable,
+            attached,
             exported: HashMap::new(),
         }
     }
@@ -358,6 +370,13 @@ impl Metrics {
             }
         }
         self.insert_failures.with_label_values(&[iface]);
+        self.set_attached(iface, true);
+    }
+
+    pub fn set_attached(&self, iface: &str, attached: bool) {
+        self.attached
+            .with_label_values(&[iface])
+            .set(i64::from(attached));
     }
 
     pub fn alert(&self, a: &crate::detect::Alert) {

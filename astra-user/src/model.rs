@@ -93,7 +93,7 @@ pub struct ModelFile {
 
 impl ModelFile {
     pub fn read(path: &Path) -> Result<ModelFile> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::limits::read_text_capped(path, crate::limits::MODEL_FILE, "model file")?;
         let m: ModelFile = serde_json::from_str(&text).map_err(|e| {
             Error::Usage(format!(
                 "{} is not a valid astra model: {e}",
@@ -198,16 +198,14 @@ pub fn write_rows(path: &Path, rows: &VecDeque<[f64; FEATURE_NAMES.len()]>) -> R
 }
 
 pub fn read_rows(path: &Path) -> Result<Vec<[f64; FEATURE_NAMES.len()]>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Usage(format!(
-                "no training data at {}: the agent writes it after learning (or give one with --rows)",
-                path.display()
-            ))
-        } else {
-            Error::io(path, e)
-        }
-    })?;
+    if !path.exists() {
+        return Err(Error::Usage(format!(
+            "no training data at {}: the agent writes it after learning (or give one with --rows)",
+            path.display()
+        )));
+    }
+    let text =
+        crate::limits::read_text_capped(path, crate::limits::ROWS_FILE, "training rows file")?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
     if header.split(',').ne(FEATURE_NAMES) {

@@ -443,8 +443,8 @@ pub fn parse(origin: &str, text: &str) -> Result<Scenario, Error> {
 }
 
 pub fn load(path: &Path) -> Result<Scenario, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Usage(format!("cannot read scenario {}: {e}", path.display())))?;
+    let text =
+        crate::limits::read_text_capped(path, crate::limits::SCENARIO_FILE, "scenario file")?;
     parse(&path.display().to_string(), &text)
 }
 

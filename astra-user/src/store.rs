@@ -359,22 +359,8 @@ impl StoreError {
 }
 
 fn io_error(what: &'static str, path: &Path, cause: io::Error) -> StoreError {
-    let operator_fixable = matches!(
-        cause.raw_os_error(),
-        Some(
-            libc::EACCES
-                | libc::EPERM
-                | libc::EROFS
-                | libc::ENOTDIR
-                | libc::EISDIR
-                | libc::EEXIST
-                | libc::ENOENT
-                | libc::ELOOP
-                | libc::ENAMETOOLONG
-        )
-    ) || cause.kind() == io::ErrorKind::InvalidInput;
     let path = path.to_path_buf();
-    if operator_fixable {
+    if crate::error::operator_fixable(&cause) {
         StoreError::Unwritable { what, path, cause }
     } else {
         StoreError::Io { what, path, cause }

@@ -146,3 +146,110 @@ fn man_pages_are_generated_for_astra_and_each_subcommand() {
     );
     assert!(dir.path().join("astra-run.1").exists());
 }
+
+/// Hostile or careless input from the issue "Reliability": each exits 2 with one line, quotes
+/// no more than an excerpt of what it was given, and changes nothing.
+#[test]
+fn hostile_input_exits_2_with_one_short_line() {
+    // Everything, from the CLI, without --force.
+    assert_usage_error(&["block", "0.0.0.0/0"], "--force");
+    assert_usage_error(&["block", "::/0"], "covers every address");
+    assert_usage_error(&["allow", "0.0.0.0/0"], "turns every block off");
+    // A 100 kB argument (about the most one argument may be) comes back as an excerpt, not
+    // twice over.
+    let huge = "1".repeat(100_000);
+    let (pin, state) = dirs();
+    let (code, _, err) = cli(pin.path(), state.path(), &["block", &huge]);
+    assert_eq!(code, 2);
+    assert!(err.len() < 400, "{} bytes of stderr", err.len());
+    assert!(err.contains("100000 bytes in all"), "{err}");
+    let long_reason = "r".repeat(600);
+    assert_usage_error(
+        &["block", "198.18.0.9", "--reason", &long_reason],
+        "at most 512",
+    );
+    // Files without a size bound: /dev/zero as the config file.
+    assert_usage_error(
+        &["--config", "/dev/zero", "list"],
+        "larger than 1048576 bytes",
+    );
+    // Names that are not there, or are not what they should be.
+    assert_usage_error(
+        &["alerts", "--events", "/nonexistent/eve.json"],
+        "no such event log",
+    );
+    assert_usage_error(&["bench", "--only", "nonsense"], "no such benchmark group");
+    assert_usage_error(
+        &["run", "--iface", "lo", "--flow-capacity", "4294967295"],
+        "out of range",
+    );
+    assert_usage_error(
+        &["run", "--iface", "lo", "--poll-interval", "0s"],
+        "poll_interval must be greater than 0",
+    );
+}
+
+#[test]
+fn files_in_place_of_dirs_and_garbage_logs_exit_2_once() {
+    let (pin, state) = dirs();
+    let file = state.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    for args in [
+        &["token", "show"][..],
+        &["model", "status"][..],
+        &["model", "train"][..],
+    ] {
+        let (code, out, err) = cli(pin.path(), &file, args);
+        assert_eq!(code, 2, "astra {args:?}: {err}");
+        assert!(out.is_empty(), "astra {args:?}: {out}");
+        assert_eq!(err.trim().lines().count(), 1, "astra {args:?}: {err}");
+    }
+    let (code, _, err) = cli(&file, state.path(), &["detach"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // A directory as the event log, and an event log of garbage.
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["alerts", "--events", state.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    let garbage = state.path().join("eve.json");
+    std::fs::write(&garbage, "not json\n\u{1b}[2J\n").unwrap();
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["alerts", "--events", garbage.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an event log"), "{err}");
+}
+
+/// Feed comments keep their bytes in the store, but `astra list` escapes control characters,
+/// so a comment can neither clear the screen nor forge a row; a feed may never hold /0.
+#[test]
+fn feed_text_is_escaped_on_output_and_feeds_never_hold_everything() {
+    let (pin, state) = dirs();
+    let feed = state.path().join("feed.txt");
+    std::fs::write(&feed, "198.18.0.1 ; evil\u{1b}[2J\u{0}comment\n").unwrap();
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["blocklist", "import", feed.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = cli(pin.path(), state.path(), &["list"]);
+    assert!(!out.contains('\u{1b}') && !out.contains('\0'), "{out:?}");
+    assert!(out.contains("evil\\u{1b}[2J\\u{0}comment"), "{out}");
+    let (_, json, _) = cli(pin.path(), state.path(), &["list", "--json"]);
+    assert!(json.contains("evil\\u001b[2J\\u0000comment"), "{json}");
+
+    std::fs::write(&feed, "198.18.0.2\n0.0.0.0/0\n").unwrap();
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["blocklist", "import", feed.to_str().unwrap()],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("a feed may not hold it"), "{err}");
+}

@@ -92,6 +92,18 @@ fn api_serves_reads_and_guards_changes_with_the_token() {
         Some(&format!(r#"{{"net": "{a}", "ttl": "soon"}}"#)),
     );
     assert_eq!(code, 400);
+    // Everything, and a reason beyond the cap: refused too.
+    let (code, resp) = agent.api(
+        "POST",
+        "/api/v1/blocklist",
+        Some(&token),
+        Some(r#"{"net": "0.0.0.0/0"}"#),
+    );
+    assert_eq!(code, 400, "{resp}");
+    assert!(resp.contains("covers every address"), "{resp}");
+    let long = format!(r#"{{"net": "{a}", "reason": "{}"}}"#, "r".repeat(600));
+    let (code, resp) = agent.api("POST", "/api/v1/blocklist", Some(&token), Some(&long));
+    assert_eq!(code, 400, "{resp}");
     assert!(blocked(pin.path(), state.path()).is_empty());
     assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
 
@@ -623,4 +635,78 @@ fn store_damaged_while_running_falls_back_and_recovers() {
     assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
     agent.stop();
     assert_eq!(integrity(&db), "ok");
+}
+
+/// Commands act on the right agent: `astra detach` is refused by what is pinned and locked
+/// (whatever state dir it is given), a list change with a mistyped --pin-dir is refused with the
+/// agent's pin dir named, and an agent whose programs are detached under it says so.
+#[test]
+fn commands_refuse_another_agents_programs_and_the_agent_notices_a_detach() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state, other_state, other_pin) =
+        (PinDir::new(), TempDir::new(), TempDir::new(), PinDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    let a = lab.a_v4();
+    cli_ok(pin.path(), state.path(), &["block", &a]);
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+
+    // detach with another state dir: refused, and the programs stay.
+    let (code, _, err) = cli(pin.path(), other_state.path(), &["detach"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!("(pid {})", agent.pid())) && err.contains("stop it instead"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
+
+    // A second agent on the same pin dir is refused too.
+    let (code, _, err) = cli(
+        pin.path(),
+        other_state.path(),
+        &[
+            "run",
+            "--iface",
+            "lo",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("another astra agent"), "{err}");
+
+    // A mistyped pin dir with the agent's state dir: refused, naming the agent's pin dir, and
+    // nothing is stored.
+    let b = "198.18.240.9";
+    let (code, _, err) = cli(other_pin.path(), state.path(), &["block", b]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&pin.path().display().to_string()), "{err}");
+    assert_eq!(blocked(pin.path(), state.path()), vec![format!("{a}/32")]);
+
+    // The agent's XDP link detached under it (as `bpftool link detach` would): it says so in
+    // its log, status, metrics and readiness.
+    let link = pin.path().join("links").join(format!("xdp-{}", lab.if_b));
+    astra::loader::detach_pinned_link(&link).unwrap();
+    assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
+    wait_for(
+        "the agent to notice",
+        || agent_status(state.path())["interfaces"][0]["mode"] == "detached",
+        &agent,
+    );
+    assert!(
+        agent.log().contains("detached from this interface"),
+        "{}",
+        agent.log()
+    );
+    let series = format!("astra_interface_attached{{iface=\"{}\"}}", lab.if_b);
+    assert_eq!(common::sample(&agent.metrics(), &series), Some(0.0));
+    let (code, body) = agent.api("GET", "/readyz", None, None);
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("detached"), "{body}");
+    agent.stop();
 }

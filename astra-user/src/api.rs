@@ -19,7 +19,7 @@ use prometheus::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::{
     addr::{parse_net, parse_ttl},
@@ -51,9 +51,48 @@ pub fn metrics_router(registry: Registry) -> Router {
     )
 }
 
+/// Connections each listener serves at once; one more is closed as soon as it is accepted, so
+/// a flood of idle clients cannot use up the agent's descriptors (about 20k idle half-sent
+/// requests used to take /metrics and /healthz down with the API).
+pub const MAX_CONNECTIONS: usize = 256;
+/// How long a client may take to send a request's headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection may stay open, keep-alive included.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Serves `router` on `listener` with HTTP/1.1, each connection bounded in number, in time to
+/// send its headers, and in lifetime (see the constants above).
 pub async fn serve(listener: TcpListener, router: Router, what: &'static str) {
-    if let Err(e) = axum::serve(listener, router).await {
-        error!(error = %e, "{what} server stopped");
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors, most likely: wait instead of spinning.
+                tracing::warn!(error = %e, "{what} server: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    router.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+        });
     }
 }
 
@@ -121,10 +160,20 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-/// Runs blocking work (SQLite, map syscalls) off the async workers.
+/// Requests doing blocking work at once; the others wait their turn, so eight large reads at
+/// once cannot take the agent's memory with them.
+pub const MAX_BLOCKING: usize = 8;
+
+/// Runs blocking work (SQLite, map syscalls) off the async workers, at most [`MAX_BLOCKING`]
+/// at a time.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_BLOCKING);
+    let _slot = SLOTS
+        .acquire()
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -254,13 +303,13 @@ impl HistoryQuery {
 
 async fn alerts(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
     let since = q.since_ms()?;
-    let limit = q.limit.unwrap_or(1000);
+    let limit = page_limit(q.limit.map(|n| n as u64))? as usize;
     ok(blocking(move || Ok(crate::history::alerts(&st.store, since, limit)?)).await?)
 }
 
 async fn incidents(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
     let since = q.since_ms()?;
-    let limit = q.limit.unwrap_or(1000);
+    let limit = page_limit(q.limit.map(|n| n as u64))? as usize;
     ok(blocking(move || Ok(crate::history::incidents(&st.store, since, limit)?)).await?)
 }
 
@@ -272,25 +321,48 @@ async fn incident(State(st): State<ApiState>, UrlPath(id): UrlPath<String>) -> A
     }
 }
 
-async fn list(st: ApiState, kind: ListKind) -> ApiResult {
-    ok(blocking(move || {
-        let lists = st.lists()?;
-        let rows: Vec<_> = lists
-            .list()?
-            .into_iter()
-            .filter(|r| r.kind == kind)
-            .collect();
-        Ok(rows)
-    })
-    .await?)
+/// Entries per page of a list, unless `limit` says otherwise; and the most one page holds.
+pub const PAGE_DEFAULT: u64 = 1000;
+pub const PAGE_MAX: u64 = 10_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    offset: Option<u64>,
+    limit: Option<u64>,
 }
 
-async fn list_block(State(st): State<ApiState>) -> ApiResult {
-    list(st, ListKind::Block).await
+fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
+    match limit {
+        None => Ok(PAGE_DEFAULT),
+        Some(n) if (1..=PAGE_MAX).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit={n}: between 1 and {PAGE_MAX}"
+        ))),
+    }
 }
 
-async fn list_allow(State(st): State<ApiState>) -> ApiResult {
-    list(st, ListKind::Allow).await
+async fn list(st: ApiState, kind: ListKind, q: PageQuery) -> ApiResult {
+    let offset = q.offset.unwrap_or(0);
+    let limit = page_limit(q.limit)?;
+    let (entries, total) =
+        blocking(move || Ok(st.lists()?.list_page(kind, offset, limit)?)).await?;
+    let next = offset.saturating_add(entries.len() as u64);
+    ok(json!({
+        "entries": entries,
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "next_offset": (next < total).then_some(next),
+    }))
+}
+
+async fn list_block(State(st): State<ApiState>, Query(q): Query<PageQuery>) -> ApiResult {
+    list(st, ListKind::Block, q).await
+}
+
+async fn list_allow(State(st): State<ApiState>, Query(q): Query<PageQuery>) -> ApiResult {
+    list(st, ListKind::Allow, q).await
 }
 
 #[derive(Deserialize)]
@@ -396,7 +468,7 @@ pub fn openapi() -> Value {
     let json_ok = |what: &str| json!({"description": what, "content": {"application/json": {}}});
     let history_params = json!([
         {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "only the last DUR, e.g. 10m"},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "at most the newest N (default 1000)"}
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "description": "at most the newest N (default 1000)"}
     ]);
     let list_ops = |which: &str, ttl: bool| {
         let mut props = json!({
@@ -408,7 +480,12 @@ pub fn openapi() -> Value {
             props["ttl"] = json!({"type": "string", "description": "e.g. 10m, 2h; absent or 'permanent' = no expiry"});
         }
         json!({
-            "get": {"summary": format!("Entries of the {which}"), "responses": {"200": json_ok("entries")}},
+            "get": {"summary": format!("One page of the {which}, oldest first"),
+                "parameters": [
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "entries to skip (default 0)"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "description": "entries per page (default 1000)"}
+                ],
+                "responses": {"200": json_ok("{entries, total, offset, limit, next_offset}"), "400": err.clone()}},
             "post": {
                 "summary": format!("Add to the {which} (in force in the kernel when this returns)"),
                 "security": [{"bearer": []}],

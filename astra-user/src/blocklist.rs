@@ -495,6 +495,41 @@ impl Lists {
 
     /// Store and kernel merged: the store gives reasons and expiries, the kernel gives hits
     /// (and entries the store lost, e.g. if the state dir was wiped while blocks were live).
+    /// One page of one list as [`Lists::list`] shows it (expired entries included until the
+    /// agent sweeps them), and the list's size; see [`Store::list_page`].
+    pub fn list_page(
+        &self,
+        kind: ListKind,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<ListRow>, u64)> {
+        let (now, now_mono) = (now_unix(), mono_now_ns());
+        let (page, total) = self.store.list_page(kind, offset, limit)?;
+        let rows = page
+            .into_iter()
+            .map(|s| {
+                let kernel = self
+                    .maps
+                    .as_ref()
+                    .and_then(|m| kernel_get(m, s.kind, &s.net))
+                    .filter(|e| !e.expired(now_mono));
+                ListRow {
+                    kind: s.kind,
+                    net: s.net,
+                    ttl_remaining_s: s.remaining(now).map(|d| d.as_secs()),
+                    expires_at: s.expires_at,
+                    reason: s.reason,
+                    source: s.source,
+                    tag: s.tag,
+                    hits: kernel.map_or(0, |e| e.hits),
+                    created_at: s.created_at,
+                    in_kernel: kernel.is_some(),
+                }
+            })
+            .collect();
+        Ok((rows, total))
+    }
+
     pub fn list(&self) -> Result<Vec<ListRow>> {
         let now = now_unix();
         let now_mono = mono_now_ns();

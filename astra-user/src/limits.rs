@@ -52,7 +52,13 @@ pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
     } else {
         std::fs::File::open(path).and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
     };
-    r.map_err(|e| Error::io(path, e))?;
+    r.map_err(|e| {
+        if crate::error::operator_fixable(&e) {
+            Error::Usage(format!("cannot read {}: {e}", path.display()))
+        } else {
+            Error::io(path, e)
+        }
+    })?;
     if bytes.len() as u64 > cap {
         return Err(Error::Usage(format!(
             "{}: {what} is larger than {} bytes, the limit for {what}s",

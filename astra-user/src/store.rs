@@ -633,6 +633,35 @@ impl Store {
         })
     }
 
+    /// One page of the entries of `kind`, oldest first (creation time, then insertion), and
+    /// how many there are in all: what the API serves, so a million-entry list costs one page
+    /// of memory per request.
+    pub fn list_page(
+        &self,
+        kind: ListKind,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<StoredEntry>, u64), StoreError> {
+        let (offset, limit) = (
+            i64::try_from(offset).unwrap_or(i64::MAX),
+            i64::try_from(limit).unwrap_or(i64::MAX),
+        );
+        let total = self.count(kind)?;
+        let page = self.with(|conn, path| {
+            let raws = (|| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM list_entries WHERE kind = ?1
+                     ORDER BY created_at, rowid LIMIT ?2 OFFSET ?3"
+                ))?;
+                let rows = stmt.query_map(params![kind.as_str(), limit, offset], RawRow::read)?;
+                rows.collect::<rusqlite::Result<Vec<RawRow>>>()
+            })()
+            .map_err(|e| db_error(path, e))?;
+            raws.into_iter().map(|r| r.decode(path)).collect()
+        })?;
+        Ok((page, total))
+    }
+
     /// Atomically deletes and returns every entry with `expires_at <= now_unix`, ordered like
     /// [`Store::list`]. Deleting and returning in one transaction means an entry is handed to
     /// exactly one caller even when the CLI and agent both sweep.

@@ -113,8 +113,11 @@ fn api_serves_reads_and_guards_changes_with_the_token() {
     assert_eq!(json(&resp)["in_kernel"], true);
     assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 0);
     let list = json(&agent.api("GET", "/api/v1/blocklist", None, None).1);
-    assert_eq!(list[0]["net"], format!("{a}/32"));
-    assert_eq!(list[0]["reason"], "api test");
+    assert_eq!(list["entries"][0]["net"], format!("{a}/32"));
+    assert_eq!(list["entries"][0]["reason"], "api test");
+    assert_eq!(list["entries"][0]["in_kernel"], true);
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["next_offset"], Value::Null);
 
     // DELETE needs the token too; a prefix's '/' may come as is.
     let path = format!("/api/v1/blocklist/{a}/32");
@@ -708,5 +711,85 @@ fn commands_refuse_another_agents_programs_and_the_agent_notices_a_detach() {
     let (code, body) = agent.api("GET", "/readyz", None, None);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("detached"), "{body}");
+    agent.stop();
+}
+
+/// Hostile clients of the API: lists come in pages, idle connections are capped and cut after
+/// the header timeout, and /metrics (its own listener) answers throughout.
+#[test]
+fn api_pages_lists_and_bounds_idle_connections() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    let feed = state.path().join("many.txt");
+    let text: String = (1..=25).map(|i| format!("198.18.244.{i}\n")).collect();
+    std::fs::write(&feed, text).unwrap();
+    cli_ok(
+        pin.path(),
+        state.path(),
+        &["blocklist", "import", feed.to_str().unwrap()],
+    );
+    let page = |q: &str| {
+        let (code, body) = agent.api("GET", &format!("/api/v1/blocklist{q}"), None, None);
+        assert_eq!(code, 200, "{q}: {body}");
+        json(&body)
+    };
+    let first = page("?limit=10");
+    assert_eq!(first["entries"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        (first["total"].clone(), first["next_offset"].clone()),
+        (25.into(), 10.into())
+    );
+    let last = page("?offset=20&limit=10");
+    assert_eq!(last["entries"].as_array().unwrap().len(), 5);
+    assert_eq!(last["next_offset"], Value::Null);
+    let mut seen: Vec<String> = Vec::new();
+    for q in ["?limit=10", "?offset=10&limit=10", "?offset=20&limit=10"] {
+        for e in page(q)["entries"].as_array().unwrap() {
+            seen.push(e["net"].as_str().unwrap().to_owned());
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 25, "pages overlap or miss entries");
+    for q in ["?limit=0", "?limit=100000", "?offset=x"] {
+        let (code, _) = agent.api("GET", &format!("/api/v1/blocklist{q}"), None, None);
+        assert_eq!(code, 400, "{q}");
+    }
+
+    // 300 clients that connect and send half a request, then nothing.
+    let port = agent.api_port;
+    let idle = Lab::in_ns(&lab.ns_b, move || {
+        (0..300)
+            .filter_map(|_| {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+                use std::io::Write as _;
+                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").ok()?;
+                Some(s)
+            })
+            .collect::<Vec<_>>()
+    });
+    assert!(idle.len() >= 256, "{} connections", idle.len());
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", agent.pid()))
+        .unwrap()
+        .count();
+    assert!(fds < 300 + 64, "the agent holds {fds} descriptors");
+    // /metrics has its own listener and slots.
+    assert!(agent.metrics().contains("astra_polls_total"));
+    // The header timeout frees the slots: the API answers again without anyone closing.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while common::http(&lab.ns_b, port, "GET", "/healthz", None, None).is_none_or(|(c, _)| c != 200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "idle connections were never cut:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(idle);
     agent.stop();
 }

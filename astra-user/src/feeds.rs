@@ -808,9 +808,28 @@ fn export(a: ExportArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
 
 /// Writes through a temporary file and a rename, so a feed reader (another host's agent
 /// syncing this file) never sees half an export.
+/// What is already at `path` decides how: a regular file (or nothing) is replaced by a rename;
+/// a device or FIFO is written to as it is (a rename used to turn /dev/full into a regular
+/// file); a symlink is refused, since renaming over it would replace the link, not its target.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let unusable =
         |e: std::io::Error| Error::Usage(format!("cannot write {}: {e}", path.display()));
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(Error::Usage(format!(
+                "{} is a symbolic link: give the path it points to",
+                path.display()
+            )));
+        }
+        Ok(m) if !m.is_file() && !m.is_dir() => {
+            return std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|mut f| f.write_all(bytes))
+                .map_err(unusable);
+        }
+        _ => {}
+    }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);

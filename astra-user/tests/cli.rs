@@ -253,3 +253,57 @@ fn feed_text_is_escaped_on_output_and_feeds_never_hold_everything() {
     assert_ne!(code, 0);
     assert!(err.contains("a feed may not hold it"), "{err}");
 }
+
+/// `blocklist export -o` writes into a device or FIFO as it is and refuses a symlink, instead
+/// of renaming a regular file over it (it turned /dev/full into a regular file).
+#[test]
+fn export_writes_into_special_files_and_refuses_symlinks() {
+    use std::os::unix::fs::FileTypeExt as _;
+    let (pin, state) = dirs();
+    let (code, _, err) = cli(pin.path(), state.path(), &["block", "198.18.0.5"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["blocklist", "export", "-o", "/dev/null"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device(),
+        "/dev/null was replaced"
+    );
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["blocklist", "export", "-o", "/dev/full"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        std::fs::metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device(),
+        "/dev/full was replaced"
+    );
+    let target = state.path().join("target.txt");
+    std::fs::write(&target, "keep").unwrap();
+    let link = state.path().join("link.txt");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["blocklist", "export", "-o", link.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+}

@@ -43,8 +43,8 @@ pub fn cut_chars(s: &mut String, max: usize) {
     }
 }
 
-/// Reads at most `cap` bytes of `path` (`-` is standard input where `stdin_ok`), refusing a
-/// larger one with one line naming the file and the limit.
+/// Reads at most `cap` bytes of `path` (`-` is standard input), refusing a larger one with one
+/// line naming the file and the limit.
 pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let r = if path == Path::new("-") {

@@ -689,7 +689,10 @@ impl LinkWatch {
 /// dir they were given. (flock rather than fcntl locks: those drop when any descriptor of the
 /// directory in the process closes.)
 #[derive(Debug)]
-pub struct PinDirLock(#[allow(dead_code)] fs::File);
+pub struct PinDirLock {
+    /// The lock lives as long as this descriptor.
+    _dir: fs::File,
+}
 
 impl PinDirLock {
     /// Takes the lock, or returns None when another process holds it.
@@ -697,7 +700,7 @@ impl PinDirLock {
         let dir = fs::File::open(pin_dir).map_err(|e| Error::io(pin_dir, e))?;
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(PinDirLock(dir)));
+            return Ok(Some(PinDirLock { _dir: dir }));
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() == Some(libc::EWOULDBLOCK) {

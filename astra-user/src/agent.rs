@@ -256,11 +256,20 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             pin_dir: cfg.pin_dir.clone(),
             state_dir: cfg.state_dir.clone(),
             store: store.clone(),
+            loopback: cfg.api_addr.ip().is_loopback(),
             poll_interval: cfg.poll_interval,
         }),
         "API",
     ));
     info!(addr = %cfg.api_addr, token = %crate::token::path(&cfg.state_dir).display(), "serving the API");
+    if !cfg.api_addr.ip().is_loopback() {
+        warn!(
+            addr = %cfg.api_addr,
+            "the API listens beyond loopback: anyone who reaches it can read status, flows, \
+             alerts and the lists without a token (changes still need it); put it behind a \
+             firewall or a TLS proxy"
+        );
+    }
 
     let mut status = AgentStatus {
         pid: std::process::id(),

@@ -102,6 +102,8 @@ pub struct ApiState {
     pub state_dir: PathBuf,
     /// The agent's store (a shared handle).
     pub store: Store,
+    /// Whether the API listens on a loopback address only (then Host must name loopback).
+    pub loopback: bool,
     pub poll_interval: Duration,
 }
 
@@ -179,13 +181,16 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-/// Checks the bearer token of a mutating request against the token file.
+/// Checks the bearer token of a mutating request against the token file. The scheme is
+/// matched without regard to case (RFC 7235: `bearer` is `Bearer`).
 fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token)
         .ok_or_else(|| unauthorized("missing bearer token (see `astra token show`)"))?;
     let expected = crate::token::read(&st.state_dir)?
         .ok_or_else(|| unauthorized("no API token has been generated"))?;
@@ -194,6 +199,97 @@ fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
     } else {
         Err(unauthorized("wrong bearer token"))
     }
+}
+
+/// Whether `host` (a Host header) names a loopback address: `localhost`, `127.x.y.z`, `::1`,
+/// with or without a port.
+fn loopback_host(host: &str) -> bool {
+    if let Ok(a) = host.parse::<std::net::IpAddr>() {
+        return a.is_loopback();
+    }
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        }),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
+}
+
+/// Runs before any handler or body extractor:
+/// - on an API bound to loopback, a request whose Host is not a loopback name is refused, so a
+///   web page that rebinds its own DNS name to 127.0.0.1 cannot read the unauthenticated GETs;
+/// - every request that is not a GET or HEAD must carry the token, checked before its body is
+///   read (the 413 of an oversized body used to come before the 401).
+async fn guard(
+    State(st): State<ApiState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if st.loopback {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if let Some(h) = host.filter(|h| !loopback_host(h)) {
+            return ApiError(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "Host '{}' is not a loopback name, and this API listens on loopback only",
+                    crate::text::excerpt(h)
+                ),
+            )
+            .into_response();
+        }
+    }
+    if !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && let Err(e) = authorize(&st, req.headers())
+    {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+/// axum's own refusals (a bad query or path, 405, 413, an unknown path) come as plain text;
+/// the API promises `{"error": "..."}` for every error, so they are rewritten here.
+async fn json_errors(r: Response) -> Response {
+    let is_json = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(r.status().is_client_error() || r.status().is_server_error()) || is_json {
+        return r;
+    }
+    let (mut parts, body) = r.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let text = if text.is_empty() {
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let body = serde_json::to_vec(&json!({ "error": text })).expect("JSON serialises");
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 pub fn router(st: ApiState) -> Router {
@@ -220,6 +316,9 @@ pub fn router(st: ApiState) -> Router {
             axum::routing::delete(remove_allow),
         )
         .route("/api/v1/model", get(model))
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
         .with_state(st)
 }
 
@@ -274,11 +373,16 @@ async fn status(State(st): State<ApiState>) -> ApiResult {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FlowsQuery {
-    top: Option<usize>,
+    top: Option<u64>,
 }
 
 async fn flows(State(st): State<ApiState>, Query(q): Query<FlowsQuery>) -> ApiResult {
-    let top = q.top.unwrap_or(100);
+    let top = match q.top {
+        None => 100,
+        // Zero flows is a fair question (and the schema allows it); more than a page is not.
+        Some(0) => 0,
+        Some(n) => page_limit(Some(n))? as usize,
+    };
     ok(blocking(move || Ok(crate::cli::flows_report(&st.pin_dir, &st.state_dir, top)?)).await?)
 }
 
@@ -324,6 +428,8 @@ async fn incident(State(st): State<ApiState>, UrlPath(id): UrlPath<String>) -> A
 /// Entries per page of a list, unless `limit` says otherwise; and the most one page holds.
 pub const PAGE_DEFAULT: u64 = 1000;
 pub const PAGE_MAX: u64 = 10_000;
+/// The largest offset: the largest integer JSON readers hold exactly (2^53 - 1).
+const MAX_OFFSET: u64 = (1 << 53) - 1;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,6 +450,11 @@ fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
 
 async fn list(st: ApiState, kind: ListKind, q: PageQuery) -> ApiResult {
     let offset = q.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::bad_request(format!(
+            "offset={offset}: at most {MAX_OFFSET}"
+        )));
+    }
     let limit = page_limit(q.limit)?;
     let (entries, total) =
         blocking(move || Ok(st.lists()?.list_page(kind, offset, limit)?)).await?;
@@ -378,8 +489,8 @@ struct AddRequest {
     force: bool,
 }
 
-async fn add(st: ApiState, headers: HeaderMap, body: Bytes, kind: ListKind) -> ApiResult {
-    authorize(&st, &headers)?;
+/// Authorised by [`guard`] before the body was read.
+async fn add(st: ApiState, body: Bytes, kind: ListKind) -> ApiResult {
     let req: AddRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
     let net = parse_net(&req.net).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -415,16 +526,16 @@ async fn add(st: ApiState, headers: HeaderMap, body: Bytes, kind: ListKind) -> A
         .into_response())
 }
 
-async fn add_block(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    add(st, headers, body, ListKind::Block).await
+async fn add_block(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    add(st, body, ListKind::Block).await
 }
 
-async fn add_allow(State(st): State<ApiState>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    add(st, headers, body, ListKind::Allow).await
+async fn add_allow(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    add(st, body, ListKind::Allow).await
 }
 
-async fn remove(st: ApiState, headers: HeaderMap, net: String, kind: ListKind) -> ApiResult {
-    authorize(&st, &headers)?;
+/// Authorised by [`guard`].
+async fn remove(st: ApiState, net: String, kind: ListKind) -> ApiResult {
     let net = parse_net(&net).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let removed = blocking(move || {
         let mut lists = st.lists()?;
@@ -441,20 +552,12 @@ async fn remove(st: ApiState, headers: HeaderMap, net: String, kind: ListKind) -
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn remove_block(
-    State(st): State<ApiState>,
-    headers: HeaderMap,
-    UrlPath(net): UrlPath<String>,
-) -> ApiResult {
-    remove(st, headers, net, ListKind::Block).await
+async fn remove_block(State(st): State<ApiState>, UrlPath(net): UrlPath<String>) -> ApiResult {
+    remove(st, net, ListKind::Block).await
 }
 
-async fn remove_allow(
-    State(st): State<ApiState>,
-    headers: HeaderMap,
-    UrlPath(net): UrlPath<String>,
-) -> ApiResult {
-    remove(st, headers, net, ListKind::Allow).await
+async fn remove_allow(State(st): State<ApiState>, UrlPath(net): UrlPath<String>) -> ApiResult {
+    remove(st, net, ListKind::Allow).await
 }
 
 async fn model(State(st): State<ApiState>) -> ApiResult {
@@ -462,12 +565,15 @@ async fn model(State(st): State<ApiState>) -> ApiResult {
     ok(json!({ "model": status.and_then(|s| s.model) }))
 }
 
+/// What `since` accepts (humantime's units, each number at most six digits), as a pattern.
+const DURATION_PATTERN: &str = "^0$|^( *[0-9]{1,6} *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y))+ *$";
+
 /// The OpenAPI 3.1 description served at /api/v1/openapi.json.
 pub fn openapi() -> Value {
     let err = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}});
     let json_ok = |what: &str| json!({"description": what, "content": {"application/json": {}}});
     let history_params = json!([
-        {"name": "since", "in": "query", "schema": {"type": "string"}, "description": "only the last DUR, e.g. 10m"},
+        {"name": "since", "in": "query", "schema": {"type": "string", "pattern": DURATION_PATTERN}, "description": "only the last DUR, e.g. 90s, 10m, 2h 30m, 7d"},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "description": "at most the newest N (default 1000)"}
     ]);
     let list_ops = |which: &str, ttl: bool| {
@@ -482,7 +588,7 @@ pub fn openapi() -> Value {
         json!({
             "get": {"summary": format!("One page of the {which}, oldest first"),
                 "parameters": [
-                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "entries to skip (default 0)"},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}, "description": "entries to skip (default 0)"},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "description": "entries per page (default 1000)"}
                 ],
                 "responses": {"200": json_ok("{entries, total, offset, limit, next_offset}"), "400": err.clone()}},
@@ -520,7 +626,7 @@ pub fn openapi() -> Value {
             "/api/v1/status": {"get": {"summary": "Agent, interfaces, map fill levels, store and history (as `astra status --json`)",
                 "responses": {"200": json_ok("status"), "500": err.clone()}}},
             "/api/v1/flows": {"get": {"summary": "Largest flows in the kernel table, both directions paired",
-                "parameters": [{"name": "top", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "default 100"}],
+                "parameters": [{"name": "top", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": PAGE_MAX}, "description": "default 100"}],
                 "responses": {"200": json_ok("flows"), "400": err.clone()}}},
             "/api/v1/alerts": {"get": {"summary": "Alerts from the history, oldest first", "parameters": history_params.clone(),
                 "responses": {"200": json_ok("alerts"), "400": err.clone()}}},
@@ -541,6 +647,31 @@ pub fn openapi() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_hosts_with_and_without_ports() {
+        for h in [
+            "localhost",
+            "LOCALHOST:9478",
+            "127.0.0.1",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:9478",
+            "::1",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:9478",
+            "10.0.0.1",
+            "[2001:db8::1]:80",
+            "localhost.evil",
+            "",
+        ] {
+            assert!(!loopback_host(h), "{h}");
+        }
+    }
 
     #[test]
     fn openapi_document_is_well_formed() {

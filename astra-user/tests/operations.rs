@@ -754,7 +754,12 @@ fn api_pages_lists_and_bounds_idle_connections() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 25, "pages overlap or miss entries");
-    for q in ["?limit=0", "?limit=100000", "?offset=x"] {
+    for q in [
+        "?limit=0",
+        "?limit=100000",
+        "?offset=x",
+        "?offset=9007199254740992",
+    ] {
         let (code, _) = agent.api("GET", &format!("/api/v1/blocklist{q}"), None, None);
         assert_eq!(code, 400, "{q}");
     }
@@ -814,5 +819,88 @@ fn api_pages_lists_and_bounds_idle_connections() {
         std::thread::sleep(Duration::from_millis(200));
     }
     drop(idle);
+    agent.stop();
+}
+
+/// The API's own refusals are `{"error": ...}` like the rest, the token is checked before a
+/// body is read, the scheme is case-insensitive, and a loopback API refuses foreign Host
+/// names (DNS rebinding). Found by schemathesis (ST105: text/plain errors).
+#[test]
+fn api_errors_are_json_and_requests_are_checked_before_their_bodies() {
+    if !common::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (PinDir::new(), TempDir::new());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    let token = token(pin.path(), state.path());
+    let port = agent.api_port;
+    let send = |head: &str, body: &[u8]| {
+        let mut req = head.replace('\n', "\r\n").into_bytes();
+        req.extend_from_slice(body);
+        common::raw_http(&lab.ns_b, port, req)
+            .unwrap_or_else(|| panic!("no answer to {head}:\n{}", agent.log()))
+    };
+    let json_error = |(code, body): (u16, String), want: u16| {
+        assert_eq!(code, want, "{body}");
+        let v = json(&body);
+        assert!(v["error"].is_string(), "{body}");
+        v["error"].as_str().unwrap().to_owned()
+    };
+    let host = format!("Host: 127.0.0.1:{port}");
+
+    for path in [
+        "/api/v1/blocklist?bogus=1",
+        "/api/v1/flows?top=many",
+        "/api/v1/flows?top=10001",
+        "/api/v1/alerts?limit=-1",
+    ] {
+        json_error(send(&format!("GET {path} HTTP/1.0\n{host}\n\n"), b""), 400);
+    }
+    json_error(send(&format!("GET /nope HTTP/1.0\n{host}\n\n"), b""), 404);
+    let auth = format!("Authorization: Bearer {token}");
+    json_error(
+        send(
+            &format!("PUT /api/v1/blocklist HTTP/1.0\n{host}\n{auth}\n\n"),
+            b"",
+        ),
+        405,
+    );
+
+    // A 3 MB body without a token: 401, not 413; with the token: 413, as JSON.
+    let big = vec![b'x'; 3 << 20];
+    let head = |auth: &str| {
+        format!(
+            "POST /api/v1/blocklist HTTP/1.0\n{host}\n{auth}Content-Type: application/json\nContent-Length: {}\n\n",
+            big.len()
+        )
+    };
+    json_error(send(&head(""), &big), 401);
+    json_error(send(&head(&format!("{auth}\n")), &big), 413);
+
+    // The scheme in lower case is the same scheme.
+    let body = r#"{"net": "198.18.245.1"}"#;
+    let (code, resp) = send(
+        &format!(
+            "POST /api/v1/blocklist HTTP/1.0\n{host}\nAuthorization: bearer {token}\nContent-Type: application/json\nContent-Length: {}\n\n",
+            body.len()
+        ),
+        body.as_bytes(),
+    );
+    assert_eq!(code, 201, "{resp}");
+
+    // DNS rebinding: a page on evil.example resolved to 127.0.0.1 sends its own Host.
+    let e = json_error(
+        send(
+            "GET /api/v1/status HTTP/1.0\nHost: evil.example:80\n\n",
+            b"",
+        ),
+        421,
+    );
+    assert!(e.contains("evil.example"), "{e}");
+    for h in ["localhost", "[::1]:9", "127.0.0.1"] {
+        let (code, _) = send(&format!("GET /api/v1/status HTTP/1.0\nHost: {h}\n\n"), b"");
+        assert_eq!(code, 200, "Host: {h}");
+    }
     agent.stop();
 }

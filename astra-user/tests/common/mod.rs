@@ -394,7 +394,7 @@ pub fn http(
     token: Option<&str>,
     body: Option<&str>,
 ) -> Option<(u16, String)> {
-    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: x\r\n");
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
     if let Some(t) = token {
         req += &format!("Authorization: Bearer {t}\r\n");
     }
@@ -406,12 +406,20 @@ pub fn http(
     } else {
         req += "\r\n";
     }
+    raw_http(ns, port, req.into_bytes())
+}
+
+/// Sends `request` as it is to 127.0.0.1:`port` inside namespace `ns` and reads the answer
+/// to the end: (status, body).
+pub fn raw_http(ns: &str, port: u16, request: Vec<u8>) -> Option<(u16, String)> {
     Lab::in_ns(ns, move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(req.as_bytes()).ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
+        // A server may answer (and close) before taking all of a large body.
+        let _ = s.write_all(&request);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let buf = String::from_utf8_lossy(&buf).into_owned();
         let code = buf.split(' ').nth(1)?.parse().ok()?;
         let body = buf.split_once("\r\n\r\n")?.1.to_owned();
         Some((code, body))

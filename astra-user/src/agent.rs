@@ -161,10 +161,8 @@ impl AgentStatus {
 
     fn write(&self, state_dir: &Path) -> Result<()> {
         let path = state_dir.join(STATUS_FILE);
-        let tmp = state_dir.join(format!("{STATUS_FILE}.tmp"));
         let text = serde_json::to_vec_pretty(self).expect("status serialises");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        crate::files::replace(&path, &text, crate::files::PRIVATE).map_err(|e| Error::io(&path, e))
     }
 }
 

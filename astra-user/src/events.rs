@@ -3,7 +3,7 @@
 //! the tools that already read eve.json (jq, Filebeat, Splunk, ...) read Astra's too. The full
 //! alert is kept under `astra` so `astra alerts` can read it back without loss.
 use std::{
-    fs::{File, OpenOptions},
+    fs::File,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::IpAddr,
     path::{Path, PathBuf},
@@ -82,10 +82,8 @@ impl EventLog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        // 0640: log shippers often read it through a group; never through a planted link.
+        let file = crate::files::append(path, 0o640)
             .map_err(|e| Error::Usage(format!("cannot open event log {}: {e}", path.display())))?;
         let size = file.metadata().map_or(0, |m| m.len());
         Ok(Self {

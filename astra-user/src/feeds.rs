@@ -830,16 +830,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         }
         _ => {}
     }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    let r = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r.map_err(unusable)
+    crate::files::replace(path, bytes, 0o644).map_err(unusable)
 }
 
 /// What one [`FeedSync::sync`] changed.

@@ -137,6 +137,11 @@ impl Topology {
             attackers,
         };
         std::fs::create_dir_all(&t.state_dir).map_err(|e| Error::io(&t.state_dir, e))?;
+        // 0755 whatever the umask: the lab's web server reads its pages from here, and the agent
+        // refuses a state dir others may write to.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&t.state_dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io(&t.state_dir, e))?;
         traffic::serve_tcp(&t.server, WEB_PORT, b"", &[b'x'; 1024], 1, services.clone())?;
         t.start_services()?;
         Ok(t)

@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod features;
 pub mod feeds;
+pub mod files;
 pub mod flowtable;
 pub mod forest;
 pub mod history;

@@ -113,10 +113,8 @@ impl ModelFile {
 
     /// Writes atomically (temp file and rename), so the agent never reads half a model.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec(self).expect("model serialises");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::files::replace(path, &text, crate::files::PRIVATE).map_err(|e| Error::io(path, e))
     }
 }
 
@@ -192,9 +190,8 @@ pub fn write_rows(path: &Path, rows: &VecDeque<[f64; FEATURE_NAMES.len()]>) -> R
         text.push_str(&line.join(","));
         text.push('\n');
     }
-    let tmp = path.with_extension("csv.tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::files::replace(path, text.as_bytes(), crate::files::PRIVATE)
+        .map_err(|e| Error::io(path, e))
 }
 
 pub fn read_rows(path: &Path) -> Result<Vec<[f64; FEATURE_NAMES.len()]>> {

@@ -101,8 +101,10 @@ pub fn write(dir: &Path, a: &Alert, flows: &[&BiFlow]) -> Result<(PathBuf, Incid
     let json_path = dir.join(format!("{}.json", a.id));
     let text_path = dir.join(format!("{}.txt", a.id));
     let json = serde_json::to_vec_pretty(&incident).expect("incident serialises");
-    std::fs::write(&json_path, json).map_err(|e| Error::io(&json_path, e))?;
-    std::fs::write(&text_path, text(&incident)).map_err(|e| Error::io(&text_path, e))?;
+    let private = crate::files::PRIVATE;
+    crate::files::write(&json_path, &json, private).map_err(|e| Error::io(&json_path, e))?;
+    crate::files::write(&text_path, text(&incident).as_bytes(), private)
+        .map_err(|e| Error::io(&text_path, e))?;
     let row = IncidentRow {
         id: a.id.clone(),
         timestamp_ms: a.timestamp_ms,

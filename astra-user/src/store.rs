@@ -315,6 +315,9 @@ pub enum StoreError {
         path: PathBuf,
         cause: rusqlite::Error,
     },
+    /// The state dir may be written by group or others, who could plant links in it.
+    #[error("{}", crate::files::shared_dir_message(path, *mode))]
+    SharedDir { path: PathBuf, mode: u32 },
     /// An entry that cannot be represented in the database.
     #[error("cannot store {net}: {reason}")]
     InvalidEntry { net: IpNet, reason: String },
@@ -330,7 +333,10 @@ impl StoreError {
     /// True when the operator pointed Astra at a state dir it cannot use (the CLI exits with
     /// code 2 for these rather than reporting an internal failure).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, StoreError::Unwritable { .. })
+        matches!(
+            self,
+            StoreError::Unwritable { .. } | StoreError::SharedDir { .. }
+        )
     }
 
     /// True when the database file itself cannot serve (damaged, replaced by something else,
@@ -353,7 +359,9 @@ impl StoreError {
                         | ErrorCode::DatabaseCorrupt
                 )
             ),
-            StoreError::Busy { .. } | StoreError::InvalidEntry { .. } => false,
+            StoreError::Busy { .. }
+            | StoreError::InvalidEntry { .. }
+            | StoreError::SharedDir { .. } => false,
         }
     }
 }
@@ -995,7 +1003,14 @@ fn prepare_state_dir(dir: &Path) -> Result<(), StoreError> {
 
     // W_OK because SQLite must create the -wal and -shm files next to the database; X_OK to
     // reach them.
-    access(what, dir, libc::W_OK | libc::X_OK)
+    access(what, dir, libc::W_OK | libc::X_OK)?;
+    match crate::files::shared_dir_mode(dir) {
+        None => Ok(()),
+        Some(mode) => Err(StoreError::SharedDir {
+            path: dir.to_path_buf(),
+            mode,
+        }),
+    }
 }
 
 /// `faccessat(2)` with the effective uid (AT_EACCESS), which is what open(2) will use.

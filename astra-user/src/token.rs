@@ -1,11 +1,7 @@
 //! The API bearer token: 32 random bytes in hex, in `<state-dir>/api.token` with mode 0600.
 //! The API reads the file on every mutating request, so `astra token rotate` takes effect at
 //! once and the old token stops working without restarting the agent.
-use std::{
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -16,13 +12,28 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 /// The current token, if one was generated.
+/// A symlink at the token's path, or a token others may read, is refused: either means
+/// someone else may know it.
 pub fn read(state_dir: &Path) -> Result<Option<String>> {
+    use std::io::Read as _;
     let p = path(state_dir);
-    match std::fs::read_to_string(&p) {
-        Ok(s) => Ok(Some(s.trim().to_owned()).filter(|t| !t.is_empty())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&p, e)),
+    let f = match crate::files::open_read(&p) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&p, e)),
+    };
+    let mode = crate::files::mode_of(&f).map_err(|e| Error::io(&p, e))?;
+    if mode & 0o077 != 0 {
+        return Err(Error::Usage(format!(
+            "{} is readable by others (mode {mode:04o}): run `astra token rotate` for a new, private one",
+            p.display()
+        )));
     }
+    let mut text = String::new();
+    f.take(crate::limits::SMALL_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(&p, e))?;
+    Ok(Some(text.trim().to_owned()).filter(|t| !t.is_empty()))
 }
 
 /// The current token, generating one if there is none yet.
@@ -36,21 +47,11 @@ pub fn ensure(state_dir: &Path) -> Result<String> {
 /// Replaces the token with a fresh one and returns it.
 pub fn rotate(state_dir: &Path) -> Result<String> {
     let token = generate()?;
-    std::fs::create_dir_all(state_dir).map_err(|e| Error::io(state_dir, e))?;
+    crate::files::ensure_private_dir(state_dir)?;
     let p = path(state_dir);
-    let tmp = state_dir.join(format!("{TOKEN_FILE}.tmp"));
-    let _ = std::fs::remove_file(&tmp);
     // Created 0600 rather than chmod-ed afterwards, so the token is never readable by others.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(format!("{token}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &p).map_err(|e| Error::io(&p, e))?;
+    crate::files::replace(&p, format!("{token}\n").as_bytes(), crate::files::PRIVATE)
+        .map_err(|e| Error::io(&p, e))?;
     Ok(token)
 }
 

@@ -307,3 +307,50 @@ fn export_writes_into_special_files_and_refuses_symlinks() {
     );
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
 }
+
+/// A state dir others may write to, and a token others may read, are refused: either lets
+/// another local user plant links for root to follow or learn the API token.
+#[test]
+fn shared_state_dirs_and_readable_tokens_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (pin, state) = dirs();
+    let token = cli(pin.path(), state.path(), &["token", "show"]);
+    assert_eq!(token.0, 0, "{}", token.2);
+    let mode = |m: u32| std::fs::Permissions::from_mode(m);
+
+    std::fs::set_permissions(state.path().join("api.token"), mode(0o644)).unwrap();
+    let (code, _, err) = cli(pin.path(), state.path(), &["token", "show"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("readable by others (mode 0644)"), "{err}");
+    // Rotating makes a new private one.
+    let (code, _, err) = cli(pin.path(), state.path(), &["token", "rotate"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(pin.path(), state.path(), &["token", "show"]);
+    assert_eq!(code, 0, "{err}");
+
+    // A token that is a link is refused as well.
+    let elsewhere = state.path().join("elsewhere");
+    std::fs::write(&elsewhere, "0".repeat(64)).unwrap();
+    std::fs::set_permissions(&elsewhere, mode(0o600)).unwrap();
+    std::fs::remove_file(state.path().join("api.token")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, state.path().join("api.token")).unwrap();
+    let (code, _, err) = cli(pin.path(), state.path(), &["token", "show"]);
+    assert_ne!(code, 0, "a linked token was used");
+    assert!(err.contains("api.token"), "{err}");
+
+    for m in [0o777, 0o770, 0o1777] {
+        std::fs::set_permissions(state.path(), mode(m)).unwrap();
+        for args in [
+            &["list"][..],
+            &["token", "rotate"][..],
+            &["block", "198.18.0.4"][..],
+        ] {
+            let (code, out, err) = cli(pin.path(), state.path(), args);
+            assert_eq!(code, 2, "mode {m:o}, astra {args:?}: {err}");
+            assert!(out.is_empty(), "{out}");
+            assert!(err.contains("may be written by group or others"), "{err}");
+        }
+    }
+    std::fs::set_permissions(state.path(), mode(0o755)).unwrap();
+    assert_eq!(cli(pin.path(), state.path(), &["list"]).0, 0);
+}

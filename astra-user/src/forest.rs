@@ -291,8 +291,7 @@ impl IsolationForest {
             }
         }
 
-        // sklearn: int(np.ceil(np.log2(max(max_samples, 2)))), computed exactly.
-        let max_depth = (usize::BITS - (max_samples.max(2) - 1).leading_zeros()) as usize;
+        let max_depth = depth_limit(max_samples);
         let mut master = ChaCha8Rng::seed_from_u64(params.seed);
         let mut local = vec![0f32; max_samples * n_features];
         let trees = (0..params.n_estimators)
@@ -548,6 +547,8 @@ impl IsolationForest {
             validate_tree(tree, n_features).map_err(|e| invalid_tree(t, e))?;
             let root = nodes.len() as u32;
             let depth = flatten(tree, &mut nodes, &mut leaf_value);
+            check_tree_shape(tree.children_left.len(), depth as usize, max_samples)
+                .map_err(|e| invalid_tree(t, e))?;
             roots.push((root, depth));
         }
         Ok(Self {
@@ -842,6 +843,33 @@ fn validate_tree(tree: &TreeArrays, n_features: usize) -> Result<(), String> {
         return Err(format!(
             "node {i} has {} parents (every node but the root needs exactly one)",
             parents[i]
+        ));
+    }
+    Ok(())
+}
+
+/// How deep a tree grown on `max_samples` rows gets: sklearn's
+/// `int(np.ceil(np.log2(max(max_samples, 2))))`, computed exactly. Astra grows its own trees to
+/// the same limit.
+fn depth_limit(max_samples: usize) -> usize {
+    (usize::BITS - (max_samples.max(2) - 1).leading_zeros()) as usize
+}
+
+/// A tree grown on `max_samples` rows has at most one leaf per row, so at most
+/// `2 * max_samples - 1` nodes, and is at most [`depth_limit`] deep. A file that says otherwise
+/// was not trained that way, and a deep one would cost every poll its depth per source (a
+/// 500k-deep chain stalled each poll for 20 s).
+fn check_tree_shape(nodes: usize, depth: usize, max_samples: usize) -> Result<(), String> {
+    let max_nodes = max_samples.saturating_mul(2).saturating_sub(1).max(1);
+    if nodes > max_nodes {
+        return Err(format!(
+            "{nodes} nodes, more than a tree grown on max_samples {max_samples} rows can have ({max_nodes})"
+        ));
+    }
+    let limit = depth_limit(max_samples);
+    if depth > limit {
+        return Err(format!(
+            "{depth} levels deep; trees grown on max_samples {max_samples} rows stop at {limit}"
         ));
     }
     Ok(())
@@ -1574,6 +1602,64 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no trees"), "{err}");
+    }
+
+    /// A chain of `n` splits: valid node by node, but deeper than any tree grown on
+    /// `max_samples` 4 rows (at most 2 levels, 7 nodes).
+    fn chain(n: usize) -> String {
+        let total = 2 * n + 1;
+        let (mut left, mut right, mut feature, mut threshold, mut samples) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for i in 0..n {
+            // Node 2i splits into a leaf (2i+1) and the next split (2i+2).
+            left.push((2 * i + 1) as i64);
+            right.push((2 * i + 2) as i64);
+            feature.push(0);
+            threshold.push("\"0\"".to_owned());
+            samples.push(n - i + 1);
+            left.push(-1);
+            right.push(-1);
+            feature.push(-2);
+            threshold.push("\"-2\"".to_owned());
+            samples.push(1);
+        }
+        left.push(-1);
+        right.push(-1);
+        feature.push(-2);
+        threshold.push("\"-2\"".to_owned());
+        samples.push(1);
+        assert_eq!(left.len(), total);
+        format!(
+            r#"{{"children_left":{left:?},"children_right":{right:?},"feature":{feature:?},"threshold":[{}],"n_node_samples":{samples:?}}}"#,
+            threshold.join(",")
+        )
+    }
+
+    #[test]
+    fn trees_deeper_or_larger_than_max_samples_allows_are_refused() {
+        // Two levels in 5 nodes is what max_samples 4 allows: accepted.
+        assert!(IsolationForest::from_json(&model_json(&chain(2))).is_ok());
+        // Three levels in 7 nodes: few enough nodes, too deep.
+        let err = IsolationForest::from_json(&model_json(&chain(3)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("3 levels deep") && err.contains("stop at 2"),
+            "{err}"
+        );
+        // Nine nodes: more than 4 rows can make.
+        let err = IsolationForest::from_json(&model_json(&chain(4)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("9 nodes, more than a tree grown on max_samples 4"),
+            "{err}"
+        );
+        // The reported stall, a chain 100k deep, is refused instead of scored.
+        let err = IsolationForest::from_json(&model_json(&chain(100_000)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tree 0: 200001 nodes"), "{err}");
     }
 
     #[test]

@@ -293,6 +293,18 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     status.write(&cfg.state_dir)?;
 
     let control = Arc::new(Control::default());
+    // Feeds sync on their own thread, with their own map handles and the shared store: a large
+    // feed swapped for another takes seconds to apply, and polls must go on meanwhile (a 1M-line
+    // swap used to stop polling for 22 s).
+    let feeder = {
+        let control = control.clone();
+        let lists = Lists::from_parts(store.clone(), PinnedMaps::open(&cfg.pin_dir)?);
+        let (paths, every) = (cfg.feeds.clone(), cfg.feed_every);
+        std::thread::Builder::new()
+            .name("astra-feeds".into())
+            .spawn(move || feed_loop(paths, every, lists, &control))
+            .map_err(|e| Error::io("feed thread", e))?
+    };
     let poller = {
         let control = control.clone();
         let cfg = cfg.clone();
@@ -319,6 +331,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         match tokio::task::spawn_blocking(move || crate::cli::reload_config(&argv)).await {
             Ok(Ok(new)) => {
                 info!("SIGHUP: configuration re-read");
+                *control.feeds_reloaded.lock().expect("reload lock") =
+                    Some((new.feeds.clone(), new.feed_every));
                 *control.reloaded.lock().expect("reload lock") = Some(new);
             }
             Ok(Err(e)) => {
@@ -334,6 +348,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         Ok(Ok(final_cfg)) => final_cfg.on_exit,
         _ => cfg.on_exit,
     };
+    // A sync in progress finishes its current batch first.
+    let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
     server.abort();
     api_server.abort();
     match on_exit {
@@ -355,6 +371,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 struct Control {
     stop: AtomicBool,
     reloaded: Mutex<Option<AgentConfig>>,
+    /// The feed thread's part of a reload: the feed paths and how often to check them.
+    feeds_reloaded: Mutex<Option<(Vec<PathBuf>, Duration)>>,
 }
 
 enum Signal {
@@ -448,10 +466,6 @@ impl Feeds {
         Self { syncs, last: None }
     }
 
-    fn paths(&self) -> Vec<PathBuf> {
-        self.syncs.iter().map(|s| s.path.clone()).collect()
-    }
-
     /// Syncs every feed at start and then every `every`. A feed that fails to read or parse
     /// keeps its previous entries in force (FeedSync's contract) and is retried next time.
     fn sync_if_due(&mut self, every: Duration, lists: &mut Lists) {
@@ -473,6 +487,23 @@ impl Feeds {
                 Err(e) => warn!(feed = %s.path.display(), error = %e, "feed not applied"),
             }
         }
+    }
+}
+
+/// Keeps the `--feed` files applied until the agent stops, taking new paths and intervals
+/// from SIGHUP reloads.
+fn feed_loop(mut paths: Vec<PathBuf>, mut every: Duration, mut lists: Lists, control: &Control) {
+    let mut feeds = Feeds::new(&paths);
+    while !control.stop.load(Ordering::SeqCst) {
+        if let Some((p, e)) = control.feeds_reloaded.lock().expect("reload lock").take() {
+            every = e;
+            if p != paths {
+                paths = p;
+                feeds = Feeds::new(&paths);
+            }
+        }
+        feeds.sync_if_due(every, &mut lists);
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -515,7 +546,7 @@ fn poll_loop(
     status: &mut AgentStatus,
     control: &Control,
 ) -> AgentConfig {
-    let Control { stop, reloaded } = control;
+    let Control { stop, reloaded, .. } = control;
     let mut table = FlowTable::with_capacity(
         cfg.idle_timeout,
         cfg.active_timeout,
@@ -523,15 +554,10 @@ fn poll_loop(
     );
     let mut n: u64 = 0;
     let mut next = Instant::now();
-    let mut feeds = Feeds::new(&cfg.feeds);
     while !stop.load(Ordering::SeqCst) {
         if let Some(new) = reloaded.lock().expect("reload lock").take() {
             apply_reload(&mut cfg, new, &mut table, &mut engine, status);
-            if feeds.paths() != cfg.feeds {
-                feeds = Feeds::new(&cfg.feeds);
-            }
         }
-        feeds.sync_if_due(cfg.feed_every, lists);
         if n.is_multiple_of(LIST_SCAN_EVERY) {
             recover_store(lists);
             notice_detached(watch, status, metrics);

@@ -453,7 +453,16 @@ impl Lists {
     /// written as given (expiry, creation time, source, tag). If the kernel write fails the
     /// entries stay stored, like a failed [`Lists::add`], and are applied at the next agent start.
     pub fn add_many(&mut self, entries: &[StoredEntry]) -> Result<Enforcement> {
-        self.store.upsert_many(entries)?;
+        self.add_many_in(entries, usize::MAX)
+    }
+
+    /// [`Lists::add_many`] with the store written in transactions of at most `batch`
+    /// entries, so that a background writer (the agent's feed sync) never holds the store for
+    /// long; the kernel is written once, after the store.
+    pub fn add_many_in(&mut self, entries: &[StoredEntry], batch: usize) -> Result<Enforcement> {
+        for chunk in entries.chunks(batch.max(1)) {
+            self.store.upsert_many(chunk)?;
+        }
         let Some(maps) = self.maps.as_mut() else {
             return Ok(Enforcement::StoredOnly);
         };
@@ -464,7 +473,16 @@ impl Lists {
     /// [`Lists::remove`] for many entries: one store transaction, batched kernel deletes.
     /// Returns how many the store had.
     pub fn remove_many(&mut self, keys: &[(ListKind, IpNet)]) -> Result<usize> {
-        let n = self.store.remove_many(keys)?;
+        self.remove_many_in(keys, usize::MAX)
+    }
+
+    /// [`Lists::remove_many`] in store transactions of at most `batch` keys (see
+    /// [`Lists::add_many_in`]).
+    pub fn remove_many_in(&mut self, keys: &[(ListKind, IpNet)], batch: usize) -> Result<usize> {
+        let mut n = 0;
+        for chunk in keys.chunks(batch.max(1)) {
+            n += self.store.remove_many(chunk)?;
+        }
         if let Some(maps) = self.maps.as_mut() {
             let mut exact_v4 = Vec::new();
             let mut exact_v6 = Vec::new();

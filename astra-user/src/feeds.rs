@@ -833,6 +833,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     crate::files::replace(path, bytes, 0o644).map_err(unusable)
 }
 
+/// Entries per store transaction of a feed sync.
+pub const SYNC_BATCH: usize = 10_000;
+
 /// What one [`FeedSync::sync`] changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct SyncReport {
@@ -950,6 +953,11 @@ impl FeedSync {
                 self.tag
             ))
         })?;
+        tracing::info!(
+            feed = %self.tag,
+            entries = feed.entries.len(),
+            "feed changed: applying it"
+        );
         let report = self.apply(&feed, lists)?;
         self.last = Some(stamp);
         self.last_count = feed.entries.len();
@@ -1018,11 +1026,14 @@ impl FeedSync {
         report.removed = gone.len();
         // Add before removing, so an address moving between the feed's prefixes is never
         // left uncovered in between.
+        // In store transactions of SYNC_BATCH entries: the store is shared with the agent's
+        // poll loop and API, which must not wait behind a million-row transaction. A sync
+        // that fails midway is completed by the next one (it compares against the store).
         if !write.is_empty() {
-            lists.add_many(&write)?;
+            lists.add_many_in(&write, SYNC_BATCH)?;
         }
         if !gone.is_empty() {
-            lists.remove_many(&gone)?;
+            lists.remove_many_in(&gone, SYNC_BATCH)?;
         }
         Ok(report)
     }

@@ -107,6 +107,13 @@ pub enum Command {
         /// Only one list.
         #[arg(long, value_enum)]
         kind: Option<KindArg>,
+        /// At most N entries of the list (oldest first), read a page at a time from the store;
+        /// needs --kind.
+        #[arg(long, value_name = "N", requires = "kind")]
+        limit: Option<u64>,
+        /// Skip the first N entries; needs --kind.
+        #[arg(long, value_name = "N", requires = "kind")]
+        offset: Option<u64>,
     },
     /// Show the flows in the kernel flow table, both directions paired, largest first.
     Flows {
@@ -425,17 +432,28 @@ pub fn run(cli: Cli) -> Result<()> {
                 report_change(json, "allowlisted", &net, None, &enf, None)
             }
         }
-        Command::List { json, kind } => {
+        Command::List {
+            json,
+            kind,
+            limit,
+            offset,
+        } => {
             let lists = Lists::open(&state_dir, &pin_dir)?;
-            let rows: Vec<ListRow> = lists
-                .list()?
-                .into_iter()
-                .filter(|r| match kind {
-                    None => true,
-                    Some(KindArg::Block) => r.kind == ListKind::Block,
-                    Some(KindArg::Allow) => r.kind == ListKind::Allow,
-                })
-                .collect();
+            let kind = kind.map(|k| match k {
+                KindArg::Block => ListKind::Block,
+                KindArg::Allow => ListKind::Allow,
+            });
+            let rows: Vec<ListRow> = match (kind, limit, offset) {
+                // A page: what the API serves, so a million-entry list need not be read whole.
+                (Some(k), l, o) if l.is_some() || o.is_some() => {
+                    lists.list_page(k, o.unwrap_or(0), l.unwrap_or(u64::MAX))?.0
+                }
+                _ => lists
+                    .list()?
+                    .into_iter()
+                    .filter(|r| kind.is_none_or(|k| r.kind == k))
+                    .collect(),
+            };
             if json {
                 print_json(&rows)
             } else {

@@ -65,6 +65,17 @@ fn clap_line(e: &clap::Error) -> String {
         );
     }
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    astra::text::excerpt_line(first.trim_start_matches("error: "))
+    let mut lines = text.lines();
+    let mut first = lines
+        .next()
+        .unwrap_or("invalid arguments")
+        .trim_start_matches("error: ")
+        .to_owned();
+    // "the following required arguments were not provided:" names them on the next line.
+    if e.kind() == ErrorKind::MissingRequiredArgument
+        && let Some(names) = lines.next()
+    {
+        first = format!("{first} {}", names.trim());
+    }
+    astra::text::excerpt_line(&first)
 }

@@ -354,3 +354,31 @@ fn shared_state_dirs_and_readable_tokens_are_refused() {
     std::fs::set_permissions(state.path(), mode(0o755)).unwrap();
     assert_eq!(cli(pin.path(), state.path(), &["list"]).0, 0);
 }
+
+/// `astra list --kind K --limit N --offset M` reads one page, as the API does.
+#[test]
+fn list_reads_pages() {
+    let (pin, state) = dirs();
+    let feed = state.path().join("f.txt");
+    let text: String = (1..=7).map(|i| format!("198.18.7.{i}\n")).collect();
+    std::fs::write(&feed, text).unwrap();
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &["blocklist", "import", feed.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let page = |args: &[&str]| {
+        let mut a = vec!["list", "--json", "--kind", "block"];
+        a.extend_from_slice(args);
+        let (code, out, err) = cli(pin.path(), state.path(), &a);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(page(&[]), 7);
+    assert_eq!(page(&["--limit", "3"]), 3);
+    assert_eq!(page(&["--offset", "5", "--limit", "3"]), 2);
+    assert_eq!(page(&["--offset", "9"]), 0);
+    assert_usage_error(&["list", "--limit", "3"], "--kind");
+}

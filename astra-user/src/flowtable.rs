@@ -353,6 +353,19 @@ pub struct Pair {
 
 impl Pair {
     const ONE_WAY: u32 = u32::MAX;
+    /// Only one direction was seen, and it is the answering side (its first packet was a
+    /// SYN-ACK): the conversation is its reverse, the peer's entry not yet
+    /// seen. (A poll that reads the table while a connection opens can see the SYN-ACK's entry
+    /// and not the SYN's: the kernel's batches are no snapshot. Taken as the opener, the
+    /// server looked like it was connecting to the client's ephemeral ports.)
+    const ANSWER_ONLY: u32 = u32::MAX - 1;
+}
+
+/// Whether a lone direction answers a peer whose entry is missing: a TCP direction whose
+/// first packet was a SYN-ACK. (ICMP replies are left as they are: their type is part of the
+/// conversation's identity, and a lone reply is as often an unsolicited one.)
+fn answers(k: &FlowKey, v: &FlowValue) -> bool {
+    k.proto == 6 && (v.tcp_flags >> 8) & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
 }
 
 /// Pairs the `n` directional entries `get` returns into conversations. The same direction can
@@ -401,10 +414,17 @@ fn pair_indexed<'a>(n: usize, get: impl Fn(u32) -> (&'a FlowKey, &'a FlowValue))
                     Pair { fwd: a, rev: b }
                 }
             }
-            [Some(a), None] | [None, Some(a)] => Pair {
-                fwd: a,
-                rev: Pair::ONE_WAY,
-            },
+            [Some(a), None] | [None, Some(a)] => {
+                let (k, v) = get(a);
+                Pair {
+                    fwd: a,
+                    rev: if answers(k, v) {
+                        Pair::ANSWER_ONLY
+                    } else {
+                        Pair::ONE_WAY
+                    },
+                }
+            }
             [None, None] => continue,
         });
     }
@@ -416,6 +436,22 @@ fn pair_indexed<'a>(n: usize, get: impl Fn(u32) -> (&'a FlowKey, &'a FlowValue))
 /// The conversation `p` names, from the entries `get` returns.
 fn bi_flow<'a>(p: Pair, get: impl Fn(u32) -> (&'a FlowKey, &'a FlowValue)) -> BiFlow {
     let (fk, fv) = get(p.fwd);
+    if p.rev == Pair::ANSWER_ONLY {
+        // The answering side is the conversation's reverse direction.
+        return BiFlow {
+            src: key_addr(fk.dst),
+            dst: key_addr(fk.src),
+            src_port: fk.dst_port,
+            dst_port: fk.src_port,
+            proto: fk.proto,
+            ifindex: fk.ifindex,
+            fwd: DirCounters::default(),
+            rev: DirCounters::from_value(fv),
+            tcp_flags: fv.tcp_flags & 0xff,
+            first_seen_ns: fv.first_seen_ns,
+            last_seen_ns: fv.last_seen_ns,
+        };
+    }
     let rv = (p.rev != Pair::ONE_WAY).then(|| *get(p.rev).1);
     let fwd = DirCounters::from_value(fv);
     let rev = rv.as_ref().map(DirCounters::from_value).unwrap_or_default();
@@ -627,6 +663,44 @@ mod tests {
         assert_eq!((f.src_port, f.dst_port), (40000, 80));
         assert_eq!((f.fwd.packets, f.rev.packets), (5, 4));
         assert_eq!((f.first_seen_ns, f.last_seen_ns), (S, 9 * S));
+    }
+
+    /// A poll that reads the table while a connection opens may see the SYN-ACK's entry
+    /// and not the SYN's (the kernel's batches are no snapshot): the conversation is still
+    /// the client's, with the same identity it has once both entries are seen.
+    #[test]
+    fn a_lone_syn_ack_is_the_answer_of_a_client_not_yet_seen() {
+        let c = [198, 18, 0, 1];
+        let s = [198, 18, 0, 2];
+        let req = key(c, s, 40000, 80, 6, direction::INGRESS);
+        let rep = key(s, c, 80, 40000, 6, direction::EGRESS);
+        let synack = (TCP_SYN | TCP_ACK) << 8 | TCP_SYN | TCP_ACK;
+        let rep_v = FlowValue {
+            tcp_flags: synack,
+            ..val(1, S, S)
+        };
+        let alone = pair_flows([(&rep, &rep_v)]);
+        assert_eq!(alone.len(), 1);
+        let f = &alone[0];
+        assert_eq!((f.src, f.dst), (IpAddr::from(c), IpAddr::from(s)));
+        assert_eq!((f.src_port, f.dst_port), (40000, 80));
+        assert_eq!((f.fwd.packets, f.rev.packets), (0, 1));
+        assert_eq!(f.rev.first_tcp_flags, TCP_SYN | TCP_ACK);
+        // Once both are seen: the same conversation, the same way round.
+        let req_v = FlowValue {
+            tcp_flags: TCP_SYN << 8 | TCP_SYN | TCP_ACK,
+            ..val(2, S, 2 * S)
+        };
+        let both = pair_flows([(&rep, &rep_v), (&req, &req_v)]);
+        assert_eq!(
+            (both[0].src, both[0].src_port, both[0].dst_port),
+            (f.src, f.src_port, f.dst_port)
+        );
+        // A lone direction that opened with anything else is still taken as the opener.
+        let lone_syn = pair_flows([(&req, &req_v)]);
+        assert_eq!(lone_syn[0].src, IpAddr::from(c));
+        let lone_ack = pair_flows([(&rep, &val(3, S, S))]);
+        assert_eq!(lone_ack[0].src, IpAddr::from(s));
     }
 
     #[test]

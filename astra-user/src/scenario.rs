@@ -13,6 +13,10 @@ pub const DEFAULT_SET: &[(&str, &str)] = &[
         include_str!("../scenarios/benign-mixed.toml"),
     ),
     (
+        "web-churn.toml",
+        include_str!("../scenarios/web-churn.toml"),
+    ),
+    (
         "nmap-syn-scan.toml",
         include_str!("../scenarios/nmap-syn-scan.toml"),
     ),

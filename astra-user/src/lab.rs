@@ -71,8 +71,7 @@ impl Drop for Topology {
         self.services.store(true, Ordering::SeqCst);
         self.stop_agent();
         for mut d in self.daemons.drain(..) {
-            let _ = d.kill();
-            let _ = d.wait();
+            crate::netns::kill_group(&mut d);
         }
         let _ = std::fs::remove_dir_all(&self.pin_dir);
         if !self.keep_state {
@@ -224,7 +223,7 @@ impl Topology {
         .map_err(|e| Error::io(&self.state_dir, e))?;
         let child = self
             .server
-            .command(program)?
+            .lab_command(program)?
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

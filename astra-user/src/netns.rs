@@ -84,6 +84,11 @@ impl Netns {
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
         command_in(&self.path(), program)
     }
+
+    /// [`lab_command_in`] for this namespace.
+    pub fn lab_command(&self, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+        lab_command_in(&self.path(), program)
+    }
 }
 
 /// A command that starts inside the network namespace at `path` (network namespace only:
@@ -101,6 +106,29 @@ pub fn command_in(path: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Co
         });
     }
     Ok(cmd)
+}
+
+/// The variable every process the lab starts carries, set to the lab's pid: children inherit
+/// it (nginx's workers, hydra's tasks), so a test can find whatever a run left behind.
+pub const LAB_RUN_ENV: &str = "ASTRA_LAB_RUN";
+
+/// A command for a lab daemon or tool in the namespace at `path`: as [`command_in`], leading
+/// a process group of its own and tagged with [`LAB_RUN_ENV`], so [`kill_group`] ends it with
+/// every process it forked.
+pub fn lab_command_in(path: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
+    let mut cmd = command_in(path, program)?;
+    cmd.process_group(0)
+        .env(LAB_RUN_ENV, std::process::id().to_string());
+    Ok(cmd)
+}
+
+/// Kills `child`'s whole process group (see [`lab_command_in`]) and reaps `child`. Killing the
+/// child alone left nginx's workers and hydra's tasks running after every lab scenario.
+pub fn kill_group(child: &mut std::process::Child) {
+    // SAFETY: a signal to the group the child leads (its pgid is its pid); the child is not
+    // yet reaped, so the id cannot have been reused.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 impl Drop for Netns {

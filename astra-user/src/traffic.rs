@@ -362,7 +362,7 @@ pub fn run_tool(
     timeout: Duration,
 ) -> Result<Option<i32>> {
     let mut child = ns
-        .command(program)?
+        .lab_command(program)?
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -372,11 +372,13 @@ pub fn run_tool(
     let end = Instant::now() + timeout;
     loop {
         if let Some(st) = child.try_wait().map_err(|e| Error::io(program, e))? {
+            // What it forked and left running goes with it (the group outlives its leader).
+            // SAFETY: a signal to the group the reaped child led; nothing else joins it.
+            unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
             return Ok(st.code());
         }
         if Instant::now() >= end {
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::netns::kill_group(&mut child);
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -19,7 +19,8 @@ fn default_scenarios_all_pass_and_the_report_has_every_field() {
         .spawn()
         .expect("run astra lab");
     // The lab names everything it creates after its pid.
-    let prefix = format!("astra-lab-{}-", child.id());
+    let lab_pid = child.id();
+    let prefix = format!("astra-lab-{lab_pid}-");
     let out = child.wait_with_output().expect("wait for astra lab");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -65,6 +66,26 @@ fn default_scenarios_all_pass_and_the_report_has_every_field() {
     );
     let pins = entries_with_prefix("/sys/fs/bpf", &prefix);
     assert!(pins.is_empty(), "pin dirs left behind: {pins:?}");
+    // And so is every process it started, with everything those forked: each carries the
+    // lab's pid in its environment (nginx's workers and hydra's tasks used to stay).
+    let tag = format!("{}={lab_pid}", astra::netns::LAB_RUN_ENV);
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == tag.as_bytes()))
+        })
+        .map(|e| {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            format!("{} {}", e.file_name().to_string_lossy(), comm.trim())
+        })
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "processes left running: {survivors:?}"
+    );
 }
 
 fn entries_with_prefix(dir: &str, prefix: &str) -> Vec<String> {

@@ -108,17 +108,11 @@ pub fn command_in(path: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Co
     Ok(cmd)
 }
 
-/// The variable every process the lab starts carries, set to the lab's pid: children inherit
-/// it (nginx's workers, hydra's tasks), so a test can find whatever a run left behind.
-pub const LAB_RUN_ENV: &str = "ASTRA_LAB_RUN";
-
 /// A command for a lab daemon or tool in the namespace at `path`: as [`command_in`], leading
-/// a process group of its own and tagged with [`LAB_RUN_ENV`], so [`kill_group`] ends it with
-/// every process it forked.
+/// a process group of its own, so [`kill_group`] ends it with every process it forked.
 pub fn lab_command_in(path: &str, program: impl AsRef<std::ffi::OsStr>) -> Result<Command> {
     let mut cmd = command_in(path, program)?;
-    cmd.process_group(0)
-        .env(LAB_RUN_ENV, std::process::id().to_string());
+    cmd.process_group(0);
     Ok(cmd)
 }
 

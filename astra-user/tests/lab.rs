@@ -19,8 +19,7 @@ fn default_scenarios_all_pass_and_the_report_has_every_field() {
         .spawn()
         .expect("run astra lab");
     // The lab names everything it creates after its pid.
-    let lab_pid = child.id();
-    let prefix = format!("astra-lab-{lab_pid}-");
+    let prefix = format!("astra-lab-{}-", child.id());
     let out = child.wait_with_output().expect("wait for astra lab");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -66,26 +65,48 @@ fn default_scenarios_all_pass_and_the_report_has_every_field() {
     );
     let pins = entries_with_prefix("/sys/fs/bpf", &prefix);
     assert!(pins.is_empty(), "pin dirs left behind: {pins:?}");
-    // And so is every process it started, with everything those forked: each carries the
-    // lab's pid in its environment (nginx's workers and hydra's tasks used to stay).
-    let tag = format!("{}={lab_pid}", astra::netns::LAB_RUN_ENV);
-    let survivors: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
-            std::fs::read(e.path().join("environ"))
-                .is_ok_and(|env| env.split(|&b| b == 0).any(|v| v == tag.as_bytes()))
-        })
-        .map(|e| {
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            format!("{} {}", e.file_name().to_string_lossy(), comm.trim())
-        })
-        .collect();
+    // And so is every process it started, with everything those forked (nginx's workers and
+    // hydra's tasks used to stay): nothing may still run in a namespace that is gone.
+    let survivors = processes_in_deleted_namespaces();
     assert!(
         survivors.is_empty(),
         "processes left running: {survivors:?}"
     );
+}
+
+/// User processes whose network namespace is neither this test's nor a named one that still
+/// exists: what a lab run left running after it deleted its namespaces. (Kernel threads,
+/// which have no command line, live in the host's namespace, which a container's is not.)
+fn processes_in_deleted_namespaces() -> Vec<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let ns_of = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    let root = ns_of("self");
+    let named: std::collections::HashSet<String> = std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::metadata(e.path()).ok())
+                .map(|m| format!("net:[{}]", m.ino()))
+                .collect()
+        })
+        .unwrap_or_default();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            pid.parse::<u32>().ok()?;
+            let ns = ns_of(&pid)?;
+            let ns_text = ns.to_string_lossy().into_owned();
+            if Some(&ns) == root.as_ref() || named.contains(&ns_text) {
+                return None;
+            }
+            if std::fs::read(e.path().join("cmdline")).map_or(true, |c| c.is_empty()) {
+                return None;
+            }
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            Some(format!("{pid} {} in {ns_text}", comm.trim()))
+        })
+        .collect()
 }
 
 fn entries_with_prefix(dir: &str, prefix: &str) -> Vec<String> {

@@ -125,6 +125,67 @@ pub fn command_present(command: &str) -> bool {
     which::which_in(command, Some(search_path()), cmd::workspace_root()).is_ok()
 }
 
+/// The locks apt and dpkg take. On a fresh machine unattended upgrades often hold them for
+/// minutes, and `apt-get update` fails at once rather than wait (apt's DPkg::Lock::Timeout
+/// covers only the dpkg lock).
+const APT_LOCKS: [&str; 4] = [
+    "/var/lib/dpkg/lock-frontend",
+    "/var/lib/dpkg/lock",
+    "/var/lib/apt/lists/lock",
+    "/var/cache/apt/archives/lock",
+];
+
+/// How long to wait for another apt or dpkg before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The pid of a process holding a POSIX lock on `path` (how apt and dpkg lock), if any.
+fn lock_holder(path: &str) -> Option<u32> {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .ok()?;
+    // SAFETY: an all-zero flock is a valid value to fill in.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    // SAFETY: F_GETLK on a descriptor we own, with a valid flock to fill in.
+    let rc = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETLK, &mut fl) };
+    (rc == 0 && fl.l_type != libc::F_UNLCK as libc::c_short).then_some(fl.l_pid as u32)
+}
+
+/// Waits, up to `limit` and saying so, while another process holds one of `locks`.
+fn wait_for_package_locks(locks: &[&str], limit: std::time::Duration) -> Result<()> {
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let Some((path, pid)) = locks
+            .iter()
+            .find_map(|p| lock_holder(p).map(|pid| (*p, pid)))
+        else {
+            return Ok(());
+        };
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if start.elapsed() >= limit {
+            bail!(
+                "{path} is still held by pid {pid} ({}) after {} s: wait for it to finish, or stop it",
+                name.trim(),
+                limit.as_secs()
+            );
+        }
+        if !said {
+            eprintln!(
+                "xtask: waiting for {path}, held by pid {pid} ({}), for up to {} s",
+                name.trim(),
+                limit.as_secs()
+            );
+            said = true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 /// Installs the packages for missing commands, or fails with one line saying what to install.
 pub fn ensure(reqs: &[Requirement]) -> Result<()> {
     let have_apt = command_present("apt-get");
@@ -132,10 +193,17 @@ pub fn ensure(reqs: &[Requirement]) -> Result<()> {
         Plan::Satisfied => Ok(()),
         Plan::Refuse(message) => bail!(message),
         Plan::Install(packages) => {
+            wait_for_package_locks(&APT_LOCKS, LOCK_WAIT)?;
             cmd::run(Command::new("apt-get").arg("update"))?;
+            wait_for_package_locks(&APT_LOCKS, LOCK_WAIT)?;
             cmd::run(
                 Command::new("apt-get")
                     .env("DEBIAN_FRONTEND", "noninteractive")
+                    // apt's own wait, for a lock taken between our check and its start.
+                    .args([
+                        "-o",
+                        &format!("DPkg::Lock::Timeout={}", LOCK_WAIT.as_secs()),
+                    ])
                     .args(["install", "-y", "--no-install-recommends"])
                     .args(&packages),
             )?;
@@ -158,6 +226,43 @@ pub fn ensure(reqs: &[Requirement]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    /// A lock held by another process is waited for, with its holder named, and the wait
+    /// ends when it is released (or fails once the limit passes).
+    #[test]
+    fn package_locks_held_by_others_are_waited_for() {
+        let path = std::env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        let p = path.to_str().unwrap().to_owned();
+        assert_eq!(lock_holder(&p), None);
+        // A child takes the lock the way dpkg does (fcntl), holds it, then exits.
+        let c = std::ffi::CString::new(p.clone()).unwrap();
+        // SAFETY: the child only calls async-signal-safe functions before _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            unsafe {
+                let fd = libc::open(c.as_ptr(), libc::O_RDWR);
+                let mut fl: libc::flock = std::mem::zeroed();
+                fl.l_type = libc::F_WRLCK as libc::c_short;
+                libc::fcntl(fd, libc::F_SETLK, &fl);
+                libc::sleep(2);
+                libc::_exit(0);
+            }
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while lock_holder(&p).is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(lock_holder(&p), Some(pid as u32));
+        assert!(wait_for_package_locks(&[&p], std::time::Duration::ZERO).is_err());
+        wait_for_package_locks(&[&p], std::time::Duration::from_secs(30)).unwrap();
+        assert_eq!(lock_holder(&p), None);
+        let mut status = 0;
+        // SAFETY: reaping the child forked above.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let _ = std::fs::remove_file(&path);
+    }
+
     use super::*;
 
     const TABLE: &[Requirement] = &[

@@ -13,16 +13,17 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{
-    blocklist::Lists,
+    clock::now_unix,
+    detect::model::{Learner, ModelConfig, ModelStatus},
     detect::{Alert, ExfilBaselines, RuleConfig, anomaly_alert, source_rules, target_rules},
     error::{Error, Result},
-    events::{EventLog, alert_id},
     features::{FeatureConfig, Tracker},
-    flowtable::{BiFlow, Conversations, FlowRecord, FlowTable, pair_flows},
-    metrics::Metrics,
-    model::{Learner, ModelConfig, ModelStatus},
-    report,
-    store::{EntrySource, ListKind, now_unix},
+    flow::{BiFlow, Conversations, FlowRecord, FlowTable, pair_flows},
+    lists::Lists,
+    sink::events::{EventLog, alert_id},
+    sink::metrics::Metrics,
+    sink::report,
+    store::{EntrySource, ListKind},
     verdict::{Decision, Policy, PolicyConfig, Protected},
 };
 
@@ -366,7 +367,7 @@ impl Engine {
         }
         // The block itself is already durable (lists.add); a history that cannot be written
         // must not stop detection, so this only warns.
-        if let Err(e) = crate::history::record(lists.store(), &recorded, &incidents) {
+        if let Err(e) = crate::sink::history::record(lists.store(), &recorded, &incidents) {
             warn!(error = %e, "recording alerts in the history");
         }
         Ok(stats)

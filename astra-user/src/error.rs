@@ -34,9 +34,6 @@ pub enum Error {
     /// The interface already runs an XDP program that is not ours.
     #[error("{0}")]
     Conflict(String),
-    /// Lab scenarios ran but some did not pass.
-    #[error("{0}")]
-    Lab(String),
 }
 
 impl Error {
@@ -44,7 +41,7 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Addr(_) => 2,
             Error::Store(e) if e.is_user_error() => 2,
-            Error::Io { source, .. } if operator_fixable(source) => 2,
+            Error::Io { source, .. } if crate::files::operator_fixable(source) => 2,
             _ => 1,
         }
     }
@@ -65,27 +62,6 @@ impl Error {
             source,
         }
     }
-}
-
-/// An I/O error the operator causes and fixes by pointing Astra at another path: permissions,
-/// a read-only filesystem, a file where a directory belongs or the reverse, a missing or
-/// dangling path, a planted symlink. (Disk full or EIO are failures, not usage.)
-pub fn operator_fixable(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(
-            libc::EACCES
-                | libc::EPERM
-                | libc::EROFS
-                | libc::ENOTDIR
-                | libc::EISDIR
-                | libc::EEXIST
-                | libc::ENOENT
-                | libc::ELOOP
-                | libc::ENAMETOOLONG
-                | libc::EFBIG
-        )
-    ) || e.kind() == std::io::ErrorKind::InvalidInput
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -77,18 +77,25 @@ pub fn shared_dir_mode(dir: &Path) -> Option<u32> {
     (mode & 0o022 != 0).then_some(mode)
 }
 
-/// Creates `dir` (0700) if need be, and refuses one others may write to.
-pub fn ensure_private_dir(dir: &Path) -> crate::Result<()> {
-    use std::os::unix::fs::DirBuilderExt as _;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| crate::Error::io(dir, e))?;
-    match shared_dir_mode(dir) {
-        None => Ok(()),
-        Some(mode) => Err(crate::Error::Usage(shared_dir_message(dir, mode))),
-    }
+/// An I/O error the operator causes and fixes by pointing Astra at another path: permissions,
+/// a read-only filesystem, a file where a directory belongs or the reverse, a missing or
+/// dangling path, a planted symlink. (Disk full or EIO are failures, not usage.)
+pub fn operator_fixable(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::EACCES
+                | libc::EPERM
+                | libc::EROFS
+                | libc::ENOTDIR
+                | libc::EISDIR
+                | libc::EEXIST
+                | libc::ENOENT
+                | libc::ELOOP
+                | libc::ENAMETOOLONG
+                | libc::EFBIG
+        )
+    ) || e.kind() == std::io::ErrorKind::InvalidInput
 }
 
 /// One line for a state dir others may write to.

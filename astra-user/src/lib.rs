@@ -1,35 +1,42 @@
 //! Astra's userspace: the agent that loads the XDP/TC dataplane, polls its maps and manages
-//! the kernel blocklist, and the `astra` command line that drives it.
+//! the kernel lists, and the `astra` command line that drives it.
+//!
+//! The modules follow the data path, bottom to top; every import points down (ARCHITECTURE.md
+//! has the picture, and `cargo xtask tidy` keeps it):
+//!
+//! - foundation: [`text`], [`clock`], [`files`], [`addr`], [`store`], [`error`], [`limits`]
+//! - [`dataplane`]: the kernel boundary (loading, layout check, pinned maps)
+//! - [`flow`]: polling the flow table, pairing directions into conversations
+//! - [`features`]: per-source and per-destination windows
+//! - [`detect`]: alerts, rules, baselines, the model and its forest
+//! - [`verdict`]: what to do about an alert
+//! - [`lists`] (block and allow lists, feeds) and [`sink`] (events, reports, metrics, history)
+//! - [`engine`]: one pass, detect -> decide -> apply
+//! - [`agent`]: the run loop, its status and its HTTP API
+//! - tools on top: [`lab`], [`bench`]; and [`cli`], the only module that knows clap
 pub mod addr;
-pub mod agent;
-pub mod api;
-pub mod bench;
-pub mod blocklist;
-pub mod cli;
-pub mod config;
-pub mod detect;
-pub mod engine;
+pub mod clock;
 pub mod error;
-pub mod events;
-pub mod features;
-pub mod feeds;
 pub mod files;
-pub mod flowtable;
-pub mod forest;
-pub mod history;
-pub mod lab;
 pub mod limits;
-pub mod loader;
-pub mod maps;
-pub mod metrics;
-pub mod model;
-pub mod netns;
-pub mod report;
-pub mod scenario;
 pub mod store;
 pub mod text;
-pub mod token;
-pub mod traffic;
+
+pub mod dataplane;
+pub mod detect;
+pub mod features;
+pub mod flow;
 pub mod verdict;
+
+pub mod engine;
+pub mod lists;
+pub mod sink;
+
+pub mod agent;
+
+pub mod bench;
+pub mod lab;
+
+pub mod cli;
 
 pub use error::{Error, Result};

@@ -53,7 +53,7 @@ pub fn read_capped(path: &Path, cap: u64, what: &str) -> Result<Vec<u8>> {
         std::fs::File::open(path).and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
     };
     r.map_err(|e| {
-        if crate::error::operator_fixable(&e) {
+        if crate::files::operator_fixable(&e) {
             Error::Usage(format!("cannot read {}: {e}", path.display()))
         } else {
             Error::io(path, e)

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use astra::{cli::run, config::ArgsError};
+use astra::{cli::config::ArgsError, cli::run};
 use clap::error::ErrorKind;
 use tracing_subscriber::EnvFilter;
 
@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let argv: Vec<_> = std::env::args_os().collect();
-    let cli = match astra::config::parse(&argv) {
+    let cli = match astra::cli::config::parse(&argv) {
         Ok(cli) => cli,
         Err(ArgsError::Config(e)) => {
             eprintln!("astra: {e}");

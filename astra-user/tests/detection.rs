@@ -13,11 +13,11 @@ use std::{
 
 use astra::{
     detect::{Action, Alert, AttackType},
-    events::read_alerts,
+    lab::traffic::{self, SourceAddr},
     lab::{
         ATTACKER, CLIENT, LOGIN_PORT, SERVER_ATTACKER_SIDE, SERVER_CLIENT_SIDE, Topology, WEB_PORT,
     },
-    traffic::{self, SourceAddr},
+    sink::events::read_alerts,
 };
 
 const POLL: Duration = Duration::from_secs(1);

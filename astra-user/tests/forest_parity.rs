@@ -1,4 +1,4 @@
-//! Parity of `astra::forest` with scikit-learn's IsolationForest.
+//! Parity of `astra::detect::forest` with scikit-learn's IsolationForest.
 //!
 //! `tools/sklearn_export.py --selftest-data` fits sklearn on seeded data and writes the model,
 //! test rows and sklearn's scores; Astra imports the model and must reproduce every score to
@@ -8,7 +8,7 @@
 //! Needs python3 with scikit-learn, installed with pip when missing. When that is impossible
 //! the tests skip, or fail under CI=true / CI=1.
 
-use astra::forest::{Contamination, ForestParams, IsolationForest, MaxSamples};
+use astra::detect::forest::{Contamination, ForestParams, IsolationForest, MaxSamples};
 use ndarray::Array2;
 use serde_json::Value;
 use std::{

@@ -20,14 +20,16 @@ fn drops_series(iface: &str, reason: &str) -> String {
 }
 
 fn flow_packets(pin: &PinDir, src: &str, dst: &str, sport: u16, dport: u16) -> u64 {
-    let maps = astra::maps::PinnedMaps::open(pin.path()).unwrap().unwrap();
+    let maps = astra::dataplane::maps::PinnedMaps::open(pin.path())
+        .unwrap()
+        .unwrap();
     let mut raw = Vec::new();
     maps.read_flows(&mut raw).unwrap();
     let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
     raw.iter()
         .filter(|(k, _)| {
-            astra::flowtable::key_addr(k.src) == src
-                && astra::flowtable::key_addr(k.dst) == dst
+            astra::flow::key_addr(k.src) == src
+                && astra::flow::key_addr(k.dst) == dst
                 && k.src_port == sport
                 && k.dst_port == dport
                 && k.proto == 17
@@ -194,7 +196,9 @@ fn ipv6_blocks_work_like_ipv4_ones() {
 
 /// Reads B's drop and pass counters straight from the pinned maps (works with no agent).
 fn kernel_counts(pin: &PinDir, ifindex: u32) -> (u64, u64) {
-    let maps = astra::maps::PinnedMaps::open(pin.path()).unwrap().unwrap();
+    let maps = astra::dataplane::maps::PinnedMaps::open(pin.path())
+        .unwrap()
+        .unwrap();
     let c = maps.iface_counters(ifindex).unwrap();
     (
         c[action::DROP_BLOCKED as usize].packets,
@@ -388,12 +392,12 @@ fn refuses_to_replace_a_foreign_xdp_program() {
     let ifc = lab.if_b.clone();
     let other = other_pin.path().to_owned();
     let mut foreign = Lab::in_ns(&ns, move || {
-        let mut dp = astra::loader::Dataplane::load(&other, 1024).unwrap();
-        dp.attach(&ifc, astra::loader::XdpModeArg::Skb).unwrap();
+        let mut dp = astra::dataplane::Dataplane::load(&other, 1024).unwrap();
+        dp.attach(&ifc, astra::dataplane::XdpModeArg::Skb).unwrap();
         dp
     });
     let out =
-        astra::netns::command_in(&format!("/var/run/netns/{}", lab.ns_b), common::astra_bin())
+        astra::lab::netns::command_in(&format!("/var/run/netns/{}", lab.ns_b), common::astra_bin())
             .unwrap()
             .args(["run", "--iface", &lab.if_b, "--metrics-addr"])
             .arg(format!("127.0.0.1:{}", common::free_port()))

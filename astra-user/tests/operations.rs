@@ -693,7 +693,7 @@ fn commands_refuse_another_agents_programs_and_the_agent_notices_a_detach() {
     // The agent's XDP link detached under it (as `bpftool link detach` would): it says so in
     // its log, status, metrics and readiness.
     let link = pin.path().join("links").join(format!("xdp-{}", lab.if_b));
-    astra::loader::detach_pinned_link(&link).unwrap();
+    astra::dataplane::detach_pinned_link(&link).unwrap();
     assert_eq!(lab.deliver(&a, &lab.b_v4(), 5), 5);
     wait_for(
         "the agent to notice",

@@ -14,9 +14,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use astra::{
     Error,
-    blocklist::{Lists, mono_now_ns},
-    loader::{self, Dataplane, LayoutState},
-    maps::PinnedMaps,
+    clock::mono_now_ns,
+    dataplane::maps::PinnedMaps,
+    dataplane::{self, Dataplane, LayoutState},
+    lists::Lists,
     store::{EntrySource, ListKind, Store, StoredEntry},
 };
 use astra_common::{
@@ -658,7 +659,7 @@ fn test_run_presents_frames_on_loopback() {
     if !common::privileged() {
         return;
     }
-    assert_eq!(loader::ifindex("lo").unwrap(), LO);
+    assert_eq!(dataplane::ifindex("lo").unwrap(), LO);
     let mut s = Sensor::new();
     let f = ipv4_udp(&[]);
     assert_eq!(s.xdp(&f), XDP_PASS);
@@ -1928,7 +1929,7 @@ fn assert_layout_refused(pin: &std::path::Path) {
         Err(e) => panic!("{what}: not a layout error: {e}"),
         Ok(()) => panic!("{what}: accepted"),
     };
-    check("check_layout", loader::check_layout(pin).map(drop));
+    check("check_layout", dataplane::check_layout(pin).map(drop));
     check("Dataplane::load", Dataplane::load(pin, 4096).map(drop));
     check("PinnedMaps::open", PinnedMaps::open(pin).map(drop));
 }
@@ -1940,7 +1941,7 @@ fn fresh_pins_carry_the_current_layout() {
     }
     let s = Sensor::new();
     assert_eq!(
-        loader::check_layout(s.pin.path()).unwrap(),
+        dataplane::check_layout(s.pin.path()).unwrap(),
         LayoutState::Current
     );
     let meta = open_meta(s.pin.path()).get(&0, 0).unwrap();

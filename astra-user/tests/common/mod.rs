@@ -2,7 +2,7 @@
 //! that remove every namespace and pin directory a test creates, even when it panics.
 #![allow(dead_code)]
 
-use astra::netns::Netns;
+use astra::lab::netns::Netns;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -41,7 +41,7 @@ pub struct PinDir(pub PathBuf);
 impl PinDir {
     pub fn new() -> Self {
         let p = PathBuf::from("/sys/fs/bpf").join(unique("astra-t"));
-        astra::loader::ensure_pin_dir(&p).expect("pin dir");
+        astra::dataplane::ensure_pin_dir(&p).expect("pin dir");
         Self(p)
     }
 
@@ -112,7 +112,7 @@ impl Lab {
                 ns.sysctl("net.ipv6.conf.default.disable_ipv6=1").unwrap();
             }
         }
-        astra::netns::veth(&a, &if_a, &b, &if_b).expect("veth");
+        astra::lab::netns::veth(&a, &if_a, &b, &if_b).expect("veth");
         for (ns, ifc, host) in [(&a, &if_a, 1), (&b, &if_b, 2)] {
             ns.add_addr(ifc, &format!("198.18.{net}.{host}/24"))
                 .unwrap();
@@ -154,7 +154,7 @@ impl Lab {
     pub fn b_ifindex(&self) -> u32 {
         let ifc = self.if_b.clone();
         Self::in_ns(&self.ns_b, move || {
-            astra::loader::ifindex(&ifc).expect("ifindex")
+            astra::dataplane::ifindex(&ifc).expect("ifindex")
         })
     }
 
@@ -190,7 +190,7 @@ impl Lab {
 
     /// Runs `f` on a thread that has entered namespace `ns`.
     pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-        astra::netns::in_ns(&format!("/var/run/netns/{ns}"), f).expect("enter netns")
+        astra::lab::netns::in_ns(&format!("/var/run/netns/{ns}"), f).expect("enter netns")
     }
 
     /// Sends `n` UDP datagrams from namespace A to `dst` port `port`, from source port
@@ -271,7 +271,7 @@ impl Agent {
         let api_port = free_port();
         let log = state.join(format!("agent-{port}.log"));
         let logf = std::fs::File::create(&log).expect("log file");
-        let child = astra::netns::command_in(&format!("/var/run/netns/{ns}"), astra_bin())
+        let child = astra::lab::netns::command_in(&format!("/var/run/netns/{ns}"), astra_bin())
             .expect("netns")
             .args(["run", "--iface", iface, "--poll-interval", "200ms"])
             .arg("--metrics-addr")

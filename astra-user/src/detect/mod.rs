@@ -1,12 +1,16 @@
 //! Rule detectors. Each rule reads the window aggregates from [`crate::features`] and turns a
 //! crossed threshold into an [`Alert`] with a confidence that grows with how far the threshold
 //! was crossed, capped when the evidence is of the kind an attacker can forge cheaply.
+
+pub mod forest;
+pub mod model;
+
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
 };
 
-use crate::flowtable::FastMap;
+use crate::flow::FastMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -768,7 +772,7 @@ pub fn anomaly_alert(
     cfg: &RuleConfig,
     src: IpAddr,
     long: &SourceWindow,
-    assessment: &crate::model::Assessment,
+    assessment: &crate::detect::model::Assessment,
     now_ms: u64,
 ) -> Alert {
     let score = assessment.score;
@@ -838,19 +842,19 @@ mod tests {
     const RA: u32 = 0x14;
     const FULL: u32 = 0x1b;
 
-    fn detect(flows: &[crate::flowtable::BiFlow], now: u64, cfg: &RuleConfig) -> Vec<Alert> {
+    fn detect(flows: &[crate::flow::BiFlow], now: u64, cfg: &RuleConfig) -> Vec<Alert> {
         detect_with_rates(flows, now, cfg, &[])
     }
 
     fn detect_with_rates(
-        flows: &[crate::flowtable::BiFlow],
+        flows: &[crate::flow::BiFlow],
         now: u64,
         cfg: &RuleConfig,
         sent: &[(&str, &str, u8, u64)],
     ) -> Vec<Alert> {
         use astra_common::{FlowKey, FlowValue};
         let mut t = Tracker::new(FeatureConfig::default());
-        use crate::flowtable::FlowRecord;
+        use crate::flow::FlowRecord;
         let recs: Vec<FlowRecord> = sent
             .iter()
             .map(|(src, dst, proto, d)| {
@@ -895,7 +899,7 @@ mod tests {
         v
     }
 
-    fn scan(n: u16, now: u64) -> Vec<crate::flowtable::BiFlow> {
+    fn scan(n: u16, now: u64) -> Vec<crate::flow::BiFlow> {
         (1..=n)
             .map(|p| tcp("198.18.0.9", "198.18.1.1", 40000, p, SYN, RA, now - 2 * S))
             .collect()
@@ -1148,7 +1152,7 @@ mod tests {
 
     #[test]
     fn anomaly_alerts_are_capped_and_explain_novelty() {
-        use crate::model::{Assessment, Novelty};
+        use crate::detect::model::{Assessment, Novelty};
         let w = SourceWindow::default();
         let cfg = RuleConfig::default();
         let plain = anomaly_alert(

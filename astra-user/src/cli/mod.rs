@@ -1,5 +1,9 @@
 //! Command-line interface: argument definitions and the verbs that act on the pinned maps and
 //! the state store.
+
+pub mod blocklist;
+pub mod config;
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -13,16 +17,18 @@ use serde::Serialize;
 
 use crate::{
     addr::{parse_net, parse_ttl},
-    agent::{self, AgentConfig, AgentStatus},
-    blocklist::{Enforcement, ListRow, Lists, mono_now_ns},
+    agent::{
+        self,
+        config::{AgentConfig, OnExit, Reload},
+        status::{AgentStatus, FlowReport, StatusReport, flows_report, status_report},
+    },
+    clock::{now_ms, now_unix},
+    dataplane::{self, XdpModeArg},
     detect::Alert,
     engine::DetectConfig,
     error::{Error, Result},
-    events::now_ms,
-    flowtable::{BiFlow, pair_flows, proto_name},
-    loader::{self, XdpModeArg},
-    maps::PinnedMaps,
-    store::{EntrySource, ListKind, Store, now_unix},
+    lists::{Added, Enforcement, ListRow, Lists},
+    store::{ListKind, Store},
 };
 
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/astra";
@@ -35,7 +41,7 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/astra";
 )]
 pub struct Cli {
     /// Directory on a BPF filesystem where maps and links are pinned.
-    #[arg(long, global = true, env = "ASTRA_PIN_DIR", default_value = loader::DEFAULT_PIN_DIR, value_name = "DIR")]
+    #[arg(long, global = true, env = "ASTRA_PIN_DIR", default_value = dataplane::DEFAULT_PIN_DIR, value_name = "DIR")]
     pub pin_dir: PathBuf,
     /// Directory for the durable state store and the agent's status file.
     #[arg(long, global = true, env = "ASTRA_STATE_DIR", default_value = DEFAULT_STATE_DIR, value_name = "DIR")]
@@ -210,7 +216,7 @@ pub enum Command {
     },
     /// Import blocklist feeds (FireHOL, Spamhaus DROP, CSV, JSON) and export the lists.
     #[command(subcommand)]
-    Blocklist(crate::feeds::BlocklistCmd),
+    Blocklist(blocklist::BlocklistCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -269,9 +275,17 @@ pub enum KindArg {
     Allow,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnExit {
+impl From<KindArg> for ListKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Block => ListKind::Block,
+            KindArg::Allow => ListKind::Allow,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnExitArg {
     Detach,
     Keep,
 }
@@ -317,7 +331,7 @@ pub struct RunArgs {
     /// stay enforced, expiring on time, and the next `astra run` takes them over with no gap:
     /// what services and upgrades want). `astra detach` removes kept programs.
     #[arg(long, value_enum, default_value = "detach")]
-    pub on_exit: OnExit,
+    pub on_exit: OnExitArg,
     /// Event log (JSON lines, Suricata EVE style); default <state-dir>/eve.json.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
@@ -341,7 +355,41 @@ pub struct RunArgs {
     pub set: Vec<String>,
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Why a command did not succeed: the library's errors, and the verdicts of the tools the
+/// CLI runs (the library's error type knows nothing of the lab).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Astra(#[from] Error),
+    /// `astra lab`: the scenarios ran, and some did not pass.
+    #[error("{failed} scenario(s) failed")]
+    ScenariosFailed { failed: usize },
+}
+
+impl CliError {
+    /// The process status: 2 for bad input, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Astra(e) => e.exit_code(),
+            CliError::ScenariosFailed { .. } => 1,
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
+    if let Command::Lab {
+        scenarios,
+        report,
+        list,
+        keep,
+    } = cli.command
+    {
+        return lab(scenarios, report, list, keep);
+    }
+    Ok(run_verb(cli)?)
+}
+
+fn run_verb(cli: Cli) -> Result<()> {
     if matches!(cli.command, Command::Run(_)) {
         return run_agent(agent_config(cli)?);
     }
@@ -368,8 +416,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Detach => detach(&pin_dir),
         Command::Token(t) => {
             let token = match t {
-                TokenCommand::Show => crate::token::ensure(&state_dir)?,
-                TokenCommand::Rotate => crate::token::rotate(&state_dir)?,
+                TokenCommand::Show => crate::agent::token::ensure(&state_dir)?,
+                TokenCommand::Rotate => crate::agent::token::rotate(&state_dir)?,
             };
             println!("{token}");
             Ok(())
@@ -385,15 +433,8 @@ pub fn run(cli: Cli) -> Result<()> {
             crate::limits::check_reason(&reason)?;
             let ttl = ttl.filter(|d| !d.is_zero());
             let mut lists = Lists::open(&state_dir, &pin_dir)?;
-            let (entry, enf) =
-                lists.add(ListKind::Block, net, ttl, &reason, EntrySource::Manual)?;
-            let allowed_by = lists
-                .store()
-                .list(Some(ListKind::Allow))?
-                .into_iter()
-                .find(|a| a.net.contains(&net.network()) || net.contains(&a.net.network()))
-                .map(|a| a.net);
-            report_change(json, "blocked", &net, entry.expires_at, &enf, allowed_by)
+            let added = lists.add_manual(ListKind::Block, net, ttl, &reason)?;
+            report_added(json, "blocked", &added)
         }
         Command::Unblock { net, json } => {
             let mut lists = Lists::open(&state_dir, &pin_dir)?;
@@ -427,9 +468,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     None,
                 )
             } else {
-                let (_, enf) =
-                    lists.add(ListKind::Allow, net, None, &reason, EntrySource::Manual)?;
-                report_change(json, "allowlisted", &net, None, &enf, None)
+                let added = lists.add_manual(ListKind::Allow, net, None, &reason)?;
+                report_added(json, "allowlisted", &added)
             }
         }
         Command::List {
@@ -462,39 +502,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Flows { top, json } => print_flows(&pin_dir, &state_dir, top, json),
-        Command::Lab {
-            scenarios,
-            report,
-            list,
-            keep,
-        } => {
-            if list {
-                for sc in crate::scenario::default_set()? {
-                    println!(
-                        "{:<24} {:<12} {:>4}s  {}",
-                        sc.name,
-                        sc.expected.label(),
-                        sc.duration.as_secs(),
-                        sc.description
-                    );
-                }
-                return Ok(());
-            }
-            let r = crate::lab::run(crate::lab::LabOptions {
-                scenarios,
-                report,
-                keep,
-            })?;
-            let failed = r
-                .scenarios
-                .iter()
-                .filter(|s| !s.passed && s.skipped.is_none())
-                .count();
-            if failed > 0 {
-                return Err(Error::Lab(format!("{failed} scenario(s) failed")));
-            }
-            Ok(())
-        }
+        Command::Lab { .. } => unreachable!("handled in run"),
         Command::Status { json } => status(&pin_dir, &state_dir, json),
         Command::Alerts {
             json,
@@ -524,8 +532,43 @@ pub fn run(cli: Cli) -> Result<()> {
             None => crate::bench::run(json.as_deref(), &only),
         },
         Command::Model(m) => model_command(&state_dir, m),
-        Command::Blocklist(b) => crate::feeds::run(b, &pin_dir, &state_dir),
+        Command::Blocklist(b) => blocklist::run(b, &pin_dir, &state_dir),
     }
+}
+
+/// `astra lab`: list the scenarios, or run them and fail when one did not pass.
+fn lab(
+    scenarios: Vec<PathBuf>,
+    report: Option<PathBuf>,
+    list: bool,
+    keep: bool,
+) -> std::result::Result<(), CliError> {
+    if list {
+        for sc in crate::lab::scenario::default_set()? {
+            println!(
+                "{:<24} {:<12} {:>4}s  {}",
+                sc.name,
+                sc.expected.label(),
+                sc.duration.as_secs(),
+                sc.description
+            );
+        }
+        return Ok(());
+    }
+    let r = crate::lab::run(crate::lab::LabOptions {
+        scenarios,
+        report,
+        keep,
+    })?;
+    let failed = r
+        .scenarios
+        .iter()
+        .filter(|s| !s.passed && s.skipped.is_none())
+        .count();
+    if failed > 0 {
+        return Err(CliError::ScenariosFailed { failed });
+    }
+    Ok(())
 }
 
 fn run_agent(cfg: AgentConfig) -> Result<()> {
@@ -542,6 +585,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
     let Command::Run(a) = cli.command else {
         return Err(Error::Usage("not an `astra run` command line".into()));
     };
+    let argv = cli.argv;
     let mut detect = DetectConfig::default();
     detect.apply_settings(&cli.detect_settings).map_err(|e| {
         let file = cli.config_file.as_deref().unwrap_or(Path::new("config"));
@@ -572,9 +616,12 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         history_max_rows: a.history_max_rows,
         feeds: a.feeds,
         feed_every: a.feed_every,
-        on_exit: a.on_exit,
+        on_exit: match a.on_exit {
+            OnExitArg::Detach => OnExit::Detach,
+            OnExitArg::Keep => OnExit::Keep,
+        },
         detect,
-        argv: cli.argv,
+        reload: Some(Reload::new(move || reload_config(&argv))),
     };
     cfg.validate()?;
     Ok(cfg)
@@ -582,9 +629,9 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
 
 /// Re-reads the command line and configuration file the agent started with.
 pub fn reload_config(argv: &[std::ffi::OsString]) -> Result<AgentConfig> {
-    let cli = crate::config::parse(argv).map_err(|e| match e {
-        crate::config::ArgsError::Config(e) => e,
-        crate::config::ArgsError::Clap(e) => Error::Usage(e.kind().to_string()),
+    let cli = crate::cli::config::parse(argv).map_err(|e| match e {
+        crate::cli::config::ArgsError::Config(e) => e,
+        crate::cli::config::ArgsError::Clap(e) => Error::Usage(e.kind().to_string()),
     })?;
     agent_config(cli)
 }
@@ -593,11 +640,11 @@ pub fn reload_config(argv: &[std::ffi::OsString]) -> Result<AgentConfig> {
 /// again as if it said `run`, so the file, environment and defaults merge exactly as they
 /// would for the agent.
 fn config_check(argv: &[std::ffi::OsString], json: bool) -> Result<()> {
-    let parsed = crate::config::as_run(argv).and_then(|a| crate::config::parse(&a));
+    let parsed = crate::cli::config::as_run(argv).and_then(|a| crate::cli::config::parse(&a));
     let cli = match parsed {
         Ok(cli) => cli,
-        Err(crate::config::ArgsError::Config(e)) => return Err(e),
-        Err(crate::config::ArgsError::Clap(e)) => {
+        Err(crate::cli::config::ArgsError::Config(e)) => return Err(e),
+        Err(crate::cli::config::ArgsError::Clap(e)) => {
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid configuration");
             return Err(Error::Usage(
@@ -635,6 +682,15 @@ struct Change<'a> {
     expires_at: Option<u64>,
     in_kernel: bool,
     allowlisted_by: Option<String>,
+}
+
+fn report_added(json: bool, action: &str, a: &Added) -> Result<()> {
+    let enf = match a.in_kernel {
+        true => Enforcement::InKernel,
+        false => Enforcement::StoredOnly,
+    };
+    let e = &a.entry;
+    report_change(json, action, &e.net, e.expires_at, &enf, a.allowlisted_by)
 }
 
 fn report_change(
@@ -690,7 +746,7 @@ fn fmt_secs(s: u64) -> String {
 }
 
 fn fmt_time(unix: u64) -> String {
-    crate::events::rfc3339_seconds(unix)
+    crate::clock::rfc3339_seconds(unix)
 }
 
 fn print_list(rows: &[ListRow]) {
@@ -725,21 +781,6 @@ fn print_list(rows: &[ListRow]) {
     println!("{t}");
 }
 
-/// Monotonic kernel timestamps to wall-clock UNIX seconds.
-fn mono_to_unix(ns: u64, now_unix: u64, now_mono: u64) -> u64 {
-    now_unix.saturating_sub(now_mono.saturating_sub(ns) / 1_000_000_000)
-}
-
-#[derive(Serialize)]
-pub struct FlowOut {
-    #[serde(flatten)]
-    flow: BiFlow,
-    proto_name: String,
-    iface: String,
-    first_seen: String,
-    last_seen: String,
-}
-
 /// Prints the largest flows. Interface names come from the agent's status file when there is
 /// one: the agent may run in another network namespace, where ifindexes mean other devices.
 pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> Result<()> {
@@ -755,46 +796,7 @@ pub fn print_flows(pin_dir: &Path, state_dir: &Path, top: usize, json: bool) -> 
     Ok(())
 }
 
-/// The `top` largest flows, both directions paired.
-pub fn flows_report(pin_dir: &Path, state_dir: &Path, top: usize) -> Result<Vec<FlowOut>> {
-    let agent_ifaces = AgentStatus::read(state_dir)
-        .map(|s| s.interfaces)
-        .unwrap_or_default();
-    let Some(maps) = PinnedMaps::open(pin_dir)? else {
-        return Err(Error::Usage(format!(
-            "no maps pinned in {}: start the agent with `astra run --iface IF`",
-            pin_dir.display()
-        )));
-    };
-    let mut raw = Vec::new();
-    maps.read_flows(&mut raw)?;
-    let mut flows = pair_flows(raw.iter().map(|(k, v)| (k, v)));
-    flows.sort_by(|a, b| {
-        b.total_bytes()
-            .cmp(&a.total_bytes())
-            .then(b.last_seen_ns.cmp(&a.last_seen_ns))
-    });
-    flows.truncate(top);
-    let (now, mono) = (now_unix(), mono_now_ns());
-    let out: Vec<FlowOut> = flows
-        .into_iter()
-        .map(|f| FlowOut {
-            proto_name: proto_name(f.proto),
-            iface: agent_ifaces
-                .iter()
-                .find(|i| i.ifindex == f.ifindex)
-                .map(|i| i.iface.clone())
-                .or_else(|| loader::ifname(f.ifindex))
-                .unwrap_or_else(|| format!("if{}", f.ifindex)),
-            first_seen: fmt_time(mono_to_unix(f.first_seen_ns, now, mono)),
-            last_seen: fmt_time(mono_to_unix(f.last_seen_ns, now, mono)),
-            flow: f,
-        })
-        .collect();
-    Ok(out)
-}
-
-fn print_flow_table(out: &[FlowOut]) {
+fn print_flow_table(out: &[FlowReport]) {
     let mut t = table(&[
         "PROTO",
         "SOURCE",
@@ -868,7 +870,9 @@ struct ModelShow {
 }
 
 fn model_command(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
-    use crate::model::{MODEL_FILE, ModelConfig, ModelFile, TRAINING_FILE, read_rows, train};
+    use crate::detect::model::{
+        MODEL_FILE, ModelConfig, ModelFile, TRAINING_FILE, read_rows, train,
+    };
     let path = state_dir.join(MODEL_FILE);
     if state_dir.exists() && !state_dir.is_dir() {
         return Err(Error::io(
@@ -988,11 +992,11 @@ fn model_command(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
         ModelCommand::ImportSklearn { file } => {
             let text =
                 crate::limits::read_text_capped(&file, crate::limits::MODEL_FILE, "model file")?;
-            let forest = crate::forest::IsolationForest::from_sklearn_json(&text)
+            let forest = crate::detect::forest::IsolationForest::from_sklearn_json(&text)
                 .map_err(|e| Error::Usage(format!("{}: {e}", file.display())))?;
-            crate::model::check_features(&forest, &file)?;
+            crate::detect::model::check_features(&forest, &file)?;
             let m = ModelFile {
-                format: crate::model::MODEL_FORMAT,
+                format: crate::detect::model::MODEL_FORMAT,
                 trained_at: now_unix(),
                 rows: forest.max_samples(),
                 origin: "sklearn".into(),
@@ -1032,7 +1036,7 @@ fn alerts(
                     path.display()
                 )));
             }
-            let scan = crate::events::scan_alerts(&path, since_ms(since))?;
+            let scan = crate::sink::events::scan_alerts(&path, since_ms(since))?;
             if scan.lines > 0 && scan.garbage == scan.lines {
                 return Err(Error::Usage(format!(
                     "{}: none of its {} lines is EVE JSON: not an event log",
@@ -1054,7 +1058,7 @@ fn alerts(
         }
         None => {
             let store = Store::open(state_dir)?;
-            let a = crate::history::alerts(&store, since_ms(since), limit)?;
+            let a = crate::sink::history::alerts(&store, since_ms(since), limit)?;
             (a, format!("the history in {}", store.path().display()))
         }
     };
@@ -1096,27 +1100,6 @@ fn print_alerts(alerts: &[Alert], from: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-#[derive(Serialize)]
-pub struct StatusOut {
-    agent_running: bool,
-    agent: Option<AgentStatus>,
-    pin_dir: PathBuf,
-    maps_pinned: bool,
-    layout_version: u32,
-    flows: Option<u64>,
-    flow_capacity: Option<u32>,
-    block_entries: Option<u64>,
-    allow_entries: Option<u64>,
-    stored_blocks: u64,
-    stored_allows: u64,
-    /// Rows in the alert and incident history.
-    history_alerts: u64,
-    history_incidents: u64,
-    /// Why the state store cannot be read (the kernel state above is still shown).
-    store_error: Option<String>,
-    store_path: PathBuf,
-}
-
 fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
     // A damaged database is reported, not fatal: what the kernel enforces is still worth seeing.
     let store = match Store::open(state_dir) {
@@ -1132,7 +1115,7 @@ fn status(pin_dir: &Path, state_dir: &Path, json: bool) -> Result<()> {
     print_status_out(&out, json)
 }
 
-fn print_status_out(out: &StatusOut, json: bool) -> Result<()> {
+fn print_status_out(out: &StatusReport, json: bool) -> Result<()> {
     if json {
         return print_json(out);
     }
@@ -1140,52 +1123,7 @@ fn print_status_out(out: &StatusOut, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// What `astra status` shows: the agent's own report plus what the maps and `store` hold now.
-/// `store_error` says why `store` is not the state dir's database; a degraded resilient store
-/// (the agent's) says so itself.
-pub fn status_report(
-    pin_dir: &Path,
-    state_dir: &Path,
-    store: Store,
-    store_error: Option<String>,
-) -> Result<StatusOut> {
-    let store_error = store_error.or_else(|| store.degraded());
-    let (history_alerts, history_incidents) = crate::history::counts(&store)?;
-    let maps = PinnedMaps::open(pin_dir)?;
-    let agent = AgentStatus::read(state_dir);
-    let running = agent.as_ref().is_some_and(AgentStatus::alive);
-    let (flows, cap) = match &maps {
-        Some(m) => {
-            let mut raw = Vec::new();
-            m.read_flows(&mut raw)?;
-            (Some(raw.len() as u64), Some(m.flow_capacity()?))
-        }
-        None => (None, None),
-    };
-    let maps_pinned = maps.is_some();
-    let lists = Lists::from_parts(store, maps);
-    let (b, a) = lists.kernel_counts();
-    let out = StatusOut {
-        agent_running: running,
-        agent,
-        pin_dir: pin_dir.to_owned(),
-        maps_pinned,
-        layout_version: astra_common::LAYOUT_VERSION,
-        flows,
-        flow_capacity: cap,
-        block_entries: maps_pinned.then_some(b),
-        allow_entries: maps_pinned.then_some(a),
-        stored_blocks: lists.store().count(ListKind::Block)?,
-        stored_allows: lists.store().count(ListKind::Allow)?,
-        history_alerts,
-        history_incidents,
-        store_error,
-        store_path: lists.store().path(),
-    };
-    Ok(out)
-}
-
-fn print_status(out: &StatusOut) {
+fn print_status(out: &StatusReport) {
     let (running, pin_dir) = (out.agent_running, &out.pin_dir);
     match (&out.agent, running) {
         (Some(s), true) => {
@@ -1272,7 +1210,7 @@ fn incidents(
 ) -> Result<()> {
     let store = Store::open(state_dir)?;
     if let Some(id) = id {
-        let Some(row) = crate::history::incident(&store, id)? else {
+        let Some(row) = crate::sink::history::incident(&store, id)? else {
             return Err(Error::Usage(format!("no incident {id} in the history")));
         };
         if json {
@@ -1285,7 +1223,7 @@ fn incidents(
         );
         return Ok(());
     }
-    let rows = crate::history::incidents(&store, since_ms(since), limit)?;
+    let rows = crate::sink::history::incidents(&store, since_ms(since), limit)?;
     if json {
         return print_json(&rows);
     }
@@ -1342,10 +1280,10 @@ fn detach(pin_dir: &Path) -> Result<()> {
     }
     // By the pin dir's own lock, not the state dir's status file: an agent given another state
     // dir owns these programs just the same. Held while detaching, so no agent starts midway.
-    let Some(_lock) = loader::PinDirLock::try_acquire(pin_dir)? else {
+    let Some(_lock) = dataplane::PinDirLock::try_acquire(pin_dir)? else {
         return Err(Error::Usage(format!(
             "an astra agent{} is running with the programs pinned in {}: stop it instead (it detaches them on exit unless run with --on-exit keep)",
-            loader::holder_text(pin_dir),
+            dataplane::holder_text(pin_dir),
             pin_dir.display()
         )));
     };
@@ -1360,7 +1298,7 @@ fn detach(pin_dir: &Path) -> Result<()> {
         println!("nothing attached under {}", dir.display());
     }
     for p in names {
-        loader::detach_pinned_link(&p)?;
+        dataplane::detach_pinned_link(&p)?;
         println!(
             "detached {}",
             p.file_name().unwrap_or_default().to_string_lossy()

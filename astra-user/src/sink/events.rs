@@ -7,43 +7,24 @@ use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
+    clock::now_ms,
     detect::{Alert, Severity},
     error::{Error, Result},
-    flowtable::{BiFlow, proto_name},
+    flow::{BiFlow, proto_name},
 };
 
 pub const DEFAULT_EVENTS_FILE: &str = "eve.json";
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The last second RFC 3339 can write (9999-12-31T23:59:59Z). humantime panics beyond it,
-/// and `UNIX_EPOCH + d` does near u64::MAX, so later stamps (a hand-edited model or a hostile
-/// import) are clamped to it.
-const MAX_RFC3339_S: u64 = 253_402_300_799;
-
-fn clamped(unix_ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(unix_ms.min(MAX_RFC3339_S * 1000))
-}
-
 /// RFC 3339 with microseconds, as EVE writes it.
 pub fn eve_time(ms: u64) -> String {
-    humantime::format_rfc3339_micros(clamped(ms)).to_string()
-}
-
-/// RFC 3339 to the second, for tables; clamped like [`eve_time`].
-pub fn rfc3339_seconds(unix_s: u64) -> String {
-    humantime::format_rfc3339_seconds(clamped(unix_s.saturating_mul(1000))).to_string()
+    crate::clock::rfc3339_micros(ms)
 }
 
 fn suricata_severity(s: Severity) -> u8 {
@@ -347,14 +328,5 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-    }
-
-    #[test]
-    fn times_beyond_year_9999_are_clamped_not_a_panic() {
-        assert_eq!(rfc3339_seconds(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339_seconds(MAX_RFC3339_S), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339_seconds(MAX_RFC3339_S + 1), "9999-12-31T23:59:59Z");
-        assert_eq!(rfc3339_seconds(u64::MAX), "9999-12-31T23:59:59Z");
-        assert_eq!(eve_time(u64::MAX), "9999-12-31T23:59:59.000000Z");
     }
 }

@@ -2,9 +2,14 @@
 //!
 //! The poll loop runs on its own thread: reading a large flow table is a long run of blocking
 //! syscalls, and the HTTP endpoint must keep answering meanwhile.
+
+pub mod api;
+pub mod config;
+pub mod status;
+pub mod token;
+
 use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -12,159 +17,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::{
-    api,
-    blocklist::{Lists, mono_now_ns},
-    engine::{DetectConfig, Engine},
+    agent::config::{AgentConfig, OnExit},
+    agent::status::{AgentStatus, IfaceStatus},
+    clock::{mono_now_ns, now_ms, now_unix},
+    dataplane::maps::PinnedMaps,
+    dataplane::{AttachedMode, Dataplane, LinkWatch, ifindex},
+    engine::Engine,
     error::{Error, Result},
-    events::{DEFAULT_EVENTS_FILE, now_ms},
-    feeds::FeedSync,
-    flowtable::FlowTable,
-    loader::{AttachedMode, Dataplane, LinkWatch, XdpModeArg, ifindex},
-    maps::PinnedMaps,
-    metrics::Metrics,
-    model::ModelStatus,
-    store::{Store, now_unix},
+    flow::FlowTable,
+    lists::Lists,
+    lists::feeds::FeedSync,
+    sink::metrics::Metrics,
+    store::Store,
 };
-
-/// Everything `astra run` was configured with, after merging the configuration file, the
-/// environment and the defaults; `astra config check` prints it.
-#[derive(Clone, Debug, Serialize)]
-pub struct AgentConfig {
-    /// The file merged in, if any (also re-read on SIGHUP).
-    pub config_file: Option<PathBuf>,
-    pub pin_dir: PathBuf,
-    pub state_dir: PathBuf,
-    #[serde(rename = "iface")]
-    pub ifaces: Vec<String>,
-    pub xdp_mode: XdpModeArg,
-    pub metrics_addr: SocketAddr,
-    pub api_addr: SocketAddr,
-    #[serde(with = "humantime_serde")]
-    pub poll_interval: Duration,
-    pub flow_capacity: u32,
-    #[serde(with = "humantime_serde")]
-    pub idle_timeout: Duration,
-    #[serde(with = "humantime_serde")]
-    pub active_timeout: Duration,
-    /// The EVE-style event log; `None` = `<state-dir>/eve.json`.
-    pub events: Option<PathBuf>,
-    #[serde(with = "humantime_serde")]
-    pub history_max_age: Duration,
-    pub history_max_rows: u64,
-    #[serde(rename = "feed")]
-    pub feeds: Vec<PathBuf>,
-    #[serde(with = "humantime_serde")]
-    pub feed_every: Duration,
-    pub on_exit: crate::cli::OnExit,
-    pub detect: DetectConfig,
-    /// The command line, to rebuild this configuration on SIGHUP.
-    #[serde(skip)]
-    pub argv: Vec<std::ffi::OsString>,
-}
-
-/// The largest `--flow-capacity`: 16M flows, about 2 GiB of kernel memory for the table (and
-/// what the agent mirrors of it). Beyond this the kernel's refusal to create the map says less.
-pub const MAX_FLOW_CAPACITY: u32 = 1 << 24;
-
-impl AgentConfig {
-    /// The one check of a configuration, for `astra run`, SIGHUP reloads and `astra config
-    /// check` alike (a reload used to accept `poll_interval = "0s"` and spin a core).
-    pub fn validate(&self) -> Result<()> {
-        let nonzero = [
-            ("poll_interval", self.poll_interval),
-            ("idle_timeout", self.idle_timeout),
-            ("active_timeout", self.active_timeout),
-            ("feed_every", self.feed_every),
-            ("history_max_age", self.history_max_age),
-        ];
-        for (key, d) in nonzero {
-            if d.is_zero() {
-                return Err(Error::Usage(format!("{key} must be greater than 0")));
-            }
-        }
-        if !(1..=MAX_FLOW_CAPACITY).contains(&self.flow_capacity) {
-            return Err(Error::Usage(format!(
-                "flow_capacity {} is out of range: 1 to {MAX_FLOW_CAPACITY}",
-                self.flow_capacity
-            )));
-        }
-        if self.ifaces.is_empty() {
-            return Err(Error::Usage("astra run needs at least one --iface".into()));
-        }
-        self.detect.validate()
-    }
-
-    pub fn events_path(&self) -> PathBuf {
-        self.events
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join(DEFAULT_EVENTS_FILE))
-    }
-}
-
-/// Written to `<state-dir>/agent.json` after start-up and after every poll, for `astra status`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AgentStatus {
-    pub pid: u32,
-    pub version: String,
-    pub started_at: u64,
-    pub pin_dir: PathBuf,
-    pub metrics_addr: String,
-    #[serde(default)]
-    pub api_addr: String,
-    pub poll_interval_ms: u64,
-    pub flow_capacity: u32,
-    pub interfaces: Vec<IfaceStatus>,
-    pub last_poll_at: Option<u64>,
-    pub last_poll_ms: Option<f64>,
-    pub flows_active: usize,
-    pub running: bool,
-    pub events_path: PathBuf,
-    pub dry_run: bool,
-    pub alerts: u64,
-    pub auto_blocks: u64,
-    pub model: Option<ModelStatus>,
-    /// Why the state store is not in use (the agent then keeps decisions in memory only).
-    #[serde(default)]
-    pub store_error: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct IfaceStatus {
-    pub iface: String,
-    pub ifindex: u32,
-    pub mode: AttachedMode,
-    pub egress: bool,
-}
-
-pub const STATUS_FILE: &str = "agent.json";
-
-impl AgentStatus {
-    pub fn read(state_dir: &Path) -> Option<AgentStatus> {
-        let path = state_dir.join(STATUS_FILE);
-        let text =
-            crate::limits::read_capped(&path, crate::limits::SMALL_FILE, "status file").ok()?;
-        serde_json::from_slice(&text).ok()
-    }
-
-    /// Whether the recorded agent process still runs.
-    pub fn alive(&self) -> bool {
-        if !self.running {
-            return false;
-        }
-        // SAFETY: signal 0 only checks the pid exists and we may signal it.
-        unsafe { libc::kill(self.pid as libc::pid_t, 0) == 0 }
-    }
-
-    fn write(&self, state_dir: &Path) -> Result<()> {
-        let path = state_dir.join(STATUS_FILE);
-        let text = serde_json::to_vec_pretty(self).expect("status serialises");
-        crate::files::replace(&path, &text, crate::files::PRIVATE).map_err(|e| Error::io(&path, e))
-    }
-}
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> Result<()> {
@@ -186,11 +54,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let api_listener = tokio::net::TcpListener::bind(cfg.api_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.api_addr)))?;
-    crate::token::ensure(&cfg.state_dir)?;
+    crate::agent::token::ensure(&cfg.state_dir)?;
 
-    crate::loader::ensure_pin_dir(&cfg.pin_dir)?;
+    crate::dataplane::ensure_pin_dir(&cfg.pin_dir)?;
     // Held until the programs are detached or handed over at exit, below.
-    let pin_lock = crate::loader::PinDirLock::acquire(&cfg.pin_dir)?;
+    let pin_lock = crate::dataplane::PinDirLock::acquire(&cfg.pin_dir)?;
     let mut dataplane = Dataplane::load(&cfg.pin_dir, cfg.flow_capacity)?;
     let maps = PinnedMaps::open(&cfg.pin_dir)?
         .ok_or_else(|| Error::Layout("maps were not pinned after loading".into()))?;
@@ -259,7 +127,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         }),
         "API",
     ));
-    info!(addr = %cfg.api_addr, token = %crate::token::path(&cfg.state_dir).display(), "serving the API");
+    info!(addr = %cfg.api_addr, token = %crate::agent::token::path(&cfg.state_dir).display(), "serving the API");
     if !cfg.api_addr.ip().is_loopback() {
         warn!(
             addr = %cfg.api_addr,
@@ -327,8 +195,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
 
     while let Signal::Reload = next_signal().await {
-        let argv = cfg.argv.clone();
-        match tokio::task::spawn_blocking(move || crate::cli::reload_config(&argv)).await {
+        let Some(reload) = cfg.reload.clone() else {
+            info!("SIGHUP: this agent was started without a configuration to re-read");
+            continue;
+        };
+        match tokio::task::spawn_blocking(move || reload.call()).await {
             Ok(Ok(new)) => {
                 info!("SIGHUP: configuration re-read");
                 *control.feeds_reloaded.lock().expect("reload lock") =
@@ -353,8 +224,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     server.abort();
     api_server.abort();
     match on_exit {
-        crate::cli::OnExit::Detach => dataplane.detach_all(),
-        crate::cli::OnExit::Keep => info!(
+        OnExit::Detach => dataplane.detach_all(),
+        OnExit::Keep => info!(
             pin_dir = %cfg.pin_dir.display(),
             "leaving the programs attached: blocks stay enforced until the next agent takes \
              them over (`astra detach` removes them)"
@@ -515,13 +386,13 @@ const PRUNE_EVERY: u64 = 60;
 const TOP_BLOCKED: usize = 20;
 
 fn prune_history(cfg: &AgentConfig, lists: &Lists, engine: &Engine, metrics: &Mutex<Metrics>) {
-    let keep = crate::history::Retention {
+    let keep = crate::sink::history::Retention {
         max_age: cfg.history_max_age,
         max_rows: cfg.history_max_rows,
     };
-    match crate::history::prune(lists.store(), keep, now_ms()) {
+    match crate::sink::history::prune(lists.store(), keep, now_ms()) {
         Ok(p) => {
-            crate::report::remove(engine.incidents_dir(), &p.incidents);
+            crate::sink::report::remove(engine.incidents_dir(), &p.incidents);
             if p.alerts > 0 || !p.incidents.is_empty() {
                 info!(
                     alerts = p.alerts,
@@ -532,7 +403,7 @@ fn prune_history(cfg: &AgentConfig, lists: &Lists, engine: &Engine, metrics: &Mu
         }
         Err(e) => warn!(error = %e, "pruning the history"),
     }
-    if let Ok((a, i)) = crate::history::counts(lists.store()) {
+    if let Ok((a, i)) = crate::sink::history::counts(lists.store()) {
         metrics.lock().expect("metrics lock").set_history_rows(a, i);
     }
 }

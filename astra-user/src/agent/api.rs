@@ -23,13 +23,13 @@ use tracing::info;
 
 use crate::{
     addr::{parse_net, parse_ttl},
-    agent::AgentStatus,
-    blocklist::Lists,
+    agent::status::AgentStatus,
+    clock::{now_ms, now_unix},
+    dataplane::AttachedMode,
+    dataplane::maps::PinnedMaps,
     error::Error,
-    events::now_ms,
-    loader::AttachedMode,
-    maps::PinnedMaps,
-    store::{EntrySource, ListKind, Store, now_unix},
+    lists::Lists,
+    store::{ListKind, Store},
 };
 
 pub fn metrics_router(registry: Registry) -> Router {
@@ -43,7 +43,7 @@ pub fn metrics_router(registry: Registry) -> Router {
                         header::CONTENT_TYPE,
                         "text/plain; version=0.0.4; charset=utf-8",
                     )],
-                    crate::metrics::render(&registry),
+                    crate::sink::metrics::render(&registry),
                 )
                     .into_response()
             }
@@ -192,9 +192,9 @@ fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token)
         .ok_or_else(|| unauthorized("missing bearer token (see `astra token show`)"))?;
-    let expected = crate::token::read(&st.state_dir)?
+    let expected = crate::agent::token::read(&st.state_dir)?
         .ok_or_else(|| unauthorized("no API token has been generated"))?;
-    if crate::token::matches(&expected, given.trim()) {
+    if crate::agent::token::matches(&expected, given.trim()) {
         Ok(())
     } else {
         Err(unauthorized("wrong bearer token"))
@@ -360,7 +360,7 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 
 async fn status(State(st): State<ApiState>) -> ApiResult {
     ok(blocking(move || {
-        Ok(crate::cli::status_report(
+        Ok(crate::agent::status::status_report(
             &st.pin_dir,
             &st.state_dir,
             st.store,
@@ -383,7 +383,14 @@ async fn flows(State(st): State<ApiState>, Query(q): Query<FlowsQuery>) -> ApiRe
         Some(0) => 0,
         Some(n) => page_limit(Some(n))? as usize,
     };
-    ok(blocking(move || Ok(crate::cli::flows_report(&st.pin_dir, &st.state_dir, top)?)).await?)
+    ok(blocking(move || {
+        Ok(crate::agent::status::flows_report(
+            &st.pin_dir,
+            &st.state_dir,
+            top,
+        )?)
+    })
+    .await?)
 }
 
 #[derive(Deserialize)]
@@ -408,17 +415,17 @@ impl HistoryQuery {
 async fn alerts(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
     let since = q.since_ms()?;
     let limit = page_limit(q.limit.map(|n| n as u64))? as usize;
-    ok(blocking(move || Ok(crate::history::alerts(&st.store, since, limit)?)).await?)
+    ok(blocking(move || Ok(crate::sink::history::alerts(&st.store, since, limit)?)).await?)
 }
 
 async fn incidents(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
     let since = q.since_ms()?;
     let limit = page_limit(q.limit.map(|n| n as u64))? as usize;
-    ok(blocking(move || Ok(crate::history::incidents(&st.store, since, limit)?)).await?)
+    ok(blocking(move || Ok(crate::sink::history::incidents(&st.store, since, limit)?)).await?)
 }
 
 async fn incident(State(st): State<ApiState>, UrlPath(id): UrlPath<String>) -> ApiResult {
-    let row = blocking(move || Ok(crate::history::incident(&st.store, &id)?)).await?;
+    let row = blocking(move || Ok(crate::sink::history::incident(&st.store, &id)?)).await?;
     match row {
         Some(r) => ok(r),
         None => Err(ApiError(StatusCode::NOT_FOUND, "no such incident".into())),
@@ -509,21 +516,13 @@ async fn add(st: ApiState, body: Bytes, kind: ListKind) -> ApiResult {
                 .filter(|d| !d.is_zero())
         }
     };
-    let entry = blocking(move || {
+    let added = blocking(move || {
         let mut lists = st.lists()?;
-        let (entry, enf) = lists.add(kind, net, ttl, &req.reason, EntrySource::Manual)?;
-        Ok((entry, enf))
+        Ok(lists.add_manual(kind, net, ttl, &req.reason)?)
     })
     .await?;
     info!(net = %net, list = %kind, "added through the API");
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(json!({
-            "entry": entry.0,
-            "in_kernel": entry.1 == crate::blocklist::Enforcement::InKernel,
-        })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, axum::Json(added)).into_response())
 }
 
 async fn add_block(State(st): State<ApiState>, body: Bytes) -> ApiResult {

@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::{
+    clock::now_unix,
+    detect::forest::{Contamination, ForestParams, IsolationForest, MaxSamples},
     error::{Error, Result},
     features::FEATURE_NAMES,
-    forest::{Contamination, ForestParams, IsolationForest, MaxSamples},
-    store::now_unix,
 };
 
 pub const MODEL_FILE: &str = "model.json";

@@ -21,72 +21,21 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use clap::{Args, Subcommand, ValueEnum};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{
     addr::{parse_net, parse_ttl},
-    blocklist::{Enforcement, ListRow, Lists},
-    cli::KindArg,
+    clock::now_unix,
     error::{Error, Result},
-    store::{EntrySource, ListKind, StoredEntry, now_unix},
+    lists::{Enforcement, ListRow, Lists},
+    store::{EntrySource, ListKind, StoredEntry},
 };
 
-#[derive(Subcommand, Debug)]
-pub enum BlocklistCmd {
-    /// Import a feed (FireHOL netset, Spamhaus DROP, CSV or JSON) into the blocklist. The whole
-    /// file is checked first: one bad line and nothing is imported (exit code 2).
-    Import(ImportArgs),
-    /// Write the blocklist (or the allowlist) as a feed: plain, CSV or JSON.
-    Export(ExportArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct ImportArgs {
-    /// Feed file, or - for standard input.
-    #[arg(value_name = "FILE|-")]
-    pub file: PathBuf,
-    /// File format; auto goes by the extension (.csv, .json), then by the content.
-    #[arg(long, value_enum, default_value = "auto")]
-    pub format: Format,
-    /// How long the entries last (e.g. 1h, 7d; default permanent). Entries with a TTL of their
-    /// own (a CSV or JSON field) keep it.
-    #[arg(long, value_parser = parse_ttl, value_name = "DUR")]
-    pub ttl: Option<Duration>,
-    /// Feed name recorded with every entry. Without it: an entry's own tag field, else the
-    /// file name without its extension ("stdin" for -).
-    #[arg(long, value_name = "NAME")]
-    pub tag: Option<String>,
-    /// Reason shown by `astra list`, for entries without one of their own (a CSV or JSON
-    /// field, or a plain line's trailing comment).
-    #[arg(long, value_name = "TEXT")]
-    pub reason: Option<String>,
-    /// Print what was imported as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct ExportArgs {
-    /// plain carries addresses only; csv and json carry TTL, reason, tag and list, and
-    /// import back as they were.
-    #[arg(long, value_enum, default_value = "plain")]
-    pub format: ExportFormat,
-    /// Only the entries of this feed.
-    #[arg(long, value_name = "NAME")]
-    pub tag: Option<String>,
-    /// Which list.
-    #[arg(long, value_enum, default_value = "block")]
-    pub kind: KindArg,
-    /// Write here instead of standard output (replaced atomically).
-    #[arg(short = 'o', long = "output", value_name = "FILE")]
-    pub output: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    #[default]
     Auto,
     Plain,
     Csv,
@@ -104,7 +53,7 @@ impl Format {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     Plain,
     Csv,
@@ -495,7 +444,7 @@ fn json_object(v: serde_json::Value, line: usize) -> Result<Option<FeedEntry>, S
         // Seconds left as `astra list` rounds them: 0 means "under a second", not permanent.
         (None, Some(Some(s)), _) => Some(Duration::from_secs(s.max(1))),
         // An absolute expiry: one already past must not become a permanent block.
-        (None, None, Some(Some(t))) => match t.checked_sub(crate::store::now_unix()) {
+        (None, None, Some(Some(t))) => match t.checked_sub(crate::clock::now_unix()) {
             Some(left) if left > 0 => Some(Duration::from_secs(left)),
             _ => return Err(format!("expires_at {t} is in the past")),
         },
@@ -592,58 +541,69 @@ fn read_input(path: &Path) -> Result<String> {
     })
 }
 
-/// `astra blocklist ...`.
-pub fn run(cmd: BlocklistCmd, pin_dir: &Path, state_dir: &Path) -> Result<()> {
-    match cmd {
-        BlocklistCmd::Import(a) => import(a, pin_dir, state_dir),
-        BlocklistCmd::Export(a) => export(a, pin_dir, state_dir),
-    }
+/// What [`import`] did.
+#[derive(Debug, Serialize)]
+pub struct ImportReport {
+    pub file: String,
+    pub format: Format,
+    pub imported: usize,
+    pub duplicates: usize,
+    pub tags: Vec<String>,
+    pub in_kernel: bool,
+    pub seconds: f64,
 }
 
-#[derive(Serialize)]
-struct ImportReport {
-    file: String,
-    format: Format,
-    imported: usize,
-    duplicates: usize,
-    tags: Vec<String>,
-    in_kernel: bool,
-    seconds: f64,
+/// How an import fills in what a feed's entries do not say.
+#[derive(Debug, Default)]
+pub struct ImportOptions {
+    pub format: Format,
+    /// Expiry for entries without a TTL of their own; `None` = permanent.
+    pub ttl: Option<Duration>,
+    /// Recorded with every entry, overriding the entries' own tags.
+    pub tag: Option<String>,
+    /// For entries without a reason of their own.
+    pub reason: Option<String>,
 }
 
-fn import(a: ImportArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
+/// `astra blocklist import`: reads and checks the whole feed at `path` (`-` is standard
+/// input), then adds its entries in one go; one bad line and nothing is imported.
+pub fn import(
+    lists: impl FnOnce() -> Result<Lists>,
+    path: &Path,
+    o: ImportOptions,
+) -> Result<ImportReport> {
     let started = Instant::now();
-    let name = if a.file == Path::new("-") {
+    let name = if path == Path::new("-") {
         "stdin".to_owned()
     } else {
-        a.file.display().to_string()
+        path.display().to_string()
     };
-    let tag_override = a
+    let tag_override = o
         .tag
         .as_deref()
         .map(check_tag)
         .transpose()
         .map_err(Error::Usage)?;
-    let text = read_input(&a.file)?;
-    let feed = parse(&text, a.format, &name, Some(&a.file))
+    let text = read_input(path)?;
+    let feed = parse(&text, o.format, &name, Some(path))
         .map_err(|e| Error::Usage(format!("{e}; nothing imported")))?;
     let needs_default_tag = tag_override.is_none() && feed.entries.iter().any(|e| e.tag.is_none());
-    let tag = default_tag(&a.file);
+    let tag = default_tag(path);
     if needs_default_tag {
         check_tag(&tag)
             .map_err(|e| Error::Usage(format!("{e} (from the file name): use --tag NAME")))?;
     }
-    if let Some(r) = &a.reason {
+    if let Some(r) = &o.reason {
         crate::limits::check_reason(r)?;
     }
     let defaults = Defaults {
-        ttl: a.ttl,
-        reason: a.reason.unwrap_or_default(),
+        ttl: o.ttl,
+        reason: o.reason.unwrap_or_default(),
         tag_override,
         tag,
     };
     let entries = to_stored(&feed.entries, &defaults, now_unix());
-    let mut lists = Lists::open(state_dir, pin_dir)?;
+    let mut lists = lists()?;
     let enf = lists.add_many(&entries)?;
     let tags: Vec<String> = entries
         .iter()
@@ -652,7 +612,7 @@ fn import(a: ImportArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let report = ImportReport {
+    Ok(ImportReport {
         file: name,
         format: feed.format,
         imported: entries.len(),
@@ -660,37 +620,27 @@ fn import(a: ImportArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
         tags,
         in_kernel: enf == Enforcement::InKernel,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The entries of one list (and feed, given a tag) as `format`, for `astra blocklist export`.
+pub fn export(
+    lists: &Lists,
+    kind: ListKind,
+    tag: Option<&str>,
+    format: ExportFormat,
+) -> Result<Vec<u8>> {
+    let tag = tag.map(check_tag).transpose().map_err(Error::Usage)?;
+    let rows: Vec<ListRow> = lists
+        .list()?
+        .into_iter()
+        .filter(|r| r.kind == kind && tag.as_ref().is_none_or(|t| &r.tag == t))
+        .collect();
+    let what = match &tag {
+        Some(t) => format!("{kind} entries of feed {t}"),
+        None => format!("{kind} entries"),
     };
-    if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serialisable")
-        );
-        return Ok(());
-    }
-    let state = match enf {
-        Enforcement::InKernel => "in force now",
-        Enforcement::StoredOnly => {
-            "stored; no agent has run since boot, they apply when `astra run` starts"
-        }
-    };
-    let dups = match report.duplicates {
-        0 => String::new(),
-        n => format!(", {n} duplicate lines merged"),
-    };
-    let tags = match report.tags.len() {
-        0 => String::new(),
-        1 => format!(", tag {}", report.tags[0]),
-        _ => format!(", tags {}", report.tags.join(" ")),
-    };
-    println!(
-        "imported {} entries from {} ({}{tags}{dups}) in {:.2} s ({state})",
-        report.imported,
-        report.file,
-        report.format.as_str(),
-        report.seconds
-    );
-    Ok(())
+    render(&rows, format, &what)
 }
 
 /// One exported entry. A superset of what import reads, and the fields of `astra list --json`
@@ -773,45 +723,12 @@ pub fn render(rows: &[ListRow], format: ExportFormat, what: &str) -> Result<Vec<
     Ok(out)
 }
 
-fn export(a: ExportArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
-    let kind = match a.kind {
-        KindArg::Block => ListKind::Block,
-        KindArg::Allow => ListKind::Allow,
-    };
-    let tag = a
-        .tag
-        .as_deref()
-        .map(check_tag)
-        .transpose()
-        .map_err(Error::Usage)?;
-    let lists = Lists::open(state_dir, pin_dir)?;
-    let rows: Vec<ListRow> = lists
-        .list()?
-        .into_iter()
-        .filter(|r| r.kind == kind && tag.as_ref().is_none_or(|t| &r.tag == t))
-        .collect();
-    let what = match &tag {
-        Some(t) => format!("{kind} entries of feed {t}"),
-        None => format!("{kind} entries"),
-    };
-    let bytes = render(&rows, a.format, &what)?;
-    match a.output.as_deref() {
-        None => std::io::stdout()
-            .write_all(&bytes)
-            .map_err(|e| Error::io("stdout", e)),
-        Some(p) if p == Path::new("-") => std::io::stdout()
-            .write_all(&bytes)
-            .map_err(|e| Error::io("stdout", e)),
-        Some(p) => write_atomically(p, &bytes),
-    }
-}
-
 /// Writes through a temporary file and a rename, so a feed reader (another host's agent
 /// syncing this file) never sees half an export.
 /// What is already at `path` decides how: a regular file (or nothing) is replaced by a rename;
 /// a device or FIFO is written to as it is (a rename used to turn /dev/full into a regular
 /// file); a symlink is refused, since renaming over it would replace the link, not its target.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let unusable =
         |e: std::io::Error| Error::Usage(format!("cannot write {}: {e}", path.display()));
     match std::fs::symlink_metadata(path) {
@@ -863,8 +780,8 @@ struct Stamp {
 /// contents of a file, for the agent to call every `--feed-every`:
 ///
 /// ```no_run
-/// # fn f(lists: &mut astra::blocklist::Lists) -> astra::Result<()> {
-/// let mut feed = astra::feeds::FeedSync::new("/etc/astra/drop.txt", None, None)?;
+/// # fn f(lists: &mut astra::lists::Lists) -> astra::Result<()> {
+/// let mut feed = astra::lists::feeds::FeedSync::new("/etc/astra/drop.txt", None, None)?;
 /// let report = feed.sync(lists)?; // again later: a no-op while the file is unchanged
 /// # Ok(()) }
 /// ```

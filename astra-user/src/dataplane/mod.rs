@@ -4,6 +4,9 @@
 //! blocklist if the agent dies (`kill -9`), and a restarted agent swaps its freshly loaded
 //! programs into the existing links atomically (`bpf_link_update`): no packet passes
 //! unfiltered during the hand-over.
+
+pub mod maps;
+
 use std::{
     ffi::CString,
     fs, io,
@@ -295,7 +298,7 @@ impl Dataplane {
             );
             fs::remove_file(&flows_pin).map_err(|e| Error::io(&flows_pin, e))?;
         }
-        let tick_ns = crate::blocklist::clock_ns(libc::clock_getres, libc::CLOCK_MONOTONIC_COARSE);
+        let tick_ns = crate::clock::coarse_tick_ns();
         let mut ebpf = EbpfLoader::new()
             .override_global(TICK_GLOBAL, &tick_ns, true)
             .default_map_pin_directory(pin_dir)
@@ -643,7 +646,7 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let mut attr = [0u64; 16];
     attr[0] = cpath.as_ptr() as u64;
     // SAFETY: a valid bpf_attr for BPF_OBJ_GET (pathname; flags 0); cpath outlives the call.
-    let fd = unsafe { crate::maps::sys_bpf(BPF_OBJ_GET, &mut attr) }?;
+    let fd = unsafe { crate::dataplane::maps::sys_bpf(BPF_OBJ_GET, &mut attr) }?;
     // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
@@ -659,7 +662,7 @@ fn link_ifindex(fd: &OwnedFd) -> io::Result<u32> {
     attr[1] = info.as_mut_ptr() as u64;
     // SAFETY: bpf_fd and info_len in the first 8 bytes, the info pointer after; `info` is a
     // writable buffer of info_len bytes that outlives the call.
-    unsafe { crate::maps::sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    unsafe { crate::dataplane::maps::sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     Ok(info[2] as u32)
 }
 
@@ -762,7 +765,7 @@ pub fn detach_pinned_link(path: &Path) -> Result<()> {
     let mut attr = [0u64; 16];
     attr[0] = fd.as_raw_fd() as u64;
     // SAFETY: a zero-filled bpf_attr for BPF_LINK_DETACH (link_fd in the first 32 bits).
-    let detached = unsafe { crate::maps::sys_bpf(BPF_LINK_DETACH, &mut attr) };
+    let detached = unsafe { crate::dataplane::maps::sys_bpf(BPF_LINK_DETACH, &mut attr) };
     drop(fd);
     // Links that cannot be detached explicitly still go when their last reference does.
     if let Err(e) = detached

@@ -10,58 +10,58 @@ use crate::{detect::AttackType, error::Error};
 pub const DEFAULT_SET: &[(&str, &str)] = &[
     (
         "benign-mixed.toml",
-        include_str!("../scenarios/benign-mixed.toml"),
+        include_str!("../../scenarios/benign-mixed.toml"),
     ),
     (
         "web-churn.toml",
-        include_str!("../scenarios/web-churn.toml"),
+        include_str!("../../scenarios/web-churn.toml"),
     ),
     (
         "nmap-syn-scan.toml",
-        include_str!("../scenarios/nmap-syn-scan.toml"),
+        include_str!("../../scenarios/nmap-syn-scan.toml"),
     ),
     (
         "nmap-connect-scan.toml",
-        include_str!("../scenarios/nmap-connect-scan.toml"),
+        include_str!("../../scenarios/nmap-connect-scan.toml"),
     ),
     (
         "nmap-udp-scan.toml",
-        include_str!("../scenarios/nmap-udp-scan.toml"),
+        include_str!("../../scenarios/nmap-udp-scan.toml"),
     ),
-    ("masscan.toml", include_str!("../scenarios/masscan.toml")),
+    ("masscan.toml", include_str!("../../scenarios/masscan.toml")),
     (
         "host-sweep.toml",
-        include_str!("../scenarios/host-sweep.toml"),
+        include_str!("../../scenarios/host-sweep.toml"),
     ),
     (
         "hping3-syn-flood.toml",
-        include_str!("../scenarios/hping3-syn-flood.toml"),
+        include_str!("../../scenarios/hping3-syn-flood.toml"),
     ),
     (
         "spoofed-syn-flood.toml",
-        include_str!("../scenarios/spoofed-syn-flood.toml"),
+        include_str!("../../scenarios/spoofed-syn-flood.toml"),
     ),
     (
         "hydra-ssh-brute-force.toml",
-        include_str!("../scenarios/hydra-ssh-brute-force.toml"),
+        include_str!("../../scenarios/hydra-ssh-brute-force.toml"),
     ),
     (
         "udp-flood.toml",
-        include_str!("../scenarios/udp-flood.toml"),
+        include_str!("../../scenarios/udp-flood.toml"),
     ),
     (
         "icmp-flood.toml",
-        include_str!("../scenarios/icmp-flood.toml"),
+        include_str!("../../scenarios/icmp-flood.toml"),
     ),
     (
         "ddos-fan-in.toml",
-        include_str!("../scenarios/ddos-fan-in.toml"),
+        include_str!("../../scenarios/ddos-fan-in.toml"),
     ),
     (
         "exfiltration.toml",
-        include_str!("../scenarios/exfiltration.toml"),
+        include_str!("../../scenarios/exfiltration.toml"),
     ),
-    ("anomaly.toml", include_str!("../scenarios/anomaly.toml")),
+    ("anomaly.toml", include_str!("../../scenarios/anomaly.toml")),
 ];
 
 pub const MAX_DURATION: Duration = Duration::from_secs(300);

@@ -10,9 +10,9 @@ use serde::Serialize;
 use crate::{
     detect::{Action, Alert},
     error::{Error, Result},
-    events::eve_time,
-    flowtable::{BiFlow, proto_name},
-    history::IncidentRow,
+    flow::{BiFlow, proto_name},
+    sink::events::eve_time,
+    sink::history::IncidentRow,
 };
 
 #[derive(Serialize)]

@@ -3,6 +3,11 @@
 //! interface; clients send benign traffic and attackers attack, with built-in generators or
 //! real tools. Each scenario gets a fresh topology and agent; everything it creates
 //! (namespaces, veths, pins, state, daemons) is removed afterwards, Ctrl-C included.
+
+pub mod netns;
+pub mod scenario;
+pub mod traffic;
+
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -19,14 +24,14 @@ use comfy_table::{Table, presets};
 use serde::Serialize;
 
 use crate::{
+    dataplane::maps::PinnedMaps,
     detect::{Action as AlertAction, Alert},
     error::{Error, Result},
-    events::read_alerts,
-    maps::PinnedMaps,
-    netns::{Netns, veth},
-    scenario::{self, Action, Expected, Scenario, Sender},
+    lab::netns::{Netns, veth},
+    lab::scenario::{Action, Expected, Scenario, Sender},
+    lab::traffic::SourceAddr,
+    sink::events::read_alerts,
     store::{ListKind, Store},
-    traffic::{self, SourceAddr},
 };
 
 /// The built-in web service the tests use (the real nginx, when installed, is on 80).
@@ -71,7 +76,7 @@ impl Drop for Topology {
         self.services.store(true, Ordering::SeqCst);
         self.stop_agent();
         for mut d in self.daemons.drain(..) {
-            crate::netns::kill_group(&mut d);
+            crate::lab::netns::kill_group(&mut d);
         }
         let _ = std::fs::remove_dir_all(&self.pin_dir);
         if !self.keep_state {
@@ -96,7 +101,7 @@ fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
     ns.add_addr("eth0", &format!("{addr}/24"))?;
     ns.ip(&["route", "add", SWEEP_NET, "via", &server_addr.to_string()])?;
     let ifc = server_iface.clone();
-    let server_ifindex = server.run(move || crate::loader::ifindex(&ifc))??;
+    let server_ifindex = server.run(move || crate::dataplane::ifindex(&ifc))??;
     Ok(Host {
         ns,
         addr,
@@ -267,7 +272,7 @@ impl Topology {
         self.agent = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let status = crate::agent::AgentStatus::read(&self.state_dir);
+            let status = crate::agent::status::AgentStatus::read(&self.state_dir);
             if status.is_some_and(|s| s.running && s.last_poll_at.is_some()) {
                 return Ok(port);
             }
@@ -305,7 +310,8 @@ impl Topology {
     }
 
     pub fn events_path(&self) -> PathBuf {
-        self.state_dir.join(crate::events::DEFAULT_EVENTS_FILE)
+        self.state_dir
+            .join(crate::sink::events::DEFAULT_EVENTS_FILE)
     }
 
     /// Whether the kernel blocklist holds `ip` right now.

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use astra_common::FlowKey;
 
-use crate::flowtable::{BiFlow, Conversations, FastMap};
+use crate::flow::{BiFlow, Conversations, FastMap};
 
 /// Ports whose short, small-reply conversations look like failed logins.
 pub const AUTH_PORTS: [u16; 13] = [
@@ -644,7 +644,7 @@ impl Tracker {
             if !any {
                 continue;
             }
-            let d = dests.entry(crate::flowtable::key_addr(dst)).or_default();
+            let d = dests.entry(crate::flow::key_addr(dst)).or_default();
             d.fan_in_long += 1;
             if in_short {
                 d.fan_in_short += 1;
@@ -812,7 +812,7 @@ impl Tracker {
         let live = self
             .live_from(&src)
             .iter()
-            .map(|r| (crate::flowtable::key_addr(r.dst), r.dst_port));
+            .map(|r| (crate::flow::key_addr(r.dst), r.dst_port));
         let ended = self
             .closed
             .values()
@@ -876,7 +876,7 @@ impl Tracker {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::flowtable::DirCounters;
+    use crate::flow::DirCounters;
 
     pub const S: u64 = NS;
 
@@ -1034,7 +1034,7 @@ pub(crate) mod tests {
         for ip in ["198.18.0.5", "2001:db8::5"] {
             let ip: IpAddr = ip.parse().unwrap();
             let k = addr(&ip);
-            assert_eq!(crate::flowtable::key_addr(k), ip);
+            assert_eq!(crate::flow::key_addr(k), ip);
         }
     }
 
@@ -1105,7 +1105,7 @@ pub(crate) mod tests {
     #[test]
     fn rates_come_from_deltas_in_the_window() {
         use astra_common::{FlowKey, FlowValue};
-        let mk = |src: [u8; 4], proto: u8, d: u64| crate::flowtable::FlowRecord {
+        let mk = |src: [u8; 4], proto: u8, d: u64| crate::flow::FlowRecord {
             key: FlowKey {
                 src: {
                     let mut a = [0u8; 16];

@@ -9,7 +9,7 @@ use astra_common::{FlowKey, FlowValue, direction};
 use indexmap::{IndexMap, map::Entry};
 use serde::Serialize;
 
-use crate::{error::Result, maps::PinnedMaps};
+use crate::{dataplane::maps::PinnedMaps, error::Result};
 
 /// A hash map with a fast, randomly seeded hasher: flow keys come from the network, so the
 /// hasher must resist collision floods, but SipHash costs too much at a million flows.

@@ -17,7 +17,7 @@ use etherparse::PacketBuilder;
 
 use crate::{
     error::{Error, Result},
-    netns::Netns,
+    lab::netns::Netns,
 };
 
 /// A TCP service in `ns` on `port`: each connection gets `greeting`, then one `reply` for
@@ -75,7 +75,7 @@ pub fn web_sessions(
 ) -> std::thread::JoinHandle<usize> {
     let path = ns.path();
     std::thread::spawn(move || {
-        crate::netns::in_ns(&path, move || {
+        crate::lab::netns::in_ns(&path, move || {
             let end = Instant::now() + dur;
             let mut ok = 0;
             while Instant::now() < end && !stop.load(Ordering::SeqCst) {
@@ -378,7 +378,7 @@ pub fn run_tool(
             return Ok(st.code());
         }
         if Instant::now() >= end {
-            crate::netns::kill_group(&mut child);
+            crate::lab::netns::kill_group(&mut child);
             return Ok(None);
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -47,7 +47,7 @@ pub fn ensure(state_dir: &Path) -> Result<String> {
 /// Replaces the token with a fresh one and returns it.
 pub fn rotate(state_dir: &Path) -> Result<String> {
     let token = generate()?;
-    crate::files::ensure_private_dir(state_dir)?;
+    ensure_private_dir(state_dir)?;
     let p = path(state_dir);
     // Created 0600 rather than chmod-ed afterwards, so the token is never readable by others.
     crate::files::replace(&p, format!("{token}\n").as_bytes(), crate::files::PRIVATE)
@@ -82,6 +82,22 @@ pub fn matches(expected: &str, given: &str) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Creates `dir` (0700) if need be, and refuses one others may write to.
+fn ensure_private_dir(dir: &Path) -> crate::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| crate::Error::io(dir, e))?;
+    match crate::files::shared_dir_mode(dir) {
+        None => Ok(()),
+        Some(mode) => Err(crate::Error::Usage(crate::files::shared_dir_message(
+            dir, mode,
+        ))),
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,9 @@
 //! The block and allow lists: the durable store is written first (so a committed decision
 //! survives a crash or reboot), then the kernel maps (so the decision is in force when the call
 //! returns).
+
+pub mod feeds;
+
 use std::{
     collections::{BTreeSet, HashSet},
     net::IpAddr,
@@ -14,30 +17,12 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
+    clock::mono_now_ns,
+    clock::now_unix,
+    dataplane::maps::PinnedMaps,
     error::{Error, Result},
-    maps::PinnedMaps,
-    store::{EntrySource, ListKind, Store, StoredEntry, now_unix},
+    store::{EntrySource, ListKind, Store, StoredEntry},
 };
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock the dataplane's expiries are compared against.
-pub fn mono_now_ns() -> u64 {
-    clock_ns(libc::clock_gettime, libc::CLOCK_MONOTONIC)
-}
-
-/// A clock's time (`clock_gettime`) or resolution (`clock_getres`) in nanoseconds.
-pub(crate) fn clock_ns(
-    read: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> libc::c_int,
-    clock: libc::clockid_t,
-) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer; the monotonic clocks, coarse ones included, exist on every
-    // kernel that runs XDP.
-    unsafe { read(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Converts a wall-clock expiry into the kernel's monotonic clock as of now. Expiries already in
 /// the past map to 1 ns (expired), never to 0 (which would mean permanent).
@@ -373,6 +358,17 @@ pub enum Enforcement {
     StoredOnly,
 }
 
+/// What adding one entry by hand did: the CLI's `block`/`allow` and the API's `POST` both
+/// report it, so they tell the same story.
+#[derive(Debug, Serialize)]
+pub struct Added {
+    pub entry: StoredEntry,
+    /// False: stored only, applied when the agent starts.
+    pub in_kernel: bool,
+    /// For a block: an allowlisted prefix that overlaps it, under which packets keep passing.
+    pub allowlisted_by: Option<IpNet>,
+}
+
 pub struct Lists {
     store: Store,
     maps: Option<PinnedMaps>,
@@ -422,6 +418,31 @@ impl Lists {
         self.store.upsert(&entry)?;
         let enforcement = self.apply(&entry, now, mono_now_ns())?;
         Ok((entry, enforcement))
+    }
+
+    /// [`Lists::add`] for an entry made by hand, with what the operator should know about it.
+    pub fn add_manual(
+        &mut self,
+        kind: ListKind,
+        net: IpNet,
+        ttl: Option<Duration>,
+        reason: &str,
+    ) -> Result<Added> {
+        let (entry, enforcement) = self.add(kind, net, ttl, reason, EntrySource::Manual)?;
+        let allowlisted_by = match kind {
+            ListKind::Allow => None,
+            ListKind::Block => self
+                .store
+                .list(Some(ListKind::Allow))?
+                .into_iter()
+                .find(|a| a.net.contains(&net.network()) || net.contains(&a.net.network()))
+                .map(|a| a.net),
+        };
+        Ok(Added {
+            entry,
+            in_kernel: enforcement == Enforcement::InKernel,
+            allowlisted_by,
+        })
     }
 
     fn apply(&mut self, e: &StoredEntry, now_unix: u64, now_mono: u64) -> Result<Enforcement> {

@@ -15,13 +15,13 @@ use ndarray::Array2;
 use serde::Serialize;
 
 use crate::{
+    dataplane::Dataplane,
+    dataplane::maps::PinnedMaps,
+    detect::forest::{ForestParams, IsolationForest},
     error::{Error, Result},
     features::FEATURE_NAMES,
-    forest::{ForestParams, IsolationForest},
-    loader::Dataplane,
-    maps::PinnedMaps,
-    netns::{Netns, veth},
-    traffic,
+    lab::netns::{Netns, veth},
+    lab::traffic,
 };
 
 /// One line of the results: `value` against `baseline_value`; `ratio` = value / baseline.
@@ -108,7 +108,7 @@ pub fn test_run(prog: BorrowedFd<'_>, packet: &[u8], repeat: u32) -> Result<(u32
 /// The BPF_PROG_TEST_RUN syscall; every buffer `attr` points to must outlive the call.
 fn prog_test_run(attr: &mut TestRunAttr, what: &str) -> Result<()> {
     // SAFETY: attr is a valid test-run attribute and the callers keep its buffers alive.
-    unsafe { crate::maps::sys_bpf(BPF_PROG_TEST_RUN, attr) }
+    unsafe { crate::dataplane::maps::sys_bpf(BPF_PROG_TEST_RUN, attr) }
         .map(drop)
         .map_err(|e| Error::bpf(what.to_owned(), e))
 }
@@ -249,7 +249,7 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
         Ok(median(v))
     };
     let single_floor = singles(&mut dp, true, 0, 5_000)?;
-    let now = crate::blocklist::mono_now_ns();
+    let now = crate::clock::mono_now_ns();
     let mut base = 0;
     for (label, n) in [("1k", 1_000u32), ("64k", 65_536), ("1M", 1_000_000)] {
         // Reset the table to exactly n flows.
@@ -400,10 +400,10 @@ pub fn poll_child(n: u32) -> Result<()> {
     let capacity = (n + n / 4).max(1024);
     let _dp = Dataplane::load(&pin.0, capacity)?;
     let mut maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
-    fill_flows(&mut maps, n, crate::blocklist::mono_now_ns())?;
+    fill_flows(&mut maps, n, crate::clock::mono_now_ns())?;
     let store = crate::store::Store::open(&state)?;
-    let mut lists = crate::blocklist::Lists::from_parts(store, Some(maps));
-    let mut table = crate::flowtable::FlowTable::with_capacity(
+    let mut lists = crate::lists::Lists::from_parts(store, Some(maps));
+    let mut table = crate::flow::FlowTable::with_capacity(
         Duration::from_secs(3600),
         Duration::from_secs(3600),
         capacity as usize,
@@ -413,19 +413,19 @@ pub fn poll_child(n: u32) -> Result<()> {
         &state,
         state.join("eve.json"),
     )?;
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::sink::metrics::Metrics::new();
     let (mut polls, mut poll_cpus, mut passes, mut pass_cpus) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..4 {
         let (t0, c0) = (Instant::now(), cpu_seconds());
-        let now = crate::blocklist::mono_now_ns();
+        let now = crate::clock::mono_now_ns();
         let maps = lists.maps_mut().expect("maps");
         table.poll(maps, now)?;
         let (t1, c1) = (Instant::now(), cpu_seconds());
         let closed = table.take_closed();
         engine.run(
             now,
-            crate::events::now_ms(),
+            crate::clock::now_ms(),
             &table,
             &closed,
             &mut lists,
@@ -840,7 +840,7 @@ fn live_rate(filter: Filter, run: usize) -> Result<f64> {
     let receiver = b.run(move || -> Result<Dataplane> {
         let mut d = Dataplane::load(&pin_dir, 4096)?;
         if astra {
-            d.attach("gb", crate::loader::XdpModeArg::Native)?;
+            d.attach("gb", crate::dataplane::XdpModeArg::Native)?;
         } else if ceiling {
             d.drop_all()?
                 .attach("gb", aya::programs::XdpMode::Driver)
@@ -879,14 +879,14 @@ fn live_rate(filter: Filter, run: usize) -> Result<f64> {
         .map_err(|e| Error::bpf("generator fd", e))?;
     let t0 = Instant::now();
     a.run(move || -> Result<()> {
-        let ifindex = crate::loader::ifindex("ga")?;
+        let ifindex = crate::dataplane::ifindex("ga")?;
         generate(fd.as_fd(), ifindex, &packet, LIVE_PACKETS)
     })??;
     let secs = t0.elapsed().as_secs_f64();
 
     let handled = match filter {
         Filter::Astra => {
-            let idx = b.run(|| crate::loader::ifindex("gb"))??;
+            let idx = b.run(|| crate::dataplane::ifindex("gb"))??;
             let c = PinnedMaps::open(&pin.0)?
                 .expect("pinned")
                 .iface_counters(idx)?;

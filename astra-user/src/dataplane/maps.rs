@@ -9,8 +9,8 @@ use astra_common::{Counter, FlowKey, FlowValue, ListEntry, action, counter_index
 use aya::maps::{HashMap, IterableMap, LpmTrie, Map, MapData, PerCpuArray};
 
 use crate::{
+    dataplane::{LayoutState, check_layout},
     error::{Error, Result},
-    loader::{LayoutState, check_layout},
 };
 
 pub type FlowMap = HashMap<MapData, FlowKey, FlowValue>;

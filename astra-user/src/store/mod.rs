@@ -18,7 +18,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use rusqlite::{
@@ -262,14 +262,6 @@ impl StoredEntry {
     }
 }
 
-/// Current wall-clock time in UNIX seconds. A clock set before 1970 yields 0, which makes every
-/// expiring entry look fresh rather than crashing the agent.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Why the store could not be opened or used. Every variant displays as one line naming the
 /// path and the cause. Causes are deliberately not exposed via `Error::source`, since they are
 /// already part of the message and error reporters that print the chain would repeat them.
@@ -368,7 +360,7 @@ impl StoreError {
 
 fn io_error(what: &'static str, path: &Path, cause: io::Error) -> StoreError {
     let path = path.to_path_buf();
-    if crate::error::operator_fixable(&cause) {
+    if crate::files::operator_fixable(&cause) {
         StoreError::Unwritable { what, path, cause }
     } else {
         StoreError::Io { what, path, cause }
@@ -2143,11 +2135,5 @@ mod tests {
         assert!(err.is_user_error(), "{err}");
         assert!(err.to_string().contains("symbolic links"), "{err}");
         assert!(!elsewhere.exists());
-    }
-
-    #[test]
-    fn now_unix_is_plausible() {
-        // 2023-11-14; anything earlier means the clock or the conversion is broken.
-        assert!(now_unix() > 1_700_000_000);
     }
 }

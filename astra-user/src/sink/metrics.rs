@@ -9,7 +9,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::flowtable::PollStats;
+use crate::flow::PollStats;
 
 /// (direction, action label) of each counter slot that describes a packet outcome.
 pub fn action_labels(a: u32) -> Option<(&'static str, &'static str)> {
@@ -194,7 +194,7 @@ impl Metrics {
         .expect("valid metric");
         let start_time = Gauge::new("astra_start_time_seconds", "UNIX time the agent started.")
             .expect("valid metric");
-        start_time.set(crate::events::now_ms() as f64 / 1e3);
+        start_time.set(crate::clock::now_ms() as f64 / 1e3);
         let model_age = Gauge::new(
             "astra_model_age_seconds",
             "Seconds since the isolation-forest model in use was trained (NaN without a model).",
@@ -336,7 +336,7 @@ impl Metrics {
             .inc_by(stats.evicted_active as u64);
         self.poll_duration.observe(seconds);
         self.polls.with_label_values(&["ok"]).inc();
-        self.last_poll.set(crate::events::now_ms() as f64 / 1e3);
+        self.last_poll.set(crate::clock::now_ms() as f64 / 1e3);
     }
 
     pub fn poll_failed(&self) {
@@ -407,7 +407,7 @@ impl Metrics {
     /// every comparison on it in an alert rule is false rather than the series vanishing.
     pub fn set_model_trained_at(&self, trained_unix: Option<u64>) {
         self.model_age.set(trained_unix.map_or(f64::NAN, |t| {
-            (crate::events::now_ms() as f64 / 1e3 - t as f64).max(0.0)
+            (crate::clock::now_ms() as f64 / 1e3 - t as f64).max(0.0)
         }));
     }
 

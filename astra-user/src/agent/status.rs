@@ -1,0 +1,192 @@
+//! What the agent reports about itself and the kernel state: its status file, and the status
+//! and flow reports that `astra status`/`astra flows` and the API's `/status`/`/flows` both
+//! render (one builder, so the two always answer alike).
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    clock::{mono_now_ns, mono_to_unix, now_unix, rfc3339_seconds},
+    dataplane::{AttachedMode, ifname, maps::PinnedMaps},
+    detect::model::ModelStatus,
+    error::{Error, Result},
+    flow::{BiFlow, pair_flows, proto_name},
+    lists::Lists,
+    store::{ListKind, Store},
+};
+
+/// Written to `<state-dir>/agent.json` after start-up and after every poll, for `astra status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: u64,
+    pub pin_dir: PathBuf,
+    pub metrics_addr: String,
+    #[serde(default)]
+    pub api_addr: String,
+    pub poll_interval_ms: u64,
+    pub flow_capacity: u32,
+    pub interfaces: Vec<IfaceStatus>,
+    pub last_poll_at: Option<u64>,
+    pub last_poll_ms: Option<f64>,
+    pub flows_active: usize,
+    pub running: bool,
+    pub events_path: PathBuf,
+    pub dry_run: bool,
+    pub alerts: u64,
+    pub auto_blocks: u64,
+    pub model: Option<ModelStatus>,
+    /// Why the state store is not in use (the agent then keeps decisions in memory only).
+    #[serde(default)]
+    pub store_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IfaceStatus {
+    pub iface: String,
+    pub ifindex: u32,
+    pub mode: AttachedMode,
+    pub egress: bool,
+}
+
+pub const STATUS_FILE: &str = "agent.json";
+
+impl AgentStatus {
+    pub fn read(state_dir: &Path) -> Option<AgentStatus> {
+        let path = state_dir.join(STATUS_FILE);
+        let text =
+            crate::limits::read_capped(&path, crate::limits::SMALL_FILE, "status file").ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+
+    /// Whether the recorded agent process still runs.
+    pub fn alive(&self) -> bool {
+        if !self.running {
+            return false;
+        }
+        // SAFETY: signal 0 only checks the pid exists and we may signal it.
+        unsafe { libc::kill(self.pid as libc::pid_t, 0) == 0 }
+    }
+
+    pub(crate) fn write(&self, state_dir: &Path) -> Result<()> {
+        let path = state_dir.join(STATUS_FILE);
+        let text = serde_json::to_vec_pretty(self).expect("status serialises");
+        crate::files::replace(&path, &text, crate::files::PRIVATE).map_err(|e| Error::io(&path, e))
+    }
+}
+
+#[derive(Serialize)]
+pub struct StatusReport {
+    pub agent_running: bool,
+    pub agent: Option<AgentStatus>,
+    pub pin_dir: PathBuf,
+    pub maps_pinned: bool,
+    pub layout_version: u32,
+    pub flows: Option<u64>,
+    pub flow_capacity: Option<u32>,
+    pub block_entries: Option<u64>,
+    pub allow_entries: Option<u64>,
+    pub stored_blocks: u64,
+    pub stored_allows: u64,
+    /// Rows in the alert and incident history.
+    pub history_alerts: u64,
+    pub history_incidents: u64,
+    /// Why the state store cannot be read (the kernel state above is still shown).
+    pub store_error: Option<String>,
+    pub store_path: PathBuf,
+}
+
+/// What `astra status` shows: the agent's own report plus what the maps and `store` hold now.
+/// `store_error` says why `store` is not the state dir's database; a degraded resilient store
+/// (the agent's) says so itself.
+pub fn status_report(
+    pin_dir: &Path,
+    state_dir: &Path,
+    store: Store,
+    store_error: Option<String>,
+) -> Result<StatusReport> {
+    let store_error = store_error.or_else(|| store.degraded());
+    let (history_alerts, history_incidents) = crate::sink::history::counts(&store)?;
+    let maps = PinnedMaps::open(pin_dir)?;
+    let agent = AgentStatus::read(state_dir);
+    let running = agent.as_ref().is_some_and(AgentStatus::alive);
+    let (flows, cap) = match &maps {
+        Some(m) => {
+            let mut raw = Vec::new();
+            m.read_flows(&mut raw)?;
+            (Some(raw.len() as u64), Some(m.flow_capacity()?))
+        }
+        None => (None, None),
+    };
+    let maps_pinned = maps.is_some();
+    let lists = Lists::from_parts(store, maps);
+    let (b, a) = lists.kernel_counts();
+    let out = StatusReport {
+        agent_running: running,
+        agent,
+        pin_dir: pin_dir.to_owned(),
+        maps_pinned,
+        layout_version: astra_common::LAYOUT_VERSION,
+        flows,
+        flow_capacity: cap,
+        block_entries: maps_pinned.then_some(b),
+        allow_entries: maps_pinned.then_some(a),
+        stored_blocks: lists.store().count(ListKind::Block)?,
+        stored_allows: lists.store().count(ListKind::Allow)?,
+        history_alerts,
+        history_incidents,
+        store_error,
+        store_path: lists.store().path(),
+    };
+    Ok(out)
+}
+
+#[derive(Serialize)]
+pub struct FlowReport {
+    #[serde(flatten)]
+    pub flow: BiFlow,
+    pub proto_name: String,
+    pub iface: String,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// The `top` largest flows, both directions paired.
+pub fn flows_report(pin_dir: &Path, state_dir: &Path, top: usize) -> Result<Vec<FlowReport>> {
+    let agent_ifaces = AgentStatus::read(state_dir)
+        .map(|s| s.interfaces)
+        .unwrap_or_default();
+    let Some(maps) = PinnedMaps::open(pin_dir)? else {
+        return Err(Error::Usage(format!(
+            "no maps pinned in {}: start the agent with `astra run --iface IF`",
+            pin_dir.display()
+        )));
+    };
+    let mut raw = Vec::new();
+    maps.read_flows(&mut raw)?;
+    let mut flows = pair_flows(raw.iter().map(|(k, v)| (k, v)));
+    flows.sort_by(|a, b| {
+        b.total_bytes()
+            .cmp(&a.total_bytes())
+            .then(b.last_seen_ns.cmp(&a.last_seen_ns))
+    });
+    flows.truncate(top);
+    let (now, mono) = (now_unix(), mono_now_ns());
+    let out: Vec<FlowReport> = flows
+        .into_iter()
+        .map(|f| FlowReport {
+            proto_name: proto_name(f.proto),
+            iface: agent_ifaces
+                .iter()
+                .find(|i| i.ifindex == f.ifindex)
+                .map(|i| i.iface.clone())
+                .or_else(|| ifname(f.ifindex))
+                .unwrap_or_else(|| format!("if{}", f.ifindex)),
+            first_seen: rfc3339_seconds(mono_to_unix(f.first_seen_ns, now, mono)),
+            last_seen: rfc3339_seconds(mono_to_unix(f.last_seen_ns, now, mono)),
+            flow: f,
+        })
+        .collect();
+    Ok(out)
+}

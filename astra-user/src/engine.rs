@@ -27,6 +27,23 @@ use crate::{
     verdict::{Decision, Policy, PolicyConfig, Protected},
 };
 
+/// A `SECTION.KEY=VALUE` detection setting that cannot be applied; each names the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingError {
+    #[error("{0}: expected SECTION.KEY=VALUE, e.g. rules.port_scan_ports=30")]
+    NotKeyValue(String),
+    #[error("{0}: key must be SECTION.KEY (sections: features, rules, policy, model)")]
+    NotSectionKey(String),
+    #[error("{setting}: unknown setting {key}")]
+    Unknown { setting: String, key: String },
+    #[error("{setting}: bad value for {key}: {cause}")]
+    BadValue {
+        setting: String,
+        key: String,
+        cause: serde_json::Error,
+    },
+}
+
 /// Every detection setting, settable with `astra run --set SECTION.KEY=VALUE`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,23 +102,30 @@ impl DetectConfig {
     /// [`Self::validate`]. Values are read as JSON when they parse as such (numbers, booleans)
     /// and as strings otherwise ("10m"); an unknown key or a value of the wrong type is an
     /// error naming it.
-    pub fn apply_settings(&mut self, settings: &[String]) -> std::result::Result<(), String> {
+    pub fn apply_settings(&mut self, settings: &[String]) -> std::result::Result<(), SettingError> {
         let mut v = serde_json::to_value(&*self).expect("config serialises");
         for s in settings {
-            let (key, value) = s.split_once('=').ok_or_else(|| {
-                format!("{s}: expected SECTION.KEY=VALUE, e.g. rules.port_scan_ports=30")
-            })?;
-            let (section, field) = key.split_once('.').ok_or_else(|| {
-                format!("{s}: key must be SECTION.KEY (sections: features, rules, policy, model)")
-            })?;
+            let setting = || s.clone();
+            let (key, value) = s
+                .split_once('=')
+                .ok_or_else(|| SettingError::NotKeyValue(setting()))?;
+            let (section, field) = key
+                .split_once('.')
+                .ok_or_else(|| SettingError::NotSectionKey(setting()))?;
             let slot = v
                 .get_mut(section)
                 .and_then(|sec| sec.get_mut(field))
-                .ok_or_else(|| format!("{s}: unknown setting {key}"))?;
+                .ok_or_else(|| SettingError::Unknown {
+                    setting: setting(),
+                    key: key.to_owned(),
+                })?;
             *slot = serde_json::from_str(value)
                 .unwrap_or_else(|_| serde_json::Value::String(value.to_owned()));
-            *self = serde_json::from_value(v.clone())
-                .map_err(|e| format!("{s}: bad value for {key}: {e}"))?;
+            *self = serde_json::from_value(v.clone()).map_err(|cause| SettingError::BadValue {
+                setting: setting(),
+                key: key.to_owned(),
+                cause,
+            })?;
         }
         Ok(())
     }

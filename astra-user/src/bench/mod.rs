@@ -568,9 +568,23 @@ for _ in range(runs):
 print(float(np.median(fits)), float(np.median(rates)))
 "#;
 
+/// Why there is no python with scikit-learn to compare against.
+#[derive(Debug, thiserror::Error)]
+pub enum PythonError {
+    #[error("no python3 on PATH")]
+    NoPython,
+    #[error("cannot run {python} -m pip: {cause}")]
+    Pip {
+        python: &'static str,
+        cause: std::io::Error,
+    },
+    #[error("scikit-learn is not importable and `pip install scikit-learn` failed: {last_line}")]
+    NotInstalled { last_line: String },
+}
+
 /// The python interpreter with scikit-learn importable, installing scikit-learn with pip when
 /// it is missing; or why there is none.
-pub fn python_with_sklearn() -> std::result::Result<String, String> {
+pub fn python_with_sklearn() -> std::result::Result<String, PythonError> {
     let python = ["python3", "python"]
         .into_iter()
         .find(|p| {
@@ -579,7 +593,7 @@ pub fn python_with_sklearn() -> std::result::Result<String, String> {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
-        .ok_or("no python3 on PATH")?;
+        .ok_or(PythonError::NoPython)?;
     let importable = || {
         Command::new(python)
             .args(["-c", "import sklearn, joblib, numpy"])
@@ -595,7 +609,7 @@ pub fn python_with_sklearn() -> std::result::Result<String, String> {
             .args(["-m", "pip", "install", "--quiet", "scikit-learn"])
             .args(extra)
             .output()
-            .map_err(|e| format!("cannot run {python} -m pip: {e}"))
+            .map_err(|cause| PythonError::Pip { python, cause })
     };
     let out = pip(&[])?;
     let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -611,14 +625,14 @@ pub fn python_with_sklearn() -> std::result::Result<String, String> {
             .lines()
             .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no output");
-        Err(format!(
-            "scikit-learn is not importable and `pip install scikit-learn` failed: {last}"
-        ))
+        Err(PythonError::NotInstalled {
+            last_line: last.to_owned(),
+        })
     }
 }
 
 fn sklearn(train: &Array2<f64>, score: &Array2<f64>) -> Result<(f64, f64)> {
-    let python = python_with_sklearn().map_err(Error::Usage)?;
+    let python = python_with_sklearn().map_err(|e| Error::Usage(e.to_string()))?;
     let dir = std::env::temp_dir().join(format!("astra-bench-{}-sk", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let (tp, sp) = (dir.join("train.csv"), dir.join("score.csv"));

@@ -140,8 +140,9 @@ fn merge(cmd: &clap::Command, m: &ArgMatches, file: &Path) -> Result<Merged> {
     };
     for (key, value) in &table {
         let bad = |what: String| Error::Usage(format!("{}: {key}: {what}", file.display()));
+        let bad_value = |e: ValueError| bad(e.to_string());
         if key == "detect" {
-            out.detect = detect_settings(value).map_err(bad)?;
+            out.detect = detect_settings(value).map_err(bad_value)?;
             continue;
         }
         let long = key.replace('_', "-");
@@ -150,7 +151,7 @@ fn merge(cmd: &clap::Command, m: &ArgMatches, file: &Path) -> Result<Merged> {
             .or_else(|| run.get_arguments().find(|a| a.get_long() == Some(&long)))
             .filter(|a| !NOT_CONFIGURABLE.contains(&a.get_id().as_str()))
             .ok_or_else(|| Error::Usage(format!("{}: unknown key `{key}`", file.display())))?;
-        let values = to_strings(arg, value).map_err(bad)?;
+        let values = to_strings(arg, value).map_err(bad_value)?;
         if !is_flag(arg) {
             // The option's own parser, so the file accepts exactly what the flag accepts.
             let probe = clap::Command::new("astra")
@@ -201,12 +202,12 @@ fn takes_many(arg: &clap::Arg) -> bool {
 }
 
 /// The option values a TOML value stands for.
-fn to_strings(arg: &clap::Arg, v: &toml::Value) -> std::result::Result<Vec<String>, String> {
+fn to_strings(arg: &clap::Arg, v: &toml::Value) -> std::result::Result<Vec<String>, ValueError> {
     use toml::Value;
     if is_flag(arg) {
         return match v {
             Value::Boolean(b) => Ok(vec![b.to_string()]),
-            _ => Err("expected true or false".into()),
+            _ => Err(ValueError::NotBool),
         };
     }
     let scalar = |v: &Value| match v {
@@ -214,34 +215,49 @@ fn to_strings(arg: &clap::Arg, v: &toml::Value) -> std::result::Result<Vec<Strin
         Value::Integer(i) => Ok(i.to_string()),
         Value::Float(f) => Ok(f.to_string()),
         Value::Boolean(b) => Ok(b.to_string()),
-        _ => Err("expected a string or a number".to_string()),
+        _ => Err(ValueError::NotScalar),
     };
     match v {
         Value::Array(items) if takes_many(arg) => items.iter().map(scalar).collect(),
-        Value::Array(_) => Err("takes one value, not a list".into()),
+        Value::Array(_) => Err(ValueError::NotOne),
         v => scalar(v).map(|s| vec![s]),
     }
 }
 
 /// `[detect.rules] port_scan_ports = 30` -> `rules.port_scan_ports=30`.
-fn detect_settings(v: &toml::Value) -> std::result::Result<Vec<String>, String> {
-    let sections = v
-        .as_table()
-        .ok_or("expected a table of sections ([detect.rules] ...)")?;
+fn detect_settings(v: &toml::Value) -> std::result::Result<Vec<String>, ValueError> {
+    let sections = v.as_table().ok_or(ValueError::NotSections)?;
     let mut out = Vec::new();
     for (section, keys) in sections {
         let keys = keys
             .as_table()
-            .ok_or_else(|| format!("detect.{section} must be a table"))?;
+            .ok_or_else(|| ValueError::NotTable(section.clone()))?;
         for (k, v) in keys {
             let value = match v {
                 toml::Value::String(s) => s.clone(),
-                other => serde_json::to_string(other).map_err(|e| e.to_string())?,
+                other => serde_json::to_string(other).map_err(ValueError::Json)?,
             };
             out.push(format!("{section}.{k}={value}"));
         }
     }
     Ok(out)
+}
+
+/// A configuration value of the wrong shape for its key.
+#[derive(Debug, thiserror::Error)]
+enum ValueError {
+    #[error("expected true or false")]
+    NotBool,
+    #[error("expected a string or a number")]
+    NotScalar,
+    #[error("takes one value, not a list")]
+    NotOne,
+    #[error("expected a table of sections ([detect.rules] ...)")]
+    NotSections,
+    #[error("detect.{0} must be a table")]
+    NotTable(String),
+    #[error("{0}")]
+    Json(serde_json::Error),
 }
 
 fn one_line(s: &str) -> String {

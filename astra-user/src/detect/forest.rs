@@ -785,10 +785,10 @@ fn flatten(tree: &TreeArrays, nodes: &mut Vec<Node>, leaf_value: &mut Vec<f64>) 
 }
 
 /// Checks one tree's arrays; the error says which node is wrong and why.
-fn validate_tree(tree: &TreeArrays, n_features: usize) -> Result<(), String> {
+fn validate_tree(tree: &TreeArrays, n_features: usize) -> Result<(), TreeError> {
     let n = tree.children_left.len();
     if n == 0 {
-        return Err("the tree has no nodes".into());
+        return Err(TreeError::NoNodes);
     }
     for (name, len) in [
         ("children_right", tree.children_right.len()),
@@ -797,53 +797,57 @@ fn validate_tree(tree: &TreeArrays, n_features: usize) -> Result<(), String> {
         ("n_node_samples", tree.n_node_samples.len()),
     ] {
         if len != n {
-            return Err(format!("{name} has {len} entries, children_left has {n}"));
+            return Err(TreeError::Lengths { name, len, n });
         }
     }
     let mut parents = vec![0u32; n];
     for i in 0..n {
         let (left, right) = (tree.children_left[i], tree.children_right[i]);
         if tree.n_node_samples[i] == 0 {
-            return Err(format!("node {i} has n_node_samples 0"));
+            return Err(TreeError::NoSamples { node: i });
         }
         if left == TREE_LEAF || right == TREE_LEAF {
             if left != right {
-                return Err(format!(
-                    "node {i} has children {left} and {right}: a leaf has both -1, an internal node neither"
-                ));
+                return Err(TreeError::HalfLeaf {
+                    node: i,
+                    left,
+                    right,
+                });
             }
             continue;
         }
         for child in [left, right] {
             if child <= i as i64 || child >= n as i64 {
-                return Err(format!(
-                    "node {i} has child {child}, out of range (children must be in {}..{n}, after their parent)",
-                    i + 1
-                ));
+                return Err(TreeError::ChildOutOfRange { node: i, child, n });
             }
             parents[child as usize] += 1;
         }
         if left == right {
-            return Err(format!("node {i} has the same left and right child {left}"));
+            return Err(TreeError::SameChildren {
+                node: i,
+                child: left,
+            });
         }
         let f = tree.feature[i];
         if f < 0 || f as u64 >= n_features as u64 {
-            return Err(format!(
-                "node {i} splits on unknown feature index {f} (the model has {n_features} features)"
-            ));
+            return Err(TreeError::UnknownFeature {
+                node: i,
+                feature: f,
+                n_features,
+            });
         }
         if !tree.threshold[i].is_finite() {
-            return Err(format!(
-                "node {i} has non-finite threshold {}",
-                tree.threshold[i]
-            ));
+            return Err(TreeError::NonFiniteThreshold {
+                node: i,
+                threshold: tree.threshold[i],
+            });
         }
     }
     if let Some(i) = (1..n).find(|&i| parents[i] != 1) {
-        return Err(format!(
-            "node {i} has {} parents (every node but the root needs exactly one)",
-            parents[i]
-        ));
+        return Err(TreeError::Parents {
+            node: i,
+            parents: parents[i],
+        });
     }
     Ok(())
 }
@@ -859,24 +863,88 @@ fn depth_limit(max_samples: usize) -> usize {
 /// `2 * max_samples - 1` nodes, and is at most [`depth_limit`] deep. A file that says otherwise
 /// was not trained that way, and a deep one would cost every poll its depth per source (a
 /// 500k-deep chain stalled each poll for 20 s).
-fn check_tree_shape(nodes: usize, depth: usize, max_samples: usize) -> Result<(), String> {
+fn check_tree_shape(nodes: usize, depth: usize, max_samples: usize) -> Result<(), TreeError> {
     let max_nodes = max_samples.saturating_mul(2).saturating_sub(1).max(1);
     if nodes > max_nodes {
-        return Err(format!(
-            "{nodes} nodes, more than a tree grown on max_samples {max_samples} rows can have ({max_nodes})"
-        ));
+        return Err(TreeError::TooManyNodes {
+            nodes,
+            max_samples,
+            max_nodes,
+        });
     }
     let limit = depth_limit(max_samples);
     if depth > limit {
-        return Err(format!(
-            "{depth} levels deep; trees grown on max_samples {max_samples} rows stop at {limit}"
-        ));
+        return Err(TreeError::TooDeep {
+            depth,
+            max_samples,
+            limit,
+        });
     }
     Ok(())
 }
 
-fn invalid_tree(t: usize, message: String) -> ForestError {
-    ForestError::InvalidModel(format!("tree {t}: {message}"))
+fn invalid_tree(t: usize, e: TreeError) -> ForestError {
+    ForestError::InvalidModel(format!("tree {t}: {e}"))
+}
+
+/// What is wrong with one tree of a model file.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TreeError {
+    #[error("the tree has no nodes")]
+    NoNodes,
+    #[error("{name} has {len} entries, children_left has {n}")]
+    Lengths {
+        name: &'static str,
+        len: usize,
+        n: usize,
+    },
+    #[error("node {node} has n_node_samples 0")]
+    NoSamples { node: usize },
+    #[error(
+        "node {node} has children {left} and {right}: a leaf has both -1, an internal node neither"
+    )]
+    HalfLeaf { node: usize, left: i64, right: i64 },
+    #[error(
+        "node {node} has child {child}, out of range (children must be in {}..{n}, after their parent)",
+        node + 1
+    )]
+    ChildOutOfRange { node: usize, child: i64, n: usize },
+    #[error("node {node} has the same left and right child {child}")]
+    SameChildren { node: usize, child: i64 },
+    #[error(
+        "node {node} splits on unknown feature index {feature} (the model has {n_features} features)"
+    )]
+    UnknownFeature {
+        node: usize,
+        feature: i64,
+        n_features: usize,
+    },
+    #[error("node {node} has non-finite threshold {threshold}")]
+    NonFiniteThreshold { node: usize, threshold: f64 },
+    #[error("node {node} has {parents} parents (every node but the root needs exactly one)")]
+    Parents { node: usize, parents: u32 },
+    #[error(
+        "{nodes} nodes, more than a tree grown on max_samples {max_samples} rows can have ({max_nodes})"
+    )]
+    TooManyNodes {
+        nodes: usize,
+        max_samples: usize,
+        max_nodes: usize,
+    },
+    #[error("{depth} levels deep; trees grown on max_samples {max_samples} rows stop at {limit}")]
+    TooDeep {
+        depth: usize,
+        max_samples: usize,
+        limit: usize,
+    },
+    #[error("node {node} splits on feature {feature}, but the tree has {n} features")]
+    UnmappedFeature { node: usize, feature: i64, n: usize },
+    #[error("features maps {feature} to column {column}, but the model has {n_features} features")]
+    ColumnOutOfRange {
+        feature: i64,
+        column: i64,
+        n_features: usize,
+    },
 }
 
 fn check_contamination(c: Contamination) -> Result<(), ForestError> {
@@ -1032,7 +1100,7 @@ struct SklearnEstimator {
 
 impl SklearnEstimator {
     /// Maps the tree's feature indices to the model's columns.
-    fn into_tree(self, n_features: usize) -> Result<TreeArrays, String> {
+    fn into_tree(self, n_features: usize) -> Result<TreeArrays, TreeError> {
         let mut feature = self.feature;
         for (i, f) in feature.iter_mut().enumerate() {
             if self.children_left.get(i) == Some(&TREE_LEAF) {
@@ -1041,16 +1109,17 @@ impl SklearnEstimator {
             let column = usize::try_from(*f)
                 .ok()
                 .and_then(|f| self.features.get(f))
-                .ok_or_else(|| {
-                    format!(
-                        "node {i} splits on feature {f}, but the tree has {} features",
-                        self.features.len()
-                    )
+                .ok_or(TreeError::UnmappedFeature {
+                    node: i,
+                    feature: *f,
+                    n: self.features.len(),
                 })?;
             if *column < 0 || *column as u64 >= n_features as u64 {
-                return Err(format!(
-                    "features maps {f} to column {column}, but the model has {n_features} features"
-                ));
+                return Err(TreeError::ColumnOutOfRange {
+                    feature: *f,
+                    column: *column,
+                    n_features,
+                });
             }
             *f = *column;
         }
@@ -1101,10 +1170,15 @@ mod exact {
         deserializer.deserialize_str(ExactF64)
     }
 
-    pub fn parse(text: &str) -> Result<f64, String> {
+    /// A text that is not a decimal number.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0:?} is not a decimal number")]
+    pub struct NotDecimal(pub String);
+
+    pub fn parse(text: &str) -> Result<f64, NotDecimal> {
         text.trim()
             .parse::<f64>()
-            .map_err(|_| format!("{text:?} is not a decimal number"))
+            .map_err(|_| NotDecimal(text.to_owned()))
     }
 
     struct ExactF64;

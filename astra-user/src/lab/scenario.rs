@@ -240,7 +240,30 @@ impl Scenario {
     }
 }
 
-fn parse_sender(s: &str, clients: u8, attackers: u8) -> Result<Sender, String> {
+/// A `[[traffic]]` entry of a scenario file that cannot be run.
+#[derive(Debug, thiserror::Error)]
+enum TrafficError {
+    #[error(
+        "from = {host:?}: no such host (the scenario has {clients} client(s) and {attackers} attacker(s); use client, client2, attacker, attackers, server, ...)"
+    )]
+    NoSuchHost {
+        host: String,
+        clients: u8,
+        attackers: u8,
+    },
+    #[error("bad port range {0:?}")]
+    BadPorts(String),
+    #[error("kind {kind:?} needs `{what}`")]
+    Needs { kind: String, what: &'static str },
+    #[error("count {0} out of range (1..={MAX_COUNT})")]
+    Count(u64),
+    #[error(
+        "unknown kind {0:?} (web, login_burst, connect_scan, host_sweep, udp_flood, syn_flood, icmp_flood, upload, tool)"
+    )]
+    UnknownKind(String),
+}
+
+fn parse_sender(s: &str, clients: u8, attackers: u8) -> Result<Sender, TrafficError> {
     let numbered = |prefix: &str| -> Option<u8> {
         let rest = s.strip_prefix(prefix)?;
         if rest.is_empty() {
@@ -257,30 +280,27 @@ fn parse_sender(s: &str, clients: u8, attackers: u8) -> Result<Sender, String> {
             (Some(n), _) if (1..=clients).contains(&n) => Sender::Client(n),
             (_, Some(n)) if (1..=attackers).contains(&n) => Sender::Attacker(n),
             _ => {
-                return Err(format!(
-                    "from = {s:?}: no such host (the scenario has {clients} client(s) and {attackers} attacker(s); use client, client2, attacker, attackers, server, ...)"
-                ));
+                return Err(TrafficError::NoSuchHost {
+                    host: s.to_owned(),
+                    clients,
+                    attackers,
+                });
             }
         },
     };
     Ok(sender)
 }
 
-fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
+fn parse_ports(s: &str) -> Result<Vec<u16>, TrafficError> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let part = part.trim();
         let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let a: u16 = a
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad port range {part:?}"))?;
-        let b: u16 = b
-            .trim()
-            .parse()
-            .map_err(|_| format!("bad port range {part:?}"))?;
+        let bad = || TrafficError::BadPorts(part.to_owned());
+        let a: u16 = a.trim().parse().map_err(|_| bad())?;
+        let b: u16 = b.trim().parse().map_err(|_| bad())?;
         if a == 0 || a > b {
-            return Err(format!("bad port range {part:?}"));
+            return Err(bad());
         }
         out.extend(a..=b);
     }
@@ -288,12 +308,15 @@ fn parse_ports(s: &str) -> Result<Vec<u16>, String> {
 }
 
 impl RawTraffic {
-    fn into_traffic(self, clients: u8, attackers: u8) -> Result<Traffic, String> {
-        let need = |what: &str| format!("kind {:?} needs `{what}`", self.kind);
-        let count = |c: Option<u64>| -> Result<u64, String> {
+    fn into_traffic(self, clients: u8, attackers: u8) -> Result<Traffic, TrafficError> {
+        let need = |what: &'static str| TrafficError::Needs {
+            kind: self.kind.clone(),
+            what,
+        };
+        let count = |c: Option<u64>| -> Result<u64, TrafficError> {
             let c = c.ok_or_else(|| need("count"))?;
             if c == 0 || c > MAX_COUNT {
-                return Err(format!("count {c} out of range (1..={MAX_COUNT})"));
+                return Err(TrafficError::Count(c));
             }
             Ok(c)
         };
@@ -345,9 +368,7 @@ impl RawTraffic {
                     .min(MAX_DURATION),
             },
             other => {
-                return Err(format!(
-                    "unknown kind {other:?} (web, login_burst, connect_scan, host_sweep, udp_flood, syn_flood, icmp_flood, upload, tool)"
-                ));
+                return Err(TrafficError::UnknownKind(other.to_owned()));
             }
         };
         Ok(Traffic {

@@ -288,17 +288,15 @@ fn parse_csv(text: &str, c: &mut Collector<'_>) {
         };
         let line = rec.position().map_or(0, |p| p.line() as usize);
         let field = |i: Option<usize>| i.and_then(|i| rec.get(i)).filter(|s| !s.is_empty());
-        let parsed = (|| -> Result<FeedEntry, String> {
-            let net = parse_net(rec.get(net_col).unwrap_or_default()).map_err(|e| e.to_string())?;
+        let parsed = (|| -> Result<FeedEntry, EntryError> {
+            let net = parse_net(rec.get(net_col).unwrap_or_default())?;
             Ok(FeedEntry {
                 kind: field(kind_col)
                     .map(parse_kind)
                     .transpose()?
                     .unwrap_or(ListKind::Block),
                 net,
-                ttl: field(ttl_col)
-                    .map(|t| parse_ttl(t).map_err(|e| e.to_string()))
-                    .transpose()?,
+                ttl: field(ttl_col).map(parse_ttl).transpose()?,
                 reason: field(reason_col).map(str::to_owned),
                 tag: field(tag_col).map(check_tag).transpose()?,
                 line,
@@ -306,14 +304,38 @@ fn parse_csv(text: &str, c: &mut Collector<'_>) {
         })();
         match parsed {
             Ok(e) => c.push(e),
-            Err(msg) => c.bad(line, msg),
+            Err(e) => c.bad(line, e.to_string()),
         }
     }
 }
 
-fn parse_kind(s: &str) -> Result<ListKind, String> {
-    s.to_ascii_lowercase().parse().map_err(|e| format!("{e}"))
+fn parse_kind(s: &str) -> Result<ListKind, EntryError> {
+    Ok(s.to_ascii_lowercase().parse()?)
 }
+
+/// Why one entry of a feed cannot be imported (the [`FeedError`] adds the file and line).
+#[derive(Debug, thiserror::Error)]
+enum EntryError {
+    #[error(transparent)]
+    Addr(#[from] crate::addr::AddrError),
+    #[error(transparent)]
+    Kind(#[from] crate::store::ParseEnumError),
+    #[error(transparent)]
+    Tag(#[from] TagError),
+    #[error("invalid entry: {0}")]
+    Json(serde_json::Error),
+    #[error("object has no \"net\" field (or address, ip, cidr)")]
+    NoNet,
+    #[error("expected an address string or an object with \"net\", found {0}")]
+    NotEntry(String),
+    #[error("expires_at {0} is in the past")]
+    Expired(u64),
+}
+
+/// A feed name that cannot be typed back as `--tag NAME`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid tag '{0}': use 1-64 letters, digits and - _ . : @ +")]
+pub struct TagError(String);
 
 /// The fields of a JSON entry. Unknown fields are ignored, so the rows of `astra list --json`
 /// (hits, created_at, in_kernel, ...) and other tools' extra fields import as they are.
@@ -406,7 +428,7 @@ fn json_item(v: serde_json::Value, line: usize, c: &mut Collector<'_>) {
                     line,
                 })
             })
-            .map_err(|e| e.to_string()),
+            .map_err(EntryError::from),
         v @ serde_json::Value::Object(_) => json_object(v, line),
         other => {
             let mut shown = other.to_string();
@@ -414,39 +436,37 @@ fn json_item(v: serde_json::Value, line: usize, c: &mut Collector<'_>) {
                 shown.truncate(shown.floor_char_boundary(40));
                 shown.push_str("...");
             }
-            Err(format!(
-                "expected an address string or an object with \"net\", found {shown}"
-            ))
+            Err(EntryError::NotEntry(shown))
         }
     };
     match parsed {
         Ok(Some(e)) => c.push(e),
         Ok(None) => {}
-        Err(msg) => c.bad(line, msg),
+        Err(e) => c.bad(line, e.to_string()),
     }
 }
 
-fn json_object(v: serde_json::Value, line: usize) -> Result<Option<FeedEntry>, String> {
-    let o: JsonEntry = serde_json::from_value(v).map_err(|e| format!("invalid entry: {e}"))?;
+fn json_object(v: serde_json::Value, line: usize) -> Result<Option<FeedEntry>, EntryError> {
+    let o: JsonEntry = serde_json::from_value(v).map_err(EntryError::Json)?;
     let Some(net) = o.net else {
         if o.record_type.is_some_and(|t| t == "metadata") {
             return Ok(None);
         }
-        return Err("object has no \"net\" field (or address, ip, cidr)".into());
+        return Err(EntryError::NoNet);
     };
-    let net = parse_net(&net).map_err(|e| e.to_string())?;
+    let net = parse_net(&net)?;
     let ttl = match (o.ttl, o.ttl_remaining_s, o.expires_at) {
         (Some(None), _, _) | (None, Some(None), _) | (None, None, Some(None)) => {
             Some(Duration::ZERO)
         }
         (Some(Some(JsonTtl::Secs(s))), _, _) => Some(Duration::from_secs(s)),
-        (Some(Some(JsonTtl::Text(t))), _, _) => Some(parse_ttl(&t).map_err(|e| e.to_string())?),
+        (Some(Some(JsonTtl::Text(t))), _, _) => Some(parse_ttl(&t)?),
         // Seconds left as `astra list` rounds them: 0 means "under a second", not permanent.
         (None, Some(Some(s)), _) => Some(Duration::from_secs(s.max(1))),
         // An absolute expiry: one already past must not become a permanent block.
         (None, None, Some(Some(t))) => match t.checked_sub(crate::clock::now_unix()) {
             Some(left) if left > 0 => Some(Duration::from_secs(left)),
-            _ => return Err(format!("expires_at {t} is in the past")),
+            _ => return Err(EntryError::Expired(t)),
         },
         (None, None, None) => None,
     };
@@ -470,7 +490,7 @@ fn json_object(v: serde_json::Value, line: usize) -> Result<Option<FeedEntry>, S
 }
 
 /// A feed name: short, printable, no spaces, so it can be typed back as `--tag NAME`.
-fn check_tag(tag: &str) -> Result<String, String> {
+fn check_tag(tag: &str) -> Result<String, TagError> {
     let ok = !tag.is_empty()
         && tag.chars().count() <= 64
         && tag
@@ -479,9 +499,7 @@ fn check_tag(tag: &str) -> Result<String, String> {
     if ok {
         Ok(tag.to_owned())
     } else {
-        Err(format!(
-            "invalid tag '{tag}': use 1-64 letters, digits and - _ . : @ +"
-        ))
+        Err(TagError(tag.to_owned()))
     }
 }
 
@@ -583,7 +601,7 @@ pub fn import(
         .as_deref()
         .map(check_tag)
         .transpose()
-        .map_err(Error::Usage)?;
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let text = read_input(path)?;
     let feed = parse(&text, o.format, &name, Some(path))
         .map_err(|e| Error::Usage(format!("{e}; nothing imported")))?;
@@ -630,7 +648,10 @@ pub fn export(
     tag: Option<&str>,
     format: ExportFormat,
 ) -> Result<Vec<u8>> {
-    let tag = tag.map(check_tag).transpose().map_err(Error::Usage)?;
+    let tag = tag
+        .map(check_tag)
+        .transpose()
+        .map_err(|e| Error::Usage(e.to_string()))?;
     let rows: Vec<ListRow> = lists
         .list()?
         .into_iter()
@@ -807,7 +828,8 @@ impl FeedSync {
         ttl: Option<Duration>,
     ) -> Result<Self> {
         let path = path.into();
-        let tag = check_tag(&tag.unwrap_or_else(|| default_tag(&path))).map_err(Error::Usage)?;
+        let tag = check_tag(&tag.unwrap_or_else(|| default_tag(&path)))
+            .map_err(|e| Error::Usage(e.to_string()))?;
         Ok(Self {
             path,
             tag,

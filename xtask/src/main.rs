@@ -7,6 +7,7 @@ mod demo;
 mod deps;
 mod man;
 mod test;
+mod tidy;
 mod toolchain;
 
 use std::process::ExitCode;
@@ -36,6 +37,9 @@ enum Task {
     Bench(bench::Args),
     /// Build release, then write man pages for astra and its subcommands to target/man.
     Man,
+    /// Check astra-user's module layers and imports, clap's place, typed errors and commit
+    /// messages (also the first step of `test`).
+    Tidy,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => demo::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Man => man::run(),
+        Task::Tidy => tidy::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

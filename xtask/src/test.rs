@@ -1,4 +1,4 @@
-//! `cargo xtask test`: toolchain pieces and test tools, then fmt, clippy and the tests.
+//! `cargo xtask test`: tidy, toolchain pieces and test tools, then fmt, clippy and the tests.
 //! Tests load BPF programs and create network namespaces, so they run as root: when xtask is
 //! not root, cargo runs the test binaries through `sudo -E` (as its target runner), so the build
 //! itself stays unprivileged and target/ keeps its owner.
@@ -7,7 +7,7 @@ use std::{env, ffi::OsString, process::Command, time::Instant};
 
 use anyhow::Result;
 
-use crate::{build, cmd, deps, toolchain};
+use crate::{build, cmd, deps, tidy, toolchain};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,6 +56,11 @@ pub fn check_args(extra: &[OsString]) -> [Vec<OsString>; 3] {
 
 pub fn run(args: &Args) -> Result<()> {
     let start = Instant::now();
+    // First: it needs nothing installed and takes a second, so a structural mistake fails fast.
+    cmd::step(
+        "tidy (layers, imports, clap, typed errors, commits)",
+        tidy::run,
+    )?;
     cmd::step(
         "toolchain (nightly rust-src, bpf-linker, rustfmt, clippy)",
         || {

@@ -122,7 +122,7 @@ fn import(a: ImportArgs, pin_dir: &Path, state_dir: &Path) -> Result<()> {
     };
     let report = feeds::import(|| Lists::open(state_dir, pin_dir), &a.file, options)?;
     if a.json {
-        return super::print_json(&report);
+        return super::render::print_json(&report);
     }
     let state = if report.in_kernel {
         "in force now"

@@ -295,7 +295,7 @@ mod tests {
         v
     }
 
-    fn run_args(cli: Cli) -> crate::cli::RunArgs {
+    fn run_args(cli: Cli) -> crate::cli::agent::RunArgs {
         match cli.command {
             Command::Run(a) => a,
             other => panic!("not run: {other:?}"),
@@ -354,16 +354,16 @@ mod tests {
         ] {
             let f = file(&format!("iface = [\"lo\"]\n{text}"));
             // `astra run` and a SIGHUP reload both build the configuration here...
-            let e = crate::cli::reload_config(&argv(&f, &["run"])).unwrap_err();
+            let e = crate::cli::agent::reload_config(&argv(&f, &["run"])).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");
             assert_eq!(e.exit_code(), 2);
             // ...and `astra config check` reads the same line as if it said `run`.
             let check = as_run(&argv(&f, &["config", "check"])).unwrap();
-            let e = crate::cli::reload_config(&check).unwrap_err();
+            let e = crate::cli::agent::reload_config(&check).unwrap_err();
             assert!(e.to_string().contains(key), "{text}: {e}");
         }
         let f = file("iface = [\"lo\"]\npoll_interval = \"500ms\"\n");
-        assert!(crate::cli::reload_config(&argv(&f, &["run"])).is_ok());
+        assert!(crate::cli::agent::reload_config(&argv(&f, &["run"])).is_ok());
     }
 
     #[test]

@@ -90,6 +90,30 @@ pub mod direction {
     pub const EGRESS: u8 = 1;
 }
 
+/// TCP header flags, as the dataplane ORs them into [`FlowValue::tcp_flags`].
+pub mod tcp_flags {
+    pub const FIN: u32 = 0x01;
+    pub const SYN: u32 = 0x02;
+    pub const RST: u32 = 0x04;
+    pub const PSH: u32 = 0x08;
+    pub const ACK: u32 = 0x10;
+}
+
+/// IP protocol numbers (IANA), for [`FlowKey::proto`] and the IPv6 extension-header chain.
+pub mod ip_proto {
+    pub const HOPOPTS: u8 = 0;
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ROUTING: u8 = 43;
+    pub const FRAGMENT: u8 = 44;
+    pub const AH: u8 = 51;
+    pub const ICMPV6: u8 = 58;
+    pub const DSTOPTS: u8 = 60;
+    pub const SCTP: u8 = 132;
+    pub const UDPLITE: u8 = 136;
+}
+
 /// Origin of a block entry.
 pub mod source {
     pub const MANUAL: u32 = 0;

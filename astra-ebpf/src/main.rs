@@ -13,7 +13,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use astra_common::{
     ALLOW_NET_CAPACITY, BLOCK_EXACT_CAPACITY, BLOCK_NET_CAPACITY, Counter, DEFAULT_FLOW_CAPACITY,
-    FlowKey, FlowValue, IFACE_SLOTS, ListEntry, Meta, action, counter_index, direction,
+    FlowKey, FlowValue, IFACE_SLOTS, ListEntry, Meta, action, counter_index, direction, tcp_flags,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_PIPE, xdp_action},
@@ -212,9 +212,9 @@ fn account_flow<const SHARED: bool>(key: &FlowKey, p: &Parsed, len: u32, segs: u
         bytes: len as u64,
         first_seen_ns: now,
         last_seen_ns: now,
-        syn_count: (flags & parse::TCP_SYN != 0) as u32,
-        fin_count: (flags & parse::TCP_FIN != 0) as u32,
-        rst_count: (flags & parse::TCP_RST != 0) as u32,
+        syn_count: (flags & tcp_flags::SYN != 0) as u32,
+        fin_count: (flags & tcp_flags::FIN != 0) as u32,
+        rst_count: (flags & tcp_flags::RST != 0) as u32,
         // The first packet's flags ride in the second byte: a bare SYN there tells userspace
         // which side opened the connection when both directions share a timestamp.
         tcp_flags: flags | (flags << 8),
@@ -247,13 +247,13 @@ fn update_flow<const SHARED: bool>(v: *mut FlowValue, p: &Parsed, len: u32, segs
         }
         let flags = p.tcp_flags as u32;
         if flags != 0 {
-            if flags & parse::TCP_SYN != 0 {
+            if flags & tcp_flags::SYN != 0 {
                 add::<SHARED, u32>(core::ptr::addr_of_mut!((*v).syn_count), 1);
             }
-            if flags & parse::TCP_FIN != 0 {
+            if flags & tcp_flags::FIN != 0 {
                 add::<SHARED, u32>(core::ptr::addr_of_mut!((*v).fin_count), 1);
             }
-            if flags & parse::TCP_RST != 0 {
+            if flags & tcp_flags::RST != 0 {
                 add::<SHARED, u32>(core::ptr::addr_of_mut!((*v).rst_count), 1);
             }
             if (*v).tcp_flags & flags != flags {

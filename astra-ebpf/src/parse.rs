@@ -3,11 +3,7 @@
 //! Every read goes through [`Cursor`], which checks the packet bounds before handing out a
 //! pointer, and every loop has a constant bound, so the verifier accepts the program and a
 //! truncated or malformed packet is reported as an error instead of being misread.
-use astra_common::FlowKey;
-
-pub const TCP_FIN: u32 = 0x01;
-pub const TCP_SYN: u32 = 0x02;
-pub const TCP_RST: u32 = 0x04;
+use astra_common::{FlowKey, ip_proto};
 
 /// The most header bytes the parser can need: Ethernet, two VLAN tags, IPv6, a bounded chain of
 /// extension headers and a TCP header. The TC program pulls this much into the linear area.
@@ -19,18 +15,6 @@ const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
 const MAX_VLAN_TAGS: usize = 2;
 const MAX_IPV6_EXT_HEADERS: usize = 6;
-
-const IPPROTO_HOPOPTS: u8 = 0;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_ROUTING: u8 = 43;
-const IPPROTO_FRAGMENT: u8 = 44;
-const IPPROTO_AH: u8 = 51;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPPROTO_DSTOPTS: u8 = 60;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_UDPLITE: u8 = 136;
 
 struct Cursor {
     pos: usize,
@@ -252,7 +236,7 @@ fn l3_v6(mut c: Cursor, data: usize, src: Addr) -> Option<L3> {
         };
         let e = unsafe { &*e };
         let len = match next {
-            IPPROTO_FRAGMENT => {
+            ip_proto::FRAGMENT => {
                 if be16([e[2], e[3]]) >> 3 != 0 {
                     // No transport header follows in a non-first fragment.
                     non_first_fragment = true;
@@ -261,7 +245,7 @@ fn l3_v6(mut c: Cursor, data: usize, src: Addr) -> Option<L3> {
                 }
                 8
             }
-            IPPROTO_AH => (e[1] as usize + 2) * 4,
+            ip_proto::AH => (e[1] as usize + 2) * 4,
             _ => (e[1] as usize + 1) * 8,
         };
         if c.skip(len).is_none() {
@@ -283,7 +267,11 @@ fn l3_v6(mut c: Cursor, data: usize, src: Addr) -> Option<L3> {
 fn is_ext_header(nh: u8) -> bool {
     matches!(
         nh,
-        IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_AH | IPPROTO_FRAGMENT
+        ip_proto::HOPOPTS
+            | ip_proto::ROUTING
+            | ip_proto::DSTOPTS
+            | ip_proto::AH
+            | ip_proto::FRAGMENT
     )
 }
 
@@ -319,7 +307,7 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
     // the mask only tells the verifier so.
     c.skip(l3.l4_off & 0x3fff)?;
     match l3.proto {
-        IPPROTO_TCP => {
+        ip_proto::TCP => {
             let h = unsafe { &*c.peek::<20>()? };
             let doff = (h[12] >> 4) as usize * 4;
             // The ports and flags sit in the first 20 bytes, but a header cut inside its
@@ -334,7 +322,7 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
                 tcp_flags: h[13],
             })
         }
-        IPPROTO_UDP | IPPROTO_UDPLITE => {
+        ip_proto::UDP | ip_proto::UDPLITE => {
             let h = unsafe { &*c.peek::<8>()? };
             Some(Parsed {
                 src_port: be16([h[0], h[1]]),
@@ -342,7 +330,7 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
                 tcp_flags: 0,
             })
         }
-        IPPROTO_SCTP => {
+        ip_proto::SCTP => {
             let h = unsafe { &*c.peek::<12>()? };
             Some(Parsed {
                 src_port: be16([h[0], h[1]]),
@@ -350,7 +338,7 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
                 tcp_flags: 0,
             })
         }
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+        ip_proto::ICMP | ip_proto::ICMPV6 => {
             let h = unsafe { &*c.peek::<4>()? };
             Some(Parsed {
                 src_port: 0,

@@ -15,8 +15,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use astra::{
     Error,
     clock::mono_now_ns,
-    dataplane::maps::PinnedMaps,
-    dataplane::{self, Dataplane, LayoutState},
+    dataplane::{self, Dataplane, LayoutState, maps::PinnedMaps},
     lists::Lists,
     store::{EntrySource, ListKind, Store, StoredEntry},
 };
@@ -60,6 +59,8 @@ const ETH_ARP: u16 = 0x0806;
 const TPID_8021Q: u16 = 0x8100;
 const TPID_8021AD: u16 = 0x88a8;
 
+// Protocol numbers and TCP flags are written out here, not taken from astra_common: a wrong
+// shared constant would otherwise agree with itself and pass.
 const HOPOPTS: u8 = 0;
 const ICMP: u8 = 1;
 const TCP: u8 = 6;

@@ -10,11 +10,12 @@ use std::{
     net::IpAddr,
 };
 
-use crate::flow::FastMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::features::{DestWindow, FEATURE_NAMES, SourceWindow};
+use crate::{
+    features::{DestWindow, FEATURE_NAMES, SourceWindow},
+    flow::FastMap,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -772,7 +773,7 @@ pub fn anomaly_alert(
     cfg: &RuleConfig,
     src: IpAddr,
     long: &SourceWindow,
-    assessment: &crate::detect::model::Assessment,
+    assessment: &model::Assessment,
     now_ms: u64,
 ) -> Alert {
     let score = assessment.score;
@@ -835,12 +836,13 @@ pub fn anomaly_alert(
 
 #[cfg(test)]
 mod tests {
+    use astra_common::tcp_flags::{ACK, FIN, PSH, RST};
+
     use super::*;
     use crate::features::{FeatureConfig, Tracker, tests::*};
-
-    const SYN: u32 = 0x02;
-    const RA: u32 = 0x14;
-    const FULL: u32 = 0x1b;
+    const SYN: u32 = astra_common::tcp_flags::SYN;
+    const RA: u32 = RST | ACK;
+    const FULL: u32 = FIN | SYN | PSH | ACK;
 
     fn detect(flows: &[crate::flow::BiFlow], now: u64, cfg: &RuleConfig) -> Vec<Alert> {
         detect_with_rates(flows, now, cfg, &[])

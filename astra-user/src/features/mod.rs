@@ -8,9 +8,8 @@
 //! bucket).
 use std::{collections::VecDeque, net::IpAddr, time::Duration};
 
+use astra_common::{FlowKey, ip_proto, tcp_flags};
 use serde::Serialize;
-
-use astra_common::FlowKey;
 
 use crate::flow::{BiFlow, Conversations, FastMap};
 
@@ -19,10 +18,6 @@ pub const AUTH_PORTS: [u16; 13] = [
     21, 22, 23, 25, 110, 143, 445, 993, 995, 3306, 3389, 5432, 5900,
 ];
 
-const TCP_FIN: u32 = 0x01;
-const TCP_SYN: u32 = 0x02;
-const TCP_RST: u32 = 0x04;
-const TCP_ACK: u32 = 0x10;
 const NS: u64 = 1_000_000_000;
 
 #[derive(Clone, Debug)]
@@ -48,29 +43,29 @@ impl Default for FeatureConfig {
 
 /// What one conversation says about its initiator.
 fn is_tcp(f: &BiFlow) -> bool {
-    f.proto == 6
+    f.proto == ip_proto::TCP
 }
 
 /// The initiator sent SYN but never an ACK: a handshake it did not (or could not) complete.
 pub fn half_open_flow(f: &BiFlow) -> bool {
-    is_tcp(f) && f.fwd.tcp_flags & TCP_SYN != 0 && f.fwd.tcp_flags & TCP_ACK == 0
+    is_tcp(f) && f.fwd.tcp_flags & tcp_flags::SYN != 0 && f.fwd.tcp_flags & tcp_flags::ACK == 0
 }
 
 /// The responder answered with SYN-ACK and the initiator went on to ACK: only a host that
 /// receives our replies can do that, so the source address is real.
 pub fn handshake_completed(f: &BiFlow) -> bool {
     is_tcp(f)
-        && f.fwd.tcp_flags & TCP_SYN != 0
-        && f.fwd.tcp_flags & TCP_ACK != 0
-        && f.rev.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+        && f.fwd.tcp_flags & tcp_flags::SYN != 0
+        && f.fwd.tcp_flags & tcp_flags::ACK != 0
+        && f.rev.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK
 }
 
 fn ended(f: &BiFlow, closed: bool) -> bool {
-    closed || (f.fwd.tcp_flags | f.rev.tcp_flags) & (TCP_FIN | TCP_RST) != 0
+    closed || (f.fwd.tcp_flags | f.rev.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0
 }
 
 fn has_rst(f: &BiFlow) -> bool {
-    (f.fwd.tcp_flags | f.rev.tcp_flags) & TCP_RST != 0
+    (f.fwd.tcp_flags | f.rev.tcp_flags) & tcp_flags::RST != 0
 }
 
 /// Names and units of [`SourceFeatures`], in vector order (the isolation forest's columns).
@@ -540,7 +535,11 @@ impl Tracker {
             let rate = Rate {
                 packets,
                 bytes,
-                udp: if key.proto == 17 { packets } else { 0 },
+                udp: if key.proto == ip_proto::UDP {
+                    packets
+                } else {
+                    0
+                },
                 icmp: if matches!(key.proto, 1 | 58) {
                     packets
                 } else {
@@ -890,10 +889,10 @@ pub(crate) mod tests {
             packets: if flags == 0 { 0 } else { 3 },
             bytes: if flags == 0 { 0 } else { bytes },
             tcp_flags: flags,
-            first_tcp_flags: flags & (TCP_SYN | TCP_ACK),
-            syn: u32::from(flags & TCP_SYN != 0),
-            fin: u32::from(flags & TCP_FIN != 0),
-            rst: u32::from(flags & TCP_RST != 0),
+            first_tcp_flags: flags & (tcp_flags::SYN | tcp_flags::ACK),
+            syn: u32::from(flags & tcp_flags::SYN != 0),
+            fin: u32::from(flags & tcp_flags::FIN != 0),
+            rst: u32::from(flags & tcp_flags::RST != 0),
         };
         BiFlow {
             src: ip(src),
@@ -930,10 +929,10 @@ pub(crate) mod tests {
         }
     }
 
-    const SYN: u32 = TCP_SYN;
-    const SA: u32 = TCP_SYN | TCP_ACK;
-    const RA: u32 = TCP_RST | TCP_ACK;
-    const FULL: u32 = TCP_SYN | TCP_ACK | TCP_FIN | 0x08;
+    const SYN: u32 = tcp_flags::SYN;
+    const SA: u32 = tcp_flags::SYN | tcp_flags::ACK;
+    const RA: u32 = tcp_flags::RST | tcp_flags::ACK;
+    const FULL: u32 = tcp_flags::SYN | tcp_flags::ACK | tcp_flags::FIN | tcp_flags::PSH;
 
     fn windows(
         flows: &[BiFlow],
@@ -1082,8 +1081,8 @@ pub(crate) mod tests {
         long.last_seen_ns = long.first_seen_ns + 31 * S;
         let refused = tcp("198.18.0.7", "198.18.1.1", 5, 22, SYN, RA, now - 10 * S);
         let mut open = fail(6, 22);
-        open.fwd.tcp_flags &= !TCP_FIN;
-        open.rev.tcp_flags &= !TCP_FIN;
+        open.fwd.tcp_flags &= !tcp_flags::FIN;
+        open.rev.tcp_flags &= !tcp_flags::FIN;
         let (src, _) = windows(
             &[
                 fail(1, 22),

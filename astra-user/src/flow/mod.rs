@@ -5,7 +5,7 @@ use std::{
     time::Duration,
 };
 
-use astra_common::{FlowKey, FlowValue, direction};
+use astra_common::{FlowKey, FlowValue, direction, ip_proto, tcp_flags};
 use indexmap::{IndexMap, map::Entry};
 use serde::Serialize;
 
@@ -323,7 +323,7 @@ fn pairing_port(proto: u8, port: u16) -> u16 {
 type PairKey = ([u8; 16], [u8; 16], u16, u16, u8);
 
 fn pair_key(k: &FlowKey) -> (PairKey, bool) {
-    if k.proto == 1 || k.proto == 58 {
+    if k.proto == ip_proto::ICMP || k.proto == ip_proto::ICMPV6 {
         // ICMP has no ports: the (folded) type identifies the exchange in both directions.
         let t = pairing_port(k.proto, k.dst_port);
         let forward = k.src <= k.dst;
@@ -365,7 +365,8 @@ impl Pair {
 /// first packet was a SYN-ACK. (ICMP replies are left as they are: their type is part of the
 /// conversation's identity, and a lone reply is as often an unsolicited one.)
 fn answers(k: &FlowKey, v: &FlowValue) -> bool {
-    k.proto == 6 && (v.tcp_flags >> 8) & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
+    k.proto == ip_proto::TCP
+        && (v.tcp_flags >> 8) & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK
 }
 
 /// Pairs the `n` directional entries `get` returns into conversations. The same direction can
@@ -520,9 +521,6 @@ impl Conversations for TableConversations<'_> {
     }
 }
 
-const TCP_SYN: u32 = 0x02;
-const TCP_ACK: u32 = 0x10;
-
 /// Whether direction `x` started the conversation rather than `y`. Timestamps come from a
 /// coarse clock, so both directions of a quick exchange often carry the same first-seen
 /// time. Then an ICMP request opens its exchange; for TCP, the side whose first packet was a
@@ -540,15 +538,17 @@ fn initiated_first(kx: &FlowKey, vx: &FlowValue, vy: &FlowValue) -> bool {
             return true;
         }
     }
-    if kx.proto == 6 {
+    if kx.proto == ip_proto::TCP {
         // A first packet that is a bare SYN (no ACK) opened the connection.
-        let opened = |v: &FlowValue| (v.tcp_flags >> 8) & (TCP_SYN | TCP_ACK) == TCP_SYN;
+        let opened = |v: &FlowValue| {
+            (v.tcp_flags >> 8) & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN
+        };
         match (opened(vx), opened(vy)) {
             (true, false) => return true,
             (false, true) => return false,
             _ => {}
         }
-        let sent_syn = |v: &FlowValue| v.tcp_flags & TCP_SYN != 0;
+        let sent_syn = |v: &FlowValue| v.tcp_flags & tcp_flags::SYN != 0;
         match (sent_syn(vx), sent_syn(vy)) {
             (true, false) => return true,
             (false, true) => return false,
@@ -560,11 +560,11 @@ fn initiated_first(kx: &FlowKey, vx: &FlowValue, vy: &FlowValue) -> bool {
 
 pub fn proto_name(p: u8) -> String {
     match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
+        ip_proto::ICMP => "icmp".into(),
+        ip_proto::TCP => "tcp".into(),
+        ip_proto::UDP => "udp".into(),
+        ip_proto::ICMPV6 => "icmpv6".into(),
+        ip_proto::SCTP => "sctp".into(),
         n => n.to_string(),
     }
 }
@@ -674,7 +674,7 @@ mod tests {
         let s = [198, 18, 0, 2];
         let req = key(c, s, 40000, 80, 6, direction::INGRESS);
         let rep = key(s, c, 80, 40000, 6, direction::EGRESS);
-        let synack = (TCP_SYN | TCP_ACK) << 8 | TCP_SYN | TCP_ACK;
+        let synack = (tcp_flags::SYN | tcp_flags::ACK) << 8 | tcp_flags::SYN | tcp_flags::ACK;
         let rep_v = FlowValue {
             tcp_flags: synack,
             ..val(1, S, S)
@@ -685,10 +685,10 @@ mod tests {
         assert_eq!((f.src, f.dst), (IpAddr::from(c), IpAddr::from(s)));
         assert_eq!((f.src_port, f.dst_port), (40000, 80));
         assert_eq!((f.fwd.packets, f.rev.packets), (0, 1));
-        assert_eq!(f.rev.first_tcp_flags, TCP_SYN | TCP_ACK);
+        assert_eq!(f.rev.first_tcp_flags, tcp_flags::SYN | tcp_flags::ACK);
         // Once both are seen: the same conversation, the same way round.
         let req_v = FlowValue {
-            tcp_flags: TCP_SYN << 8 | TCP_SYN | TCP_ACK,
+            tcp_flags: tcp_flags::SYN << 8 | tcp_flags::SYN | tcp_flags::ACK,
             ..val(2, S, 2 * S)
         };
         let both = pair_flows([(&rep, &rep_v), (&req, &req_v)]);

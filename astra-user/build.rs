@@ -8,12 +8,15 @@ use aya_build::Toolchain;
 /// the binary then carries an empty object and `astra run` says how to build it properly.
 fn main() -> anyhow::Result<()> {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    let object = out_dir.join("astra");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         // aya-build prints its own warning; keep a stale object from a real build if there is one.
-        if !object.exists() {
-            fs::write(&object, []).context("writing placeholder eBPF object")?;
+        // One object per binary of astra-ebpf: the dataplane and the bench's programs.
+        for name in ["astra", "astra-bench"] {
+            let object = out_dir.join(name);
+            if !object.exists() {
+                fs::write(&object, []).context("writing placeholder eBPF object")?;
+            }
         }
     }
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()

@@ -37,7 +37,8 @@ pub mod map_names {
     ];
 }
 
-/// Program names (the symbol names in the eBPF object).
+/// Program names (the symbol names in the eBPF objects). The dataplane object holds the XDP, TC
+/// and clock programs; floor, generator and drop-all are in the bench object (`astra-bench`).
 pub const XDP_PROGRAM: &str = "astra_xdp";
 pub const TC_EGRESS_PROGRAM: &str = "astra_tc_egress";
 /// An XDP program that only passes: the baseline for per-packet cost measurements.

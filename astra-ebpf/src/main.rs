@@ -363,21 +363,6 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
-/// Does nothing but pass: the floor that `cargo xtask bench` measures Astra's per-packet cost
-/// against. Never attached.
-#[xdp]
-pub fn astra_floor(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
-
-/// Transmits every frame: with BPF_PROG_TEST_RUN in live-frames mode on one end of a veth pair,
-/// the benchmarks' flood generator (xdp-trafficgen's method, which Debian's build cannot load
-/// on this kernel). Never attached.
-#[xdp]
-pub fn astra_gen(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_TX
-}
-
 /// Measures the offset between jiffies and the coarse clock for [`now_ns`]. The loader runs it
 /// once with BPF_PROG_TEST_RUN before attaching anything. A tick landing between the two reads
 /// (jiffies are advanced first) can only make the offset one tick low: the dataplane's clock
@@ -391,11 +376,4 @@ pub fn astra_clock(_ctx: XdpContext) -> u32 {
     let offset = coarse.wrapping_sub(jiffies.wrapping_mul(tick));
     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(ASTRA_CLOCK_OFFSET), offset) };
     xdp_action::XDP_PASS
-}
-
-/// Drops every frame without looking at it: the benchmarks' ceiling for a flood. Never
-/// attached by the agent.
-#[xdp]
-pub fn astra_drop_all(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_DROP
 }

@@ -10,18 +10,20 @@ use std::{
 };
 
 use astra_common::{FlowKey, FlowValue, ListEntry, action};
+use aya::programs::Xdp;
 use etherparse::PacketBuilder;
 use ndarray::Array2;
 use serde::Serialize;
 
 use crate::{
-    dataplane::Dataplane,
-    dataplane::maps::PinnedMaps,
+    dataplane::{Dataplane, maps::PinnedMaps},
     detect::forest::{ForestParams, IsolationForest},
     error::{Error, Result},
     features::FEATURE_NAMES,
-    lab::netns::{Netns, veth},
-    lab::traffic,
+    lab::{
+        netns::{Netns, veth},
+        traffic,
+    },
 };
 
 /// One line of the results: `value` against `baseline_value`; `ratio` = value / baseline.
@@ -179,6 +181,54 @@ impl Drop for PinGuard {
     }
 }
 
+/// astra-ebpf's `astra-bench` object: the programs only the bench loads, so the dataplane's
+/// own object carries none of them.
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/astra-bench"));
+
+/// The bench's own XDP programs (an empty pass, a drop-all and the XDP_TX flood generator),
+/// each loaded on first use. They share no maps with the dataplane.
+pub struct BenchPrograms(aya::Ebpf);
+
+impl BenchPrograms {
+    pub fn load() -> Result<Self> {
+        if BENCH_OBJECT.is_empty() {
+            return Err(Error::NoEbpfObject);
+        }
+        aya::Ebpf::load(BENCH_OBJECT)
+            .map(BenchPrograms)
+            .map_err(|e| Error::bpf("loading the bench programs", e))
+    }
+
+    fn program(&mut self, name: &str) -> Result<&mut Xdp> {
+        let prog: &mut Xdp = self
+            .0
+            .program_mut(name)
+            .ok_or_else(|| Error::Layout(format!("the bench object has no {name} program")))?
+            .try_into()
+            .map_err(|e| Error::bpf(name.to_owned(), e))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+        }
+        Ok(prog)
+    }
+
+    /// The do-nothing program the per-packet costs are measured against.
+    pub fn floor(&mut self) -> Result<&mut Xdp> {
+        self.program(astra_common::FLOOR_PROGRAM)
+    }
+
+    /// The XDP_TX program floods are generated with.
+    pub fn generator(&mut self) -> Result<&mut Xdp> {
+        self.program(astra_common::GEN_PROGRAM)
+    }
+
+    /// The drop-everything program that measures a flood's ceiling.
+    pub fn drop_all(&mut self) -> Result<&mut Xdp> {
+        self.program(astra_common::DROP_ALL_PROGRAM)
+    }
+}
+
 const REPEAT: u32 = 1_000_000;
 const RUNS: usize = 5;
 
@@ -193,18 +243,18 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
         .map_err(|e| Error::bpf("block", e))?;
     let established = udp_packet(Ipv4Addr::new(198, 18, 0, 1), 40_000);
     let dropped = udp_packet(blocked, 40_000);
-    let runs = |dp: &mut Dataplane, floor: bool, pkt: &[u8]| -> Result<f64> {
+    let mut bench = BenchPrograms::load()?;
+    let runs = |prog: &mut Xdp, pkt: &[u8]| -> Result<f64> {
         let mut v = Vec::new();
         for _ in 0..RUNS {
-            let prog = if floor { dp.floor()? } else { dp.xdp()? };
             let fd = prog.fd().map_err(|e| Error::bpf("program fd", e))?;
             v.push(f64::from(test_run(fd.as_fd(), pkt, REPEAT)?.1));
         }
         Ok(median(v))
     };
-    let floor = runs(&mut dp, true, &established)?;
-    let drop = runs(&mut dp, false, &dropped)?;
-    let update = runs(&mut dp, false, &established)?;
+    let floor = runs(bench.floor()?, &established)?;
+    let drop = runs(dp.xdp()?, &dropped)?;
+    let update = runs(dp.xdp()?, &established)?;
     out.push(m(
         "xdp floor (empty program)",
         floor,
@@ -238,17 +288,16 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
     }
     // Insert path: one fresh flow per run while the table holds `n` flows. Single runs carry
     // the test-run loop's own overhead, so the floor is measured the same way.
-    let singles = |dp: &mut Dataplane, floor: bool, base: u32, count: u32| -> Result<f64> {
+    let singles = |prog: &mut Xdp, base: u32, count: u32| -> Result<f64> {
         let mut v = Vec::with_capacity(count as usize);
+        let fd = prog.fd().map_err(|e| Error::bpf("program fd", e))?;
         for i in 0..count {
             let pkt = udp_packet(Ipv4Addr::from(0xc612_8000u32 + base + i), 7);
-            let prog = if floor { dp.floor()? } else { dp.xdp()? };
-            let fd = prog.fd().map_err(|e| Error::bpf("program fd", e))?;
             v.push(f64::from(test_run(fd.as_fd(), &pkt, 1)?.1));
         }
         Ok(median(v))
     };
-    let single_floor = singles(&mut dp, true, 0, 5_000)?;
+    let single_floor = singles(bench.floor()?, 0, 5_000)?;
     let now = crate::clock::mono_now_ns();
     let mut base = 0;
     for (label, n) in [("1k", 1_000u32), ("64k", 65_536), ("1M", 1_000_000)] {
@@ -258,7 +307,7 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
         let keys: Vec<FlowKey> = raw.iter().map(|(k, _)| *k).collect();
         maps.delete_flows(&keys)?;
         fill_flows(&mut maps, n, now)?;
-        let ins = singles(&mut dp, false, base, 5_000)?;
+        let ins = singles(dp.xdp()?, base, 5_000)?;
         base += 5_000;
         out.push(m(
             &format!("xdp insert path ({label} flows in table)"),
@@ -851,22 +900,25 @@ fn live_rate(filter: Filter, run: usize) -> Result<f64> {
     let pin_dir = pin.0.clone();
     let astra = filter == Filter::Astra;
     let ceiling = filter == Filter::Ceiling;
-    let receiver = b.run(move || -> Result<Dataplane> {
-        let mut d = Dataplane::load(&pin_dir, 4096)?;
-        if astra {
-            d.attach("gb", crate::dataplane::XdpModeArg::Native)?;
-        } else if ceiling {
-            d.drop_all()?
-                .attach("gb", aya::programs::XdpMode::Driver)
-                .map_err(|e| Error::bpf("attaching the drop-all program to gb", e))?;
-        } else {
-            d.floor()?
-                .attach("gb", aya::programs::XdpMode::Driver)
-                .map_err(|e| Error::bpf("attaching the pass program to gb", e))?;
-        }
-        Ok(d)
-    })??;
-    let mut receiver = receiver;
+    // Held until the end: dropping the dataplane or the programs detaches them.
+    let receiver = b.run(
+        move || -> Result<(Option<Dataplane>, Option<BenchPrograms>)> {
+            if astra {
+                let mut d = Dataplane::load(&pin_dir, 4096)?;
+                d.attach("gb", crate::dataplane::XdpModeArg::Native)?;
+                return Ok((Some(d), None));
+            }
+            let mut p = BenchPrograms::load()?;
+            let (prog, what) = if ceiling {
+                (p.drop_all()?, "drop-all")
+            } else {
+                (p.floor()?, "pass")
+            };
+            prog.attach("gb", aya::programs::XdpMode::Driver)
+                .map_err(|e| Error::bpf(format!("attaching the {what} program to gb"), e))?;
+            Ok((None, Some(p)))
+        },
+    )??;
     if astra {
         let mut maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
         maps.block_v4
@@ -883,8 +935,7 @@ fn live_rate(filter: Filter, run: usize) -> Result<f64> {
         .udp(4000, 5000)
         .write(&mut packet, &[0u8; 18])
         .expect("a UDP packet builds");
-    let gen_pin = PinGuard(bench_pin(&format!("gen-{run}")));
-    let mut generator = Dataplane::load(&gen_pin.0, 1024)?;
+    let mut generator = BenchPrograms::load()?;
     let fd = generator
         .generator()?
         .fd()
@@ -929,8 +980,12 @@ fn live_rate(filter: Filter, run: usize) -> Result<f64> {
         Filter::Ceiling => u64::from(LIVE_PACKETS)
             .saturating_sub(tx_dropped(&a, "ga")?.saturating_sub(tx_dropped_before)),
     };
-    receiver.detach_all();
-    drop(receiver);
+    let (dataplane, programs) = receiver;
+    if let Some(mut d) = dataplane {
+        d.detach_all();
+    }
+    // Dropping the programs drops their links, which detaches them.
+    drop(programs);
     drop(generator);
     if handled < u64::from(LIVE_PACKETS) / 100 {
         return Err(Error::Usage(format!(

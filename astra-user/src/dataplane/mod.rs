@@ -352,23 +352,8 @@ impl Dataplane {
         xdp_program(&mut self.ebpf)
     }
 
-    /// The do-nothing XDP program, the floor benchmarks compare against; loaded on first use.
-    pub fn floor(&mut self) -> Result<&mut Xdp> {
-        self.extra_program(astra_common::FLOOR_PROGRAM)
-    }
-
-    /// The XDP_TX program the benchmarks generate floods with; loaded on first use.
-    pub fn generator(&mut self) -> Result<&mut Xdp> {
-        self.extra_program(astra_common::GEN_PROGRAM)
-    }
-
-    /// The drop-everything program the benchmarks measure a flood's ceiling with.
-    pub fn drop_all(&mut self) -> Result<&mut Xdp> {
-        self.extra_program(astra_common::DROP_ALL_PROGRAM)
-    }
-
-    /// An XDP program of the object other than the dataplane's own (the clock calibration and
-    /// the benchmarks' programs), loaded on first use.
+    /// An XDP program of the object other than the dataplane's own (the clock calibration),
+    /// loaded on first use.
     fn extra_program(&mut self, name: &str) -> Result<&mut Xdp> {
         let prog: &mut Xdp = self
             .ebpf

@@ -229,32 +229,37 @@ pub struct Meta {
 }
 
 const _: () = {
-    assert!(core::mem::size_of::<FlowKey>() == 44);
-    assert!(core::mem::size_of::<FlowValue>() == 56);
-    assert!(core::mem::size_of::<ListEntry>() == 32);
-    assert!(core::mem::size_of::<Counter>() == 16);
-    assert!(core::mem::size_of::<Meta>() == 24);
-    assert!(core::mem::size_of::<LpmKey<4>>() == 8);
-    assert!(core::mem::size_of::<LpmKey<16>>() == 20);
+    assert!(size_of::<FlowKey>() == 44);
+    assert!(size_of::<FlowValue>() == 56);
+    assert!(size_of::<ListEntry>() == 32);
+    assert!(size_of::<Counter>() == 16);
+    assert!(size_of::<Meta>() == 24);
+    assert!(size_of::<LpmKey<4>>() == 8);
+    assert!(size_of::<LpmKey<16>>() == 20);
 };
 
 impl Meta {
     pub const CURRENT: Meta = Meta {
         magic: META_MAGIC,
         layout_version: LAYOUT_VERSION,
-        flow_key_size: core::mem::size_of::<FlowKey>() as u32,
-        flow_value_size: core::mem::size_of::<FlowValue>() as u32,
-        list_entry_size: core::mem::size_of::<ListEntry>() as u32,
+        flow_key_size: size_of::<FlowKey>() as u32,
+        flow_value_size: size_of::<FlowValue>() as u32,
+        list_entry_size: size_of::<ListEntry>() as u32,
     };
 }
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C) with only integer fields and explicit padding, so every
-    // bit pattern is valid and there are no implicit padding bytes.
+    // Each of these types is repr(C) with only integer fields and explicit padding, so every bit
+    // pattern is valid and there are no implicit padding bytes.
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ListEntry {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Meta {}
 }

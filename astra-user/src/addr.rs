@@ -4,8 +4,7 @@
 //! than the operator meant is worse than a rejected command, so ambiguous input is refused with
 //! a message that says what was probably meant.
 
-use std::net::IpAddr;
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 

@@ -14,15 +14,20 @@ use tracing::{info, warn};
 
 use crate::{
     clock::now_unix,
-    detect::model::{Learner, ModelConfig, ModelStatus},
-    detect::{Alert, ExfilBaselines, RuleConfig, anomaly_alert, source_rules, target_rules},
+    detect::{
+        Alert, ExfilBaselines, RuleConfig, anomaly_alert,
+        model::{Learner, ModelConfig, ModelStatus},
+        source_rules, target_rules,
+    },
     error::{Error, Result},
     features::{FeatureConfig, Tracker},
     flow::{BiFlow, Conversations, FlowRecord, FlowTable, pair_flows},
     lists::Lists,
-    sink::events::{EventLog, alert_id},
-    sink::metrics::Metrics,
-    sink::report,
+    sink::{
+        events::{EventLog, alert_id},
+        metrics::Metrics,
+        report,
+    },
     store::{EntrySource, ListKind},
     verdict::{Decision, Policy, PolicyConfig, Protected},
 };

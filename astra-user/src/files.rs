@@ -80,7 +80,7 @@ pub fn shared_dir_mode(dir: &Path) -> Option<u32> {
 /// An I/O error the operator causes and fixes by pointing Astra at another path: permissions,
 /// a read-only filesystem, a file where a directory belongs or the reverse, a missing or
 /// dangling path, a planted symlink. (Disk full or EIO are failures, not usage.)
-pub fn operator_fixable(e: &std::io::Error) -> bool {
+pub fn operator_fixable(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(
@@ -95,7 +95,7 @@ pub fn operator_fixable(e: &std::io::Error) -> bool {
                 | libc::ENAMETOOLONG
                 | libc::EFBIG
         )
-    ) || e.kind() == std::io::ErrorKind::InvalidInput
+    ) || e.kind() == io::ErrorKind::InvalidInput
 }
 
 /// One line for a state dir others may write to.

@@ -1,8 +1,7 @@
 //! Every size limit Astra applies to what it reads, in one place (the README's "Limits" table
 //! lists them): files are read through [`read_capped`], so a path that points at `/dev/zero`
 //! or a runaway file costs at most the limit, not the machine's memory.
-use std::io::Read as _;
-use std::path::Path;
+use std::{io::Read as _, path::Path};
 
 use crate::error::{Error, Result};
 

@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use astra::{cli::config::ArgsError, cli::run};
+use astra::cli::{config::ArgsError, run};
 use clap::error::ErrorKind;
 use tracing_subscriber::EnvFilter;
 

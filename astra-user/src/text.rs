@@ -1,8 +1,7 @@
 //! Showing text that came from outside (feed comments, block reasons, bad input echoed in an
 //! error) to a terminal or a log: control characters escaped so a comment cannot clear the
 //! screen or forge table rows, and long input cut so one bad 10 MB line is not a 10 MB error.
-use std::borrow::Cow;
-use std::fmt::Write as _;
+use std::{borrow::Cow, fmt::Write as _};
 
 /// How much of an offending input an error message quotes.
 pub const EXCERPT_CHARS: usize = 80;

@@ -13,9 +13,9 @@ use std::{
 
 use astra::{
     detect::{Action, Alert, AttackType},
-    lab::traffic::{self, SourceAddr},
     lab::{
         ATTACKER, CLIENT, LOGIN_PORT, SERVER_ATTACKER_SIDE, SERVER_CLIENT_SIDE, Topology, WEB_PORT,
+        traffic::{self, SourceAddr},
     },
     sink::events::read_alerts,
 };

@@ -8,15 +8,16 @@
 //! Needs python3 with scikit-learn, installed with pip when missing. When that is impossible
 //! the tests skip, or fail under CI=true / CI=1.
 
-use astra::detect::forest::{Contamination, ForestParams, IsolationForest, MaxSamples};
-use ndarray::Array2;
-use serde_json::Value;
 use std::{
     path::PathBuf,
     process::Command,
     sync::OnceLock,
     time::{SystemTime, UNIX_EPOCH},
 };
+
+use astra::detect::forest::{Contamination, ForestParams, IsolationForest, MaxSamples};
+use ndarray::Array2;
+use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-9;
 

@@ -233,6 +233,7 @@ fn config_file_applies_and_sighup_reloads_it() {
     // A good edit takes effect without a restart, and the flows and blocks stay.
     cli_ok(pin.path(), state.path(), &["block", "198.18.251.1"]);
     std::fs::write(&cfg, "[detect.policy]\ndry_run = false\n").unwrap();
+    // SAFETY: signalling our own child.
     unsafe { libc::kill(agent.pid(), libc::SIGHUP) };
     wait_for(
         "the reload",

@@ -230,7 +230,7 @@ mod tests {
     /// ends when it is released (or fails once the limit passes).
     #[test]
     fn package_locks_held_by_others_are_waited_for() {
-        let path = std::env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
+        let path = env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
         std::fs::write(&path, b"").unwrap();
         let p = path.to_str().unwrap().to_owned();
         assert_eq!(lock_holder(&p), None);
@@ -240,6 +240,8 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
+            // SAFETY: a valid NUL-terminated path and a zeroed flock (plain integers); the
+            // child exits without returning into the test harness.
             unsafe {
                 let fd = libc::open(c.as_ptr(), libc::O_RDWR);
                 let mut fl: libc::flock = std::mem::zeroed();

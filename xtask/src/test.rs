@@ -82,7 +82,8 @@ pub fn run(args: &Args) -> Result<()> {
         }
         cmd
     };
-    cmd::run_step(&mut cargo(&fmt))?;
+    // The nightly's formatter: rustfmt.toml's import grouping is a nightly option.
+    cmd::run_step(toolchain::nightly_cargo()?.args(&fmt))?;
     cmd::run_step(&mut cargo(&clippy))?;
 
     let mut test = cargo(&test);

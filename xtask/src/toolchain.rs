@@ -212,17 +212,29 @@ pub fn ensure_build_tools() -> Result<()> {
     ensure_bpf_linker()
 }
 
-/// rustfmt and clippy for the toolchain that builds the workspace.
+/// clippy for the toolchain that builds the workspace, and the nightly's rustfmt (rustfmt.toml
+/// groups imports with options only the nightly formatter has).
 pub fn ensure_check_tools() -> Result<()> {
-    for (subcommand, component) in [("fmt", "rustfmt"), ("clippy", "clippy")] {
-        if cmd::output(cmd::cargo().args([subcommand, "--version"])).is_err() {
-            let mut add = rustup()?;
-            add.current_dir(cmd::workspace_root())
-                .args(["component", "add", component]);
-            cmd::run(&mut add)?;
-        }
+    if cmd::output(cmd::cargo().args(["clippy", "--version"])).is_err() {
+        let mut add = rustup()?;
+        add.current_dir(cmd::workspace_root())
+            .args(["component", "add", "clippy"]);
+        cmd::run(&mut add)?;
+    }
+    if cmd::output(nightly_cargo()?.args(["fmt", "--version"])).is_err() {
+        let mut add = rustup()?;
+        add.args(["component", "add", "rustfmt", "--toolchain", NIGHTLY]);
+        cmd::run(&mut add)?;
     }
     Ok(())
+}
+
+/// `cargo` of the nightly toolchain, run in the workspace.
+pub fn nightly_cargo() -> Result<Command> {
+    let mut cmd = rustup()?;
+    cmd.current_dir(cmd::workspace_root())
+        .args(["run", NIGHTLY, "cargo"]);
+    Ok(cmd)
 }
 
 /// The host triple of the toolchain that builds the workspace.

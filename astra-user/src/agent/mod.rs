@@ -20,16 +20,16 @@ use std::{
 use tracing::{error, info, warn};
 
 use crate::{
-    agent::config::{AgentConfig, OnExit},
-    agent::status::{AgentStatus, IfaceStatus},
+    agent::{
+        config::{AgentConfig, OnExit},
+        status::{AgentStatus, IfaceStatus},
+    },
     clock::{mono_now_ns, now_ms, now_unix},
-    dataplane::maps::PinnedMaps,
-    dataplane::{AttachedMode, Dataplane, LinkWatch, ifindex},
+    dataplane::{AttachedMode, Dataplane, LinkWatch, ifindex, maps::PinnedMaps},
     engine::Engine,
     error::{Error, Result},
     flow::FlowTable,
-    lists::Lists,
-    lists::feeds::FeedSync,
+    lists::{Lists, feeds::FeedSync},
     sink::metrics::Metrics,
     store::Store,
 };
@@ -54,7 +54,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let api_listener = tokio::net::TcpListener::bind(cfg.api_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.api_addr)))?;
-    crate::agent::token::ensure(&cfg.state_dir)?;
+    token::ensure(&cfg.state_dir)?;
 
     crate::dataplane::ensure_pin_dir(&cfg.pin_dir)?;
     // Held until the programs are detached or handed over at exit, below.
@@ -127,7 +127,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         }),
         "API",
     ));
-    info!(addr = %cfg.api_addr, token = %crate::agent::token::path(&cfg.state_dir).display(), "serving the API");
+    info!(addr = %cfg.api_addr, token = %token::path(&cfg.state_dir).display(), "serving the API");
     if !cfg.api_addr.ip().is_loopback() {
         warn!(
             addr = %cfg.api_addr,

@@ -85,25 +85,24 @@ pub fn matches(expected: &str, given: &str) -> bool {
 }
 
 /// Creates `dir` (0700) if need be, and refuses one others may write to.
-fn ensure_private_dir(dir: &Path) -> crate::Result<()> {
+fn ensure_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .map_err(|e| crate::Error::io(dir, e))?;
+        .map_err(|e| Error::io(dir, e))?;
     match crate::files::shared_dir_mode(dir) {
         None => Ok(()),
-        Some(mode) => Err(crate::Error::Usage(crate::files::shared_dir_message(
-            dir, mode,
-        ))),
+        Some(mode) => Err(Error::Usage(crate::files::shared_dir_message(dir, mode))),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
 
     #[test]
     fn tokens_are_private_random_and_rotate() {

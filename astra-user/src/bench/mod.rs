@@ -433,8 +433,9 @@ fn hwm() -> u64 {
 }
 
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct.
+    // SAFETY: rusage is plain integers, for which all zeroes is a valid value.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
     t(u.ru_utime) + t(u.ru_stime)
@@ -821,7 +822,7 @@ fn generate(prog: BorrowedFd<'_>, ifindex: u32, packet: &[u8], count: u32) -> Re
         data_size_in: packet.len() as u32,
         data_in: packet.as_ptr() as u64,
         repeat: count,
-        ctx_size_in: std::mem::size_of::<XdpMd>() as u32,
+        ctx_size_in: size_of::<XdpMd>() as u32,
         ctx_in: &mut ctx as *mut XdpMd as u64,
         flags: BPF_F_TEST_XDP_LIVE_FRAMES,
         batch_size: 256,

@@ -181,14 +181,7 @@ impl PinnedMaps {
 /// buffer it points to must outlive the call.
 pub(crate) unsafe fn sys_bpf<A>(cmd: libc::c_long, attr: &mut A) -> std::io::Result<libc::c_long> {
     // SAFETY: the caller vouches for attr; its size is passed so the kernel reads no further.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut A,
-            std::mem::size_of::<A>() as u32,
-        )
-    };
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
     if rc < 0 {
         Err(std::io::Error::last_os_error())
     } else {

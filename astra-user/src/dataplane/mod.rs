@@ -76,6 +76,7 @@ impl std::fmt::Display for AttachedMode {
 fn statfs_magic(path: &Path) -> io::Result<i64> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statfs is plain integers, for which all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` is a properly sized out-parameter.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
@@ -214,7 +215,7 @@ fn read_meta(pin_dir: &Path) -> Result<Meta> {
     let info = data
         .info()
         .map_err(|e| Error::bpf(format!("reading {}", path.display()), e))?;
-    if info.value_size() as usize != std::mem::size_of::<Meta>() {
+    if info.value_size() as usize != size_of::<Meta>() {
         return Err(layout_error(
             pin_dir,
             "have a layout marker of another size",
@@ -631,7 +632,7 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let mut attr = [0u64; 16];
     attr[0] = cpath.as_ptr() as u64;
     // SAFETY: a valid bpf_attr for BPF_OBJ_GET (pathname; flags 0); cpath outlives the call.
-    let fd = unsafe { crate::dataplane::maps::sys_bpf(BPF_OBJ_GET, &mut attr) }?;
+    let fd = unsafe { maps::sys_bpf(BPF_OBJ_GET, &mut attr) }?;
     // SAFETY: the kernel just returned this descriptor, and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
@@ -643,11 +644,11 @@ fn link_ifindex(fd: &OwnedFd) -> io::Result<u32> {
     // struct bpf_link_info: type, id, prog_id (u32 each), then the union at offset 16.
     let mut info = [0u64; 16];
     let mut attr = [0u64; 16];
-    attr[0] = fd.as_raw_fd() as u64 | ((std::mem::size_of_val(&info) as u64) << 32);
+    attr[0] = fd.as_raw_fd() as u64 | ((size_of_val(&info) as u64) << 32);
     attr[1] = info.as_mut_ptr() as u64;
     // SAFETY: bpf_fd and info_len in the first 8 bytes, the info pointer after; `info` is a
     // writable buffer of info_len bytes that outlives the call.
-    unsafe { crate::dataplane::maps::sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
+    unsafe { maps::sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr) }?;
     Ok(info[2] as u32)
 }
 
@@ -750,7 +751,7 @@ pub fn detach_pinned_link(path: &Path) -> Result<()> {
     let mut attr = [0u64; 16];
     attr[0] = fd.as_raw_fd() as u64;
     // SAFETY: a zero-filled bpf_attr for BPF_LINK_DETACH (link_fd in the first 32 bits).
-    let detached = unsafe { crate::dataplane::maps::sys_bpf(BPF_LINK_DETACH, &mut attr) };
+    let detached = unsafe { maps::sys_bpf(BPF_LINK_DETACH, &mut attr) };
     drop(fd);
     // Links that cannot be detached explicitly still go when their last reference does.
     if let Err(e) = detached

@@ -250,7 +250,7 @@ impl IsolationForest {
     /// Grows a forest on the rows of `x` (see the module docs for the algorithm).
     /// `feature_names` names every column, or is empty for unnamed columns.
     pub fn fit(
-        x: ArrayView2<f64>,
+        x: ArrayView2<'_, f64>,
         params: &ForestParams,
         feature_names: Vec<String>,
     ) -> Result<Self, ForestError> {
@@ -355,7 +355,7 @@ impl IsolationForest {
 
     /// sklearn's `score_samples`: `-2^(-E(h(x)) / c(max_samples))` per row, in `[-1, 0)`;
     /// the lower, the more anomalous.
-    pub fn score_samples(&self, x: ArrayView2<f64>) -> Result<Array1<f64>, ForestError> {
+    pub fn score_samples(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, ForestError> {
         let mut out = Array1::zeros(x.nrows());
         let sums = out.as_slice_mut().expect("a new Array1 is contiguous");
         self.path_sums(x, sums)?;
@@ -366,14 +366,14 @@ impl IsolationForest {
     }
 
     /// sklearn's `decision_function`: `score_samples - offset`; negative means outlier.
-    pub fn decision_function(&self, x: ArrayView2<f64>) -> Result<Array1<f64>, ForestError> {
+    pub fn decision_function(&self, x: ArrayView2<'_, f64>) -> Result<Array1<f64>, ForestError> {
         let mut scores = self.score_samples(x)?;
         scores.mapv_inplace(|s| s - self.offset);
         Ok(scores)
     }
 
     /// sklearn's `predict`: `-1` (outlier) where `decision_function < 0`, else `1`.
-    pub fn predict(&self, x: ArrayView2<f64>) -> Result<Array1<i8>, ForestError> {
+    pub fn predict(&self, x: ArrayView2<'_, f64>) -> Result<Array1<i8>, ForestError> {
         Ok(self
             .decision_function(x)?
             .mapv(|d| if d < 0.0 { -1 } else { 1 }))
@@ -577,7 +577,7 @@ impl IsolationForest {
     }
 
     /// Sums each row's path lengths over the trees (in tree order, as sklearn does) into `out`.
-    fn path_sums(&self, x: ArrayView2<f64>, out: &mut [f64]) -> Result<(), ForestError> {
+    fn path_sums(&self, x: ArrayView2<'_, f64>, out: &mut [f64]) -> Result<(), ForestError> {
         let nf = self.n_features;
         if x.ncols() != nf {
             return Err(ForestError::FeatureCount {
@@ -1157,9 +1157,12 @@ impl<'de> Deserialize<'de> for Contamination {
 
 /// Floats as decimal strings, which round-trip exactly (see the module docs).
 mod exact {
-    use serde::de::{Error, Visitor};
-    use serde::{Deserializer, Serializer};
     use std::fmt;
+
+    use serde::{
+        Deserializer, Serializer,
+        de::{Error, Visitor},
+    };
 
     pub fn serialize<S: Serializer>(v: &f64, serializer: S) -> Result<S::Ok, S::Error> {
         // `{:?}` is the shortest text that parses back to the same f64.
@@ -1196,10 +1199,13 @@ mod exact {
     }
 
     pub mod vec {
-        use serde::de::{SeqAccess, Visitor};
-        use serde::ser::SerializeSeq;
-        use serde::{Deserialize, Deserializer, Serializer};
         use std::fmt;
+
+        use serde::{
+            Deserialize, Deserializer, Serializer,
+            de::{SeqAccess, Visitor},
+            ser::SerializeSeq,
+        };
 
         struct Item(f64);
 

@@ -27,9 +27,11 @@ use crate::{
     dataplane::maps::PinnedMaps,
     detect::{Action as AlertAction, Alert},
     error::{Error, Result},
-    lab::netns::{Netns, veth},
-    lab::scenario::{Action, Expected, Scenario, Sender},
-    lab::traffic::SourceAddr,
+    lab::{
+        netns::{Netns, veth},
+        scenario::{Action, Expected, Scenario, Sender},
+        traffic::SourceAddr,
+    },
     sink::events::read_alerts,
     store::{ListKind, Store},
 };
@@ -76,7 +78,7 @@ impl Drop for Topology {
         self.services.store(true, Ordering::SeqCst);
         self.stop_agent();
         for mut d in self.daemons.drain(..) {
-            crate::lab::netns::kill_group(&mut d);
+            netns::kill_group(&mut d);
         }
         let _ = std::fs::remove_dir_all(&self.pin_dir);
         if !self.keep_state {

@@ -4,14 +4,13 @@
 use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
-
-use std::path::Path;
 
 use etherparse::PacketBuilder;
 
@@ -200,7 +199,7 @@ fn raw_flood(
         // Each call draws fresh ports and addresses: repeated short bursts must not replay
         // the same few conversations.
         static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
         let mut rng = XorShift(
             0x9e37_79b9_7f4a_7c15 ^ seed ^ count ^ call.wrapping_mul(0xbf58_476d_1ce4_e5b9),
         );
@@ -225,7 +224,7 @@ fn raw_flood(
                     buf.len(),
                     0,
                     (&dst as *const libc::sockaddr_in).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
                 )
             };
             if rc >= 0 {

@@ -464,7 +464,7 @@ fn json_object(v: serde_json::Value, line: usize) -> Result<Option<FeedEntry>, E
         // Seconds left as `astra list` rounds them: 0 means "under a second", not permanent.
         (None, Some(Some(s)), _) => Some(Duration::from_secs(s.max(1))),
         // An absolute expiry: one already past must not become a permanent block.
-        (None, None, Some(Some(t))) => match t.checked_sub(crate::clock::now_unix()) {
+        (None, None, Some(Some(t))) => match t.checked_sub(now_unix()) {
             Some(left) if left > 0 => Some(Duration::from_secs(left)),
             _ => return Err(EntryError::Expired(t)),
         },

@@ -17,8 +17,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
-    clock::mono_now_ns,
-    clock::now_unix,
+    clock::{mono_now_ns, now_unix},
     dataplane::maps::PinnedMaps,
     error::{Error, Result},
     store::{EntrySource, ListKind, Store, StoredEntry},

@@ -11,8 +11,7 @@ use crate::{
     detect::{Action, Alert},
     error::{Error, Result},
     flow::{BiFlow, proto_name},
-    sink::events::eve_time,
-    sink::history::IncidentRow,
+    sink::{events::eve_time, history::IncidentRow},
 };
 
 #[derive(Serialize)]

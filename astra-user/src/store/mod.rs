@@ -9,16 +9,20 @@
 //! a single SQLite transaction, the database runs in WAL mode (readers never block the writer)
 //! and each connection waits up to [`BUSY_TIMEOUT`] for the other's lock instead of failing.
 
-use std::ffi::CString;
-use std::fmt;
-use std::fs::{self, DirBuilder, File};
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::{
+    ffi::CString,
+    fmt,
+    fs::{self, DirBuilder, File},
+    io,
+    os::unix::{
+        ffi::OsStrExt,
+        fs::{DirBuilderExt, PermissionsExt},
+    },
+    path::{Path, PathBuf},
+    str::FromStr,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use rusqlite::{
@@ -1158,10 +1162,15 @@ fn schema_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use std::{
+        os::unix::fs::PermissionsExt,
+        sync::{
+            Arc, Barrier,
+            atomic::{AtomicU32, Ordering},
+        },
+    };
+
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
-    use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::{Arc, Barrier};
 
     /// Scratch directory removed on drop. Hand-rolled so the crate needs no extra dev-dependency.
     struct TempDir(PathBuf);
@@ -1975,8 +1984,7 @@ mod tests {
 
     #[test]
     fn enums_display_parse_and_deserialize_lowercase() {
-        use serde::de::IntoDeserializer;
-        use serde::de::value::Error as DeError;
+        use serde::de::{IntoDeserializer, value::Error as DeError};
 
         for k in [ListKind::Block, ListKind::Allow] {
             assert_eq!(k.to_string().parse::<ListKind>().unwrap(), k);
@@ -2011,6 +2019,8 @@ mod tests {
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "fork");
         if pid == 0 {
+            // SAFETY: a valid NUL-terminated path and a zeroed flock (plain integers); the
+            // child exits without returning into the test harness.
             unsafe {
                 let fd = libc::open(c_path.as_ptr(), libc::O_RDWR);
                 let mut fl: libc::flock = std::mem::zeroed();

@@ -2,7 +2,6 @@
 //! that remove every namespace and pin directory a test creates, even when it panics.
 #![allow(dead_code)]
 
-use astra::lab::netns::Netns;
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
@@ -11,6 +10,8 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
+
+use astra::lab::netns::Netns;
 
 /// Returns false (and says why) when the test cannot run here. Under CI=true a missing
 /// privilege is a failure, never a skip.

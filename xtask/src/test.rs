@@ -11,7 +11,7 @@ use crate::{build, cmd, deps, tidy, toolchain};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Extra arguments for `cargo test`, after `--` (e.g. `-- --test lab -- --nocapture`).
+    /// Extra arguments for `cargo test`, after `--` (e.g. `-- --test integration lab:: -- --nocapture`).
     #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
     pub cargo_test_args: Vec<OsString>,
 }

@@ -4,6 +4,7 @@
 //! real tools. Each scenario gets a fresh topology and agent; everything it creates
 //! (namespaces, veths, pins, state, daemons) is removed afterwards, Ctrl-C included.
 
+pub mod kit;
 pub mod netns;
 pub mod scenario;
 pub mod traffic;
@@ -28,6 +29,7 @@ use crate::{
     detect::{Action as AlertAction, Alert},
     error::{Error, Result},
     lab::{
+        kit::{AgentProcess, AgentSpec, ScratchDir},
         netns::{Netns, veth},
         scenario::{Action, Expected, Scenario, Sender},
         traffic::SourceAddr,
@@ -43,6 +45,10 @@ pub const SERVER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const SERVER_ATTACKER_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
+/// What every namespace, pin dir and state dir of a lab topology is named by: the prefix, then
+/// the tag, which starts with the pid of the process that made it .
+pub const LAB_PREFIX: &str = "astra-lab-";
+
 /// Addresses the server answers for all at once, so host sweeps get real answers.
 const SWEEP_NET: &str = "198.19.0.0/22";
 
@@ -66,11 +72,12 @@ pub struct Topology {
     pub attackers: Vec<Host>,
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
-    agent: Option<Child>,
+    agent: Option<AgentProcess>,
     daemons: Vec<Child>,
     services: Arc<AtomicBool>,
-    /// Leave the state dir (agent log, event log, incidents) for inspection.
-    pub keep_state: bool,
+    // Declared after the agent and the daemons, so they are gone before their dirs are.
+    _pin: ScratchDir,
+    state: ScratchDir,
 }
 
 impl Drop for Topology {
@@ -80,16 +87,12 @@ impl Drop for Topology {
         for mut d in self.daemons.drain(..) {
             netns::kill_group(&mut d);
         }
-        let _ = std::fs::remove_dir_all(&self.pin_dir);
-        if !self.keep_state {
-            let _ = std::fs::remove_dir_all(&self.state_dir);
-        }
-        // The namespaces are removed by their own guards right after this.
+        // The dirs and the namespaces are removed by their own guards right after this.
     }
 }
 
 fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
-    let ns = Netns::create(&format!("astra-lab-{tag}-{role}{i}"))?;
+    let ns = Netns::create(&format!("{LAB_PREFIX}{tag}-{role}{i}"))?;
     let subnet = if role == "cli" { 2 * i - 1 } else { 2 * i };
     let server_iface = if i == 1 {
         format!("s-{role}")
@@ -122,7 +125,7 @@ impl Topology {
     /// Builds the namespaces and starts the services; `tag` makes every name unique, so
     /// several topologies (tests) can exist side by side.
     pub fn build_with(tag: &str, clients: u8, attackers: u8) -> Result<Self> {
-        let server = Netns::create(&format!("astra-lab-{tag}-srv"))?;
+        let server = Netns::create(&format!("{LAB_PREFIX}{tag}-srv"))?;
         server.ip(&["route", "add", "local", SWEEP_NET, "dev", "lo"])?;
         let clients = (1..=clients)
             .map(|i| link(&server, tag, "cli", i))
@@ -131,23 +134,25 @@ impl Topology {
             .map(|i| link(&server, tag, "atk", i))
             .collect::<Result<Vec<_>>>()?;
         let services = Arc::new(AtomicBool::new(false));
+        let pin = ScratchDir::pin_at(PathBuf::from(format!("/sys/fs/bpf/{LAB_PREFIX}{tag}")))?;
+        // 0755: the lab's web server reads its pages from here, and the agent refuses a state
+        // dir others may write to.
+        let state = ScratchDir::dir_at(
+            std::env::temp_dir().join(format!("{LAB_PREFIX}{tag}")),
+            0o755,
+        )?;
         let mut t = Topology {
-            pin_dir: PathBuf::from(format!("/sys/fs/bpf/astra-lab-{tag}")),
-            state_dir: std::env::temp_dir().join(format!("astra-lab-{tag}")),
+            pin_dir: pin.path().to_owned(),
+            state_dir: state.path().to_owned(),
             agent: None,
             daemons: Vec::new(),
             services: services.clone(),
-            keep_state: false,
+            _pin: pin,
+            state,
             server,
             clients,
             attackers,
         };
-        std::fs::create_dir_all(&t.state_dir).map_err(|e| Error::io(&t.state_dir, e))?;
-        // 0755 whatever the umask: the lab's web server reads its pages from here, and the agent
-        // refuses a state dir others may write to.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&t.state_dir, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| Error::io(&t.state_dir, e))?;
         traffic::serve_tcp(&t.server, WEB_PORT, b"", &[b'x'; 1024], 1, services.clone())?;
         t.start_services()?;
         Ok(t)
@@ -245,66 +250,44 @@ impl Topology {
     /// pin and state dirs, and waits until it has polled once. Returns the metrics port
     /// (inside the server namespace).
     pub fn start_agent(&mut self, exe: &Path, extra: &[&str]) -> Result<u16> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| Error::io("free port", e))?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.agent_log())
-            .map_err(|e| Error::io(self.agent_log(), e))?;
-        let mut cmd = self.server.command(exe)?;
-        cmd.arg("run");
-        for h in self.clients.iter().chain(&self.attackers) {
-            cmd.args(["--iface", &h.server_iface]);
-        }
-        let child = cmd
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--pin-dir")
-            .arg(&self.pin_dir)
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| Error::io("starting the agent", e))?;
-        self.agent = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = crate::agent::status::AgentStatus::read(&self.state_dir);
-            if status.is_some_and(|s| s.running && s.last_poll_at.is_some()) {
-                return Ok(port);
-            }
-            if let Some(Ok(Some(st))) = self.agent.as_mut().map(|c| c.try_wait()) {
-                return Err(Error::Usage(format!(
-                    "the agent exited ({st}); see {}",
-                    self.agent_log().display()
-                )));
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Usage(format!(
-                    "the agent did not start; see {}",
-                    self.agent_log().display()
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port = kit::free_port()?;
+        let ifaces: Vec<String> = self
+            .clients
+            .iter()
+            .chain(&self.attackers)
+            .map(|h| h.server_iface.clone())
+            .collect();
+        let netns = self.server.path();
+        let mut agent = AgentProcess::spawn(AgentSpec {
+            exe,
+            netns: &netns,
+            ifaces: &ifaces,
+            pin_dir: &self.pin_dir,
+            state_dir: &self.state_dir,
+            metrics_port: port,
+            api_port: None,
+            extra,
+            log: self.agent_log(),
+        })?;
+        let ready = agent.wait_polled(&self.state_dir, Duration::from_secs(20));
+        self.agent = Some(agent);
+        ready.map(|()| port)
     }
 
+    /// Stops the agent with SIGTERM, so it detaches before its namespace goes away.
     pub fn stop_agent(&mut self) {
         if let Some(mut agent) = self.agent.take() {
-            // SIGTERM lets the agent detach cleanly before its namespace goes away.
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-            let _ = agent.wait();
+            agent.stop();
         }
     }
 
     pub fn agent_pid(&self) -> Option<u32> {
-        self.agent.as_ref().map(Child::id)
+        self.agent.as_ref().map(AgentProcess::pid)
+    }
+
+    /// Leaves the state dir (agent log, event log, incidents) for inspection.
+    pub fn keep_state(&mut self) {
+        self.state.keep();
     }
 
     pub fn agent_log(&self) -> PathBuf {
@@ -556,7 +539,9 @@ pub fn run_scenario(
         return Ok((result, AgentUsage::default()));
     }
     let mut topo = Topology::build_with(tag, sc.clients, sc.attackers)?;
-    topo.keep_state = keep;
+    if keep {
+        topo.keep_state();
+    }
     let poll = humantime::format_duration(sc.poll_interval).to_string();
     let mut args: Vec<String> = vec!["--poll-interval".into(), poll];
     for s in &sc.settings {
@@ -812,7 +797,7 @@ pub fn run(opts: LabOptions) -> Result<Report> {
         let tag = format!("{}-{i}", std::process::id());
         let (r, u) = run_scenario(&exe, sc, &tag, opts.keep, &interrupted, &bar)?;
         if opts.keep {
-            let dir = std::env::temp_dir().join(format!("astra-lab-{tag}"));
+            let dir = std::env::temp_dir().join(format!("{LAB_PREFIX}{tag}"));
             bar.suspend(|| println!("{}: state kept in {}", sc.name, dir.display()));
         }
         report.agent.cpu_seconds += u.cpu_seconds;

@@ -8,7 +8,6 @@
 //! - the kernel rejects input shorter than an Ethernet header (14 bytes) with EINVAL, so the
 //!   parser's "Ethernet header cut short" path cannot be reached from here; for TC it also
 //!   rejects untagged IPv4 frames under 34 bytes and untagged IPv6 frames under 54 bytes.
-mod common;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -88,7 +87,7 @@ const ACK: u8 = 0x10;
 struct Sensor {
     dp: Dataplane,
     maps: PinnedMaps,
-    pin: common::PinDir,
+    pin: crate::kit::ScratchDir,
 }
 
 impl Sensor {
@@ -97,7 +96,7 @@ impl Sensor {
     }
 
     fn with_flow_capacity(capacity: u32) -> Self {
-        let pin = common::PinDir::new();
+        let pin = crate::kit::pin_dir();
         let dp = Dataplane::load(pin.path(), capacity).expect("load dataplane");
         let maps = PinnedMaps::open(pin.path())
             .expect("open pinned maps")
@@ -614,7 +613,7 @@ const SEVEN_EXTS: [Ext; 7] = [
 
 #[test]
 fn test_run_minimum_frame_lengths() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -657,7 +656,7 @@ fn test_run_minimum_frame_lengths() {
 
 #[test]
 fn test_run_presents_frames_on_loopback() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     assert_eq!(dataplane::ifindex("lo").unwrap(), LO);
@@ -689,7 +688,7 @@ fn test_run_presents_frames_on_loopback() {
 /// pass or fail for the wrong reason.
 #[test]
 fn hand_built_frames_decode_with_etherparse() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let ports = |f: &[u8]| match PacketHeaders::from_ethernet_slice(f).unwrap().transport {
@@ -737,7 +736,7 @@ fn hand_built_frames_decode_with_etherparse() {
 
 #[test]
 fn ipv4_tcp_connection_is_one_flow() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -799,7 +798,7 @@ fn coarse(read: unsafe extern "C" fn(libc::clockid_t, *mut libc::timespec) -> li
 
 #[test]
 fn ipv4_single_packet_flows() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let cases: Vec<(&str, Vec<u8>, FlowKey)> = vec![
@@ -847,7 +846,7 @@ fn ipv4_single_packet_flows() {
 
 #[test]
 fn ipv4_options_are_skipped_to_reach_the_ports() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     // Router alert (IHL 6), and the largest header: 40 bytes of NOPs (IHL 15).
@@ -868,7 +867,7 @@ fn ipv4_options_are_skipped_to_reach_the_ports() {
 
 #[test]
 fn malformed_ipv4_headers_are_parse_errors() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let good = ipv4_udp(&[]);
@@ -891,7 +890,7 @@ fn malformed_ipv4_headers_are_parse_errors() {
 
 #[test]
 fn vlan_tagged_frames_parse_like_untagged() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let udp6 = |tpids: &[u16]| {
@@ -931,7 +930,7 @@ fn vlan_tagged_frames_parse_like_untagged() {
 
 #[test]
 fn three_vlan_tags_are_a_parse_error() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -943,7 +942,7 @@ fn three_vlan_tags_are_a_parse_error() {
 
 #[test]
 fn non_ip_frames_are_passed_and_counted() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -963,7 +962,7 @@ fn non_ip_frames_are_passed_and_counted() {
 
 #[test]
 fn ipv6_single_packet_flows() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let b = || eth().ipv6(SRC6, DST6, 64);
@@ -1009,7 +1008,7 @@ fn ipv6_single_packet_flows() {
 
 #[test]
 fn ipv6_extension_headers_are_walked_to_the_ports() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let first_frag = Ext::Frag {
@@ -1050,7 +1049,7 @@ fn ipv6_extension_headers_are_walked_to_the_ports() {
 
 #[test]
 fn ipv6_extension_chain_at_the_bound_is_parsed() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1066,7 +1065,7 @@ fn ipv6_extension_chain_at_the_bound_is_parsed() {
 
 #[test]
 fn ipv6_extension_chain_beyond_the_bound_is_a_parse_error() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1082,7 +1081,7 @@ fn ipv6_extension_chain_beyond_the_bound_is_a_parse_error() {
 
 #[test]
 fn non_first_fragments_are_counted_without_a_flow() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     // The bytes after a non-first fragment's IP header are payload, not a transport header:
@@ -1125,7 +1124,7 @@ fn non_first_fragments_are_counted_without_a_flow() {
 
 #[test]
 fn first_fragments_are_flows() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let l4 = udp(5353, 5354, PAYLOAD);
@@ -1327,7 +1326,7 @@ fn check_truncation(hook: Hook, c: &Truncation) {
 
 #[test]
 fn xdp_truncated_headers_are_parse_errors() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     for c in truncation_cases() {
@@ -1337,7 +1336,7 @@ fn xdp_truncated_headers_are_parse_errors() {
 
 #[test]
 fn tc_truncated_headers_are_parse_errors() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     for c in truncation_cases() {
@@ -1347,7 +1346,7 @@ fn tc_truncated_headers_are_parse_errors() {
 
 #[test]
 fn truncated_non_ip_frames_stay_non_ip() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     for hook in [Hook::Xdp, Hook::Tc] {
@@ -1364,7 +1363,7 @@ fn truncated_non_ip_frames_stay_non_ip() {
 
 #[test]
 fn tcp_header_cut_inside_its_options_is_a_parse_error() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     // A SYN with MSS, SACK-permitted, timestamps and window scale: data offset 10.
@@ -1391,7 +1390,7 @@ fn tcp_header_cut_inside_its_options_is_a_parse_error() {
 
 #[test]
 fn blocked_ipv4_address_is_dropped_until_unblocked() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1431,7 +1430,7 @@ fn blocked_ipv4_address_is_dropped_until_unblocked() {
 
 #[test]
 fn blocked_ipv4_prefix_drops_with_its_own_reason() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1469,7 +1468,7 @@ fn blocked_ipv4_prefix_drops_with_its_own_reason() {
 
 #[test]
 fn allowlisted_address_inside_a_blocked_prefix_passes() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1515,7 +1514,7 @@ fn allowlisted_address_inside_a_blocked_prefix_passes() {
 /// when it is clear). Written through `Lists`, in either order, the flag is always there.
 #[test]
 fn allow_overlap_flag_gates_the_allowlist_lookup() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1600,7 +1599,7 @@ fn allow_overlap_flag_gates_the_allowlist_lookup() {
 
 #[test]
 fn allowlisted_ipv6_address_inside_a_blocked_prefix_passes() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1631,7 +1630,7 @@ fn allowlisted_ipv6_address_inside_a_blocked_prefix_passes() {
 
 #[test]
 fn expired_block_entries_do_not_drop() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let exact = [198, 51, 100, 7];
@@ -1677,7 +1676,7 @@ fn expired_block_entries_do_not_drop() {
 
 #[test]
 fn expired_exact_entry_does_not_hide_a_live_prefix_block() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1691,7 +1690,7 @@ fn expired_exact_entry_does_not_hide_a_live_prefix_block() {
 
 #[test]
 fn unexpired_block_entry_drops() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1705,7 +1704,7 @@ fn unexpired_block_entry_drops() {
 
 #[test]
 fn blocked_ipv6_address_and_prefix_are_dropped() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1754,7 +1753,7 @@ fn blocked_ipv6_address_and_prefix_are_dropped() {
 
 #[test]
 fn blocked_source_is_dropped_without_a_transport_header() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let l4 = udp(5353, 5354, PAYLOAD);
@@ -1793,7 +1792,7 @@ fn blocked_source_is_dropped_without_a_transport_header() {
 
 #[test]
 fn blocked_ipv6_source_cannot_hide_behind_a_long_extension_chain() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1813,7 +1812,7 @@ fn blocked_ipv6_source_cannot_hide_behind_a_long_extension_chain() {
 
 #[test]
 fn tc_egress_counts_flows_in_the_egress_direction() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1839,7 +1838,7 @@ fn tc_egress_counts_flows_in_the_egress_direction() {
 
 #[test]
 fn tc_egress_counts_non_ip_and_fragments() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1863,7 +1862,7 @@ fn tc_egress_counts_non_ip_and_fragments() {
 
 #[test]
 fn tc_egress_never_drops_blocked_addresses() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
@@ -1885,7 +1884,7 @@ fn tc_egress_never_drops_blocked_addresses() {
 
 #[test]
 fn full_flow_table_counts_insert_failures_and_still_passes() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::with_flow_capacity(4);
@@ -1937,7 +1936,7 @@ fn assert_layout_refused(pin: &std::path::Path) {
 
 #[test]
 fn fresh_pins_carry_the_current_layout() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let s = Sensor::new();
@@ -1958,7 +1957,7 @@ fn open_meta(pin: &std::path::Path) -> Array<MapData, Meta> {
 
 #[test]
 fn pins_of_another_layout_version_are_refused() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let s = Sensor::new();
@@ -1973,7 +1972,7 @@ fn pins_of_another_layout_version_are_refused() {
 
 #[test]
 fn pins_without_a_layout_marker_are_refused() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let s = Sensor::new();

@@ -1,11 +1,10 @@
 //! The CLI's contract for bad input: exit code 2, one line naming what is wrong, nothing
 //! written. These need no privileges: with no maps pinned, verbs act on the store alone.
-mod common;
 
-use common::{TempDir, cli};
+use crate::kit::{ScratchDir, cli, state_dir};
 
-fn dirs() -> (TempDir, TempDir) {
-    (TempDir::new(), TempDir::new())
+fn dirs() -> (ScratchDir, ScratchDir) {
+    (state_dir(), state_dir())
 }
 
 fn assert_usage_error(args: &[&str], needle: &str) {
@@ -74,7 +73,7 @@ fn store_only_blocks_round_trip_through_list() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("stored"), "{out}");
     // Global options are accepted before the subcommand too.
-    let out = std::process::Command::new(common::astra_bin())
+    let out = std::process::Command::new(crate::kit::astra_bin())
         .arg("--state-dir")
         .arg(state.path())
         .arg("--pin-dir")
@@ -101,7 +100,7 @@ fn store_only_blocks_round_trip_through_list() {
 #[test]
 fn completions_cover_every_subcommand() {
     for shell in ["bash", "zsh", "fish"] {
-        let out = std::process::Command::new(common::astra_bin())
+        let out = std::process::Command::new(crate::kit::astra_bin())
             .args(["completions", shell])
             .output()
             .unwrap();
@@ -123,8 +122,8 @@ fn completions_cover_every_subcommand() {
 
 #[test]
 fn man_pages_are_generated_for_astra_and_each_subcommand() {
-    let dir = TempDir::new();
-    let out = std::process::Command::new(common::astra_bin())
+    let dir = state_dir();
+    let out = std::process::Command::new(crate::kit::astra_bin())
         .args(["man", "--out"])
         .arg(dir.path())
         .output()

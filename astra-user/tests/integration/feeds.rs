@@ -1,7 +1,6 @@
 //! `astra blocklist import/export` through the binary: the contract for bad files (exit 2,
 //! file:line, nothing imported), round trips, and — privileged — 100k entries into a running
 //! agent's maps with a packet from one of them dropped.
-mod common;
 
 use std::{
     io::Write as _,
@@ -10,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use common::{Agent, Lab, PinDir, TempDir, cli, cli_ok};
+use crate::kit::{Agent, Lab, cli, cli_ok, pin_dir, state_dir};
 
 fn list(pin: &Path, state: &Path) -> Vec<serde_json::Value> {
     let out = cli_ok(pin, state, &["list", "--json"]);
@@ -33,7 +32,7 @@ fn addresses(n: u32) -> String {
 
 #[test]
 fn a_bad_line_names_file_and_line_and_imports_nothing() {
-    let (pin, state) = (TempDir::new(), TempDir::new());
+    let (pin, state) = (state_dir(), state_dir());
     let file = state.path().join("drop.txt");
     std::fs::write(
         &file,
@@ -70,8 +69,8 @@ fn a_bad_line_names_file_and_line_and_imports_nothing() {
 
 #[test]
 fn stdin_import_then_export_round_trips_through_another_state_dir() {
-    let (pin, state) = (TempDir::new(), TempDir::new());
-    let mut child = Command::new(common::astra_bin())
+    let (pin, state) = (state_dir(), state_dir());
+    let mut child = Command::new(crate::kit::astra_bin())
         .args([
             "blocklist",
             "import",
@@ -138,7 +137,7 @@ fn stdin_import_then_export_round_trips_through_another_state_dir() {
                 file.to_str().unwrap(),
             ],
         );
-        let other = TempDir::new();
+        let other = state_dir();
         let out = cli_ok(
             pin.path(),
             other.path(),
@@ -183,7 +182,7 @@ fn stdin_import_then_export_round_trips_through_another_state_dir() {
 
 #[test]
 fn importing_100k_entries_without_an_agent_stores_them() {
-    let (pin, state) = (TempDir::new(), TempDir::new());
+    let (pin, state) = (state_dir(), state_dir());
     let file = state.path().join("big.netset");
     std::fs::write(&file, addresses(100_000)).unwrap();
     let t = Instant::now();
@@ -204,11 +203,11 @@ fn importing_100k_entries_without_an_agent_stores_them() {
 
 #[test]
 fn a_100k_feed_reaches_the_kernel_and_drops_a_listed_source() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 3), 3);
     assert_eq!(lab.deliver(&lab.a_v6(), &lab.b_v6(), 3), 3);

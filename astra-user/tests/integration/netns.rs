@@ -1,6 +1,5 @@
 //! Real traffic through veth pairs between namespaces the tests create, with the real agent
 //! binary attached: counting, blocking, expiry, restarts and restores, end to end.
-mod common;
 
 use std::{
     net::IpAddr,
@@ -9,7 +8,8 @@ use std::{
 };
 
 use astra_common::action;
-use common::{Agent, Lab, PinDir, TempDir, cli, cli_ok, sample};
+
+use crate::kit::{Agent, Lab, ScratchDir, cli, cli_ok, pin_dir, sample, state_dir};
 
 fn pass_series(iface: &str) -> String {
     format!(r#"astra_packets_total{{action="pass",direction="ingress",iface="{iface}"}}"#)
@@ -19,7 +19,7 @@ fn drops_series(iface: &str, reason: &str) -> String {
     format!(r#"astra_drops_total{{iface="{iface}",reason="{reason}"}}"#)
 }
 
-fn flow_packets(pin: &PinDir, src: &str, dst: &str, sport: u16, dport: u16) -> u64 {
+fn flow_packets(pin: &ScratchDir, src: &str, dst: &str, sport: u16, dport: u16) -> u64 {
     let maps = astra::dataplane::maps::PinnedMaps::open(pin.path())
         .unwrap()
         .unwrap();
@@ -40,11 +40,11 @@ fn flow_packets(pin: &PinDir, src: &str, dst: &str, sport: u16, dport: u16) -> u
 
 #[test]
 fn sent_packets_are_counted_exactly_in_flows_and_metrics() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     let before = sample(&agent.metrics(), &pass_series(&lab.if_b)).unwrap();
     const N: usize = 137;
@@ -78,11 +78,11 @@ fn sent_packets_are_counted_exactly_in_flows_and_metrics() {
 
 #[test]
 fn blocked_source_is_dropped_counted_and_passes_again_when_unblocked() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 5), 5);
 
@@ -122,7 +122,7 @@ fn blocked_source_is_dropped_counted_and_passes_again_when_unblocked() {
 
 #[test]
 fn cidr_block_covers_its_range_and_allowlist_wins() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
@@ -130,7 +130,7 @@ fn cidr_block_covers_its_range_and_allowlist_wins() {
     let outside = format!("198.18.{}.130", lab.net);
     lab.add_a_addr(&format!("{friend}/24"));
     lab.add_a_addr(&format!("{outside}/24"));
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
 
     cli_ok(
@@ -176,11 +176,11 @@ fn cidr_block_covers_its_range_and_allowlist_wins() {
 
 #[test]
 fn ipv6_blocks_work_like_ipv4_ones() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let _agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     assert_eq!(lab.deliver(&lab.a_v6(), &lab.b_v6(), 5), 5);
     cli_ok(pin.path(), state.path(), &["block", &lab.a_v6()]);
@@ -195,7 +195,7 @@ fn ipv6_blocks_work_like_ipv4_ones() {
 }
 
 /// Reads B's drop and pass counters straight from the pinned maps (works with no agent).
-fn kernel_counts(pin: &PinDir, ifindex: u32) -> (u64, u64) {
+fn kernel_counts(pin: &ScratchDir, ifindex: u32) -> (u64, u64) {
     let maps = astra::dataplane::maps::PinnedMaps::open(pin.path())
         .unwrap()
         .unwrap();
@@ -208,11 +208,11 @@ fn kernel_counts(pin: &PinDir, ifindex: u32) -> (u64, u64) {
 
 #[test]
 fn ttl_expires_in_the_kernel_while_the_agent_is_dead() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     cli_ok(
         pin.path(),
@@ -243,11 +243,11 @@ fn ttl_expires_in_the_kernel_while_the_agent_is_dead() {
 
 #[test]
 fn blocks_survive_kill9_and_a_restarted_agent_takes_over() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     cli_ok(
         pin.path(),
@@ -291,11 +291,11 @@ fn blocks_survive_kill9_and_a_restarted_agent_takes_over() {
 
 #[test]
 fn durable_store_restores_blocks_into_new_maps() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     // Before any agent ran (as after a reboot): stored, applied at start.
     std::fs::remove_dir_all(pin.path()).unwrap();
     let out = cli_ok(
@@ -336,11 +336,11 @@ fn durable_store_restores_blocks_into_new_maps() {
 
 #[test]
 fn metrics_pass_promtool_check() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     cli_ok(pin.path(), state.path(), &["block", &lab.a_v4()]);
     lab.deliver(&lab.a_v4(), &lab.b_v4(), 3);
@@ -382,11 +382,11 @@ fn metrics_pass_promtool_check() {
 
 #[test]
 fn refuses_to_replace_a_foreign_xdp_program() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::new();
-    let (other_pin, pin, state) = (PinDir::new(), PinDir::new(), TempDir::new());
+    let (other_pin, pin, state) = (pin_dir(), pin_dir(), state_dir());
     // Another XDP program (a second, unrelated astra instance) already owns the interface.
     let ns = lab.ns_b.clone();
     let ifc = lab.if_b.clone();
@@ -396,17 +396,19 @@ fn refuses_to_replace_a_foreign_xdp_program() {
         dp.attach(&ifc, astra::dataplane::XdpModeArg::Skb).unwrap();
         dp
     });
-    let out =
-        astra::lab::netns::command_in(&format!("/var/run/netns/{}", lab.ns_b), common::astra_bin())
-            .unwrap()
-            .args(["run", "--iface", &lab.if_b, "--metrics-addr"])
-            .arg(format!("127.0.0.1:{}", common::free_port()))
-            .arg("--pin-dir")
-            .arg(pin.path())
-            .arg("--state-dir")
-            .arg(state.path())
-            .output()
-            .unwrap();
+    let out = astra::lab::netns::command_in(
+        &format!("/var/run/netns/{}", lab.ns_b),
+        crate::kit::astra_bin(),
+    )
+    .unwrap()
+    .args(["run", "--iface", &lab.if_b, "--metrics-addr"])
+    .arg(format!("127.0.0.1:{}", crate::kit::free_port()))
+    .arg("--pin-dir")
+    .arg(pin.path())
+    .arg("--state-dir")
+    .arg(state.path())
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("already has an XDP program"), "{err}");
@@ -415,10 +417,10 @@ fn refuses_to_replace_a_foreign_xdp_program() {
 
 #[test]
 fn bad_agent_input_is_rejected_before_anything_is_attached() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let (code, _, err) = cli(pin.path(), state.path(), &["run", "--iface", "astra-nope0"]);
     assert_eq!(code, 2);
     assert_eq!(err.trim(), "astra: unknown interface astra-nope0");
@@ -427,12 +429,12 @@ fn bad_agent_input_is_rejected_before_anything_is_attached() {
 
 #[test]
 fn tc_egress_makes_a_hosts_own_replies_part_of_the_flow() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     use std::io::{Read as _, Write as _};
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     let b = lab.b_v4();
     let listener = Lab::in_ns(&lab.ns_b, move || {

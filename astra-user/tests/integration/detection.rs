@@ -2,7 +2,6 @@
 //! with a benign client in a third namespace during the same run. Each attack must raise the
 //! right alert and put a kernel block in place within two poll intervals; the client must not
 //! raise any alert; spoofed floods must not fill the blocklist.
-mod common;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -29,10 +28,10 @@ struct Run {
 
 impl Run {
     fn start(extra: &[&str]) -> Run {
-        let mut topo = Topology::build(&common::unique("d")).expect("topology");
+        let mut topo = Topology::build(&astra::lab::kit::lab_tag("d")).expect("topology");
         let mut args = vec!["--poll-interval", "1s"];
         args.extend_from_slice(extra);
-        topo.start_agent(Path::new(common::astra_bin()), &args)
+        topo.start_agent(Path::new(crate::kit::astra_bin()), &args)
             .expect("agent");
         let client = traffic::web_sessions(
             &topo.clients[0].ns,
@@ -109,7 +108,7 @@ fn assert_within_two_polls(took: Option<Duration>, what: &str, topo: &Topology) 
 
 #[test]
 fn port_scan_is_detected_and_blocked_in_the_kernel() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut run = Run::start(&[]);
@@ -135,7 +134,7 @@ fn port_scan_is_detected_and_blocked_in_the_kernel() {
 
 #[test]
 fn syn_flood_from_one_source_is_detected_and_blocked() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut run = Run::start(&[]);
@@ -156,7 +155,7 @@ fn syn_flood_from_one_source_is_detected_and_blocked() {
 
 #[test]
 fn brute_force_logins_are_detected_and_blocked() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut run = Run::start(&[]);
@@ -191,7 +190,7 @@ fn incident_text(topo: &Topology, alerts: &[Alert]) -> String {
 
 #[test]
 fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut run = Run::start(&["--set", "policy.max_blocks_per_minute=5"]);
@@ -227,7 +226,7 @@ fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
 
 #[test]
 fn dry_run_alerts_but_never_blocks() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut run = Run::start(&["--dry-run"]);
@@ -248,13 +247,13 @@ fn dry_run_alerts_but_never_blocks() {
 
 #[test]
 fn the_agent_learns_a_model_from_live_traffic_and_saves_it() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let mut run = Run::start(&["--set", "model.learn_for=3s"]);
     let state = run.topo.state_dir.clone();
     let status = |state: &Path| -> serde_json::Value {
-        let out = std::process::Command::new(common::astra_bin())
+        let out = std::process::Command::new(crate::kit::astra_bin())
             .args(["model", "status", "--json", "--state-dir"])
             .arg(state)
             .output()

@@ -13,7 +13,7 @@ use std::{
 use serde_json::Value;
 use yaml_rust2::{Yaml, YamlLoader};
 
-mod common;
+use crate::kit::{ScratchDir, unique};
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 const ASTRA: &str = env!("CARGO_BIN_EXE_astra");
@@ -63,23 +63,10 @@ fn assert_success(what: &str, out: &Output) {
     assert!(out.status.success(), "{what} failed: {}", show(out));
 }
 
-/// A directory of this test process's own, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("astra-deploy-test-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory of this test's own, removed when dropped.
+fn temp_dir(tag: &str) -> ScratchDir {
+    let dir = std::env::temp_dir().join(unique(&format!("astra-deploy-{tag}-")));
+    ScratchDir::dir_at(dir, 0o755).expect("temp dir")
 }
 
 /// `deploy/systemd/astra.service` with ExecStart pointing at the binary under test (the unit's
@@ -116,8 +103,8 @@ fn systemd_unit_verifies_without_warnings() {
     if !have("systemd-analyze") {
         return;
     }
-    let dir = TempDir::new("verify");
-    let unit = unit_for_test(&dir.0);
+    let dir = temp_dir("verify");
+    let unit = unit_for_test(dir.path());
     let out = run(Command::new("systemd-analyze")
         .args(["verify", "--man=no"])
         .arg(&unit));
@@ -138,8 +125,8 @@ fn systemd_unit_exposure_stays_low() {
     if !have("systemd-analyze") {
         return;
     }
-    let dir = TempDir::new("security");
-    let unit = unit_for_test(&dir.0);
+    let dir = temp_dir("security");
+    let unit = unit_for_test(dir.path());
     // --threshold is the exposure times ten: fail above 3.0 ("OK"). The unit scores 2.4 with
     // systemd 252; the rest is the host network, root and the capabilities XDP needs.
     let out = run(Command::new("systemd-analyze")
@@ -418,15 +405,15 @@ fn dashboard_and_rules_query_only_metrics_a_live_agent_exports() {
         used.contains("astra_packets_total") && used.len() >= 10,
         "found too few metric names, is the extraction broken? {used:?}"
     );
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     // A live agent with one blocked source that sent packets, so every series that depends
     // on traffic exists.
-    let lab = common::Lab::quiet_v4();
-    let (pin, state) = (common::PinDir::new(), common::TempDir::new());
-    let agent = common::Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
-    common::cli_ok(pin.path(), state.path(), &["block", &lab.a_v4()]);
+    let lab = crate::kit::Lab::quiet_v4();
+    let (pin, state) = (crate::kit::pin_dir(), crate::kit::state_dir());
+    let agent = crate::kit::Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    crate::kit::cli_ok(pin.path(), state.path(), &["block", &lab.a_v4()]);
     lab.deliver(&lab.a_v4(), &lab.b_v4(), 3);
     // The list scan that exports top blocked entries runs every 10 polls.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -544,8 +531,8 @@ fn example_config_with_every_setting_uncommented_is_accepted() {
         uncommented >= 4,
         "expected commented-out settings, found {uncommented}"
     );
-    let dir = TempDir::new("config");
-    let file = dir.0.join("astra.toml");
+    let dir = temp_dir("config");
+    let file = dir.path().join("astra.toml");
     std::fs::write(&file, out).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
     let cfg = config_check(&file);
     assert_eq!(
@@ -573,8 +560,8 @@ fn kubernetes_configmap_config_is_accepted_by_the_agent() {
         toml.contains("iface"),
         "ConfigMap astra.toml not found:\n{toml}"
     );
-    let dir = TempDir::new("configmap");
-    let file = dir.0.join("astra.toml");
+    let dir = temp_dir("configmap");
+    let file = dir.path().join("astra.toml");
     std::fs::write(&file, toml).unwrap_or_else(|e| panic!("writing {}: {e}", file.display()));
     let cfg = config_check(&file);
     assert_eq!(cfg["metrics_addr"], "0.0.0.0:9477");

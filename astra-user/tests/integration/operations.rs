@@ -1,11 +1,11 @@
 //! Running Astra the way operators do: the HTTP API with its token, the configuration file
 //! with SIGHUP reloads, a damaged state store, and the deploy/ files against a live agent.
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Agent, Lab, PinDir, TempDir, cli, cli_ok};
 use serde_json::Value;
+
+use crate::kit::{Agent, Lab, cli, cli_ok, pin_dir, state_dir};
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
@@ -28,11 +28,11 @@ fn blocked(pin: &std::path::Path, state: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn api_serves_reads_and_guards_changes_with_the_token() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     agent.settle();
 
@@ -185,11 +185,11 @@ fn agent_status(state: &std::path::Path) -> Value {
 
 #[test]
 fn config_file_applies_and_sighup_reloads_it() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let cfg = state.path().join("astra.toml");
     // The command line's --iface wins over the file's.
     std::fs::write(
@@ -258,11 +258,11 @@ fn config_file_applies_and_sighup_reloads_it() {
 
 #[test]
 fn damaged_store_is_reported_and_enforcement_continues() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let a = lab.a_v4();
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     cli_ok(pin.path(), state.path(), &["block", &a]);
@@ -298,11 +298,11 @@ fn damaged_store_is_reported_and_enforcement_continues() {
 
 #[test]
 fn run_keeps_a_feed_applied_as_the_file_changes() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let a = lab.a_v4();
     let feed = state.path().join("drop.netset");
     std::fs::write(&feed, format!("# test feed\n{a}\n198.18.252.0/24 ; SBL1\n")).unwrap();
@@ -397,11 +397,11 @@ fn steady_stream(
 
 #[test]
 fn restart_with_programs_kept_lets_no_blocked_packet_through() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let a = lab.a_v4();
     let keep = ["--on-exit", "keep"];
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &keep);
@@ -442,7 +442,7 @@ fn restart_with_programs_kept_lets_no_blocked_packet_through() {
 }
 
 fn polls_failed(agent: &Agent) -> f64 {
-    common::sample(&agent.metrics(), "astra_polls_total{result=\"error\"}").unwrap_or(0.0)
+    crate::kit::sample(&agent.metrics(), "astra_polls_total{result=\"error\"}").unwrap_or(0.0)
 }
 
 fn integrity(db: &std::path::Path) -> String {
@@ -458,11 +458,11 @@ fn integrity(db: &std::path::Path) -> String {
 /// which dropped the agent's locks, and the next CLI command deleted the WAL under it.)
 #[test]
 fn store_survives_cli_and_api_side_by_side() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     let token = token(pin.path(), state.path());
     let post = |net: &str| {
@@ -565,15 +565,15 @@ fn store_survives_cli_and_api_side_by_side() {
 /// operator moves the damaged one away, keeping what it decided meanwhile.
 #[test]
 fn store_damaged_while_running_falls_back_and_recovers() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     let token = token(pin.path(), state.path());
     cli_ok(pin.path(), state.path(), &["block", "198.18.230.1"]);
-    let durable = |agent: &Agent| common::sample(&agent.metrics(), "astra_store_durable");
+    let durable = |agent: &Agent| crate::kit::sample(&agent.metrics(), "astra_store_durable");
     assert_eq!(durable(&agent), Some(1.0));
 
     // Damage as a disk would: the schema becomes unreadable, and every connection hears of it.
@@ -645,12 +645,11 @@ fn store_damaged_while_running_falls_back_and_recovers() {
 /// agent's pin dir named, and an agent whose programs are detached under it says so.
 #[test]
 fn commands_refuse_another_agents_programs_and_the_agent_notices_a_detach() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state, other_state, other_pin) =
-        (PinDir::new(), TempDir::new(), TempDir::new(), PinDir::new());
+    let (pin, state, other_state, other_pin) = (pin_dir(), state_dir(), state_dir(), pin_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     let a = lab.a_v4();
     cli_ok(pin.path(), state.path(), &["block", &a]);
@@ -707,7 +706,7 @@ fn commands_refuse_another_agents_programs_and_the_agent_notices_a_detach() {
         agent.log()
     );
     let series = format!("astra_interface_attached{{iface=\"{}\"}}", lab.if_b);
-    assert_eq!(common::sample(&agent.metrics(), &series), Some(0.0));
+    assert_eq!(crate::kit::sample(&agent.metrics(), &series), Some(0.0));
     let (code, body) = agent.api("GET", "/readyz", None, None);
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("detached"), "{body}");
@@ -718,11 +717,11 @@ fn commands_refuse_another_agents_programs_and_the_agent_notices_a_detach() {
 /// the header timeout, and /metrics (its own listener) answers throughout.
 #[test]
 fn api_pages_lists_and_bounds_idle_connections() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     let feed = state.path().join("many.txt");
     let text: String = (1..=25).map(|i| format!("198.18.244.{i}\n")).collect();
@@ -810,7 +809,8 @@ fn api_pages_lists_and_bounds_idle_connections() {
     );
     // And with the slots freed, the API answers again without anyone closing.
     let deadline = Instant::now() + Duration::from_secs(25);
-    while common::http(&lab.ns_b, port, "GET", "/healthz", None, None).is_none_or(|(c, _)| c != 200)
+    while crate::kit::http(&lab.ns_b, port, "GET", "/healthz", None, None)
+        .is_none_or(|(c, _)| c != 200)
     {
         assert!(
             Instant::now() < deadline,
@@ -828,18 +828,18 @@ fn api_pages_lists_and_bounds_idle_connections() {
 /// names (DNS rebinding). Found by schemathesis (ST105: text/plain errors).
 #[test]
 fn api_errors_are_json_and_requests_are_checked_before_their_bodies() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     let token = token(pin.path(), state.path());
     let port = agent.api_port;
     let send = |head: &str, body: &[u8]| {
         let mut req = head.replace('\n', "\r\n").into_bytes();
         req.extend_from_slice(body);
-        common::raw_http(&lab.ns_b, port, req)
+        crate::kit::raw_http(&lab.ns_b, port, req)
             .unwrap_or_else(|| panic!("no answer to {head}:\n{}", agent.log()))
     };
     let json_error = |(code, body): (u16, String), want: u16| {
@@ -910,11 +910,11 @@ fn api_errors_are_json_and_requests_are_checked_before_their_bodies() {
 /// 1M-line swap stopped polling for 22 s): polls complete while the feed thread works.
 #[test]
 fn a_large_feed_change_does_not_stop_the_polls() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
     let lab = Lab::quiet_v4();
-    let (pin, state) = (PinDir::new(), TempDir::new());
+    let (pin, state) = (pin_dir(), state_dir());
     let feed = state.path().join("big.netset");
     // 300k addresses in 100.64.0.0/10.
     let text: String = (0..300_000u32)
@@ -940,7 +940,7 @@ fn a_large_feed_change_does_not_stop_the_polls() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let ok = |agent: &Agent| {
-        common::sample(&agent.metrics(), "astra_polls_total{result=\"ok\"}").unwrap_or(0.0)
+        crate::kit::sample(&agent.metrics(), "astra_polls_total{result=\"ok\"}").unwrap_or(0.0)
     };
 
     // Swap it for a small one: 300k removals, in batches on the feed thread.

@@ -1,17 +1,16 @@
 //! The lab's default scenario set, end to end, as `astra lab` runs it: every rule's scenario
 //! must detect its attack (and block where the evidence allows), the benign one must stay
 //! silent, and the report must have the promised shape.
-mod common;
 
 use serde_json::Value;
 
 #[test]
 fn default_scenarios_all_pass_and_the_report_has_every_field() {
-    if !common::privileged() {
+    if !crate::kit::privileged() {
         return;
     }
-    let report = std::env::temp_dir().join(common::unique("astra-lab-report-"));
-    let child = std::process::Command::new(common::astra_bin())
+    let report = std::env::temp_dir().join(crate::kit::unique("astra-lab-report-"));
+    let child = std::process::Command::new(crate::kit::astra_bin())
         .args(["lab", "--report"])
         .arg(&report)
         .stdout(std::process::Stdio::piped())

@@ -1,17 +1,21 @@
-//! Helpers shared by the privileged integration tests: root checks, unique names, and guards
-//! that remove every namespace and pin directory a test creates, even when it panics.
-#![allow(dead_code)]
+//! What only the tests need, on top of the kit they share with the lab
+//! ([`astra::lab::kit`]): root checks, a two-namespace veth pair, the agent with HTTP helpers,
+//! and the CLI run with a test's own pin and state dirs.
 
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use astra::lab::netns::Netns;
+pub use astra::lab::kit::{ScratchDir, unique};
+use astra::lab::{
+    kit::{AgentProcess, AgentSpec},
+    netns::Netns,
+};
 
 /// Returns false (and says why) when the test cannot run here. Under CI=true a missing
 /// privilege is a failure, never a skip.
@@ -28,54 +32,14 @@ pub fn privileged() -> bool {
     false
 }
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-/// A short name unique across concurrently running test processes and threads.
-pub fn unique(prefix: &str) -> String {
-    let n = SEQ.fetch_add(1, Ordering::SeqCst);
-    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+/// A fresh pin dir, removed with its pins at drop.
+pub fn pin_dir() -> ScratchDir {
+    ScratchDir::pin("astra-t").expect("pin dir")
 }
 
-/// A pin directory under /sys/fs/bpf, removed with everything pinned in it on drop.
-pub struct PinDir(pub PathBuf);
-
-impl PinDir {
-    pub fn new() -> Self {
-        let p = PathBuf::from("/sys/fs/bpf").join(unique("astra-t"));
-        astra::dataplane::ensure_pin_dir(&p).expect("pin dir");
-        Self(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A temporary state directory.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> Self {
-        let p = std::env::temp_dir().join(unique("astra-state-"));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A fresh state dir, removed at drop.
+pub fn state_dir() -> ScratchDir {
+    ScratchDir::dir_at(std::env::temp_dir().join(unique("astra-state-")), 0o755).expect("state dir")
 }
 
 /// Two network namespaces joined by a veth pair: `a` (198.18.N.1, 2001:db8:N::1) is the
@@ -88,8 +52,12 @@ pub struct Lab {
     pub if_b: String,
     pub net: u8,
     a: Netns,
-    b: Netns,
+    /// Held for its drop, which deletes the namespace.
+    _b: Netns,
 }
+
+/// Picks each [`Lab`]'s subnet, so labs in one test process never share one.
+static NET_SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Lab {
     pub fn new() -> Self {
@@ -105,7 +73,7 @@ impl Lab {
     fn build(ipv6: bool) -> Self {
         let a = Netns::create(&unique("astA")).expect("netns a");
         let b = Netns::create(&unique("astB")).expect("netns b");
-        let net = (SEQ.fetch_add(1, Ordering::SeqCst) % 200) as u8 + 1;
+        let net = (NET_SEQ.fetch_add(1, Ordering::SeqCst) % 200) as u8 + 1;
         let (if_a, if_b) = ("veth-a".to_owned(), "veth-b".to_owned());
         if !ipv6 {
             for ns in [&a, &b] {
@@ -129,7 +97,7 @@ impl Lab {
             if_b,
             net,
             a,
-            b,
+            _b: b,
         }
     }
 
@@ -219,13 +187,9 @@ impl Lab {
     }
 }
 
-/// A free TCP port: ask the kernel for one on loopback.
+/// A free TCP port on loopback.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    astra::lab::kit::free_port().expect("free port")
 }
 
 pub fn astra_bin() -> &'static str {
@@ -257,47 +221,41 @@ pub fn cli_ok(pin: &Path, state: &Path, args: &[&str]) -> String {
 
 /// The agent, running inside a namespace; killed (SIGKILL) on drop if still running.
 pub struct Agent {
-    pub child: Child,
+    process: AgentProcess,
     pub ns: String,
     pub metrics_port: u16,
     pub api_port: u16,
-    log: PathBuf,
 }
 
 impl Agent {
     /// Starts `astra run` in `ns` (network namespace only: it shares our mount namespace,
     /// so its pins are visible to the test) and waits until it serves metrics.
     pub fn start(ns: &str, iface: &str, pin: &Path, state: &Path, extra: &[&str]) -> Agent {
-        let port = free_port();
-        let api_port = free_port();
-        let log = state.join(format!("agent-{port}.log"));
-        let logf = std::fs::File::create(&log).expect("log file");
-        let child = astra::lab::netns::command_in(&format!("/var/run/netns/{ns}"), astra_bin())
-            .expect("netns")
-            .args(["run", "--iface", iface, "--poll-interval", "200ms"])
-            .arg("--metrics-addr")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(format!("--api-addr=127.0.0.1:{api_port}"))
-            .arg("--pin-dir")
-            .arg(pin)
-            .arg("--state-dir")
-            .arg(state)
-            .args(extra)
-            .env("ASTRA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn agent");
+        let (port, api_port) = (free_port(), free_port());
+        let mut args = vec!["--poll-interval", "200ms"];
+        args.extend_from_slice(extra);
+        let netns = format!("/var/run/netns/{ns}");
+        let process = AgentProcess::spawn(AgentSpec {
+            exe: Path::new(astra_bin()),
+            netns: &netns,
+            ifaces: &[iface.to_owned()],
+            pin_dir: pin,
+            state_dir: state,
+            metrics_port: port,
+            api_port: Some(api_port),
+            extra: &args,
+            log: state.join(format!("agent-{port}.log")),
+        })
+        .expect("spawn agent");
         let mut agent = Agent {
-            child,
+            process,
             ns: ns.to_owned(),
             metrics_port: port,
             api_port,
-            log,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(st) = agent.child.try_wait().expect("wait") {
+            if let Some(st) = agent.process.try_wait() {
                 panic!("agent exited early ({st}):\n{}", agent.log());
             }
             if agent
@@ -316,7 +274,7 @@ impl Agent {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     fn try_metrics(&self) -> Option<String> {
@@ -336,7 +294,7 @@ impl Agent {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.process.pid() as i32
     }
 
     pub fn metrics(&self) -> String {
@@ -359,21 +317,11 @@ impl Agent {
     }
 
     pub fn stop(mut self) -> std::process::ExitStatus {
-        // SAFETY: sending SIGTERM to our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("wait agent")
+        self.process.stop().expect("wait agent")
     }
 
     pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill();
     }
 }
 

@@ -725,7 +725,7 @@ pub fn detection_latency(out: &mut Vec<Measurement>) -> Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::io("current exe", e))?;
     let mut v = Vec::new();
     for i in 0..3 {
-        let mut topo = crate::lab::Topology::build(&format!("b{}-{i}", std::process::id()))?;
+        let mut topo = crate::lab::Topology::build(&format!("{}-b{i}", std::process::id()))?;
         topo.start_agent(&exe, &[])?;
         let (target, me) = (topo.attackers[0].server_addr, topo.attackers[0].addr);
         let t0 = Instant::now();

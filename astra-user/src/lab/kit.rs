@@ -25,8 +25,8 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}x{n}", std::process::id() % 100_000)
 }
 
-/// A tag for a lab [`Topology`](super::Topology) that starts with this process's pid, like
-/// every name a lab run makes.
+/// A tag for a lab [`Topology`](super::Topology) that starts with this process's pid, as the
+/// sweep of dead runs expects ([`super::sweep`]).
 pub fn lab_tag(label: &str) -> String {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     format!("{}-{label}{n}", std::process::id())
@@ -75,9 +75,11 @@ impl ScratchDir {
         &self.path
     }
 
-    /// Leaves the directory in place at drop (`astra lab --keep`).
+    /// Leaves the directory in place at drop (`astra lab --keep`), marked so that the next
+    /// lab run's sweep leaves it too.
     pub fn keep(&mut self) {
         self.keep = true;
+        let _ = fs::write(self.path.join(crate::lab::sweep::KEPT_MARKER), b"");
     }
 }
 

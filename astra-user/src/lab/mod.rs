@@ -7,6 +7,7 @@
 pub mod kit;
 pub mod netns;
 pub mod scenario;
+pub mod sweep;
 pub mod traffic;
 
 use std::{
@@ -46,7 +47,7 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 2);
 pub const SERVER_ATTACKER_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 1);
 pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 /// What every namespace, pin dir and state dir of a lab topology is named by: the prefix, then
-/// the tag, which starts with the pid of the process that made it .
+/// the tag, which starts with the pid of the process that made it (see [`sweep`]).
 pub const LAB_PREFIX: &str = "astra-lab-";
 
 /// Addresses the server answers for all at once, so host sweeps get real answers.
@@ -763,6 +764,9 @@ pub fn run(opts: LabOptions) -> Result<Report> {
     if let Some(p) = &opts.report {
         std::fs::write(p, b"")
             .map_err(|e| Error::Usage(format!("cannot write report {}: {e}", p.display())))?;
+    }
+    for what in sweep::sweep() {
+        eprintln!("removed what a dead lab run left: {what}");
     }
     let interrupted = Arc::new(AtomicBool::new(false));
     {

@@ -64,6 +64,9 @@ fn default_scenarios_all_pass_and_the_report_has_every_field() {
     );
     let pins = entries_with_prefix("/sys/fs/bpf", &prefix);
     assert!(pins.is_empty(), "pin dirs left behind: {pins:?}");
+    let temp = std::env::temp_dir();
+    let dirs = entries_with_prefix(&temp.to_string_lossy(), &prefix);
+    assert!(dirs.is_empty(), "state dirs left behind: {dirs:?}");
     // And so is every process it started, with everything those forked (nginx's workers and
     // hydra's tasks used to stay): nothing may still run in a namespace that is gone.
     let survivors = processes_in_deleted_namespaces();
@@ -117,4 +120,97 @@ fn entries_with_prefix(dir: &str, prefix: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What a lab run killed with SIGKILL leaves (a namespace with a daemon still running in it, a
+/// pin dir, a state dir) is removed by the next run's sweep; a state dir kept with `--keep`
+/// and everything of a live run stay.
+#[test]
+fn a_dead_runs_leftovers_are_swept_and_a_live_runs_are_not() {
+    use astra::lab::{netns, sweep};
+    if !crate::kit::privileged() {
+        return;
+    }
+    // A pid that existed and is gone: a finished child's.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let dead = gone.id();
+    let live = std::process::id();
+    let name = |pid: u32, rest: &str| format!("astra-lab-{pid}-{rest}");
+    let (dead_ns, live_ns) = (name(dead, "0-srv"), name(live, "sweep-srv"));
+    for ns in [&dead_ns, &live_ns] {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "add", ns])
+            .status()
+            .unwrap();
+        assert!(status.success(), "ip netns add {ns}");
+    }
+    // A daemon in the dead run's namespace, in a process group of its own as the lab's are.
+    let mut daemon = netns::lab_command_in(&format!("/var/run/netns/{dead_ns}"), "sleep")
+        .unwrap()
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let bpf = std::path::Path::new("/sys/fs/bpf");
+    let temp = std::env::temp_dir();
+    let dead_pin = bpf.join(name(dead, "0"));
+    let dead_state = temp.join(name(dead, "0"));
+    let kept_state = temp.join(name(dead, "1"));
+    let live_state = temp.join(name(live, "sweep"));
+    astra::dataplane::ensure_pin_dir(&dead_pin).unwrap();
+    for d in [&dead_state, &kept_state, &live_state] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("agent.log"), "x").unwrap();
+    }
+    std::fs::write(kept_state.join(sweep::KEPT_MARKER), "").unwrap();
+
+    let removed = sweep::sweep();
+
+    let exists = |p: &std::path::Path| p.exists();
+    let netns_dir = std::path::Path::new("/var/run/netns");
+    // The daemon is dead (and ours to reap), with its namespace.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let killed = loop {
+        if let Some(st) = daemon.try_wait().unwrap() {
+            break Some(st);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let live_left = exists(&netns_dir.join(&live_ns)) && exists(&live_state);
+    // Clean up what the test made before asserting, so a failure leaves nothing either.
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    for ns in [&dead_ns, &live_ns] {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", ns])
+            .status();
+    }
+    let dead_left: Vec<_> = [
+        netns_dir.join(&dead_ns),
+        dead_pin.clone(),
+        dead_state.clone(),
+    ]
+    .into_iter()
+    .filter(|p| exists(p))
+    .collect();
+    let kept_left = exists(&kept_state);
+    for d in [&dead_pin, &dead_state, &kept_state, &live_state] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    assert!(
+        killed.is_some(),
+        "the dead run's daemon still runs; swept: {removed:?}"
+    );
+    assert!(
+        dead_left.is_empty(),
+        "left behind: {dead_left:?}; swept: {removed:?}"
+    );
+    assert!(kept_left, "a kept state dir was swept: {removed:?}");
+    assert!(
+        live_left,
+        "a live run's namespace or state was swept: {removed:?}"
+    );
 }

@@ -351,7 +351,7 @@ fn run_verb(cli: Cli) -> Result<()> {
             only,
             poll_child,
         } => match poll_child {
-            Some(n) => crate::bench::poll_child(n),
+            Some(n) => crate::bench::poll::poll_child(n),
             None => crate::bench::run(json.as_deref(), &only),
         },
         Command::Model(m) => model::run(&state_dir, m),

@@ -24,8 +24,8 @@ const TOLERANCE: f64 = 1e-9;
 /// The python interpreter with scikit-learn importable, or why there is none. Set up once per
 /// test binary, so concurrent tests do not run pip side by side.
 fn python() -> Option<&'static str> {
-    static PYTHON: OnceLock<Result<String, astra::bench::PythonError>> = OnceLock::new();
-    match PYTHON.get_or_init(astra::bench::python_with_sklearn) {
+    static PYTHON: OnceLock<Result<String, astra::bench::forest::PythonError>> = OnceLock::new();
+    match PYTHON.get_or_init(astra::bench::forest::python_with_sklearn) {
         Ok(python) => Some(python),
         Err(why) => {
             if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {

@@ -1,0 +1,154 @@
+//! `xdp`: the per-packet cost of each XDP path against the empty floor, and against
+//! xdp-filter dropping the same source.
+use std::{net::Ipv4Addr, os::fd::AsFd, process::Stdio};
+
+use astra_common::{FlowKey, ListEntry};
+use aya::programs::Xdp;
+
+use super::{programs::*, *};
+use crate::{
+    dataplane::{Dataplane, maps::PinnedMaps},
+    error::{Error, Result},
+    lab::{
+        netns::{Netns, veth},
+        traffic,
+    },
+};
+
+/// Per-packet cost of Astra's XDP paths and of xdp-filter, against an empty program.
+pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
+    let pin = PinGuard(bench_pin("xdp"));
+    let mut dp = Dataplane::load(&pin.0, 1 << 21)?;
+    let mut maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
+    let blocked = Ipv4Addr::new(198, 18, 9, 9);
+    maps.block_v4
+        .insert(blocked.octets(), ListEntry::default(), 0)
+        .map_err(|e| Error::bpf("block", e))?;
+    let established = udp_packet(Ipv4Addr::new(198, 18, 0, 1), 40_000);
+    let dropped = udp_packet(blocked, 40_000);
+    let mut bench = BenchPrograms::load()?;
+    let runs = |prog: &mut Xdp, pkt: &[u8]| -> Result<f64> {
+        let mut v = Vec::new();
+        for _ in 0..RUNS {
+            let fd = prog.fd().map_err(|e| Error::bpf("program fd", e))?;
+            v.push(f64::from(test_run(fd.as_fd(), pkt, REPEAT)?.1));
+        }
+        Ok(median(v))
+    };
+    let floor = runs(bench.floor()?, &established)?;
+    let drop = runs(dp.xdp()?, &dropped)?;
+    let update = runs(dp.xdp()?, &established)?;
+    out.push(m(
+        "xdp floor (empty program)",
+        floor,
+        "ns/packet",
+        None,
+        "-",
+    ));
+    out.push(m(
+        "xdp drop path (blocked source)",
+        drop,
+        "ns/packet",
+        Some(("xdp floor", floor)),
+        "<= floor + 15 ns",
+    ));
+    out.push(m(
+        "xdp update path (established flow)",
+        update,
+        "ns/packet",
+        Some(("xdp floor", floor)),
+        "<= floor + 40 ns",
+    ));
+    match xdp_filter_drop(&dropped) {
+        Ok(x) => out.push(m(
+            "xdp drop path vs xdp-filter",
+            drop,
+            "ns/packet",
+            Some(("xdp-filter drop (xdp-tools)", x)),
+            "no slower than xdp-filter",
+        )),
+        Err(e) => eprintln!("xdp-filter comparison skipped: {e}"),
+    }
+    // Insert path: one fresh flow per run while the table holds `n` flows. Single runs carry
+    // the test-run loop's own overhead, so the floor is measured the same way.
+    let singles = |prog: &mut Xdp, base: u32, count: u32| -> Result<f64> {
+        let mut v = Vec::with_capacity(count as usize);
+        let fd = prog.fd().map_err(|e| Error::bpf("program fd", e))?;
+        for i in 0..count {
+            let pkt = udp_packet(Ipv4Addr::from(0xc612_8000u32 + base + i), 7);
+            v.push(f64::from(test_run(fd.as_fd(), &pkt, 1)?.1));
+        }
+        Ok(median(v))
+    };
+    let single_floor = singles(bench.floor()?, 0, 5_000)?;
+    let now = crate::clock::mono_now_ns();
+    let mut base = 0;
+    for (label, n) in [("1k", 1_000u32), ("64k", 65_536), ("1M", 1_000_000)] {
+        // Reset the table to exactly n flows.
+        let mut raw = Vec::new();
+        maps.read_flows(&mut raw)?;
+        let keys: Vec<FlowKey> = raw.iter().map(|(k, _)| *k).collect();
+        maps.delete_flows(&keys)?;
+        fill_flows(&mut maps, n, now)?;
+        let ins = singles(dp.xdp()?, base, 5_000)?;
+        base += 5_000;
+        out.push(m(
+            &format!("xdp insert path ({label} flows in table)"),
+            ins,
+            "ns/packet",
+            Some(("xdp floor, single run", single_floor)),
+            "-",
+        ));
+    }
+    Ok(())
+}
+
+/// xdp-filter (xdp-tools) blocking the same source on a veth of a scratch namespace; its
+/// program is test-run on the same packet.
+pub(super) fn xdp_filter_drop(packet: &[u8]) -> Result<f64> {
+    if !traffic::have_tool("xdp-filter") {
+        return Err(Error::Usage(
+            "xdp-filter not installed (Debian: xdp-tools)".into(),
+        ));
+    }
+    let a = Netns::create(&format!("astra-bench-{}-xa", std::process::id()))?;
+    let b = Netns::create(&format!("astra-bench-{}-xb", std::process::id()))?;
+    veth(&a, "xa", &b, "xb")?;
+    let run = |args: &[&str]| -> Result<()> {
+        let st = b
+            .command("xdp-filter")?
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| Error::io("xdp-filter", e))?;
+        if st.success() {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "xdp-filter {} failed",
+                args.join(" ")
+            )))
+        }
+    };
+    run(&["load", "xb", "-m", "skb"])?;
+    run(&["ip", "198.18.9.9", "-m", "src"])?;
+    let prog = aya::programs::loaded_programs()
+        .flatten()
+        .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("xdpfilt")))
+        .max_by_key(|p| p.id())
+        .ok_or_else(|| Error::Usage("xdp-filter's program not found".into()))?;
+    let fd = prog.fd().map_err(|e| Error::bpf("xdp-filter program", e))?;
+    let mut v = Vec::new();
+    for _ in 0..RUNS {
+        let (verdict, ns) = test_run(fd.as_fd(), packet, REPEAT)?;
+        if verdict != 1 {
+            return Err(Error::Usage(format!(
+                "xdp-filter returned {verdict}, not XDP_DROP"
+            )));
+        }
+        v.push(f64::from(ns));
+    }
+    let _ = run(&["unload", "xb"]);
+    Ok(median(v))
+}

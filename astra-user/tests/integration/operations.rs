@@ -137,6 +137,26 @@ fn api_serves_reads_and_guards_changes_with_the_token() {
         Some(r#"{"net": "198.18.250.0/24"}"#),
     );
     assert_eq!(code, 201);
+    // A block under it is reported the same way by the API and by the CLI: what the block
+    // does is one library answer, which both render.
+    let (code, resp) = agent.api(
+        "POST",
+        "/api/v1/blocklist",
+        Some(&token),
+        Some(r#"{"net": "198.18.250.7"}"#),
+    );
+    assert_eq!(code, 201, "{resp}");
+    assert_eq!(json(&resp)["allowlisted_by"], "198.18.250.0/24", "{resp}");
+    let cli_says = json(&cli_ok(
+        pin.path(),
+        state.path(),
+        &["block", "198.18.250.8", "--json"],
+    ));
+    assert_eq!(cli_says["allowlisted_by"], "198.18.250.0/24", "{cli_says}");
+    for n in ["198.18.250.7/32", "198.18.250.8/32"] {
+        let path = format!("/api/v1/blocklist/{n}");
+        assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 204);
+    }
     let code = agent
         .api(
             "DELETE",

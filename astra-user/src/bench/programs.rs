@@ -79,17 +79,7 @@ impl BenchPrograms {
     }
 
     fn program(&mut self, name: &str) -> Result<&mut Xdp> {
-        let prog: &mut Xdp = self
-            .0
-            .program_mut(name)
-            .ok_or_else(|| Error::Layout(format!("the bench object has no {name} program")))?
-            .try_into()
-            .map_err(|e| Error::bpf(name.to_owned(), e))?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
-        }
-        Ok(prog)
+        crate::dataplane::xdp_loaded(&mut self.0, name)
     }
 
     /// The do-nothing program the per-packet costs are measured against.

@@ -356,17 +356,7 @@ impl Dataplane {
     /// An XDP program of the object other than the dataplane's own (the clock calibration),
     /// loaded on first use.
     fn extra_program(&mut self, name: &str) -> Result<&mut Xdp> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or_else(|| Error::Layout(format!("eBPF object has no {name} program")))?
-            .try_into()
-            .map_err(|e| Error::bpf(name.to_owned(), e))?;
-        if prog.fd().is_err() {
-            prog.load()
-                .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
-        }
-        Ok(prog)
+        xdp_loaded(&mut self.ebpf, name)
     }
 
     pub fn tc_egress(&mut self) -> Result<&mut SchedClassifier> {
@@ -580,6 +570,20 @@ fn is_busy(e: &aya::programs::ProgramError) -> bool {
         src = s.source();
     }
     false
+}
+
+/// The XDP program `name` of a loaded object, verified and loaded into the kernel on first use.
+pub fn xdp_loaded<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let prog: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| Error::Layout(format!("eBPF object has no {name} program")))?
+        .try_into()
+        .map_err(|e| Error::bpf(name.to_owned(), e))?;
+    if prog.fd().is_err() {
+        prog.load()
+            .map_err(|e| Error::bpf(format!("loading {name}"), e))?;
+    }
+    Ok(prog)
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

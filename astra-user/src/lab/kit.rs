@@ -13,7 +13,7 @@ use std::{
 use crate::{
     agent::status::AgentStatus,
     error::{Error, Result},
-    lab::netns,
+    lab::netns::{self, Netns},
 };
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -30,6 +30,26 @@ pub fn unique(prefix: &str) -> String {
 pub fn lab_tag(label: &str) -> String {
     let n = SEQ.fetch_add(1, Ordering::SeqCst);
     format!("{}-{label}{n}", std::process::id())
+}
+
+/// One end of a [`link`]: a namespace, the interface name there, and its addresses (CIDR).
+#[derive(Clone, Copy, Debug)]
+pub struct End<'a> {
+    pub ns: &'a Netns,
+    pub iface: &'a str,
+    pub addrs: &'a [&'a str],
+}
+
+/// A veth pair between two namespaces, both ends up and addressed: the lab's hosts and the
+/// tests' namespace pairs are each made of these.
+pub fn link(a: End<'_>, b: End<'_>) -> Result<()> {
+    netns::veth(a.ns, a.iface, b.ns, b.iface)?;
+    for end in [a, b] {
+        for cidr in end.addrs {
+            end.ns.add_addr(end.iface, cidr)?;
+        }
+    }
+    Ok(())
 }
 
 /// A free TCP port on loopback, as the kernel hands one out.

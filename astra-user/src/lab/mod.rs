@@ -30,8 +30,8 @@ use crate::{
     detect::{Action as AlertAction, Alert},
     error::{Error, Result},
     lab::{
-        kit::{AgentProcess, AgentSpec, ScratchDir},
-        netns::{Netns, veth},
+        kit::{AgentProcess, AgentSpec, End, ScratchDir},
+        netns::Netns,
         scenario::{Action, Expected, Scenario, Sender},
         traffic::SourceAddr,
     },
@@ -100,11 +100,20 @@ fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
     } else {
         format!("s-{role}{i}")
     };
-    veth(server, &server_iface, &ns, "eth0")?;
     let server_addr = Ipv4Addr::new(198, 18, subnet, 1);
     let addr = Ipv4Addr::new(198, 18, subnet, 2);
-    server.add_addr(&server_iface, &format!("{server_addr}/24"))?;
-    ns.add_addr("eth0", &format!("{addr}/24"))?;
+    kit::link(
+        End {
+            ns: server,
+            iface: &server_iface,
+            addrs: &[&format!("{server_addr}/24")],
+        },
+        End {
+            ns: &ns,
+            iface: "eth0",
+            addrs: &[&format!("{addr}/24")],
+        },
+    )?;
     ns.ip(&["route", "add", SWEEP_NET, "via", &server_addr.to_string()])?;
     let ifc = server_iface.clone();
     let server_ifindex = server.run(move || crate::dataplane::ifindex(&ifc))??;

@@ -13,7 +13,7 @@ use std::{
 
 pub use astra::lab::kit::{ScratchDir, unique};
 use astra::lab::{
-    kit::{AgentProcess, AgentSpec},
+    kit::{AgentProcess, AgentSpec, End},
     netns::Netns,
 };
 
@@ -81,15 +81,29 @@ impl Lab {
                 ns.sysctl("net.ipv6.conf.default.disable_ipv6=1").unwrap();
             }
         }
-        astra::lab::netns::veth(&a, &if_a, &b, &if_b).expect("veth");
-        for (ns, ifc, host) in [(&a, &if_a, 1), (&b, &if_b, 2)] {
-            ns.add_addr(ifc, &format!("198.18.{net}.{host}/24"))
-                .unwrap();
-            if ipv6 {
-                ns.add_addr(ifc, &format!("2001:db8:{net}::{host}/64"))
-                    .unwrap();
-            }
-        }
+        let (a4, b4) = (format!("198.18.{net}.1/24"), format!("198.18.{net}.2/24"));
+        let (a6, b6) = (
+            format!("2001:db8:{net}::1/64"),
+            format!("2001:db8:{net}::2/64"),
+        );
+        let (refs_a, refs_b): (Vec<&str>, Vec<&str>) = if ipv6 {
+            (vec![&a4, &a6], vec![&b4, &b6])
+        } else {
+            (vec![&a4], vec![&b4])
+        };
+        astra::lab::kit::link(
+            End {
+                ns: &a,
+                iface: &if_a,
+                addrs: &refs_a,
+            },
+            End {
+                ns: &b,
+                iface: &if_b,
+                addrs: &refs_b,
+            },
+        )
+        .expect("veth pair");
         Lab {
             ns_a: a.name.clone(),
             ns_b: b.name.clone(),

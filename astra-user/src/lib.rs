@@ -13,7 +13,7 @@
 //! - [`lists`] (block and allow lists, feeds) and [`sink`] (events, reports, metrics, history)
 //! - [`engine`]: one pass, detect -> decide -> apply
 //! - [`agent`]: the run loop, its status and its HTTP API
-//! - tools on top: [`lab`], [`bench`]; and [`cli`], the only module that knows clap
+//! - tools on top: [`lab`], [`bench`](mod@bench); and [`cli`], the only module that knows clap
 pub mod addr;
 pub mod clock;
 pub mod error;

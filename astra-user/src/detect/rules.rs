@@ -15,6 +15,9 @@ use crate::{
 pub struct RuleConfig {
     /// Distinct destination ports from one source in the long window.
     pub port_scan_ports: u64,
+    /// Distinct IP protocols from one source in the long window (nmap -sO). Everyday traffic
+    /// carries TCP, UDP and ICMP, a tunnel or two at most.
+    pub protocol_scan_protocols: u64,
     /// Distinct destination hosts from one source in the long window.
     pub host_sweep_hosts: u64,
     /// Half-open conversations toward one destination in the short window.
@@ -50,6 +53,7 @@ impl Default for RuleConfig {
     fn default() -> Self {
         Self {
             port_scan_ports: 20,
+            protocol_scan_protocols: 8,
             host_sweep_hosts: 50,
             syn_flood_half_open: 100,
             brute_force_failures: 5,
@@ -247,6 +251,24 @@ pub fn source_rules(
                 vec![],
                 vec![],
                 vec!["check which of the probed ports are meant to be reachable".into()],
+            );
+        } else if long.distinct_protocols >= cfg.protocol_scan_protocols {
+            // An IP-protocol scan: the same question asked of the protocol field instead of
+            // the port, so the same kind of alert.
+            scanner = true;
+            b.source_alert(
+                AttackType::PortScan,
+                src,
+                long,
+                Crossed::new(
+                    "distinct_protocols",
+                    long.distinct_protocols as f64,
+                    cfg.protocol_scan_protocols as f64,
+                    long_s,
+                ),
+                vec![],
+                vec![],
+                vec!["check which IP protocols the target is meant to answer".into()],
             );
         }
         if f.distinct_dst_hosts >= cfg.host_sweep_hosts as f64 {

@@ -85,6 +85,33 @@ fn port_scan_at_and_around_threshold() {
     assert_eq!(a[0].evidence.realness, Some(Realness::Repetition));
 }
 
+/// `n` conversations from one source to one target, each of another IP protocol (nmap -sO).
+fn protocol_scan(n: u8, now: u64) -> Vec<crate::flow::BiFlow> {
+    (0..n)
+        .map(|p| {
+            let mut f = udp("198.18.0.9", "198.18.1.1", 0, 0, 2, now - 2 * S);
+            f.proto = [1, 2, 4, 6, 17, 41, 47, 50, 51, 58, 103, 132, 136][p as usize];
+            f
+        })
+        .collect()
+}
+
+#[test]
+fn an_ip_protocol_scan_is_a_scan() {
+    let now = 1000 * S;
+    let cfg = RuleConfig::default();
+    // Everyday traffic (TCP, UDP, ICMP and a tunnel or four) is not.
+    assert!(detect(&protocol_scan(7, now), now, &cfg).is_empty());
+    let a = detect(&protocol_scan(8, now), now, &cfg);
+    assert_eq!(types(&a), vec![AttackType::PortScan], "{a:?}");
+    assert_eq!(a[0].source, Some(ip("198.18.0.9")));
+    assert_eq!(
+        a[0].evidence.thresholds[0].name, "distinct_protocols",
+        "{a:?}"
+    );
+    assert_eq!(a[0].evidence.thresholds[0].value, 8.0);
+}
+
 #[test]
 fn a_scan_is_not_a_syn_flood() {
     let now = 1000 * S;

@@ -152,6 +152,8 @@ pub struct SourceWindow {
     pub bytes: u64,
     /// Packets the source sent in the conversations active in the window.
     pub fwd_packets: u64,
+    /// Distinct IP protocols of its conversations (an IP-protocol scan tries many).
+    pub distinct_protocols: u64,
 }
 
 /// What a destination received over one window.
@@ -689,6 +691,8 @@ impl Tracker {
                 logins.clear();
                 let mut last_dst = None;
                 let mut half_open_here = 0u64;
+                // One bit per IP protocol number.
+                let mut protocols = [0u64; 4];
                 for (f, closed) in group {
                     let (dst, port) = (&f.dst, &f.dst_port);
                     if f.last_seen_ns < cut {
@@ -696,6 +700,7 @@ impl Tracker {
                     }
                     a.w.features.conns += 1.0;
                     ports.push(*port);
+                    protocols[usize::from(f.proto >> 6)] |= 1 << (f.proto & 63);
                     if last_dst != Some(*dst) {
                         last_dst = Some(*dst);
                         a.dsts += 1;
@@ -753,6 +758,7 @@ impl Tracker {
                     }
                 }
                 a.w.top_failed_logins = best;
+                a.w.distinct_protocols = protocols.iter().map(|w| u64::from(w.count_ones())).sum();
                 let n = a.w.features.conns;
                 let f = &mut a.w.features;
                 f.distinct_dst_ports = ports.len() as f64;

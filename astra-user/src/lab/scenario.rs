@@ -28,6 +28,10 @@ pub const DEFAULT_SET: &[(&str, &str)] = &[
         "nmap-udp-scan.toml",
         include_str!("../../scenarios/nmap-udp-scan.toml"),
     ),
+    (
+        "nmap-protocol-scan.toml",
+        include_str!("../../scenarios/nmap-protocol-scan.toml"),
+    ),
     ("masscan.toml", include_str!("../../scenarios/masscan.toml")),
     (
         "host-sweep.toml",

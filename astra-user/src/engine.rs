@@ -70,6 +70,9 @@ pub struct FeatureSettings {
     pub failed_login_max_reply_bytes: u64,
     #[serde(with = "humantime_serde")]
     pub failed_login_max_duration: Duration,
+    /// How long failed logins count against a source (fail2ban's findtime).
+    #[serde(with = "humantime_serde")]
+    pub login_window: Duration,
 }
 
 impl Default for FeatureSettings {
@@ -80,6 +83,7 @@ impl Default for FeatureSettings {
             long_window: d.long_window,
             failed_login_max_reply_bytes: d.failed_login_max_reply_bytes,
             failed_login_max_duration: d.failed_login_max_duration,
+            login_window: d.login_window,
         }
     }
 }
@@ -91,6 +95,7 @@ impl FeatureSettings {
             long_window: self.long_window,
             failed_login_max_reply_bytes: self.failed_login_max_reply_bytes,
             failed_login_max_duration: self.failed_login_max_duration,
+            login_window: self.login_window,
         }
     }
 }
@@ -147,9 +152,10 @@ impl DetectConfig {
         }
         if self.features.short_window.is_zero()
             || self.features.long_window < self.features.short_window
+            || self.features.login_window < self.features.long_window
         {
             return Err(Error::Usage(
-                "features windows must be non-zero and long_window >= short_window".into(),
+                "features windows must be non-zero, long_window >= short_window and login_window >= long_window".into(),
             ));
         }
         Ok(())
@@ -420,6 +426,7 @@ impl Engine {
         let windows_s = (
             self.cfg.features.short_window.as_secs(),
             self.cfg.features.long_window.as_secs(),
+            self.cfg.features.login_window.as_secs(),
         );
         // Alerts raised before this pass (exfiltration) also get their source's score.
         let earlier = alerts.len();

@@ -113,6 +113,8 @@ pub fn realness(w: &SourceWindow, cfg: &RuleConfig) -> Realness {
 pub struct Windows<'a> {
     pub short_s: u64,
     pub long_s: u64,
+    /// The login window (failed logins), in seconds.
+    pub login_s: u64,
     pub src_short: &'a FastMap<IpAddr, SourceWindow>,
     pub src_long: &'a FastMap<IpAddr, SourceWindow>,
     pub dst_short: &'a FastMap<IpAddr, DestWindow>,
@@ -206,7 +208,7 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
             *src,
             w.src_short.get(src),
             long,
-            (w.short_s, w.long_s),
+            (w.short_s, w.long_s, w.login_s),
             now_ms,
             &mut out,
         );
@@ -216,17 +218,17 @@ pub fn run_rules(cfg: &RuleConfig, w: &Windows<'_>, now_ms: u64) -> Vec<Alert> {
 }
 
 /// The rules about one source, given its short window (if it was active in it) and its long
-/// window; alerts go to `out`. `windows_s` is (short, long) in seconds.
+/// window; alerts go to `out`. `windows_s` is (short, long, login) in seconds.
 pub fn source_rules(
     cfg: &RuleConfig,
     src: IpAddr,
     short: Option<&SourceWindow>,
     long: &SourceWindow,
-    windows_s: (u64, u64),
+    windows_s: (u64, u64, u64),
     now_ms: u64,
     out: &mut Vec<Alert>,
 ) {
-    let (short_s, long_s) = windows_s;
+    let (short_s, long_s, login_s) = windows_s;
     let mut b = Builder {
         cfg,
         now_ms,
@@ -288,7 +290,9 @@ pub fn source_rules(
                 vec![],
             );
         }
-        if let Some((port, n)) = long.top_failed_logins
+        // Over the login window, so slow guessing (a try a minute) adds up as fail2ban's
+        // findtime makes it; the long window's count is part of it.
+        if let Some((port, n)) = long.login_window_failures.or(long.top_failed_logins)
             && n >= cfg.brute_force_failures
         {
             b.source_alert(
@@ -299,7 +303,7 @@ pub fn source_rules(
                     format!("failed_logins_port_{port}"),
                     n as f64,
                     cfg.brute_force_failures as f64,
-                    long_s,
+                    login_s.max(long_s),
                 ),
                 vec![],
                 vec![port],

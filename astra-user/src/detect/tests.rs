@@ -50,6 +50,7 @@ fn detect_with_rates(
         &Windows {
             short_s: 10,
             long_s: 60,
+            login_s: 600,
             src_short: &ws.src_short,
             src_long: &ws.src_long,
             dst_short: &ws.dst_short,
@@ -94,6 +95,25 @@ fn protocol_scan(n: u8, now: u64) -> Vec<crate::flow::BiFlow> {
             f
         })
         .collect()
+}
+
+/// Five failures over six minutes are a brute force: the count spans the login window.
+#[test]
+fn slow_brute_force_counts_over_the_login_window() {
+    let cfg = RuleConfig::default();
+    let now = 1000 * S;
+    let mut w = SourceWindow::default();
+    w.features.conns = 1.0;
+    w.top_failed_logins = Some((22, 1));
+    let src = ip("198.18.0.7");
+    let mut out = Vec::new();
+    source_rules(&cfg, src, None, &w, (10, 60, 600), now, &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    w.login_window_failures = Some((22, 5));
+    source_rules(&cfg, src, None, &w, (10, 60, 600), now, &mut out);
+    assert_eq!(types(&out), vec![AttackType::BruteForce], "{out:?}");
+    assert_eq!(out[0].evidence.thresholds[0].window_s, 600);
+    assert_eq!(out[0].target_ports, vec![22]);
 }
 
 #[test]

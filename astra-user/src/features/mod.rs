@@ -28,6 +28,10 @@ pub struct FeatureConfig {
     /// within `failed_login_max_duration`, looks like a failed login.
     pub failed_login_max_reply_bytes: u64,
     pub failed_login_max_duration: Duration,
+    /// How long failed logins count against their source (fail2ban's findtime): far longer
+    /// than the long window, so slow password guessing adds up, while the conversations
+    /// themselves leave after the long window and only their times stay.
+    pub login_window: Duration,
 }
 
 impl Default for FeatureConfig {
@@ -37,7 +41,66 @@ impl Default for FeatureConfig {
             long_window: Duration::from_secs(60),
             failed_login_max_reply_bytes: 16 * 1024,
             failed_login_max_duration: Duration::from_secs(30),
+            login_window: Duration::from_secs(600),
         }
+    }
+}
+
+/// Failed logins per source and login port whose conversations left the long window: their
+/// end times, for the login window. Bounded: at most [`LOGIN_KEYS`] pairs and
+/// [`LOGIN_TIMES`] times per pair (a count that high has crossed any threshold long before).
+/// Only sources that completed handshakes get here, so forged addresses cannot fill it.
+#[derive(Debug, Default)]
+struct LoginFailures {
+    by_key: FastMap<(IpAddr, u16), VecDeque<u64>>,
+    updates: u32,
+}
+
+/// Source and port pairs the login memory holds at most.
+pub const LOGIN_KEYS: usize = 100_000;
+/// End times kept per pair.
+pub const LOGIN_TIMES: usize = 256;
+
+impl LoginFailures {
+    fn record(&mut self, src: IpAddr, port: u16, at_ns: u64) {
+        if self.by_key.len() >= LOGIN_KEYS && !self.by_key.contains_key(&(src, port)) {
+            return;
+        }
+        let times = self.by_key.entry((src, port)).or_default();
+        if times.len() >= LOGIN_TIMES {
+            times.pop_front();
+        }
+        times.push_back(at_ns);
+    }
+
+    /// Drops times older than `cut`; all pairs every so often, so a pair nobody reads again
+    /// does not stay.
+    fn expire(&mut self, cut: u64) {
+        self.updates = self.updates.wrapping_add(1);
+        if !self.updates.is_multiple_of(64) {
+            return;
+        }
+        self.by_key.retain(|_, t| {
+            while t.front().is_some_and(|&x| x < cut) {
+                t.pop_front();
+            }
+            !t.is_empty()
+        });
+    }
+
+    /// Failed logins from `src` to `port` that ended at or after `cut`.
+    fn count(&self, src: IpAddr, port: u16, cut: u64) -> u64 {
+        self.by_key
+            .get(&(src, port))
+            .map_or(0, |t| t.iter().filter(|&&x| x >= cut).count() as u64)
+    }
+
+    /// The ports `src` has failed logins on.
+    fn ports(&self, src: IpAddr) -> impl Iterator<Item = u16> + '_ {
+        self.by_key
+            .keys()
+            .filter(move |(s, _)| *s == src)
+            .map(|(_, p)| *p)
     }
 }
 
@@ -62,6 +125,18 @@ pub fn handshake_completed(f: &BiFlow) -> bool {
 
 fn ended(f: &BiFlow, closed: bool) -> bool {
     closed || (f.fwd.tcp_flags | f.rev.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0
+}
+
+/// A conversation to a login port that completed its handshake, ended, was short and got a
+/// small answer: what a rejected password looks like from outside.
+fn failed_login(f: &BiFlow, closed: bool, cfg: &FeatureConfig) -> bool {
+    is_tcp(f)
+        && handshake_completed(f)
+        && AUTH_PORTS.contains(&f.dst_port)
+        && ended(f, closed)
+        && f.last_seen_ns.saturating_sub(f.first_seen_ns)
+            <= cfg.failed_login_max_duration.as_nanos() as u64
+        && f.rev.bytes <= cfg.failed_login_max_reply_bytes
 }
 
 fn has_rst(f: &BiFlow) -> bool {
@@ -154,6 +229,9 @@ pub struct SourceWindow {
     pub fwd_packets: u64,
     /// Distinct IP protocols of its conversations (an IP-protocol scan tries many).
     pub distinct_protocols: u64,
+    /// Long window only: the login port with the most failed logins over the login window
+    /// (those still in the window and those remembered after it), and how many.
+    pub login_window_failures: Option<(u16, u64)>,
 }
 
 /// What a destination received over one window.
@@ -442,6 +520,8 @@ pub struct Tracker {
     closed: FastMap<ConvKey, BiFlow>,
     sent: RateSums,
     received: RateSums,
+    /// Failed logins older than the long window, for the login window.
+    logins: LoginFailures,
 }
 
 /// Accumulates one source's conversations in one window.
@@ -461,6 +541,7 @@ impl Tracker {
             cfg,
             active: Vec::new(),
             closed: FastMap::default(),
+            logins: LoginFailures::default(),
             sent: RateSums::default(),
             received: RateSums::default(),
         }
@@ -551,7 +632,17 @@ impl Tracker {
             self.sent.add(sec, key.src, rate);
             self.received.add(sec, key.dst, rate);
         }
-        self.closed.retain(|_, f| f.last_seen_ns >= cutoff);
+        let (cfg, logins) = (&self.cfg, &mut self.logins);
+        self.closed.retain(|_, f| {
+            let keep = f.last_seen_ns >= cutoff;
+            // Its conversation leaves; a failed login is remembered by its time alone.
+            if !keep && failed_login(f, true, cfg) {
+                logins.record(f.src, f.dst_port, f.last_seen_ns);
+            }
+            keep
+        });
+        self.logins
+            .expire(now_ns.saturating_sub(self.cfg.login_window.as_nanos() as u64));
         let (short_from, long_from) = self.window_bounds(now_ns);
         self.sent.expire(short_from, long_from);
         self.received.expire(short_from, long_from);
@@ -589,7 +680,6 @@ impl Tracker {
     ) -> FastMap<IpAddr, DestWindow> {
         let short_cut = now_ns.saturating_sub(self.cfg.short_window.as_nanos() as u64);
         let long_cut = now_ns.saturating_sub(self.cfg.long_window.as_nanos() as u64);
-        let login_max_ns = self.cfg.failed_login_max_duration.as_nanos() as u64;
         // The live conversations are kept sorted (see `update`); the ended ones, usually few,
         // are sorted here and merged in.
         let mut gone: Vec<&BiFlow> = self
@@ -727,11 +817,7 @@ impl Tracker {
                         }
                         if handshake_completed(f) {
                             a.w.handshakes += 1;
-                            if AUTH_PORTS.contains(&f.dst_port)
-                                && ended(f, *closed)
-                                && dur <= login_max_ns
-                                && f.rev.bytes <= self.cfg.failed_login_max_reply_bytes
-                            {
+                            if failed_login(f, *closed, &self.cfg) {
                                 logins.push(f.dst_port);
                             }
                         }
@@ -758,6 +844,24 @@ impl Tracker {
                     }
                 }
                 a.w.top_failed_logins = best;
+                if !short {
+                    // The long window's failures, and those that left it within the login
+                    // window.
+                    let cut = now_ns.saturating_sub(self.cfg.login_window.as_nanos() as u64);
+                    let mut ports: Vec<u16> = logins.clone();
+                    ports.extend(self.logins.ports(src));
+                    ports.sort_unstable();
+                    ports.dedup();
+                    let mut slow: Option<(u16, u64)> = None;
+                    for p in ports {
+                        let n = logins.iter().filter(|&&x| x == p).count() as u64
+                            + self.logins.count(src, p, cut);
+                        if slow.is_none_or(|(q, b)| n > b || (n == b && p < q)) {
+                            slow = Some((p, n));
+                        }
+                    }
+                    a.w.login_window_failures = slow;
+                }
                 a.w.distinct_protocols = protocols.iter().map(|w| u64::from(w.count_ones())).sum();
                 let n = a.w.features.conns;
                 let f = &mut a.w.features;
@@ -1105,6 +1209,50 @@ pub(crate) mod tests {
         // One each on 22 and 3389: the tie goes to the lower port.
         assert_eq!(w.top_failed_logins, Some((22, 1)));
         assert_eq!(w.features.failed_logins, 2.0);
+    }
+
+    /// One wrong password a minute and a half (hydra -t 1 at its slowest): never two in the
+    /// long window, five in the login window. The conversations leave; their times count.
+    #[test]
+    fn slow_failed_logins_add_up_over_the_login_window_only() {
+        let mut t = Tracker::new(FeatureConfig::default());
+        let none = Vec::new();
+        let start = 1000 * S;
+        let mut last = None;
+        for i in 0..5u64 {
+            let at = start + i * 90 * S;
+            let f = tcp(
+                "198.18.0.7",
+                "198.18.1.1",
+                40_000 + i as u16,
+                22,
+                FULL,
+                FULL,
+                at,
+            );
+            t.update(at + S, &none, &[f], []);
+            let w = t.windows(at + S, &none).src_long;
+            let w = &w[&ip("198.18.0.7")];
+            assert_eq!(w.top_failed_logins, Some((22, 1)), "try {i}: {w:?}");
+            last = w.login_window_failures;
+            assert_eq!(last, Some((22, i + 1)), "try {i}");
+        }
+        // Eleven minutes after the first, it no longer counts; nor do the others, in time.
+        let at = start + 11 * 60 * S;
+        let f = tcp("198.18.0.7", "198.18.1.1", 41_000, 22, FULL, FULL, at);
+        t.update(at + S, &none, &[f], []);
+        let w = t.windows(at + S, &none).src_long;
+        let n = w[&ip("198.18.0.7")].login_window_failures.unwrap().1;
+        assert!(
+            n < last.unwrap().1 + 1,
+            "the first try should have left: {n}"
+        );
+        // The memory is bounded by pairs and by times per pair.
+        let mut m = LoginFailures::default();
+        for i in 0..(LOGIN_TIMES as u64 + 10) {
+            m.record(ip("198.18.0.7"), 22, i);
+        }
+        assert_eq!(m.count(ip("198.18.0.7"), 22, 0), LOGIN_TIMES as u64);
     }
 
     #[test]

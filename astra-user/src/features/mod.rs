@@ -623,7 +623,7 @@ impl Tracker {
                 } else {
                     0
                 },
-                icmp: if matches!(key.proto, 1 | 58) {
+                icmp: if matches!(key.proto, ip_proto::ICMP | ip_proto::ICMPV6) {
                     packets
                 } else {
                     0

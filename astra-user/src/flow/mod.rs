@@ -531,7 +531,7 @@ fn initiated_first(kx: &FlowKey, vx: &FlowValue, vy: &FlowValue) -> bool {
     if vx.first_seen_ns != vy.first_seen_ns {
         return vx.first_seen_ns < vy.first_seen_ns;
     }
-    if matches!(kx.proto, 1 | 58) {
+    if matches!(kx.proto, ip_proto::ICMP | ip_proto::ICMPV6) {
         // Echo, timestamp, information and address-mask requests open an exchange.
         let request = |port: u16| matches!(port >> 8, 8 | 13 | 15 | 17 | 128);
         if request(kx.dst_port) {

@@ -288,6 +288,12 @@ impl Engine {
         Ok(())
     }
 
+    /// A failed login a service reported (see the API's `/api/v1/events`), at `at_ns` on the
+    /// dataplane's clock.
+    pub fn report_login_failure(&mut self, src: IpAddr, port: u16, at_ns: u64) {
+        self.tracker.report_login_failure(src, port, at_ns);
+    }
+
     /// One detection pass over the records of the poll that just ended.
     pub fn run(
         &mut self,

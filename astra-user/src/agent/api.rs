@@ -5,7 +5,12 @@
 //! The API works on the same pinned maps as the CLI and on the agent's own store (one
 //! connection per process, see [`Store`]), so a request does exactly what the matching `astra`
 //! command would, and sees the in-memory store when the agent has fallen back to one.
-use std::{path::PathBuf, time::Duration};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use axum::{
     Router,
@@ -64,7 +69,7 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 pub async fn serve(listener: TcpListener, router: Router, what: &'static str) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt as _;
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -104,6 +109,43 @@ pub struct ApiState {
     /// Whether the API listens on a loopback address only (then Host must name loopback).
     pub loopback: bool,
     pub poll_interval: Duration,
+    /// Failed logins posted to `/api/v1/events`, for the poll thread's next pass.
+    pub logins: Arc<LoginQueue>,
+}
+
+/// Failed logins reported through the API and not yet taken by a detection pass: (source,
+/// login port, time on the dataplane's clock). Bounded by [`LOGIN_QUEUE_MAX`].
+#[derive(Debug, Default)]
+pub struct LoginQueue(Mutex<Vec<(IpAddr, u16, u64)>>);
+
+/// Reported failed logins that may wait for the next poll; more is refused with 503.
+pub const LOGIN_QUEUE_MAX: usize = 100_000;
+/// Events one request may carry.
+pub const EVENTS_PER_REQUEST: usize = 10_000;
+
+impl LoginQueue {
+    /// Adds all of `events`, or none when they would not fit.
+    fn push_all(&self, events: Vec<(IpAddr, u16, u64)>) -> bool {
+        let mut q = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if q.len() + events.len() > LOGIN_QUEUE_MAX {
+            return false;
+        }
+        q.extend(events);
+        true
+    }
+
+    /// Everything reported since the last call.
+    pub fn take(&self) -> Vec<(IpAddr, u16, u64)> {
+        std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
 }
 
 impl ApiState {
@@ -203,7 +245,7 @@ fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
 /// Whether `host` (a Host header) names a loopback address: `localhost`, `127.x.y.z`, `::1`,
 /// with or without a port.
 fn loopback_host(host: &str) -> bool {
-    if let Ok(a) = host.parse::<std::net::IpAddr>() {
+    if let Ok(a) = host.parse::<IpAddr>() {
         return a.is_loopback();
     }
     let name = match host.strip_prefix('[') {
@@ -216,10 +258,7 @@ fn loopback_host(host: &str) -> bool {
             }
         }),
     };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|a| a.is_loopback())
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
 }
 
 /// Runs before any handler or body extractor:
@@ -315,6 +354,7 @@ pub fn router(st: ApiState) -> Router {
             axum::routing::delete(remove_allow),
         )
         .route("/api/v1/model", get(model))
+        .route("/api/v1/events", axum::routing::post(events))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
@@ -558,6 +598,166 @@ async fn remove_allow(State(st): State<ApiState>, UrlPath(net): UrlPath<String>)
     remove(st, net, ListKind::Allow).await
 }
 
+/// One login event as a service reports it (astra-bruteforce-detector's `/ingest` fields).
+#[derive(Debug, PartialEq)]
+struct LoginEvent {
+    /// UNIX time in milliseconds.
+    ts_ms: u64,
+    src_ip: IpAddr,
+    dst_port: u16,
+    failed: bool,
+}
+
+/// What is wrong with one event of a request, naming the event and the field.
+#[derive(Debug, thiserror::Error)]
+enum EventError {
+    #[error("events[{0}]: expected an object")]
+    NotObject(usize),
+    #[error("events[{index}].{field}: {why}")]
+    Field {
+        index: usize,
+        field: String,
+        why: String,
+    },
+}
+
+/// Checks event `i` of a request.
+fn login_event(i: usize, v: &Value, now_ms: u64) -> Result<LoginEvent, EventError> {
+    let at = |field: &str, why: &str| EventError::Field {
+        index: i,
+        field: field.to_owned(),
+        why: why.to_owned(),
+    };
+    let o = v.as_object().ok_or(EventError::NotObject(i))?;
+    const KNOWN: [&str; 7] = [
+        "ts",
+        "src_ip",
+        "dst_ip",
+        "dst_port",
+        "protocol",
+        "bytes",
+        "event_type",
+    ];
+    if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(at(k, "unknown field"));
+    }
+    let text = |field: &str| -> Result<Option<&str>, EventError> {
+        match o.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(at(field, "expected a string")),
+        }
+    };
+    let src_ip: IpAddr = text("src_ip")?
+        .ok_or_else(|| at("src_ip", "missing"))?
+        .parse()
+        .map_err(|_| at("src_ip", "not an IP address"))?;
+    if let Some(d) = text("dst_ip")? {
+        d.parse::<IpAddr>()
+            .map_err(|_| at("dst_ip", "not an IP address"))?;
+    }
+    text("protocol")?;
+    let dst_port = o
+        .get("dst_port")
+        .ok_or_else(|| at("dst_port", "missing"))?
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p > 0)
+        .ok_or_else(|| at("dst_port", "expected a port number, 1 to 65535"))?;
+    if o.get("bytes")
+        .is_some_and(|b| !b.is_null() && b.as_u64().is_none())
+    {
+        return Err(at("bytes", "expected a count of bytes"));
+    }
+    let failed = match text("event_type")?.ok_or_else(|| at("event_type", "missing"))? {
+        "login_failed" => true,
+        "login_success" => false,
+        other => {
+            return Err(at(
+                "event_type",
+                &format!(
+                    "'{}' is not login_failed or login_success",
+                    crate::text::excerpt(other)
+                ),
+            ));
+        }
+    };
+    let ts_ms = match o.get("ts") {
+        None | Some(Value::Null) => now_ms,
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| (s * 1000.0) as u64)
+            .ok_or_else(|| at("ts", "expected UNIX seconds or an RFC 3339 time"))?,
+        Some(Value::String(s)) => humantime::parse_rfc3339_weak(s)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .ok_or_else(|| at("ts", "expected UNIX seconds or an RFC 3339 time"))?,
+        Some(_) => return Err(at("ts", "expected UNIX seconds or an RFC 3339 time")),
+    };
+    if ts_ms > now_ms + 60_000 {
+        return Err(at("ts", "is in the future"));
+    }
+    Ok(LoginEvent {
+        ts_ms,
+        src_ip,
+        dst_port,
+        failed,
+    })
+}
+
+/// `POST /api/v1/events`: one login event or an array of them. The whole request is checked
+/// first: one bad event and nothing is taken. Failed logins count toward the brute-force rule
+/// over the login window, as evidence a service saw (so their source is taken as real).
+/// Authorised by [`guard`] before the body was read.
+async fn events(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    let v: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let items = match v {
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    if items.len() > EVENTS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "{} events in one request; at most {EVENTS_PER_REQUEST}",
+            items.len()
+        )));
+    }
+    let (now, mono) = (now_ms(), crate::clock::mono_now_ns());
+    let events = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| login_event(i, v, now))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let failed: Vec<(IpAddr, u16, u64)> = events
+        .iter()
+        .filter(|e| e.failed)
+        .map(|e| {
+            let ago_ns = now.saturating_sub(e.ts_ms).saturating_mul(1_000_000);
+            (e.src_ip, e.dst_port, mono.saturating_sub(ago_ns))
+        })
+        .collect();
+    let n_failed = failed.len();
+    if !st.logins.push_all(failed) {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many events waiting for the next detection pass; retry shortly".into(),
+        ));
+    }
+    info!(
+        events = events.len(),
+        login_failed = n_failed,
+        "login events reported"
+    );
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "accepted": events.len(), "login_failed": n_failed })),
+    )
+        .into_response())
+}
+
 async fn model(State(st): State<ApiState>) -> ApiResult {
     let status = blocking(move || Ok(AgentStatus::read(&st.state_dir))).await?;
     ok(json!({ "model": status.and_then(|s| s.model) }))
@@ -614,7 +814,18 @@ pub fn openapi() -> Value {
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                 "description": "the token in <state-dir>/api.token (`astra token show`)"}},
-            "schemas": {"Error": {"type": "object", "properties": {"error": {"type": "string"}}}}
+            "schemas": {
+                "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+                "LoginEvent": {"type": "object", "required": ["src_ip", "dst_port", "event_type"], "additionalProperties": false, "properties": {
+                    "ts": {"description": "UNIX seconds or RFC 3339; default now", "oneOf": [{"type": "number", "minimum": 0}, {"type": "string"}]},
+                    "src_ip": {"type": "string"},
+                    "dst_ip": {"type": "string"},
+                    "dst_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                    "protocol": {"type": "string"},
+                    "bytes": {"type": "integer", "minimum": 0},
+                    "event_type": {"type": "string", "enum": ["login_failed", "login_success"]}
+                }}
+            }
         },
         "paths": {
             "/healthz": {"get": {"summary": "Liveness: the agent process serves requests", "responses": {"200": {"description": "ok"}}}},
@@ -637,7 +848,14 @@ pub fn openapi() -> Value {
             "/api/v1/blocklist/{net}": delete("blocklist"),
             "/api/v1/allowlist": list_ops("allowlist", false),
             "/api/v1/allowlist/{net}": delete("allowlist"),
-            "/api/v1/model": {"get": {"summary": "Isolation-forest model status", "responses": {"200": json_ok("model")}}}
+            "/api/v1/model": {"get": {"summary": "Isolation-forest model status", "responses": {"200": json_ok("model")}}},
+            "/api/v1/events": {"post": {
+                "summary": "Report login events (one, or an array of at most 10000); failed logins count toward the brute-force rule",
+                "security": [{"bearer": []}],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                    "oneOf": [{"$ref": "#/components/schemas/LoginEvent"}, {"type": "array", "maxItems": EVENTS_PER_REQUEST, "items": {"$ref": "#/components/schemas/LoginEvent"}}]}}}},
+                "responses": {"202": json_ok("{accepted, login_failed}"), "400": err.clone(), "401": err.clone(), "503": err.clone()}
+            }}
         }
     })
 }
@@ -669,6 +887,48 @@ mod tests {
         ] {
             assert!(!loopback_host(h), "{h}");
         }
+    }
+
+    #[test]
+    fn login_events_are_checked_field_by_field() {
+        let now = 1_700_000_000_000;
+        let ok = json!({"src_ip": "198.18.0.7", "dst_port": 22, "event_type": "login_failed",
+            "ts": 1_699_999_990.5, "protocol": "ssh", "bytes": 120, "dst_ip": "198.18.1.1"});
+        assert_eq!(
+            login_event(0, &ok, now).unwrap(),
+            LoginEvent {
+                ts_ms: 1_699_999_990_500,
+                src_ip: "198.18.0.7".parse().unwrap(),
+                dst_port: 22,
+                failed: true,
+            }
+        );
+        let mut rfc = ok.clone();
+        rfc["ts"] = json!("2023-11-14T22:13:10Z");
+        assert_eq!(login_event(0, &rfc, now).unwrap().ts_ms, 1_699_999_990_000);
+        let bad = |field: &str, v: Value| {
+            let mut e = ok.clone();
+            if v.is_null() {
+                e.as_object_mut().unwrap().remove(field);
+            } else {
+                e[field] = v;
+            }
+            login_event(3, &e, now).unwrap_err().to_string()
+        };
+        assert_eq!(
+            bad("src_ip", json!("198.18.0.300")),
+            "events[3].src_ip: not an IP address"
+        );
+        assert_eq!(bad("src_ip", Value::Null), "events[3].src_ip: missing");
+        assert!(bad("dst_port", json!(0)).starts_with("events[3].dst_port:"));
+        assert!(bad("dst_port", json!(70000)).starts_with("events[3].dst_port:"));
+        assert!(bad("event_type", json!("logout")).contains("'logout' is not login_failed"));
+        assert!(bad("ts", json!(1_800_000_000)).contains("in the future"));
+        assert_eq!(bad("user", json!("root")), "events[3].user: unknown field");
+        assert_eq!(
+            login_event(1, &json!([1]), now).unwrap_err().to_string(),
+            "events[1]: expected an object"
+        );
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         "metrics",
     ));
     info!(addr = %cfg.metrics_addr, "serving /metrics");
+    let logins = Arc::new(api::LoginQueue::default());
     let api_server = tokio::spawn(api::serve(
         api_listener,
         api::router(api::ApiState {
@@ -124,6 +125,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             store: store.clone(),
             loopback: cfg.api_addr.ip().is_loopback(),
             poll_interval: cfg.poll_interval,
+            logins: logins.clone(),
         }),
         "API",
     ));
@@ -160,7 +162,10 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
     status.write(&cfg.state_dir)?;
 
-    let control = Arc::new(Control::default());
+    let control = Arc::new(Control {
+        logins: logins.clone(),
+        ..Control::default()
+    });
     // Feeds sync on their own thread, with their own map handles and the shared store: a large
     // feed swapped for another takes seconds to apply, and polls must go on meanwhile (a 1M-line
     // swap used to stop polling for 22 s).
@@ -244,6 +249,8 @@ struct Control {
     reloaded: Mutex<Option<AgentConfig>>,
     /// The feed thread's part of a reload: the feed paths and how often to check them.
     feeds_reloaded: Mutex<Option<(Vec<PathBuf>, Duration)>>,
+    /// Failed logins the API took, for the poll thread.
+    logins: Arc<api::LoginQueue>,
 }
 
 enum Signal {
@@ -432,6 +439,9 @@ fn poll_loop(
         if n.is_multiple_of(LIST_SCAN_EVERY) {
             recover_store(lists);
             notice_detached(watch, status, metrics);
+        }
+        for (src, port, at_ns) in control.logins.take() {
+            engine.report_login_failure(src, port, at_ns);
         }
         let t0 = Instant::now();
         match poll_once(

@@ -98,7 +98,8 @@ pub(super) fn features_map(w: &SourceWindow) -> BTreeMap<String, f64> {
 
 /// How much the source's address can be trusted, from its long-window behaviour.
 pub fn realness(w: &SourceWindow, cfg: &RuleConfig) -> Realness {
-    if w.handshakes > 0 {
+    // A service that rejected a password from the source had a connection with it.
+    if w.handshakes > 0 || w.reported_login_failures > 0 {
         Realness::Handshake
     } else if (w.fwd_packets >= cfg.repetition_packets && w.replied > 0)
         || w.fwd_packets >= cfg.unanswered_repetition_packets

@@ -53,6 +53,9 @@ impl Default for FeatureConfig {
 #[derive(Debug, Default)]
 struct LoginFailures {
     by_key: FastMap<(IpAddr, u16), VecDeque<u64>>,
+    /// Sources whose failures a service reported itself (`POST /api/v1/events`): a server
+    /// only rejects a password over a connection the source completed, so these are real.
+    reported: FastMap<IpAddr, u64>,
     updates: u32,
 }
 
@@ -86,6 +89,9 @@ impl LoginFailures {
             }
             !t.is_empty()
         });
+        let remembered: std::collections::HashSet<IpAddr> =
+            self.by_key.keys().map(|(s, _)| *s).collect();
+        self.reported.retain(|src, _| remembered.contains(src));
     }
 
     /// Failed logins from `src` to `port` that ended at or after `cut`.
@@ -93,6 +99,14 @@ impl LoginFailures {
         self.by_key
             .get(&(src, port))
             .map_or(0, |t| t.iter().filter(|&&x| x >= cut).count() as u64)
+    }
+
+    /// Sources with failed logins in memory.
+    fn sources(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self.by_key.keys().map(|(s, _)| *s).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// The ports `src` has failed logins on.
@@ -232,6 +246,8 @@ pub struct SourceWindow {
     /// Long window only: the login port with the most failed logins over the login window
     /// (those still in the window and those remembered after it), and how many.
     pub login_window_failures: Option<(u16, u64)>,
+    /// Failed logins a service reported for this source (not seen on the wire).
+    pub reported_login_failures: u64,
 }
 
 /// What a destination received over one window.
@@ -561,6 +577,17 @@ impl Tracker {
         self.active.len() + self.closed.len()
     }
 
+    /// Failed logins a service reported (`POST /api/v1/events`), each at its own time: they
+    /// count over the login window like those seen on the wire.
+    pub fn report_login_failure(&mut self, src: IpAddr, port: u16, at_ns: u64) {
+        if self.logins.by_key.len() >= LOGIN_KEYS && !self.logins.by_key.contains_key(&(src, port))
+        {
+            return;
+        }
+        self.logins.record(src, port, at_ns);
+        *self.logins.reported.entry(src).or_default() += 1;
+    }
+
     /// Drops the live conversations of the last update (the next update replaces them).
     pub fn release_active(&mut self) {
         self.active = Vec::new();
@@ -759,6 +786,7 @@ impl Tracker {
         let w_long = self.cfg.long_window.as_secs_f64().max(1e-9);
         let mut i = 0;
         let mut sent_sums = SortedSums::new(&self.sent);
+        let mut seen: Vec<IpAddr> = Vec::new();
         while i < rows.len() {
             let src_key = rows[i].key().0;
             let mut j = i;
@@ -861,6 +889,8 @@ impl Tracker {
                         }
                     }
                     a.w.login_window_failures = slow;
+                    a.w.reported_login_failures =
+                        self.logins.reported.get(&src).copied().unwrap_or(0);
                 }
                 a.w.distinct_protocols = protocols.iter().map(|w| u64::from(w.count_ones())).sum();
                 let n = a.w.features.conns;
@@ -891,6 +921,31 @@ impl Tracker {
             // Every row is inside the long window, so a source always has one.
             if let [short, Some(long)] = &windows {
                 visit(src, short.as_ref(), long);
+                seen.push(src);
+            }
+        }
+        // Sources known only by their failed logins (reported by a service, or seen before
+        // the long window): their login window alone.
+        let login_cut = now_ns.saturating_sub(self.cfg.login_window.as_nanos() as u64);
+        seen.sort_unstable();
+        for src in self.logins.sources() {
+            if seen.binary_search(&src).is_ok() {
+                continue;
+            }
+            let mut top: Option<(u16, u64)> = None;
+            for p in self.logins.ports(src) {
+                let n = self.logins.count(src, p, login_cut);
+                if n > 0 && top.is_none_or(|(q, b)| n > b || (n == b && p < q)) {
+                    top = Some((p, n));
+                }
+            }
+            if top.is_some() {
+                let w = SourceWindow {
+                    login_window_failures: top,
+                    reported_login_failures: self.logins.reported.get(&src).copied().unwrap_or(0),
+                    ..SourceWindow::default()
+                };
+                visit(src, None, &w);
             }
         }
         let mut dst_short = FastMap::default();

@@ -187,6 +187,75 @@ fn api_serves_reads_and_guards_changes_with_the_token() {
     agent.stop();
 }
 
+/// Failed logins a service posts count like those seen on the wire: five to one port from
+/// one address and it is blocked (the service saw it connect, so it is taken as real). A bad
+/// event anywhere in a batch applies none of it, and successes alone block nothing.
+#[test]
+fn reported_failed_logins_block_their_source() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (pin_dir(), state_dir());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    agent.settle();
+    let token = token(pin.path(), state.path());
+    let event = |src: &str, kind: &str| {
+        format!(
+            r#"{{"src_ip": "{src}", "dst_port": 22, "protocol": "ssh", "event_type": "{kind}"}}"#
+        )
+    };
+    let batch = |events: Vec<String>| format!("[{}]", events.join(","));
+    let five = |src: &str, kind: &str| batch((0..5).map(|_| event(src, kind)).collect());
+
+    // No token; a bad fifth event: nothing taken.
+    let body = five("198.18.77.7", "login_failed");
+    assert_eq!(
+        agent.api("POST", "/api/v1/events", None, Some(&body)).0,
+        401
+    );
+    let mut events: Vec<String> = (0..4)
+        .map(|_| event("198.18.77.8", "login_failed"))
+        .collect();
+    events.push(
+        r#"{"src_ip": "198.18.77.8", "dst_port": 99999, "event_type": "login_failed"}"#.into(),
+    );
+    let (code, resp) = agent.api("POST", "/api/v1/events", Some(&token), Some(&batch(events)));
+    assert_eq!(code, 400, "{resp}");
+    assert!(
+        json(&resp)["error"]
+            .as_str()
+            .unwrap()
+            .contains("events[4].dst_port"),
+        "{resp}"
+    );
+    let (code, resp) = agent.api(
+        "POST",
+        "/api/v1/events",
+        Some(&token),
+        Some(&five("198.18.77.9", "login_success")),
+    );
+    assert_eq!(code, 202, "{resp}");
+    assert_eq!(json(&resp)["login_failed"], 0);
+
+    let (code, resp) = agent.api("POST", "/api/v1/events", Some(&token), Some(&body));
+    assert_eq!(code, 202, "{resp}");
+    assert_eq!(json(&resp)["accepted"], 5);
+    wait_for(
+        "the reported brute force to be blocked",
+        || blocked(pin.path(), state.path()).contains(&"198.18.77.7/32".to_owned()),
+        &agent,
+    );
+    agent.settle();
+    let nets = blocked(pin.path(), state.path());
+    assert_eq!(
+        nets,
+        ["198.18.77.7/32"],
+        "only the reported source: {nets:?}"
+    );
+    agent.stop();
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool, agent: &Agent) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {

@@ -125,7 +125,7 @@ pub const EVENTS_PER_REQUEST: usize = 10_000;
 
 impl LoginQueue {
     /// Adds all of `events`, or none when they would not fit.
-    fn push_all(&self, events: Vec<(IpAddr, u16, u64)>) -> bool {
+    pub fn push_all(&self, events: Vec<(IpAddr, u16, u64)>) -> bool {
         let mut q = self
             .0
             .lock()

@@ -69,6 +69,8 @@ pub struct AgentConfig {
     pub history_max_rows: u64,
     #[serde(rename = "feed")]
     pub feeds: Vec<PathBuf>,
+    #[serde(rename = "auth_log")]
+    pub auth_logs: Vec<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub feed_every: Duration,
     pub on_exit: OnExit,
@@ -103,6 +105,16 @@ impl AgentConfig {
             return Err(Error::Usage(format!(
                 "flow_capacity {} is out of range: 1 to {MAX_FLOW_CAPACITY}",
                 self.flow_capacity
+            )));
+        }
+        if let Some(p) = self
+            .auth_logs
+            .iter()
+            .find(|p| !crate::agent::authlog::check(p))
+        {
+            return Err(Error::Usage(format!(
+                "--auth-log {} is a directory, not a log file",
+                p.display()
             )));
         }
         if self.ifaces.is_empty() {

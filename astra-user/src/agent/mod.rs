@@ -4,6 +4,7 @@
 //! syscalls, and the HTTP endpoint must keep answering meanwhile.
 
 pub mod api;
+pub mod authlog;
 pub mod config;
 pub mod status;
 pub mod token;
@@ -178,6 +179,17 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             .spawn(move || feed_loop(paths, every, lists, &control))
             .map_err(|e| Error::io("feed thread", e))?
     };
+    // Auth logs are followed on their own thread: a slow disk must not hold up the polls.
+    let auth_follower = (!cfg.auth_logs.is_empty()).then(|| {
+        let control = control.clone();
+        let paths = cfg.auth_logs.clone();
+        std::thread::Builder::new()
+            .name("astra-authlog".into())
+            .spawn(move || authlog::follow(paths, &control.logins, &control.stop))
+    });
+    let auth_follower = auth_follower
+        .transpose()
+        .map_err(|e| Error::io("auth log thread", e))?;
     let poller = {
         let control = control.clone();
         let cfg = cfg.clone();
@@ -226,6 +238,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
     // A sync in progress finishes its current batch first.
     let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
+    if let Some(t) = auth_follower {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     server.abort();
     api_server.abort();
     match on_exit {
@@ -292,6 +307,7 @@ fn apply_reload(
         ("pin_dir", cfg.pin_dir != new.pin_dir),
         ("state_dir", cfg.state_dir != new.state_dir),
         ("events", cfg.events != new.events),
+        ("auth_log", cfg.auth_logs != new.auth_logs),
     ];
     for (key, changed) in fixed {
         if changed {
@@ -314,6 +330,7 @@ fn apply_reload(
         pin_dir: cfg.pin_dir.clone(),
         state_dir: cfg.state_dir.clone(),
         events: cfg.events.clone(),
+        auth_logs: cfg.auth_logs.clone(),
         ..new
     };
     info!(

@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// file changes (plain/FireHOL/Spamhaus, CSV or JSON; repeat for several).
     #[arg(long = "feed", value_name = "PATH")]
     pub feeds: Vec<PathBuf>,
+    /// Log of sshd or an FTP server (vsftpd) to follow for failed logins, the way fail2ban's
+    /// filters read them; they count toward the brute-force rule (repeat for several).
+    #[arg(long = "auth-log", value_name = "PATH")]
+    pub auth_logs: Vec<PathBuf>,
     /// How often feed files are checked for changes.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DUR")]
     pub feed_every: Duration,
@@ -133,6 +137,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         history_max_age: a.history_max_age,
         history_max_rows: a.history_max_rows,
         feeds: a.feeds,
+        auth_logs: a.auth_logs,
         feed_every: a.feed_every,
         on_exit: match a.on_exit {
             OnExitArg::Detach => OnExit::Detach,

@@ -256,6 +256,42 @@ fn reported_failed_logins_block_their_source() {
     agent.stop();
 }
 
+/// sshd's "Failed password" lines in a followed log count like reported failures: five and
+/// the source is blocked; other lines block nothing.
+#[test]
+fn failed_logins_in_a_followed_sshd_log_block_their_source() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (pin_dir(), state_dir());
+    let log = state.path().join("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let log_arg = format!("--auth-log={}", log.display());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[&log_arg]);
+    agent.settle();
+    let append = |text: &str| {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    append(
+        "Dec  1 10:00:00 srv sshd[7]: Accepted password for alice from 198.18.66.5 port 4000 ssh2\n",
+    );
+    for i in 0..5 {
+        append(&format!(
+            "Dec  1 10:00:0{i} srv sshd[7]: Failed password for root from 198.18.66.6 port 400{i} ssh2\n"
+        ));
+    }
+    wait_for(
+        "the brute force in the log to be blocked",
+        || blocked(pin.path(), state.path()).contains(&"198.18.66.6/32".to_owned()),
+        &agent,
+    );
+    assert_eq!(blocked(pin.path(), state.path()), ["198.18.66.6/32"]);
+    agent.stop();
+}
+
 fn wait_for(what: &str, mut f: impl FnMut() -> bool, agent: &Agent) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !f() {

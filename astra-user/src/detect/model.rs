@@ -513,7 +513,30 @@ mod tests {
         }
     }
 
-    fn dir() -> PathBuf {
+    /// A scratch state dir, removed at drop (they used to pile up in the temp dir).
+    struct Scratch(PathBuf);
+
+    impl std::ops::Deref for Scratch {
+        type Target = Path;
+
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for Scratch {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn dir() -> Scratch {
         let d = std::env::temp_dir().join(format!(
             "astra-model-{}-{:?}",
             std::process::id(),
@@ -521,7 +544,7 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Scratch(d)
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl Default for FeatureConfig {
 /// Only sources that completed handshakes get here, so forged addresses cannot fill it.
 #[derive(Debug, Default)]
 struct LoginFailures {
-    by_key: FastMap<(IpAddr, u16), VecDeque<u64>>,
+    /// Per source, each login port's end times: keyed by source so that one source's ports
+    /// are a lookup, not a scan of every pair, in the window pass.
+    by_src: FastMap<IpAddr, Vec<(u16, VecDeque<u64>)>>,
+    /// Pairs held, across sources.
+    pairs: usize,
     /// Sources whose failures a service reported itself (`POST /api/v1/events`): a server
     /// only rejects a password over a connection the source completed, so these are real.
     reported: FastMap<IpAddr, u64>,
@@ -65,15 +69,30 @@ pub const LOGIN_KEYS: usize = 100_000;
 pub const LOGIN_TIMES: usize = 256;
 
 impl LoginFailures {
-    fn record(&mut self, src: IpAddr, port: u16, at_ns: u64) {
-        if self.by_key.len() >= LOGIN_KEYS && !self.by_key.contains_key(&(src, port)) {
-            return;
+    /// Remembers one failure; false when the memory is full and the pair is new.
+    fn record(&mut self, src: IpAddr, port: u16, at_ns: u64) -> bool {
+        let known = self
+            .by_src
+            .get(&src)
+            .is_some_and(|ports| ports.iter().any(|(p, _)| *p == port));
+        if !known && self.pairs >= LOGIN_KEYS {
+            return false;
         }
-        let times = self.by_key.entry((src, port)).or_default();
+        let ports = self.by_src.entry(src).or_default();
+        let i = match ports.iter().position(|(p, _)| *p == port) {
+            Some(i) => i,
+            None => {
+                self.pairs += 1;
+                ports.push((port, VecDeque::new()));
+                ports.len() - 1
+            }
+        };
+        let times = &mut ports[i].1;
         if times.len() >= LOGIN_TIMES {
             times.pop_front();
         }
         times.push_back(at_ns);
+        true
     }
 
     /// Drops times older than `cut`; all pairs every so often, so a pair nobody reads again
@@ -83,38 +102,38 @@ impl LoginFailures {
         if !self.updates.is_multiple_of(64) {
             return;
         }
-        self.by_key.retain(|_, t| {
-            while t.front().is_some_and(|&x| x < cut) {
-                t.pop_front();
-            }
-            !t.is_empty()
+        self.by_src.retain(|_, ports| {
+            ports.retain_mut(|(_, t)| {
+                while t.front().is_some_and(|&x| x < cut) {
+                    t.pop_front();
+                }
+                !t.is_empty()
+            });
+            !ports.is_empty()
         });
-        let remembered: std::collections::HashSet<IpAddr> =
-            self.by_key.keys().map(|(s, _)| *s).collect();
-        self.reported.retain(|src, _| remembered.contains(src));
+        self.pairs = self.by_src.values().map(Vec::len).sum();
+        let by_src = &self.by_src;
+        self.reported.retain(|src, _| by_src.contains_key(src));
     }
 
     /// Failed logins from `src` to `port` that ended at or after `cut`.
     fn count(&self, src: IpAddr, port: u16, cut: u64) -> u64 {
-        self.by_key
-            .get(&(src, port))
-            .map_or(0, |t| t.iter().filter(|&&x| x >= cut).count() as u64)
+        self.by_src
+            .get(&src)
+            .and_then(|ports| ports.iter().find(|(p, _)| *p == port))
+            .map_or(0, |(_, t)| t.iter().filter(|&&x| x >= cut).count() as u64)
     }
 
-    /// Sources with failed logins in memory.
+    /// Sources with failed logins in memory, in address order.
     fn sources(&self) -> Vec<IpAddr> {
-        let mut v: Vec<IpAddr> = self.by_key.keys().map(|(s, _)| *s).collect();
+        let mut v: Vec<IpAddr> = self.by_src.keys().copied().collect();
         v.sort_unstable();
-        v.dedup();
         v
     }
 
     /// The ports `src` has failed logins on.
     fn ports(&self, src: IpAddr) -> impl Iterator<Item = u16> + '_ {
-        self.by_key
-            .keys()
-            .filter(move |(s, _)| *s == src)
-            .map(|(_, p)| *p)
+        self.by_src.get(&src).into_iter().flatten().map(|(p, _)| *p)
     }
 }
 
@@ -580,12 +599,9 @@ impl Tracker {
     /// Failed logins a service reported (`POST /api/v1/events`), each at its own time: they
     /// count over the login window like those seen on the wire.
     pub fn report_login_failure(&mut self, src: IpAddr, port: u16, at_ns: u64) {
-        if self.logins.by_key.len() >= LOGIN_KEYS && !self.logins.by_key.contains_key(&(src, port))
-        {
-            return;
+        if self.logins.record(src, port, at_ns) {
+            *self.logins.reported.entry(src).or_default() += 1;
         }
-        self.logins.record(src, port, at_ns);
-        *self.logins.reported.entry(src).or_default() += 1;
     }
 
     /// Drops the live conversations of the last update (the next update replaces them).

@@ -49,6 +49,9 @@ pub const GEN_PROGRAM: &str = "astra_gen";
 /// An XDP program the loader runs once to line the dataplane's clock up with
 /// CLOCK_MONOTONIC_COARSE.
 pub const CLOCK_PROGRAM: &str = "astra_clock";
+/// An XDP program that sets the dataplane's clock from the frame: `astra replay` runs it so
+/// that packets are stamped with their capture time.
+pub const SET_CLOCK_PROGRAM: &str = "astra_set_clock";
 /// An XDP program that drops every frame: the ceiling of what a flood generator and a veth can
 /// carry, against which filters' own costs are measured.
 pub const DROP_ALL_PROGRAM: &str = "astra_drop_all";

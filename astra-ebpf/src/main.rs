@@ -377,3 +377,19 @@ pub fn astra_clock(_ctx: XdpContext) -> u32 {
     unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(ASTRA_CLOCK_OFFSET), offset) };
     xdp_action::XDP_PASS
 }
+
+/// Sets the dataplane's clock to the little-endian u64 at the start of the frame. `astra replay`
+/// runs it on an object loaded with `ASTRA_TICK_NS` = 0, where [`now_ns`] is this offset alone:
+/// the clock then reads the capture's timestamp, exactly, and stands still between packets
+/// instead of racing ahead in real time. Never attached; on a live dataplane nothing runs it.
+#[xdp]
+pub fn astra_set_clock(ctx: XdpContext) -> u32 {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + 8 > end {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: the 8 bytes were bounds-checked above; the frame need not be aligned.
+    let ns = u64::from_le_bytes(unsafe { core::ptr::read_unaligned(data as *const [u8; 8]) });
+    unsafe { core::ptr::write_volatile(core::ptr::addr_of_mut!(ASTRA_CLOCK_OFFSET), ns) };
+    xdp_action::XDP_PASS
+}

@@ -5,13 +5,35 @@
 //! - `CLOCK_MONOTONIC` in nanoseconds ([`mono_now_ns`]): what the dataplane stamps flows with
 //!   and compares kernel expiries against (`bpf_ktime_get_coarse_ns` ticks on the same clock).
 //!
+//! `astra replay` judges a capture on the capture's own clock: while [`set_virtual`] holds a
+//! time on a thread, every clock here reads that time on that thread, both time bases alike
+//! (the replay's dataplane is stamped with the same value), so expiries, windows and the event
+//! log all follow the capture.
+//!
 //! A wall clock set before 1970 reads as 0 rather than failing, and times beyond what RFC 3339
 //! can write are clamped, so no input can make a formatter panic.
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+thread_local! {
+    static VIRTUAL_NS: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes every clock of this module read `unix_ns` (UNIX nanoseconds) on the calling thread,
+/// as both wall-clock and monotonic time, until it is set again or cleared with `None`.
+pub fn set_virtual(unix_ns: Option<u64>) {
+    VIRTUAL_NS.with(|v| v.set(unix_ns));
+}
+
+fn virtual_ns() -> Option<u64> {
+    VIRTUAL_NS.with(std::cell::Cell::get)
+}
+
 /// Current wall-clock time in UNIX seconds. A clock set before 1970 yields 0, which makes every
 /// expiring entry look fresh rather than crashing the agent.
 pub fn now_unix() -> u64 {
+    if let Some(ns) = virtual_ns() {
+        return ns / 1_000_000_000;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -19,6 +41,9 @@ pub fn now_unix() -> u64 {
 
 /// Current wall-clock time in UNIX milliseconds (0 before 1970, like [`now_unix`]).
 pub fn now_ms() -> u64 {
+    if let Some(ns) = virtual_ns() {
+        return ns / 1_000_000;
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -26,6 +51,9 @@ pub fn now_ms() -> u64 {
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock the dataplane's expiries are compared against.
 pub fn mono_now_ns() -> u64 {
+    if let Some(ns) = virtual_ns() {
+        return ns;
+    }
     clock_ns(libc::clock_gettime, libc::CLOCK_MONOTONIC)
 }
 
@@ -96,5 +124,17 @@ mod tests {
         assert!(coarse_tick_ns() > 0);
         assert_eq!(mono_to_unix(b, 1000, b), 1000);
         assert_eq!(mono_to_unix(b - 5_000_000_000, 1000, b), 995);
+    }
+
+    #[test]
+    fn a_virtual_time_holds_on_its_thread_only() {
+        set_virtual(Some(1_234_567_890_123_456_789));
+        assert_eq!(now_unix(), 1_234_567_890);
+        assert_eq!(now_ms(), 1_234_567_890_123);
+        assert_eq!(mono_now_ns(), 1_234_567_890_123_456_789);
+        let other = std::thread::spawn(now_unix).join().unwrap();
+        assert!(other > 1_577_836_800, "another thread keeps the real clock");
+        set_virtual(None);
+        assert!(now_unix() > 1_577_836_800);
     }
 }

@@ -12,6 +12,7 @@
 //! - [`verdict`]: what to do about an alert
 //! - [`lists`] (block and allow lists, feeds) and [`sink`] (events, reports, metrics, history)
 //! - [`engine`]: one pass, detect -> decide -> apply
+//! - [`replay`]: captures judged through the real dataplane on their own clock
 //! - [`agent`]: the run loop, its status and its HTTP API
 //! - tools on top: [`lab`], [`bench`](mod@bench); and [`cli`], the only module that knows clap
 pub mod addr;
@@ -31,6 +32,8 @@ pub mod verdict;
 pub mod engine;
 pub mod lists;
 pub mod sink;
+
+pub mod replay;
 
 pub mod agent;
 

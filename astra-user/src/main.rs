@@ -28,9 +28,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A replay reports what it found itself; the engine's per-block log lines (naming
+    // incident files in a scratch dir that is gone afterwards) would only interleave with it.
+    let default_level = match cli.command {
+        astra::cli::Command::Replay(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("ASTRA_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("ASTRA_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for people: the journal and log files get plain text.

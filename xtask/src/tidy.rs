@@ -37,6 +37,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("verdict", &["verdict"]),
     ("lists+sink", &["lists", "sink"]),
     ("engine", &["engine"]),
+    ("replay", &["replay"]),
     ("agent", &["agent"]),
     ("lab", &["lab"]),
     ("bench", &["bench"]),

@@ -69,6 +69,12 @@ fn print_alerts(alerts: &[Alert], from: &str, json: bool) -> Result<()> {
         println!("no alerts in {from}");
         return Ok(());
     }
+    println!("{}", alerts_table(alerts));
+    Ok(())
+}
+
+/// Alerts as a table, oldest first.
+pub fn alerts_table(alerts: &[Alert]) -> comfy_table::Table {
     let mut t = table(&[
         "TIME", "TYPE", "SEVERITY", "CONF", "RISK", "SOURCE", "TARGETS", "ACTION", "RULE",
     ]);
@@ -92,8 +98,7 @@ fn print_alerts(alerts: &[Alert], from: &str, json: bool) -> Result<()> {
             a.rule.clone(),
         ]);
     }
-    println!("{t}");
-    Ok(())
+    t
 }
 
 pub fn incidents(

@@ -10,6 +10,7 @@ pub mod history;
 pub mod lists;
 pub mod model;
 pub mod render;
+pub mod replay;
 pub mod status;
 pub mod tools;
 
@@ -209,6 +210,9 @@ pub enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Replay packet captures (pcap, pcapng) through the real XDP program into private maps,
+    /// judged on the capture's own clock: alerts, incidents, top talkers and a summary.
+    Replay(replay::ReplayArgs),
     /// Import blocklist feeds (FireHOL, Spamhaus DROP, CSV, JSON) and export the lists.
     #[command(subcommand)]
     Blocklist(blocklist::BlocklistCmd),
@@ -282,6 +286,13 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
 }
 
 fn run_verb(cli: Cli) -> Result<()> {
+    if let Command::Replay(a) = cli.command {
+        return replay::run(a, &cli.detect_settings);
+    }
+    run_other(cli)
+}
+
+fn run_other(cli: Cli) -> Result<()> {
     if matches!(cli.command, Command::Run(_)) {
         return agent::run_agent(agent::agent_config(cli)?);
     }
@@ -330,6 +341,7 @@ fn run_verb(cli: Cli) -> Result<()> {
         } => lists::list(&pin_dir, &state_dir, kind, limit, offset, json),
         Command::Flows { top, json } => status::flows(&pin_dir, &state_dir, top, json),
         Command::Lab { .. } => unreachable!("handled in run"),
+        Command::Replay(_) => unreachable!("handled in run_verb"),
         Command::Status { json } => status::status(&pin_dir, &state_dir, json),
         Command::Alerts {
             json,

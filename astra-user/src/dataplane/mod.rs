@@ -280,6 +280,62 @@ impl Dataplane {
     /// there are none). `flow_capacity` sizes the flow table; a pinned flow table of another
     /// size is discarded, since flows are transient and the size is the operator's choice.
     pub fn load(pin_dir: &Path, flow_capacity: u32) -> Result<Self> {
+        let mut dp = Self::load_with(pin_dir, flow_capacity, crate::clock::coarse_tick_ns())?;
+        dp.calibrate_clock()?;
+        Ok(dp)
+    }
+
+    /// A dataplane of its own for `astra replay`: maps that no agent or CLI can reach, never
+    /// attached, and a clock that reads whatever [`Dataplane::set_clock`] last set (loaded with
+    /// a tick of 0, the jiffies term vanishes). The maps are pinned only while they are opened,
+    /// under a fresh dir that is removed at once, so a killed replay leaves nothing behind;
+    /// they live as long as the returned handles.
+    pub fn load_private(flow_capacity: u32) -> Result<(Self, maps::PinnedMaps)> {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = Path::new(SYS_FS_BPF).join(format!("astra-replay-{}-{n}", std::process::id()));
+        let loaded = Self::load_with(&dir, flow_capacity, 0).and_then(|dp| {
+            let maps = maps::PinnedMaps::open(&dir)?
+                .ok_or_else(|| Error::Layout("private maps were not pinned".into()))?;
+            Ok((dp, maps))
+        });
+        // Whatever happened, the pins go: open handles keep the maps alive.
+        for name in map_names::ALL {
+            let _ = fs::remove_file(dir.join(name));
+        }
+        let _ = fs::remove_dir(dir.join("links"));
+        let _ = fs::remove_dir(&dir);
+        loaded
+    }
+
+    /// Sets a private dataplane's clock (see [`Dataplane::load_private`]) to `ns`.
+    pub fn set_clock(&mut self, ns: u64) -> Result<()> {
+        // The smallest frame XDP's test run accepts is an Ethernet header's 14 bytes.
+        let mut frame = [0u8; 14];
+        frame[..8].copy_from_slice(&ns.to_le_bytes());
+        self.extra_program(astra_common::SET_CLOCK_PROGRAM)?
+            .test_run(TestRunOptions {
+                data_in: Some(&frame),
+                repeat: 1,
+                ..Default::default()
+            })
+            .map_err(|e| Error::bpf("setting the dataplane clock", e))?;
+        Ok(())
+    }
+
+    /// Runs the XDP program on one frame with BPF_PROG_TEST_RUN; returns its verdict.
+    pub fn run_frame(&mut self, frame: &[u8]) -> Result<u32> {
+        let r = xdp_program(&mut self.ebpf)?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..Default::default()
+            })
+            .map_err(|e| Error::bpf("running the XDP program on a frame", e))?;
+        Ok(r.return_value)
+    }
+
+    fn load_with(pin_dir: &Path, flow_capacity: u32, tick_ns: u64) -> Result<Self> {
         if EBPF_OBJECT.is_empty() {
             return Err(Error::NoEbpfObject);
         }
@@ -299,7 +355,6 @@ impl Dataplane {
             );
             fs::remove_file(&flows_pin).map_err(|e| Error::io(&flows_pin, e))?;
         }
-        let tick_ns = crate::clock::coarse_tick_ns();
         let mut ebpf = EbpfLoader::new()
             .override_global(TICK_GLOBAL, &tick_ns, true)
             .default_map_pin_directory(pin_dir)
@@ -321,13 +376,11 @@ impl Dataplane {
         tc_program(&mut ebpf)?
             .load()
             .map_err(|e| Error::bpf("loading the TC egress program (verifier)", e))?;
-        let mut dp = Self {
+        Ok(Self {
             ebpf,
             pin_dir: pin_dir.to_owned(),
             attachments: Vec::new(),
-        };
-        dp.calibrate_clock()?;
-        Ok(dp)
+        })
     }
 
     /// Runs the clock calibration program once, so the dataplane's jiffies clock reads as

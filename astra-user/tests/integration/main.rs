@@ -15,3 +15,4 @@ mod lab;
 mod netns;
 mod operations;
 mod prog_test_run;
+mod replay;

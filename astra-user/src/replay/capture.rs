@@ -63,7 +63,12 @@ pub enum Link {
 
 impl Link {
     fn from_linktype(t: Linktype) -> Option<Link> {
-        Some(match t.0 {
+        // The field's upper bits say whether frames end in an FCS (harmless here: bytes after
+        // the headers); bits 16-25 are reserved and must be zero, as libpcap insists.
+        if t.0 & 0x03ff_0000 != 0 {
+            return None;
+        }
+        Some(match t.0 & 0xffff {
             1 => Link::Ethernet,
             113 => Link::Sll,
             276 => Link::Sll2,
@@ -136,7 +141,14 @@ impl Link {
             return false;
         };
         let payload = &data[skip..];
-        let orig_payload = (orig_len as usize).saturating_sub(skip).max(payload.len());
+        // Padding a packet cut inside its headers would make zeros into header fields: such a
+        // packet goes as it was captured, and the dataplane reports what it cannot parse.
+        let wire = if headers_complete(ethertype_of(self, data, ethertype), payload, self) {
+            orig_len as usize
+        } else {
+            0
+        };
+        let orig_payload = wire.saturating_sub(skip).max(payload.len());
         if self == Link::Ethernet {
             out.extend_from_slice(&payload[..payload.len().min(MAX_FRAME)]);
             out.resize(orig_payload.min(MAX_FRAME), 0);
@@ -149,6 +161,58 @@ impl Link {
         out.resize(ETH_HEADER + orig_payload.min(room), 0);
         true
     }
+}
+
+/// The EtherType of a packet: the link header's, or an Ethernet frame's own.
+fn ethertype_of(link: Link, data: &[u8], from_header: u16) -> u16 {
+    match link {
+        Link::Ethernet => data
+            .get(12..14)
+            .map_or(0, |b| u16::from_be_bytes([b[0], b[1]])),
+        _ => from_header,
+    }
+}
+
+/// Whether the captured bytes hold every header the dataplane reads (VLAN tags, the IP
+/// header, and the transport header's fixed part, TCP options included). A packet that is not
+/// IP is complete by definition: nothing of it is parsed.
+fn headers_complete(mut ethertype: u16, payload: &[u8], link: Link) -> bool {
+    let mut at = if link == Link::Ethernet { 14 } else { 0 };
+    let byte = |i: usize| payload.get(i).copied();
+    for _ in 0..2 {
+        if ethertype != 0x8100 && ethertype != 0x88a8 {
+            break;
+        }
+        let Some(b) = payload.get(at + 2..at + 4) else {
+            return false;
+        };
+        ethertype = u16::from_be_bytes([b[0], b[1]]);
+        at += 4;
+    }
+    let (proto, l4) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let Some(vihl) = byte(at) else { return false };
+            let Some(proto) = byte(at + 9) else {
+                return false;
+            };
+            (proto, at + usize::from(vihl & 0x0f) * 4)
+        }
+        // Extension headers are not followed here: the common case is TCP or UDP right after.
+        ETHERTYPE_IPV6 => match byte(at + 6) {
+            Some(next) => (next, at + 40),
+            None => return false,
+        },
+        _ => return true,
+    };
+    let need = match proto {
+        6 => match byte(l4 + 12) {
+            Some(off) => usize::from(off >> 4) * 4,
+            None => return false,
+        },
+        17 | 1 | 58 => 8,
+        _ => 0,
+    };
+    payload.len() >= l4 + need
 }
 
 /// One packet of a capture, as the XDP program gets it.
@@ -477,14 +541,31 @@ mod tests {
 
     #[test]
     fn every_link_type_becomes_ethernet_padded_to_the_wire_length() {
-        let ip = [0x45u8, 0, 0, 20];
+        // IPv4 (protocol UDP) and a UDP header: all the headers there are.
+        let mut ip = vec![0x45u8, 0, 0, 28, 0, 0, 0, 0, 64, 17];
+        ip.resize(28, 0);
         let mut out = Vec::new();
         let mut sll = vec![0u8; 14];
         sll.extend_from_slice(&[0x08, 0x00]);
         sll.extend_from_slice(&ip);
         assert!(Link::Sll.to_ethernet(&sll, 100, &mut out));
         assert_eq!(out.len(), 14 + 100 - 16);
-        assert_eq!(&out[12..18], &[0x08, 0x00, 0x45, 0, 0, 20]);
+        assert_eq!(&out[12..18], &[0x08, 0x00, 0x45, 0, 0, 28]);
+        // Cut inside the UDP header: not padded, so no zeros pose as header fields.
+        assert!(Link::Sll.to_ethernet(&sll[..16 + 24], 100, &mut out));
+        assert_eq!(out.len(), 14 + 24);
+        // A TCP header's options count too.
+        let mut tcp = vec![0x45u8, 0, 0, 60, 0, 0, 0, 0, 64, 6];
+        tcp.resize(20 + 13, 0);
+        tcp[20 + 12] = 10 << 4;
+        let mut eth = vec![0u8; 12];
+        eth.extend_from_slice(&[0x08, 0x00]);
+        eth.extend_from_slice(&tcp);
+        assert!(Link::Ethernet.to_ethernet(&eth, 1514, &mut out));
+        assert_eq!(out.len(), eth.len(), "options cut short");
+        eth.resize(14 + 20 + 40, 0);
+        assert!(Link::Ethernet.to_ethernet(&eth, 1514, &mut out));
+        assert_eq!(out.len(), 1514);
         let mut sll2 = vec![0x86, 0xdd];
         sll2.extend_from_slice(&[0; 18]);
         sll2.push(0x60);

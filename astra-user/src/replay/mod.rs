@@ -109,6 +109,8 @@ pub struct PacketCounts {
     /// Dropped in the kernel: the source was blocked by then.
     pub dropped: u64,
     pub bytes: u64,
+    /// Parsed packets whose new flow found the flow table full (counted, not in a flow).
+    pub flow_table_full: u64,
     /// Packets whose timestamp was earlier than the one before (stamped with the later one).
     pub out_of_order: u64,
 }
@@ -415,6 +417,13 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayReport> {
     counts.parse_errors = n(action::PARSE_ERROR) + link_errors;
     counts.non_ip = n(action::NON_IP);
     counts.dropped = n(action::DROP_BLOCKED) + n(action::DROP_BLOCKED_NET);
+    counts.flow_table_full = n(action::FLOW_INSERT_FAIL);
+    if counts.flow_table_full > 0 {
+        warnings.push(format!(
+            "the flow table ({} entries) was full: {} packets were counted but not in a flow; raise --flow-capacity",
+            cfg.flow_capacity, counts.flow_table_full
+        ));
+    }
     let accounted =
         counts.parsed + counts.fragments + counts.parse_errors + counts.non_ip + counts.dropped;
     if accounted != counts.read {

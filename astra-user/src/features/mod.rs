@@ -829,7 +829,10 @@ impl Tracker {
                 let mut protocols = [0u64; 4];
                 for (f, closed) in group {
                     let (dst, port) = (&f.dst, &f.dst_port);
-                    if f.last_seen_ns < cut {
+                    // Only the answers were seen (the source is blocked and its packets are
+                    // dropped uncounted, or a poll read the SYN-ACK before the SYN, or they
+                    // answer packets forged in the source's name): no evidence against it.
+                    if f.last_seen_ns < cut || f.fwd.packets == 0 {
                         continue;
                     }
                     a.w.features.conns += 1.0;

@@ -361,12 +361,32 @@ impl Pair {
     const ANSWER_ONLY: u32 = u32::MAX - 1;
 }
 
-/// Whether a lone direction answers a peer whose entry is missing: a TCP direction whose
-/// first packet was a SYN-ACK. (ICMP replies are left as they are: their type is part of the
-/// conversation's identity, and a lone reply is as often an unsolicited one.)
+/// Whether a lone TCP direction answers a peer whose entry is missing, judged by its first
+/// packet, which is never how a connection opens:
+/// - a SYN-ACK answers a SYN;
+/// - a RST refuses or tears down what the peer sent;
+/// - any other segment with ACK set (and no SYN) continues a connection whose opening was not
+///   seen; the side sending from the lower port is taken as the server.
+///
+/// The peer's entry goes missing for good when the peer is blocked: its packets are dropped
+/// before flow accounting, while the other side still answers what was in flight (and in a
+/// replayed capture, everything the peer went on sending). Taken as openers, a scanned
+/// server's RSTs to a blocked scanner's ephemeral ports made the server look like a port
+/// scanner. Probes without ACK (FIN, NULL and Xmas scans) open their direction, as do ACK
+/// probes, which come from the higher port. ICMP replies are left as they are (their type is
+/// part of the conversation's identity, and a lone reply is as often an unsolicited one), and
+/// so is UDP, where an answer from a service port looks the same as a reflection flood.
 fn answers(k: &FlowKey, v: &FlowValue) -> bool {
-    k.proto == ip_proto::TCP
-        && (v.tcp_flags >> 8) & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK
+    if k.proto != ip_proto::TCP {
+        return false;
+    }
+    let first = (v.tcp_flags >> 8) & 0xff;
+    let (syn, ack, rst) = (
+        first & tcp_flags::SYN != 0,
+        first & tcp_flags::ACK != 0,
+        first & tcp_flags::RST != 0,
+    );
+    rst || (ack && (syn || k.src_port < k.dst_port))
 }
 
 /// Pairs the `n` directional entries `get` returns into conversations. The same direction can
@@ -701,6 +721,56 @@ mod tests {
         assert_eq!(lone_syn[0].src, IpAddr::from(c));
         let lone_ack = pair_flows([(&rep, &val(3, S, S))]);
         assert_eq!(lone_ack[0].src, IpAddr::from(s));
+    }
+
+    /// A blocked source's packets are dropped before flow accounting, so what the other side
+    /// still sends it arrives alone: none of that may make the other side an opener.
+    #[test]
+    fn lone_answers_of_a_peer_gone_silent_stay_answers() {
+        let scanner = [198, 18, 0, 66];
+        let server = [198, 18, 1, 10];
+        let first = |f: u32| FlowValue {
+            tcp_flags: f << 8 | f,
+            ..val(1, S, S)
+        };
+        let (rst, ack) = (tcp_flags::RST, tcp_flags::ACK);
+        let (fin, psh, syn) = (tcp_flags::FIN, tcp_flags::PSH, tcp_flags::SYN);
+        let from_server = key(server, scanner, 22, 51000, 6, direction::INGRESS);
+        let from_scanner = key(scanner, server, 51000, 22, 6, direction::INGRESS);
+        for (k, flags, opener) in [
+            // A closed port refusing a SYN, a RST tearing down, data and a FIN continuing a
+            // connection from the server's port: the scanner's conversations.
+            (from_server, rst | ack, scanner),
+            (from_server, rst, scanner),
+            (from_server, psh | ack, scanner),
+            (from_server, fin | ack, scanner),
+            // The same segments from the higher port continue the sender's own connection.
+            (from_scanner, psh | ack, scanner),
+            (from_scanner, fin | ack, scanner),
+            // Probes open their direction: FIN, NULL and Xmas scans carry no ACK, and an ACK
+            // probe comes from the higher port.
+            (from_scanner, fin, scanner),
+            (from_scanner, 0, scanner),
+            (from_scanner, fin | psh | 0x20, scanner),
+            (from_scanner, ack, scanner),
+            (from_scanner, syn, scanner),
+            (from_server, syn | ack, scanner),
+        ] {
+            let f = pair_flows([(&k, &first(flags))]);
+            assert_eq!(f.len(), 1);
+            assert_eq!(
+                f[0].src,
+                IpAddr::from(opener),
+                "first flags {flags:#x} from {k:?}"
+            );
+            assert_eq!(f[0].dst_port, 22, "first flags {flags:#x}");
+        }
+        // UDP from a service port is left as it is: it may as well be a reflection flood.
+        let dns = key(server, scanner, 53, 51000, 17, direction::INGRESS);
+        assert_eq!(
+            pair_flows([(&dns, &val(1, S, S))])[0].src,
+            IpAddr::from(server)
+        );
     }
 
     #[test]

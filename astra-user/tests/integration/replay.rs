@@ -56,9 +56,15 @@ fn scan_and_benign(ports: u16, gap_ns: u64) -> Vec<Pkt> {
         let n = f.len() as u32;
         out.push((t, f, n));
     };
+    // A fresh source port per probe, as connect scans and masscan use: once the scanner is
+    // blocked, the server's refusals of the probes it sent anyway (they are in the capture)
+    // go to as many ports of the scanner.
     for p in 1..=ports {
-        push(t, tcp(SCANNER, SERVER, 40000, p, SYN, b""));
-        push(t + 200_000, tcp(SERVER, SCANNER, p, 40000, RST_ACK, b""));
+        push(t, tcp(SCANNER, SERVER, 40000 + p, p, SYN, b""));
+        push(
+            t + 200_000,
+            tcp(SERVER, SCANNER, p, 40000 + p, RST_ACK, b""),
+        );
         t += gap_ns;
     }
     for i in 0..20u16 {

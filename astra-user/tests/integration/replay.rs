@@ -415,3 +415,114 @@ fn the_cli_prints_tables_json_and_writes_events_and_a_report() {
         assert_eq!(r["top_talkers"][0]["addr"], "198.18.1.10");
     }
 }
+
+/// The public captures kept in `tests/data/captures` (MANIFEST.md there says where each comes
+/// from and what it holds).
+fn corpus(dir: &str) -> Vec<std::path::PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/captures")
+        .join(dir);
+    let mut v: Vec<_> = std::fs::read_dir(&d)
+        .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "{}", d.display());
+    v
+}
+
+/// Password guessing from Zeek's test suite: the guesser is found and blocked, and nobody
+/// else is blamed, the attacked server least of all.
+#[test]
+fn public_brute_force_captures_blame_the_guesser_alone() {
+    if !privileged() {
+        return;
+    }
+    for (name, guesser) in [
+        ("zeek-ftp-bruteforce.pcap", "192.168.56.1"),
+        ("zeek-ssh-sshguess.pcap", "192.168.56.1"),
+    ] {
+        let f = corpus("bruteforce")
+            .into_iter()
+            .find(|p| p.ends_with(name))
+            .expect("in the corpus");
+        let r = run(vec![f]);
+        let who = sources_alerted(&r);
+        let guesser: IpAddr = guesser.parse().unwrap();
+        assert!(
+            who.contains(&(guesser, AttackType::BruteForce)),
+            "{name}: {who:?}"
+        );
+        assert!(who.iter().all(|(s, _)| *s == guesser), "{name}: {who:?}");
+        assert_eq!(accounted(&r), r.packets.read, "{name}");
+    }
+}
+
+/// Ordinary traffic (web, DNS, TLS, one SSH and one FTP session) raises nothing.
+#[test]
+fn public_benign_captures_raise_nothing() {
+    if !privileged() {
+        return;
+    }
+    for f in corpus("benign") {
+        let r = run(vec![f.clone()]);
+        assert!(r.alerts.is_empty(), "{}: {:?}", f.display(), r.alerts);
+        assert!(r.packets.parsed > 0, "{}", f.display());
+        assert_eq!(accounted(&r), r.packets.read, "{}", f.display());
+    }
+}
+
+/// Every link type of the corpus that Astra reads, read: cooked captures, raw IP, loopback,
+/// nanosecond and big-endian pcap, multi-interface pcapng. NFLOG is the one it does not, and
+/// says so.
+#[test]
+fn public_captures_of_every_link_type_are_read() {
+    if !privileged() {
+        return;
+    }
+    for f in corpus("linktypes") {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        match replay(&ReplayConfig::new(vec![f.clone()])) {
+            Ok(r) => {
+                assert!(r.packets.read > 0, "{name}");
+                assert_eq!(accounted(&r), r.packets.read, "{name}: {:?}", r.packets);
+                assert!(r.warnings.is_empty(), "{name}: {:?}", r.warnings);
+                // Everything here is IP but the ARP captures.
+                if !name.contains("arp") {
+                    assert!(r.packets.parsed > 0, "{name}: {:?}", r.packets);
+                }
+            }
+            Err(e) => {
+                assert!(name.contains("nflog"), "{name}: {e}");
+                assert!(e.to_string().contains("link type 239"), "{e}");
+                assert_eq!(e.exit_code(), 2);
+            }
+        }
+    }
+}
+
+/// The malformed captures of the tcpdump, libpcap and Zeek test suites: no panic, every
+/// packet read is accounted for, and what cannot be read at all is one clear error.
+#[test]
+fn public_malformed_captures_are_survived_and_accounted_for() {
+    if !privileged() {
+        return;
+    }
+    let mut parse_errors = 0;
+    for f in corpus("malformed") {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        match replay(&ReplayConfig::new(vec![f.clone()])) {
+            Ok(r) => {
+                assert_eq!(accounted(&r), r.packets.read, "{name}: {:?}", r.packets);
+                parse_errors += r.packets.parse_errors;
+            }
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{name}: {e}");
+                assert_eq!(e.to_string().lines().count(), 1, "{name}: {e}");
+            }
+        }
+    }
+    // Cut and bogus headers are the dataplane's parse errors, not packets it misreads.
+    assert!(parse_errors >= 5, "{parse_errors}");
+}

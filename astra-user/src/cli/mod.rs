@@ -209,6 +209,10 @@ pub enum Command {
         /// Keep each scenario's state dir (agent log, eve.json, incident reports).
         #[arg(long)]
         keep: bool,
+        /// Run Astra on a router in front of the server instead of on the server itself: the
+        /// server's address is then not Astra's own, as on a gateway.
+        #[arg(long)]
+        gateway: bool,
     },
     /// Replay packet captures (pcap, pcapng) through the real XDP program into private maps,
     /// judged on the capture's own clock: alerts, incidents, top talkers and a summary.
@@ -278,9 +282,10 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
         report,
         list,
         keep,
+        gateway,
     } = cli.command
     {
-        return tools::lab(scenarios, report, list, keep);
+        return tools::lab(scenarios, report, list, keep, gateway);
     }
     Ok(run_verb(cli)?)
 }

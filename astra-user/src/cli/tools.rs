@@ -10,6 +10,7 @@ pub fn lab(
     report: Option<PathBuf>,
     list: bool,
     keep: bool,
+    gateway: bool,
 ) -> std::result::Result<(), CliError> {
     if list {
         for sc in crate::lab::scenario::default_set()? {
@@ -27,6 +28,11 @@ pub fn lab(
         scenarios,
         report,
         keep,
+        layout: if gateway {
+            crate::lab::Layout::Gateway
+        } else {
+            crate::lab::Layout::Host
+        },
     })?;
     let failed = r
         .scenarios

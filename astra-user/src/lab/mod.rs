@@ -50,6 +50,26 @@ pub const ATTACKER: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 2);
 /// the tag, which starts with the pid of the process that made it (see [`sweep`]).
 pub const LAB_PREFIX: &str = "astra-lab-";
 
+/// The gateway layout's server, behind the router Astra runs on, and the router's address on
+/// that side.
+pub const SERVER_BEHIND: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 2);
+pub const ROUTER_SERVER_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 100, 1);
+/// The router's interface toward the server behind it.
+const ROUTER_SERVER_IFACE: &str = "s-srv";
+
+/// Where Astra runs in a lab topology.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    /// On the server: its addresses are Astra's own.
+    #[default]
+    Host,
+    /// On a router between the clients and attackers and a server behind it, whose address
+    /// is not one of Astra's: what a gateway deployment sees, both directions of every
+    /// conversation arriving on XDP ingress (on different interfaces).
+    Gateway,
+}
+
 /// Addresses the server answers for all at once, so host sweeps get real answers.
 const SWEEP_NET: &str = "198.19.0.0/22";
 
@@ -67,8 +87,14 @@ pub struct Host {
 
 /// A server namespace, and client and attacker namespaces each on its own veth to it.
 /// Client i uses 198.18.(2i-1).0/24, attacker i 198.18.(2i).0/24; the host is .2, the server .1.
+/// In the gateway layout the namespace they link to is a router, and the services run on a
+/// server behind it ([`SERVER_BEHIND`], on 198.18.100.0/24).
 pub struct Topology {
+    /// Where the agent runs: the server (host layout) or the router (gateway layout).
     pub server: Netns,
+    /// The server behind the router, in the gateway layout.
+    pub behind: Option<Netns>,
+    pub layout: Layout,
     pub clients: Vec<Host>,
     pub attackers: Vec<Host>,
     pub pin_dir: PathBuf,
@@ -92,7 +118,7 @@ impl Drop for Topology {
     }
 }
 
-fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
+fn link(server: &Netns, tag: &str, role: &str, i: u8, layout: Layout) -> Result<Host> {
     let ns = Netns::create(&format!("{LAB_PREFIX}{tag}-{role}{i}"))?;
     let subnet = if role == "cli" { 2 * i - 1 } else { 2 * i };
     let server_iface = if i == 1 {
@@ -115,6 +141,15 @@ fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
         },
     )?;
     ns.ip(&["route", "add", SWEEP_NET, "via", &server_addr.to_string()])?;
+    if layout == Layout::Gateway {
+        ns.ip(&[
+            "route",
+            "add",
+            "198.18.100.0/24",
+            "via",
+            &server_addr.to_string(),
+        ])?;
+    }
     let ifc = server_iface.clone();
     let server_ifindex = server.run(move || crate::dataplane::ifindex(&ifc))??;
     Ok(Host {
@@ -129,19 +164,50 @@ fn link(server: &Netns, tag: &str, role: &str, i: u8) -> Result<Host> {
 impl Topology {
     /// One client and one attacker.
     pub fn build(tag: &str) -> Result<Self> {
-        Self::build_with(tag, 1, 1)
+        Self::build_with(tag, 1, 1, Layout::Host)
     }
 
     /// Builds the namespaces and starts the services; `tag` makes every name unique, so
     /// several topologies (tests) can exist side by side.
-    pub fn build_with(tag: &str, clients: u8, attackers: u8) -> Result<Self> {
+    pub fn build_with(tag: &str, clients: u8, attackers: u8, layout: Layout) -> Result<Self> {
         let server = Netns::create(&format!("{LAB_PREFIX}{tag}-srv"))?;
-        server.ip(&["route", "add", "local", SWEEP_NET, "dev", "lo"])?;
+        let behind = match layout {
+            Layout::Host => {
+                server.ip(&["route", "add", "local", SWEEP_NET, "dev", "lo"])?;
+                None
+            }
+            Layout::Gateway => {
+                let behind = Netns::create(&format!("{LAB_PREFIX}{tag}-web"))?;
+                kit::link(
+                    End {
+                        ns: &server,
+                        iface: ROUTER_SERVER_IFACE,
+                        addrs: &[&format!("{ROUTER_SERVER_SIDE}/24")],
+                    },
+                    End {
+                        ns: &behind,
+                        iface: "eth0",
+                        addrs: &[&format!("{SERVER_BEHIND}/24")],
+                    },
+                )?;
+                behind.ip(&[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &ROUTER_SERVER_SIDE.to_string(),
+                ])?;
+                behind.ip(&["route", "add", "local", SWEEP_NET, "dev", "lo"])?;
+                server.ip(&["route", "add", SWEEP_NET, "via", &SERVER_BEHIND.to_string()])?;
+                server.sysctl("net.ipv4.ip_forward=1")?;
+                Some(behind)
+            }
+        };
         let clients = (1..=clients)
-            .map(|i| link(&server, tag, "cli", i))
+            .map(|i| link(&server, tag, "cli", i, layout))
             .collect::<Result<Vec<_>>>()?;
         let attackers = (1..=attackers)
-            .map(|i| link(&server, tag, "atk", i))
+            .map(|i| link(&server, tag, "atk", i, layout))
             .collect::<Result<Vec<_>>>()?;
         let services = Arc::new(AtomicBool::new(false));
         let pin = ScratchDir::pin_at(PathBuf::from(format!("/sys/fs/bpf/{LAB_PREFIX}{tag}")))?;
@@ -160,10 +226,19 @@ impl Topology {
             _pin: pin,
             state,
             server,
+            behind,
+            layout,
             clients,
             attackers,
         };
-        traffic::serve_tcp(&t.server, WEB_PORT, b"", &[b'x'; 1024], 1, services.clone())?;
+        traffic::serve_tcp(
+            t.service_ns(),
+            WEB_PORT,
+            b"",
+            &[b'x'; 1024],
+            1,
+            services.clone(),
+        )?;
         t.start_services()?;
         Ok(t)
     }
@@ -198,7 +273,7 @@ impl Topology {
             }
         } else {
             traffic::serve_tcp(
-                &self.server,
+                self.service_ns(),
                 LOGIN_PORT,
                 b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n",
                 b"Permission denied, please try again.\r\n",
@@ -221,7 +296,7 @@ impl Topology {
             self.spawn_daemon("nginx", &["-c", &cfg.display().to_string()])?;
         } else {
             traffic::serve_tcp(
-                &self.server,
+                self.service_ns(),
                 80,
                 b"",
                 &[b'x'; 4096],
@@ -244,7 +319,7 @@ impl Topology {
         )))
         .map_err(|e| Error::io(&self.state_dir, e))?;
         let child = self
-            .server
+            .service_ns()
             .lab_command(program)?
             .args(args)
             .stdin(Stdio::null())
@@ -256,17 +331,51 @@ impl Topology {
         Ok(())
     }
 
+    /// Where the services run: the server, or the server behind the router.
+    pub fn service_ns(&self) -> &Netns {
+        self.behind.as_ref().unwrap_or(&self.server)
+    }
+
+    /// The address `host` reaches the services at.
+    pub fn target(&self, host: &Host) -> Ipv4Addr {
+        match self.layout {
+            Layout::Host => host.server_addr,
+            Layout::Gateway => SERVER_BEHIND,
+        }
+    }
+
+    /// The services' own address, as the source of what the server sends.
+    fn service_addr(&self) -> Ipv4Addr {
+        match self.layout {
+            Layout::Host => SERVER_CLIENT_SIDE,
+            Layout::Gateway => SERVER_BEHIND,
+        }
+    }
+
+    /// The agent's interfaces: toward every host, and toward the server behind a router.
+    fn agent_ifaces(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .clients
+            .iter()
+            .chain(&self.attackers)
+            .map(|h| (h.server_iface.clone(), h.server_ifindex))
+            .collect();
+        if self.layout == Layout::Gateway
+            && let Ok(Ok(i)) = self
+                .server
+                .run(|| crate::dataplane::ifindex(ROUTER_SERVER_IFACE))
+        {
+            v.push((ROUTER_SERVER_IFACE.to_owned(), i));
+        }
+        v
+    }
+
     /// Starts `astra run` (the binary `exe`) on every server interface with this topology's
     /// pin and state dirs, and waits until it has polled once. Returns the metrics port
     /// (inside the server namespace).
     pub fn start_agent(&mut self, exe: &Path, extra: &[&str]) -> Result<u16> {
         let port = kit::free_port()?;
-        let ifaces: Vec<String> = self
-            .clients
-            .iter()
-            .chain(&self.attackers)
-            .map(|h| h.server_iface.clone())
-            .collect();
+        let ifaces: Vec<String> = self.agent_ifaces().into_iter().map(|(i, _)| i).collect();
         let netns = self.server.path();
         let mut agent = AgentProcess::spawn(AgentSpec {
             exe,
@@ -331,8 +440,8 @@ impl Topology {
             return 0;
         };
         let mut total = 0;
-        for h in self.clients.iter().chain(&self.attackers) {
-            if let Ok(c) = maps.iface_counters(h.server_ifindex) {
+        for (_, ifindex) in self.agent_ifaces() {
+            if let Ok(c) = maps.iface_counters(ifindex) {
                 total += c[action::DROP_BLOCKED as usize].packets
                     + c[action::DROP_BLOCKED_NET as usize].packets;
             }
@@ -437,8 +546,8 @@ fn wordlist(dir: &Path) -> Result<PathBuf> {
     Ok(p)
 }
 
-fn fill(arg: &str, host: &Host, wordlist: &Path, router_mac: &str) -> String {
-    arg.replace("{target}", &host.server_addr.to_string())
+fn fill(arg: &str, host: &Host, target: Ipv4Addr, wordlist: &Path, router_mac: &str) -> String {
+    arg.replace("{target}", &target.to_string())
         .replace("{self}", &host.addr.to_string())
         .replace("{wordlist}", &wordlist.display().to_string())
         .replace("{router_mac}", router_mac)
@@ -453,9 +562,9 @@ fn perform(
     words: &Path,
     stop: &Arc<AtomicBool>,
 ) -> Result<()> {
-    let ns = from.map_or(&topo.server, |h| &h.ns);
-    let target = from.map_or(SERVER_CLIENT_SIDE, |h| h.server_addr);
-    let me = from.map_or(SERVER_CLIENT_SIDE, |h| h.addr);
+    let ns = from.map_or(topo.service_ns(), |h| &h.ns);
+    let target = from.map_or(topo.service_addr(), |h| topo.target(h));
+    let me = from.map_or(topo.service_addr(), |h| h.addr);
     match a {
         Action::Web { dur, gap, port } => {
             traffic::web_sessions(
@@ -496,7 +605,7 @@ fn perform(
         }
         Action::Upload { bytes, to } => {
             for h in topo.hosts(to) {
-                let src = from.map_or(&topo.server, |f| &f.ns);
+                let src = from.map_or(topo.service_ns(), |f| &f.ns);
                 traffic::upload(src, &h.ns, h.addr, *bytes)?;
             }
         }
@@ -508,7 +617,11 @@ fn perform(
             let host =
                 from.ok_or_else(|| Error::Usage("tools run on clients or attackers".into()))?;
             let mac = topo.server.mac(&host.server_iface).unwrap_or_default();
-            let args: Vec<String> = args.iter().map(|a| fill(a, host, words, &mac)).collect();
+            let target = topo.target(host);
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| fill(a, host, target, words, &mac))
+                .collect();
             traffic::run_tool(ns, program, &args, *timeout)?;
         }
     }
@@ -520,6 +633,7 @@ pub fn run_scenario(
     exe: &Path,
     sc: &Scenario,
     tag: &str,
+    layout: Layout,
     keep: bool,
     interrupted: &Arc<AtomicBool>,
     progress: &indicatif::ProgressBar,
@@ -548,7 +662,15 @@ pub fn run_scenario(
         result.skipped = Some(format!("not installed: {}", missing.join(", ")));
         return Ok((result, AgentUsage::default()));
     }
-    let mut topo = Topology::build_with(tag, sc.clients, sc.attackers)?;
+    if layout == Layout::Gateway
+        && sc.expected == Expected::Attack(crate::detect::AttackType::Exfiltration)
+    {
+        // The exfiltration rule watches the host's own addresses, and a router has no
+        // server of its own.
+        result.skipped = Some("exfiltration is judged on the host's own addresses".into());
+        return Ok((result, AgentUsage::default()));
+    }
+    let mut topo = Topology::build_with(tag, sc.clients, sc.attackers, layout)?;
     if keep {
         topo.keep_state();
     }
@@ -679,7 +801,11 @@ fn score(
         .iter()
         .filter(|a| match (sc.expected, a.source) {
             (Expected::Benign, _) => true,
-            (_, Some(s)) => clients.contains(&s),
+            // Behind a gateway, the server is as innocent as the clients.
+            (_, Some(s)) => {
+                clients.contains(&s)
+                    || (topo.layout == Layout::Gateway && s == IpAddr::V4(SERVER_BEHIND))
+            }
             (_, None) => false,
         })
         .count();
@@ -757,6 +883,8 @@ pub struct LabOptions {
     pub report: Option<PathBuf>,
     /// Keep each scenario's state dir (agent log, eve.json, incidents).
     pub keep: bool,
+    /// Where Astra runs: on the server, or on a router in front of it.
+    pub layout: Layout,
 }
 
 /// Runs the scenarios and prints a table; returns the report (and writes it if asked).
@@ -808,7 +936,7 @@ pub fn run(opts: LabOptions) -> Result<Report> {
         }
         bar.set_message(format!("{}: setting up", sc.name));
         let tag = format!("{}-{i}", std::process::id());
-        let (r, u) = run_scenario(&exe, sc, &tag, opts.keep, &interrupted, &bar)?;
+        let (r, u) = run_scenario(&exe, sc, &tag, opts.layout, opts.keep, &interrupted, &bar)?;
         if opts.keep {
             let dir = std::env::temp_dir().join(format!("{LAB_PREFIX}{tag}"));
             bar.suspend(|| println!("{}: state kept in {}", sc.name, dir.display()));

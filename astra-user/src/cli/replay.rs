@@ -16,7 +16,8 @@ use crate::{
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
     /// Capture files (pcap or pcapng; Ethernet, Linux cooked SLL/SLL2, raw IP or BSD
-    /// loopback), replayed in order as one timeline.
+    /// loopback) or flow logs (Zeek conn.log as TSV or JSON lines, Argus CSV), told apart by
+    /// their content and replayed in order as one timeline.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
     /// Print the report as JSON instead of tables.
@@ -89,9 +90,10 @@ fn print_report(r: &ReplayReport) {
     let p = &r.packets;
     let when = |ms: Option<u64>| ms.map_or_else(|| "-".into(), rfc3339_micros);
     println!(
-        "{} packets ({} bytes) from {} file(s), {} to {} ({:.1} s of capture) in {:.2} s: {:.0} packets/s",
+        "{} packets ({} bytes) and {} logged conversations from {} file(s), {} to {} ({:.1} s of capture) in {:.2} s: {:.0} packets/s",
         p.read,
         p.bytes,
+        r.conns,
         r.files.len(),
         when(r.first_ms),
         when(r.last_ms),
@@ -99,13 +101,14 @@ fn print_report(r: &ReplayReport) {
         r.elapsed_seconds,
         r.packets_per_second
     );
-    let mut t = table(&["FILE", "FORMAT", "LINK", "PACKETS", "NOTE"]);
+    let mut t = table(&["FILE", "FORMAT", "LINK", "PACKETS", "CONVERSATIONS", "NOTE"]);
     for f in &r.files {
         t.add_row(vec![
             f.path.display().to_string(),
             f.format.clone(),
             f.link_types.join(","),
             f.packets.to_string(),
+            f.conns.to_string(),
             f.stopped_at
                 .map_or_else(String::new, |o| format!("stopped at byte {o}")),
         ]);

@@ -13,6 +13,7 @@
 //! on the interface or hook a packet was counted on (conversations are paired by addresses and
 //! ports alone), as on a gateway, where both directions arrive on XDP ingress.
 pub mod capture;
+pub mod flowlog;
 
 use std::{
     net::IpAddr,
@@ -22,6 +23,7 @@ use std::{
 
 use astra_common::action;
 use capture::{Capture, CaptureError, End};
+use flowlog::FlowLog;
 use serde::Serialize;
 use tracing::warn;
 
@@ -89,6 +91,8 @@ pub struct FileReport {
     pub format: String,
     pub link_types: Vec<String>,
     pub packets: u64,
+    /// Conversations read from a flow log.
+    pub conns: u64,
     /// Where the file was cut (it ends inside a record), or where it stopped making sense.
     pub stopped_at: Option<u64>,
     /// Seconds its timestamps were moved forward to follow the file before it.
@@ -126,6 +130,8 @@ pub struct Talker {
 pub struct ReplayReport {
     pub files: Vec<FileReport>,
     pub packets: PacketCounts,
+    /// Conversations read from flow logs.
+    pub conns: u64,
     /// Capture time of the first and last packet, UNIX milliseconds.
     pub first_ms: Option<u64>,
     pub last_ms: Option<u64>,
@@ -250,6 +256,19 @@ impl Replayer {
         Ok(())
     }
 
+    /// Writes a flow log's conversation into the flow table, as the dataplane would have.
+    fn insert(
+        &mut self,
+        entries: &[(astra_common::FlowKey, astra_common::FlowValue)],
+    ) -> Result<()> {
+        let maps = self
+            .lists
+            .maps_mut()
+            .ok_or_else(|| Error::Layout("replay lost its maps".into()))?;
+        let (keys, values): (Vec<_>, Vec<_>) = entries.iter().copied().unzip();
+        maps.insert_flows(&keys, &values)
+    }
+
     /// Runs the polls due before a packet stamped `ts_ns`, then sets the dataplane's clock.
     fn advance(&mut self, ts_ns: u64) -> Result<()> {
         let next = *self
@@ -274,6 +293,68 @@ impl Replayer {
     }
 }
 
+/// One input file: a packet capture, or a flow log.
+enum Input {
+    Packets(Capture),
+    Log(FlowLog),
+}
+
+impl Input {
+    fn open(path: &std::path::Path) -> Result<Input> {
+        match Capture::open(path) {
+            Ok(c) => Ok(Input::Packets(c)),
+            Err(CaptureError::NotACapture { .. }) => match FlowLog::open(path) {
+                Ok(Some(log)) => Ok(Input::Log(log)),
+                Ok(None) => Err(Error::Usage(format!(
+                    "{}: not a pcap or pcapng capture, nor a flow log (Zeek conn.log, Argus CSV)",
+                    path.display()
+                ))),
+                Err(e) => Err(Error::io(path, e)),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The replay's one timeline across files: times only move forward (an earlier one is
+/// counted and takes the latest), and a file that starts before the previous one ended is
+/// moved, whole, to just after it.
+#[derive(Default)]
+struct Timeline {
+    first_ns: Option<u64>,
+    last_ns: u64,
+    shift: Option<u64>,
+    out_of_order: u64,
+}
+
+impl Timeline {
+    fn next_file(&mut self) {
+        self.shift = None;
+    }
+
+    /// How far the current file was moved.
+    fn shift(&self) -> u64 {
+        self.shift.unwrap_or(0)
+    }
+
+    /// Where a record stamped `ts` of the current file sits on the timeline.
+    fn place(&mut self, ts: u64) -> u64 {
+        let (first, last) = (self.first_ns, self.last_ns);
+        let shift = *self.shift.get_or_insert_with(|| match first {
+            Some(_) if ts <= last => last - ts + CLOCK_STEP_NS,
+            _ => 0,
+        });
+        let mut ts = ts.saturating_add(shift);
+        if ts < self.last_ns {
+            self.out_of_order += 1;
+            ts = self.last_ns;
+        }
+        self.first_ns.get_or_insert(ts);
+        self.last_ns = ts;
+        ts
+    }
+}
+
 /// Replays the files of `cfg` in order, as one timeline (a file that starts before the one
 /// before it ended is moved to follow it), and reports what Astra made of them.
 pub fn replay(cfg: &ReplayConfig) -> Result<ReplayReport> {
@@ -285,9 +366,9 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayReport> {
         return Err(Error::Usage("--poll-interval must be more than 0".into()));
     }
     // Every file is checked before anything runs, so a bad argument costs nothing.
-    let mut captures = Vec::new();
+    let mut inputs = Vec::new();
     for f in &cfg.files {
-        captures.push(Capture::open(f)?);
+        inputs.push(Input::open(f)?);
     }
     let scratch = ScratchState::create()?;
     if let Some(model) = &cfg.model {
@@ -323,71 +404,83 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayReport> {
     let mut counts = PacketCounts::default();
     let mut files = Vec::new();
     let mut warnings = Vec::new();
-    let (mut first_ns, mut last_ns) = (None::<u64>, 0u64);
+    let mut time = Timeline::default();
     let mut done_bytes = 0u64;
     let mut link_errors = 0u64;
-    for (path, mut cap) in cfg.files.iter().zip(captures) {
+    let mut conns = 0u64;
+    for (path, input) in cfg.files.iter().zip(inputs) {
         let mut report = FileReport {
             path: path.clone(),
-            format: cap.format.to_owned(),
             ..Default::default()
         };
-        let mut shift: Option<u64> = None;
-        loop {
-            let frame = match cap.next_frame() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(CaptureError::Corrupt {
-                    path,
-                    offset,
-                    reason,
-                }) => {
+        time.next_file();
+        match input {
+            Input::Packets(mut cap) => {
+                report.format = cap.format.to_owned();
+                loop {
+                    let frame = match cap.next_frame() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(CaptureError::Corrupt {
+                            path,
+                            offset,
+                            reason,
+                        }) => {
+                            report.stopped_at = Some(offset);
+                            warnings.push(format!(
+                                "{}: stopped at byte {offset}: {reason}; the packets before it were replayed",
+                                path.display()
+                            ));
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    let ts = time.place(frame.ts_ns);
+                    report.packets += 1;
+                    counts.read += 1;
+                    r.advance(ts)?;
+                    match frame.frame {
+                        Some(f) => {
+                            counts.bytes += f.len() as u64;
+                            r.dp.run_frame(f)?;
+                        }
+                        None => link_errors += 1,
+                    }
+                    if counts.read.is_multiple_of(4096) {
+                        bar.set_position(done_bytes + cap.position());
+                    }
+                }
+                if let End::Truncated { offset } = cap.end {
                     report.stopped_at = Some(offset);
                     warnings.push(format!(
-                        "{}: stopped at byte {offset}: {reason}; the packets before it were replayed",
-                        path.display()
+                        "{}: truncated at byte {offset}, inside a record; the {} packets before it were replayed",
+                        path.display(),
+                        report.packets
                     ));
-                    break;
                 }
-                Err(e) => return Err(e.into()),
-            };
-            // The first packet of a file that starts before the timeline's end moves the
-            // whole file to just after it.
-            let shift = *shift.get_or_insert_with(|| match first_ns {
-                Some(_) if frame.ts_ns <= last_ns => last_ns - frame.ts_ns + CLOCK_STEP_NS,
-                _ => 0,
-            });
-            let mut ts = frame.ts_ns.saturating_add(shift);
-            if ts < last_ns {
-                counts.out_of_order += 1;
-                ts = last_ns;
+                report.link_types = cap.links.iter().map(|s| (*s).to_owned()).collect();
             }
-            first_ns.get_or_insert(ts);
-            last_ns = ts;
-            report.packets += 1;
-            counts.read += 1;
-            r.advance(ts)?;
-            match frame.frame {
-                Some(f) => {
-                    counts.bytes += f.len() as u64;
-                    r.dp.run_frame(f)?;
+            Input::Log(mut log) => {
+                report.format = log.format.name().to_owned();
+                // A conversation is logged when it ends, so it enters the flow table then,
+                // whole.
+                while let Some(c) = log
+                    .next_conn()
+                    .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?
+                {
+                    let end = time.place(c.end_ns);
+                    let shift = time.shift();
+                    report.conns += 1;
+                    conns += 1;
+                    r.advance(end)?;
+                    r.insert(&c.entries(|t| t.saturating_add(shift).min(end)))?;
+                    if conns.is_multiple_of(4096) {
+                        bar.set_position(done_bytes + log.position());
+                    }
                 }
-                None => link_errors += 1,
-            }
-            if counts.read.is_multiple_of(4096) {
-                bar.set_position(done_bytes + cap.position());
             }
         }
-        if let End::Truncated { offset } = cap.end {
-            report.stopped_at = Some(offset);
-            warnings.push(format!(
-                "{}: truncated at byte {offset}, inside a record; the {} packets before it were replayed",
-                path.display(),
-                report.packets
-            ));
-        }
-        report.link_types = cap.links.iter().map(|s| (*s).to_owned()).collect();
-        report.shifted_s = shift.unwrap_or(0) as f64 / 1e9;
+        report.shifted_s = time.shift() as f64 / 1e9;
         if report.shifted_s > 0.0 {
             warnings.push(format!(
                 "{}: starts before the file before it ends; its times were moved {:.3} s later",
@@ -399,6 +492,8 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayReport> {
         bar.set_position(done_bytes);
         files.push(report);
     }
+    counts.out_of_order = time.out_of_order;
+    let (first_ns, last_ns) = (time.first_ns, time.last_ns);
     // The last packets are judged at the end of their poll interval, as live.
     if first_ns.is_some() {
         r.poll(last_ns - last_ns % r.interval_ns + r.interval_ns)?;
@@ -457,6 +552,7 @@ pub fn replay(cfg: &ReplayConfig) -> Result<ReplayReport> {
     Ok(ReplayReport {
         files,
         packets: counts,
+        conns,
         first_ms: first_ns.map(|f| f / 1_000_000),
         last_ms: first_ns.map(|_| last_ns / 1_000_000),
         capture_seconds,

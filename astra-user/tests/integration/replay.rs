@@ -114,23 +114,23 @@ fn relink(linktype: u32, eth: &[u8]) -> Vec<u8> {
 }
 
 fn write_pcap(path: &Path, linktype: u32, pkts: &[Pkt]) {
-    let mut f = Vec::new();
-    f.extend_from_slice(&0xa1b2_3c4du32.to_le_bytes()); // nanosecond timestamps
-    f.extend_from_slice(&2u16.to_le_bytes());
-    f.extend_from_slice(&4u16.to_le_bytes());
-    f.extend_from_slice(&[0; 8]);
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&linktype.to_le_bytes());
-    for (t, frame, orig) in pkts {
-        let data = relink(linktype, frame);
-        let extra = *orig - frame.len() as u32;
-        f.extend_from_slice(&((t / NS) as u32).to_le_bytes());
-        f.extend_from_slice(&((t % NS) as u32).to_le_bytes());
-        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(data.len() as u32 + extra).to_le_bytes());
-        f.extend_from_slice(&data);
-    }
-    std::fs::write(path, f).unwrap();
+    let linked: Vec<(u64, Vec<u8>, u32)> = pkts
+        .iter()
+        .map(|(t, frame, orig)| {
+            let data = relink(linktype, frame);
+            // The wire length less the bytes the link header does not share with Ethernet.
+            let extra = *orig - frame.len() as u32;
+            let n = data.len() as u32 + extra;
+            (*t, data, n)
+        })
+        .collect();
+    let f = std::fs::File::create(path).unwrap();
+    astra::replay::capture::write_pcap(
+        std::io::BufWriter::new(f),
+        linktype,
+        linked.iter().map(|(t, d, n)| (*t, d.as_slice(), *n)),
+    )
+    .unwrap();
 }
 
 fn pcapng_block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
@@ -525,4 +525,145 @@ fn public_malformed_captures_are_survived_and_accounted_for() {
     }
     // Cut and bogus headers are the dataplane's parse errors, not packets it misreads.
     assert!(parse_errors >= 5, "{parse_errors}");
+}
+
+const CONN_HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#open\t2023-11-14-22-13-20\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\tlocal_orig\tlocal_resp\tmissed_bytes\thistory\torig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\ttunnel_parents\n#types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\tbool\tbool\tcount\tstring\tcount\tcount\tcount\tcount\tset[string]\n";
+
+/// A conn.log of a scan (refused connections to 100 ports, one every 0.2 s) and of password
+/// guessing (short SSH sessions), with a client's ordinary web sessions beside them.
+fn conn_log() -> (String, Vec<String>) {
+    let t0 = 1_700_000_000.0f64;
+    let mut tsv = String::from(CONN_HEADER);
+    let mut json = Vec::new();
+    let mut add = |ts: f64,
+                   o: &str,
+                   op: u16,
+                   r: &str,
+                   rp: u16,
+                   dur: f64,
+                   state: &str,
+                   hist: &str,
+                   pk: (u64, u64, u64, u64)| {
+        tsv.push_str(&format!(
+            "{ts:.6}\tC{op}\t{o}\t{op}\t{r}\t{rp}\ttcp\t-\t{dur}\t0\t0\t{state}\t-\t-\t0\t{hist}\t{}\t{}\t{}\t{}\t-\n",
+            pk.0, pk.1, pk.2, pk.3
+        ));
+        json.push(format!(
+            r#"{{"ts":{ts:.6},"uid":"C{op}","id.orig_h":"{o}","id.orig_p":{op},"id.resp_h":"{r}","id.resp_p":{rp},"proto":"tcp","duration":{dur},"conn_state":"{state}","history":"{hist}","orig_pkts":{},"orig_ip_bytes":{},"resp_pkts":{},"resp_ip_bytes":{}}}"#,
+            pk.0, pk.1, pk.2, pk.3
+        ));
+    };
+    for p in 1..=100u16 {
+        let ts = t0 + f64::from(p) * 0.2;
+        add(
+            ts,
+            "198.18.0.66",
+            40000 + p,
+            "198.18.1.10",
+            p,
+            0.0002,
+            "REJ",
+            "Sr",
+            (1, 44, 1, 40),
+        );
+    }
+    for i in 0..12u16 {
+        let ts = t0 + 30.0 + f64::from(i) * 2.0;
+        add(
+            ts,
+            "198.18.0.77",
+            50000 + i,
+            "198.18.1.10",
+            22,
+            1.2,
+            "SF",
+            "ShAdDaFf",
+            (12, 2100, 10, 2700),
+        );
+    }
+    for i in 0..20u16 {
+        let ts = t0 + f64::from(i) * 3.0;
+        add(
+            ts,
+            "198.18.0.20",
+            55000 + i,
+            "198.18.1.10",
+            80,
+            0.3,
+            "SF",
+            "ShADadFf",
+            (6, 700, 6, 30000),
+        );
+    }
+    (tsv, json)
+}
+
+/// Zeek's conn.log (tab-separated and JSON) and Argus CSV go through the same engine: the
+/// scanner and the guesser are found, the web client and the server are not blamed.
+#[test]
+fn flow_logs_are_judged_like_packets() {
+    if !privileged() {
+        return;
+    }
+    let dir = state_dir();
+    let (tsv, json) = conn_log();
+    let tsv_path = dir.path().join("conn.log");
+    std::fs::write(&tsv_path, &tsv).unwrap();
+    let json_path = dir.path().join("conn.json");
+    std::fs::write(&json_path, json.join("\n") + "\n").unwrap();
+    // The same scan as Argus would have written it.
+    let mut argus = String::from(
+        "StartTime,Dur,Proto,SrcAddr,Sport,Dir,DstAddr,Dport,State,sTos,dTos,TotPkts,TotBytes,SrcBytes,Label\n",
+    );
+    for p in 1..=100u16 {
+        argus.push_str(&format!(
+            "2023/11/14 22:13:{:02}.{:06},0.0002,tcp,198.18.0.66,{},   ->,198.18.1.10,{p},S_RA,0,0,2,118,60,flow=scan\n",
+            20 + p / 5,
+            u32::from(p % 5) * 200_000,
+            40000 + p
+        ));
+    }
+    let argus_path = dir.path().join("flows.binetflow");
+    std::fs::write(&argus_path, argus).unwrap();
+    let scanner: IpAddr = "198.18.0.66".parse().unwrap();
+    let guesser: IpAddr = "198.18.0.77".parse().unwrap();
+    for (f, format) in [
+        (&tsv_path, "zeek-conn-tsv"),
+        (&json_path, "zeek-conn-json"),
+        (&argus_path, "argus-csv"),
+    ] {
+        let r = run(vec![f.clone()]);
+        assert_eq!(r.files[0].format, format);
+        let who = sources_alerted(&r);
+        assert!(
+            who.contains(&(scanner, AttackType::PortScan)),
+            "{format}: {who:?}"
+        );
+        if format != "argus-csv" {
+            assert_eq!(r.conns, 132, "{format}");
+            assert!(
+                who.contains(&(guesser, AttackType::BruteForce)),
+                "{format}: {who:?}"
+            );
+        }
+        assert!(
+            who.iter().all(|(s, _)| *s == scanner || *s == guesser),
+            "{format}: {who:?}"
+        );
+        assert_eq!(r.packets.read, 0);
+    }
+    // A bad record is one line naming the file and the line; exit 2.
+    let bad = dir.path().join("bad.log");
+    std::fs::write(
+        &bad,
+        tsv.replace("198.18.0.20\t55003", "198.18.0.999\t55003"),
+    )
+    .unwrap();
+    let e = replay(&ReplayConfig::new(vec![bad])).unwrap_err();
+    assert_eq!(e.exit_code(), 2);
+    assert!(
+        e.to_string()
+            .contains("bad.log: line 124: id.orig_h is not an address"),
+        "{e}"
+    );
 }

@@ -34,6 +34,9 @@ pub const BENCH_REQUIREMENTS: &[Requirement] = &[
     req("iptables", "iptables"),
     req("nft", "nftables"),
     req("python3", "python3"),
+    // `astra replay` against the capture tools people use today.
+    req("tshark", "tshark"),
+    req("argus", "argus-server"),
 ];
 
 /// What `cargo xtask demo` (`astra lab`) needs: the real services and attack tools of the

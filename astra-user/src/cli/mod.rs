@@ -177,7 +177,7 @@ pub enum Command {
     Bench {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Only some groups: xdp, live, poll, forest, latency (comma-separated).
+        /// Only some groups: xdp, live, poll, forest, latency, replay (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Internal: one agent-poll measurement in a process of its own.

@@ -7,10 +7,7 @@
 //! followed; when it is rotated or truncated (another file at the path, or a shorter one) it is
 //! read again from the start. Lines longer than [`MAX_LINE`] are skipped.
 use std::{
-    fs::File,
-    io::{BufRead as _, BufReader, Read as _, Seek as _, SeekFrom},
     net::IpAddr,
-    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::{
         LazyLock,
@@ -22,7 +19,13 @@ use std::{
 use regex::Regex;
 use tracing::{info, warn};
 
-use crate::{agent::api::LoginQueue, clock::mono_now_ns};
+use crate::{
+    agent::{
+        api::LoginQueue,
+        follow::{Follow, Line},
+    },
+    clock::mono_now_ns,
+};
 
 /// The longest line read; a longer one is skipped whole.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -60,93 +63,20 @@ pub fn parse_line(line: &str) -> Option<Failure> {
     Some(Failure { src, port })
 }
 
-/// One followed log file.
-struct Follow {
-    path: PathBuf,
-    reader: Option<(BufReader<File>, u64, u64)>,
-}
-
-impl Follow {
-    fn new(path: PathBuf) -> Self {
-        let mut f = Self { path, reader: None };
-        f.reopen(true);
-        f
-    }
-
-    /// Opens the file, at its end when `at_end`; (reader, inode, position).
-    fn reopen(&mut self, at_end: bool) {
-        self.reader = File::open(&self.path).ok().and_then(|mut file| {
-            let ino = file.metadata().ok()?.ino();
-            let pos = if at_end {
-                file.seek(SeekFrom::End(0)).ok()?
-            } else {
-                0
-            };
-            Some((BufReader::new(file), ino, pos))
-        });
-    }
-
-    /// The failures in the lines added since the last call.
-    fn read_new(&mut self, out: &mut Vec<Failure>) {
-        let meta = std::fs::metadata(&self.path).ok();
-        let replaced = match (&self.reader, &meta) {
-            (Some((_, ino, pos)), Some(m)) => m.ino() != *ino || m.len() < *pos,
-            (None, Some(_)) => true,
-            (_, None) => false,
-        };
-        if replaced {
-            // A new file at the path (rotation) or a truncated one: its lines are all new.
-            self.reopen(false);
-        }
-        let Some((reader, _, pos)) = self.reader.as_mut() else {
-            return;
-        };
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader
-                .by_ref()
-                .take(MAX_LINE as u64 + 1)
-                .read_until(b'\n', &mut line)
-            {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if line.last() != Some(&b'\n') {
-                        if n > MAX_LINE {
-                            // Skip the rest of an overlong line.
-                            let mut rest = Vec::new();
-                            let _ = reader.read_until(b'\n', &mut rest);
-                            *pos += (n + rest.len()) as u64;
-                            continue;
-                        }
-                        // A line still being written: read it whole next time.
-                        let _ = reader.seek_relative(-(n as i64));
-                        break;
-                    }
-                    *pos += n as u64;
-                    if let Some(f) = parse_line(&String::from_utf8_lossy(&line)) {
-                        out.push(f);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Follows `paths` until `stop`, handing failures to `queue`.
 pub fn follow(paths: Vec<PathBuf>, queue: &LoginQueue, stop: &AtomicBool) {
-    let mut logs: Vec<Follow> = paths.into_iter().map(Follow::new).collect();
+    let mut logs: Vec<Follow> = paths.into_iter().map(Follow::at_end).collect();
     for l in &logs {
-        if l.reader.is_none() {
-            warn!(path = %l.path.display(), "auth log not readable yet; watching for it");
+        if l.is_open() {
+            info!(path = %l.path().display(), "following auth log");
         } else {
-            info!(path = %l.path.display(), "following auth log");
+            warn!(path = %l.path().display(), "auth log not readable yet; watching for it");
         }
     }
     let mut found = Vec::new();
     while !stop.load(Ordering::SeqCst) {
         for l in &mut logs {
-            l.read_new(&mut found);
+            read_failures(l, &mut found);
         }
         if !found.is_empty() {
             let now = mono_now_ns();
@@ -157,6 +87,17 @@ pub fn follow(paths: Vec<PathBuf>, queue: &LoginQueue, stop: &AtomicBool) {
         }
         std::thread::sleep(EVERY);
     }
+}
+
+/// The failures in the lines added to `log` since the last call.
+fn read_failures(log: &mut Follow, out: &mut Vec<Failure>) {
+    log.read_new(MAX_LINE, |e| {
+        if let Line::Text(line) = e
+            && let Some(f) = parse_line(line)
+        {
+            out.push(f);
+        }
+    });
 }
 
 /// Whether `path` can be followed at all (a directory cannot).
@@ -219,9 +160,9 @@ mod tests {
             format!("Dec  1 10:00:00 h sshd[1]: Failed password for root from {ip} port 1 ssh2\n")
         };
         std::fs::write(&path, fail("198.18.0.1")).unwrap();
-        let mut f = Follow::new(path.clone());
+        let mut f = Follow::at_end(path.clone());
         let mut out = Vec::new();
-        f.read_new(&mut out);
+        read_failures(&mut f, &mut out);
         assert!(out.is_empty(), "old lines are history");
         let append = |s: &str| {
             use std::io::Write as _;
@@ -234,15 +175,15 @@ mod tests {
         append(&fail("198.18.0.2"));
         append(&format!("{}\n", "x".repeat(MAX_LINE + 10)));
         append("Dec  1 10:00:00 h sshd[1]: Failed password for root from 198.18.0.3 po");
-        f.read_new(&mut out);
+        read_failures(&mut f, &mut out);
         assert_eq!(out.len(), 1, "{out:?}");
         append("rt 1 ssh2\n");
-        f.read_new(&mut out);
+        read_failures(&mut f, &mut out);
         assert_eq!(out.len(), 2, "the half-written line, once whole: {out:?}");
         // Rotation: a new file at the path is read from its start.
         std::fs::rename(&path, dir.join("auth.log.1")).unwrap();
         std::fs::write(&path, fail("198.18.0.4")).unwrap();
-        f.read_new(&mut out);
+        read_failures(&mut f, &mut out);
         let srcs: Vec<String> = out.iter().map(|f| f.src.to_string()).collect();
         assert_eq!(srcs, ["198.18.0.2", "198.18.0.3", "198.18.0.4"]);
         std::fs::remove_dir_all(&dir).unwrap();

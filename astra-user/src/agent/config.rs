@@ -71,6 +71,8 @@ pub struct AgentConfig {
     pub feeds: Vec<PathBuf>,
     #[serde(rename = "auth_log")]
     pub auth_logs: Vec<PathBuf>,
+    #[serde(rename = "zeek_conn_log")]
+    pub zeek_conn_logs: Vec<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub feed_every: Duration,
     pub on_exit: OnExit,
@@ -117,8 +119,20 @@ impl AgentConfig {
                 p.display()
             )));
         }
-        if self.ifaces.is_empty() {
-            return Err(Error::Usage("astra run needs at least one --iface".into()));
+        if let Some(p) = self
+            .zeek_conn_logs
+            .iter()
+            .find(|p| !crate::agent::authlog::check(p))
+        {
+            return Err(Error::Usage(format!(
+                "--zeek-conn-log {} is a directory, not a log file",
+                p.display()
+            )));
+        }
+        if self.ifaces.is_empty() && self.zeek_conn_logs.is_empty() {
+            return Err(Error::Usage(
+                "astra run needs at least one --iface or --zeek-conn-log".into(),
+            ));
         }
         self.detect.validate()
     }

@@ -6,6 +6,8 @@
 pub mod api;
 pub mod authlog;
 pub mod config;
+pub mod connlog;
+pub mod follow;
 pub mod status;
 pub mod token;
 
@@ -190,6 +192,16 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let auth_follower = auth_follower
         .transpose()
         .map_err(|e| Error::io("auth log thread", e))?;
+    let conn_follower = (!cfg.zeek_conn_logs.is_empty()).then(|| {
+        let control = control.clone();
+        let paths = cfg.zeek_conn_logs.clone();
+        std::thread::Builder::new()
+            .name("astra-connlog".into())
+            .spawn(move || connlog::follow(paths, &control.conns, &control.stop))
+    });
+    let conn_follower = conn_follower
+        .transpose()
+        .map_err(|e| Error::io("conn.log thread", e))?;
     let poller = {
         let control = control.clone();
         let cfg = cfg.clone();
@@ -238,7 +250,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
     // A sync in progress finishes its current batch first.
     let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
-    if let Some(t) = auth_follower {
+    for t in [auth_follower, conn_follower].into_iter().flatten() {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     server.abort();
@@ -266,6 +278,9 @@ struct Control {
     feeds_reloaded: Mutex<Option<(Vec<PathBuf>, Duration)>>,
     /// Failed logins the API took, for the poll thread.
     logins: Arc<api::LoginQueue>,
+    /// Conversations the conn.log followers read, for the poll thread to write into the
+    /// flow table.
+    conns: connlog::ConnQueue,
 }
 
 enum Signal {
@@ -308,6 +323,7 @@ fn apply_reload(
         ("state_dir", cfg.state_dir != new.state_dir),
         ("events", cfg.events != new.events),
         ("auth_log", cfg.auth_logs != new.auth_logs),
+        ("zeek_conn_log", cfg.zeek_conn_logs != new.zeek_conn_logs),
     ];
     for (key, changed) in fixed {
         if changed {
@@ -331,6 +347,7 @@ fn apply_reload(
         state_dir: cfg.state_dir.clone(),
         events: cfg.events.clone(),
         auth_logs: cfg.auth_logs.clone(),
+        zeek_conn_logs: cfg.zeek_conn_logs.clone(),
         ..new
     };
     info!(
@@ -459,6 +476,16 @@ fn poll_loop(
         }
         for (src, port, at_ns) in control.logins.take() {
             engine.report_login_failure(src, port, at_ns);
+        }
+        let logged = control.conns.take();
+        if !logged.is_empty()
+            && let Some(maps) = lists.maps_mut()
+        {
+            // Into the kernel table, where this poll reads them like counted flows.
+            let (keys, values) = connlog::entries(&logged);
+            if let Err(e) = maps.insert_flows(&keys, &values) {
+                warn!(error = %e, "writing logged conversations into the flow table");
+            }
         }
         let t0 = Instant::now();
         match poll_once(

@@ -33,8 +33,9 @@ pub enum XdpModeCli {
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    /// Interface to attach to (repeat for several).
-    #[arg(long = "iface", required = true, value_name = "IF")]
+    /// Interface to attach to (repeat for several); at least one, unless --zeek-conn-log is
+    /// given.
+    #[arg(long = "iface", value_name = "IF")]
     pub ifaces: Vec<String>,
     /// XDP mode: auto tries native (driver) mode and falls back to skb (generic) mode.
     #[arg(long, value_enum, default_value = "auto")]
@@ -84,6 +85,11 @@ pub struct RunArgs {
     /// filters read them; they count toward the brute-force rule (repeat for several).
     #[arg(long = "auth-log", value_name = "PATH")]
     pub auth_logs: Vec<PathBuf>,
+    /// Zeek's conn.log to follow as it grows (tab-separated or JSON, across rotation): its
+    /// conversations are judged like those the interfaces count; with it, --iface may be left
+    /// out (repeat for several).
+    #[arg(long = "zeek-conn-log", value_name = "PATH")]
+    pub zeek_conn_logs: Vec<PathBuf>,
     /// How often feed files are checked for changes.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DUR")]
     pub feed_every: Duration,
@@ -138,6 +144,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         history_max_rows: a.history_max_rows,
         feeds: a.feeds,
         auth_logs: a.auth_logs,
+        zeek_conn_logs: a.zeek_conn_logs,
         feed_every: a.feed_every,
         on_exit: match a.on_exit {
             OnExitArg::Detach => OnExit::Detach,

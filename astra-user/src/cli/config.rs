@@ -434,9 +434,14 @@ mod tests {
     #[test]
     fn required_options_still_required_without_the_file_supplying_them() {
         let f = file("poll_interval = \"2s\"\n");
-        assert!(matches!(
-            parse(&argv(&f, &["run"])),
-            Err(ArgsError::Clap(_))
-        ));
+        // An interface or a conn.log to follow: one of the two, which clap cannot say alone.
+        let cli = parse(&argv(&f, &["run"])).expect("parses");
+        let e = crate::cli::agent::agent_config(cli).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("needs at least one --iface or --zeek-conn-log"),
+            "{e}"
+        );
+        assert_eq!(e.exit_code(), 2);
     }
 }

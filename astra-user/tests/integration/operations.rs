@@ -1098,3 +1098,94 @@ fn a_large_feed_change_does_not_stop_the_polls() {
     assert_eq!(blocked(pin.path(), state.path()), vec!["100.64.0.1/32"]);
     agent.stop();
 }
+
+/// `astra run --zeek-conn-log` with no interface at all: conversations Zeek logs as they end
+/// are judged like counted ones (a scan, then after the log is rotated, password guessing),
+/// and a line that is not a record is skipped, not fatal.
+#[test]
+fn a_followed_zeek_conn_log_is_judged_like_traffic() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (pin_dir(), state_dir());
+    let log = state.path().join("conn.log");
+    let header = "#separator \\x09\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tduration\tconn_state\thistory\torig_pkts\torig_ip_bytes\tresp_pkts\tresp_ip_bytes\n";
+    std::fs::write(&log, header).unwrap();
+    let log_arg = log.display().to_string();
+    let agent = Agent::start(
+        &lab.ns_b,
+        "",
+        pin.path(),
+        state.path(),
+        &["--zeek-conn-log", &log_arg],
+    );
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let append = |text: String| {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    };
+    let t = now();
+    let mut scan = String::from("not a record\n");
+    for p in 1..=60u16 {
+        scan.push_str(&format!(
+            "{:.6}\tC\t198.51.100.66\t{}\t198.51.100.10\t{p}\ttcp\t0.0002\tREJ\tSr\t1\t44\t1\t40\n",
+            t - 2.0 + f64::from(p) * 0.01,
+            40000 + p
+        ));
+    }
+    append(scan);
+    let alerted = |who: &str, kind: &str| {
+        let out = cli_ok(pin.path(), state.path(), &["alerts", "--json"]);
+        json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["source"] == who && a["attack_type"] == kind)
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !alerted("198.51.100.66", "port_scan") {
+        assert!(Instant::now() < deadline, "no scan alert:\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Zeek rotates its log: the new file is read from its start, header and all.
+    std::fs::rename(&log, state.path().join("conn.log.1")).unwrap();
+    let t = now();
+    let mut guesses = String::from(header);
+    for i in 0..8u16 {
+        guesses.push_str(&format!(
+            "{:.6}\tC\t198.51.100.77\t{}\t198.51.100.10\t22\ttcp\t1.2\tSF\tShAdDaFf\t12\t2100\t10\t2700\n",
+            t - 3.0 + f64::from(i) * 0.2,
+            50000 + i
+        ));
+    }
+    std::fs::write(&log, guesses).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !alerted("198.51.100.77", "brute_force") {
+        assert!(
+            Instant::now() < deadline,
+            "no brute-force alert:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        agent.log().contains("following Zeek conn.log"),
+        "{}",
+        agent.log()
+    );
+    let blocks = blocked(pin.path(), state.path());
+    assert!(
+        blocks
+            .iter()
+            .all(|b| b.starts_with("198.51.100.66") || b.starts_with("198.51.100.77")),
+        "{blocks:?}"
+    );
+    agent.stop();
+}

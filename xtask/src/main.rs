@@ -5,6 +5,7 @@ mod build;
 mod cmd;
 mod demo;
 mod deps;
+mod fuzz;
 mod man;
 mod test;
 mod tidy;
@@ -37,6 +38,9 @@ enum Task {
     Bench(bench::Args),
     /// Build release, then write man pages for astra and its subcommands to target/man.
     Man,
+    /// Run the cargo-fuzz targets (captures, flow logs, login events), seeded with the public
+    /// captures of the tests.
+    Fuzz(fuzz::Args),
     /// Check astra-user's module layers and imports, clap's place, typed errors and commit
     /// messages (also the first step of `test`).
     Tidy,
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Task::Demo(args) => demo::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::Man => man::run(),
+        Task::Fuzz(args) => fuzz::run(&args),
         Task::Tidy => tidy::run(),
     };
     match result {

@@ -7,7 +7,11 @@ use std::{env, ffi::OsString, process::Command, time::Instant};
 
 use anyhow::Result;
 
-use crate::{build, cmd, deps, tidy, toolchain};
+use crate::{build, cmd, deps, fuzz, tidy, toolchain};
+
+/// Seconds each fuzz target runs at the end of `cargo xtask test`: enough to replay the seeds
+/// and mutate them a while; longer runs are `cargo xtask fuzz`.
+const FUZZ_SECONDS: u32 = 20;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -100,6 +104,9 @@ pub fn run(args: &Args) -> Result<()> {
         Privilege::Unprivileged => unprivileged_note(),
     }
     cmd::run_step(&mut test)?;
+    cmd::step("fuzz (a short run of each target)", || {
+        fuzz::run_targets(&[], FUZZ_SECONDS, false)
+    })?;
     eprintln!(
         "==> cargo xtask test: all steps passed ({})",
         cmd::elapsed(start.elapsed())

@@ -600,17 +600,46 @@ async fn remove_allow(State(st): State<ApiState>, UrlPath(net): UrlPath<String>)
 
 /// One login event as a service reports it (astra-bruteforce-detector's `/ingest` fields).
 #[derive(Debug, PartialEq)]
-struct LoginEvent {
+pub struct LoginEvent {
     /// UNIX time in milliseconds.
-    ts_ms: u64,
-    src_ip: IpAddr,
-    dst_port: u16,
-    failed: bool,
+    pub ts_ms: u64,
+    pub src_ip: IpAddr,
+    pub dst_port: u16,
+    pub failed: bool,
+}
+
+/// Why a `POST /api/v1/events` body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("request body: {0}")]
+    Body(#[from] serde_json::Error),
+    #[error("{0} events in one request; at most {EVENTS_PER_REQUEST}")]
+    TooMany(usize),
+    #[error(transparent)]
+    Event(#[from] EventError),
+}
+
+/// The events of a request body (one event or an array), all checked: one bad event and none
+/// is taken. `now_ms` is the time events without `ts` get, and the limit of the future.
+pub fn parse_login_events(body: &[u8], now_ms: u64) -> Result<Vec<LoginEvent>, EventsError> {
+    let v: Value = serde_json::from_slice(body)?;
+    let items = match v {
+        Value::Array(items) => items,
+        one => vec![one],
+    };
+    if items.len() > EVENTS_PER_REQUEST {
+        return Err(EventsError::TooMany(items.len()));
+    }
+    Ok(items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| login_event(i, v, now_ms))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// What is wrong with one event of a request, naming the event and the field.
 #[derive(Debug, thiserror::Error)]
-enum EventError {
+pub enum EventError {
     #[error("events[{0}]: expected an object")]
     NotObject(usize),
     #[error("events[{index}].{field}: {why}")]
@@ -712,25 +741,9 @@ fn login_event(i: usize, v: &Value, now_ms: u64) -> Result<LoginEvent, EventErro
 /// over the login window, as evidence a service saw (so their source is taken as real).
 /// Authorised by [`guard`] before the body was read.
 async fn events(State(st): State<ApiState>, body: Bytes) -> ApiResult {
-    let v: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
-    let items = match v {
-        Value::Array(items) => items,
-        one => vec![one],
-    };
-    if items.len() > EVENTS_PER_REQUEST {
-        return Err(ApiError::bad_request(format!(
-            "{} events in one request; at most {EVENTS_PER_REQUEST}",
-            items.len()
-        )));
-    }
     let (now, mono) = (now_ms(), crate::clock::mono_now_ns());
-    let events = items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| login_event(i, v, now))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let events =
+        parse_login_events(&body, now).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let failed: Vec<(IpAddr, u16, u64)> = events
         .iter()
         .filter(|e| e.failed)

@@ -382,10 +382,25 @@ impl Capture {
         if file.metadata().map_err(io)?.is_dir() {
             return Err(io(io::Error::from(io::ErrorKind::IsADirectory)));
         }
+        Self::from_reader(path, file, BUFFER)
+    }
+
+    /// A capture held in memory (the fuzzer's way in): no record can be larger than it, so
+    /// the buffer need not be either.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Capture, CaptureError> {
+        let buffer = (bytes.len() + 1).clamp(4096, BUFFER);
+        Self::from_reader(Path::new("<memory>"), io::Cursor::new(bytes), buffer)
+    }
+
+    fn from_reader(
+        path: &Path,
+        input: impl io::Read + Send + 'static,
+        buffer: usize,
+    ) -> Result<Capture, CaptureError> {
         let not_a_capture = || CaptureError::NotACapture {
             path: path.to_owned(),
         };
-        let reader = create_reader(BUFFER, file).map_err(|_| not_a_capture())?;
+        let reader = create_reader(buffer, input).map_err(|_| not_a_capture())?;
         let mut cap = Capture {
             path: path.to_owned(),
             reader,

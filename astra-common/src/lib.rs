@@ -7,7 +7,7 @@
 #![no_std]
 
 /// Version of the pinned map layout. The agent refuses to reuse pins carrying another version.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Written into [`Meta::magic`] so that a foreign map that happens to be called `ASTRA_META`
 /// is never mistaken for ours.
 pub const META_MAGIC: u64 = u64::from_be_bytes(*b"ASTRAMAP");
@@ -171,6 +171,11 @@ pub struct FlowValue {
     /// wire segments in `packets`, but has one (large) length here.
     pub min_len: u32,
     pub max_len: u32,
+    /// The first 8 payload bytes of the first TCP segment in this direction that carried 8 or
+    /// more, in packet order (`u64::to_le_bytes` gives them back); 0 until then. Written once:
+    /// a banner-first service's greeting ("SSH-2.0-", "220 ", "+OK", "* OK") tells a login
+    /// service on any port.
+    pub first_payload: u64,
 }
 
 /// A blocklist or allowlist entry as the kernel sees it.
@@ -233,7 +238,7 @@ pub struct Meta {
 
 const _: () = {
     assert!(size_of::<FlowKey>() == 44);
-    assert!(size_of::<FlowValue>() == 56);
+    assert!(size_of::<FlowValue>() == 64);
     assert!(size_of::<ListEntry>() == 32);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<Meta>() == 24);

@@ -220,6 +220,7 @@ fn account_flow<const SHARED: bool>(key: &FlowKey, p: &Parsed, len: u32, segs: u
         tcp_flags: flags | (flags << 8),
         min_len: len,
         max_len: len,
+        first_payload: p.payload8,
     };
     match ASTRA_FLOWS.insert(key, &fresh, BPF_NOEXIST as u64) {
         Ok(()) => {}
@@ -244,6 +245,11 @@ fn update_flow<const SHARED: bool>(v: *mut FlowValue, p: &Parsed, len: u32, segs
         }
         if len > (*v).max_len {
             (*v).max_len = len;
+        }
+        // Once per flow: the first segment with a payload. A plain store; two CPUs racing
+        // here both write a first payload of the same direction.
+        if p.payload8 != 0 && (*v).first_payload == 0 {
+            (*v).first_payload = p.payload8;
         }
         let flags = p.tcp_flags as u32;
         if flags != 0 {

@@ -280,6 +280,10 @@ pub struct Parsed {
     pub src_port: u16,
     pub dst_port: u16,
     pub tcp_flags: u8,
+    /// The first 8 payload bytes of a TCP segment that carries at least 8 (as they lie in the
+    /// packet, read as one little-endian word), else 0: what a banner-first service (SSH, FTP,
+    /// SMTP, POP3, IMAP) says first, so userspace can tell a login service on any port.
+    pub payload8: u64,
 }
 
 impl Parsed {
@@ -316,10 +320,15 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
                 return None;
             }
             c.skip(doff)?;
+            // SAFETY: peek checked that 8 bytes are in the packet; they need no alignment.
+            let payload8 = c
+                .peek::<8>()
+                .map_or(0, |p| unsafe { core::ptr::read_unaligned(p as *const u64) });
             Some(Parsed {
                 src_port: be16([h[0], h[1]]),
                 dst_port: be16([h[2], h[3]]),
                 tcp_flags: h[13],
+                payload8,
             })
         }
         ip_proto::UDP | ip_proto::UDPLITE => {
@@ -328,6 +337,7 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
                 src_port: be16([h[0], h[1]]),
                 dst_port: be16([h[2], h[3]]),
                 tcp_flags: 0,
+                payload8: 0,
             })
         }
         ip_proto::SCTP => {
@@ -336,6 +346,7 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
                 src_port: be16([h[0], h[1]]),
                 dst_port: be16([h[2], h[3]]),
                 tcp_flags: 0,
+                payload8: 0,
             })
         }
         ip_proto::ICMP | ip_proto::ICMPV6 => {
@@ -344,12 +355,14 @@ pub fn parse_l4(l3: &L3, data: usize, end: usize) -> Option<Parsed> {
                 src_port: 0,
                 dst_port: be16([h[0], h[1]]),
                 tcp_flags: 0,
+                payload8: 0,
             })
         }
         _ => Some(Parsed {
             src_port: 0,
             dst_port: 0,
             tcp_flags: 0,
+            payload8: 0,
         }),
     }
 }

@@ -150,6 +150,19 @@ pub(super) fn udp_packet(src: Ipv4Addr, sport: u16) -> Vec<u8> {
     v
 }
 
+/// A TCP segment with 32 bytes of payload (an established flow's data), from `src`.
+pub(super) fn tcp_data_packet(src: Ipv4Addr, sport: u16) -> Vec<u8> {
+    let mut v = Vec::new();
+    PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(src.octets(), [198, 18, 0, 2], 64)
+        .tcp(sport, 2222, 1, 64240)
+        .psh()
+        .ack(1)
+        .write(&mut v, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+        .expect("a TCP packet builds");
+    v
+}
+
 pub(super) fn mapped(a: Ipv4Addr) -> [u8; 16] {
     a.to_ipv6_mapped().octets()
 }
@@ -184,6 +197,7 @@ pub(super) fn fill_flows(maps: &mut PinnedMaps, n: u32, now_ns: u64) -> Result<(
                 tcp_flags: 0x18,
                 min_len: 60,
                 max_len: 1500,
+                first_payload: 0,
             })
             .collect();
         maps.insert_flows(&keys, &values)?;

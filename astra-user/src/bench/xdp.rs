@@ -38,6 +38,9 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
     let floor = runs(bench.floor()?, &established)?;
     let drop = runs(dp.xdp()?, &dropped)?;
     let update = runs(dp.xdp()?, &established)?;
+    // TCP data: the transport header's options and the first payload are looked at too.
+    let tcp_data = tcp_data_packet(Ipv4Addr::new(198, 18, 0, 3), 40_001);
+    let update_tcp = runs(dp.xdp()?, &tcp_data)?;
     out.push(m(
         "xdp floor (empty program)",
         floor,
@@ -55,6 +58,13 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
     out.push(m(
         "xdp update path (established flow)",
         update,
+        "ns/packet",
+        Some(("xdp floor", floor)),
+        "<= floor + 40 ns",
+    ));
+    out.push(m(
+        "xdp update path (established TCP flow, data)",
+        update_tcp,
         "ns/packet",
         Some(("xdp floor", floor)),
         "<= floor + 40 ns",

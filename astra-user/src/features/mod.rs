@@ -160,12 +160,25 @@ fn ended(f: &BiFlow, closed: bool) -> bool {
     closed || (f.fwd.tcp_flags | f.rev.tcp_flags) & (tcp_flags::FIN | tcp_flags::RST) != 0
 }
 
-/// A conversation to a login port that completed its handshake, ended, was short and got a
-/// small answer: what a rejected password looks like from outside.
+/// Whether a server's first words are a login service's greeting, whatever its port: SSH's
+/// version line, the `220` of FTP and SMTP, POP3's `+OK`, IMAP's `* OK`, VNC's `RFB 0`, or
+/// telnet's option negotiation.
+pub fn login_banner(b: &[u8; 8]) -> bool {
+    b.starts_with(b"SSH-")
+        || b.starts_with(b"220")
+        || b.starts_with(b"+OK")
+        || b.starts_with(b"* OK")
+        || b.starts_with(b"RFB 0")
+        || (b[0] == 0xff && (0xfb..=0xfe).contains(&b[1]))
+}
+
+/// A conversation to a login service (a login port, or a server that greeted like one) that
+/// completed its handshake, ended, was short and got a small answer: what a rejected password
+/// looks like from outside.
 fn failed_login(f: &BiFlow, closed: bool, cfg: &FeatureConfig) -> bool {
     is_tcp(f)
         && handshake_completed(f)
-        && AUTH_PORTS.contains(&f.dst_port)
+        && (AUTH_PORTS.contains(&f.dst_port) || login_banner(&f.rev.first_payload))
         && ended(f, closed)
         && f.last_seen_ns.saturating_sub(f.first_seen_ns)
             <= cfg.failed_login_max_duration.as_nanos() as u64
@@ -1077,6 +1090,7 @@ pub(crate) mod tests {
             syn: u32::from(flags & tcp_flags::SYN != 0),
             fin: u32::from(flags & tcp_flags::FIN != 0),
             rst: u32::from(flags & tcp_flags::RST != 0),
+            first_payload: [0; 8],
         };
         BiFlow {
             src: ip(src),
@@ -1283,6 +1297,37 @@ pub(crate) mod tests {
         // One each on 22 and 3389: the tie goes to the lower port.
         assert_eq!(w.top_failed_logins, Some((22, 1)));
         assert_eq!(w.features.failed_logins, 2.0);
+        // On 8080, the same conversation counts once the server greeted like a login service.
+        let mut greeted = fail(8, 8080);
+        greeted.rev.first_payload = *b"SSH-2.0-";
+        let (src, _) = windows(&[fail(7, 8080), greeted], now);
+        assert_eq!(src[&ip("198.18.0.7")].top_failed_logins, Some((8080, 1)));
+    }
+
+    #[test]
+    fn login_banners_are_told_from_other_first_words() {
+        for yes in [
+            b"SSH-2.0-",
+            b"220 ProF",
+            b"220-mail",
+            b"+OK Dove",
+            b"* OK [CA",
+            b"RFB 003.",
+        ] {
+            assert!(login_banner(yes), "{:?}", String::from_utf8_lossy(yes));
+        }
+        assert!(
+            login_banner(&[0xff, 0xfd, 0x18, 0xff, 0xfd, 0x20, 0, 0]),
+            "telnet"
+        );
+        for no in [
+            b"HTTP/1.1",
+            b"GET / HT",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01",
+            &[0u8; 8],
+        ] {
+            assert!(!login_banner(no), "{:?}", String::from_utf8_lossy(no));
+        }
     }
 
     /// One wrong password a minute and a half (hydra -t 1 at its slowest): never two in the

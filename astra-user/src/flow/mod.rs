@@ -259,6 +259,9 @@ pub struct DirCounters {
     pub syn: u32,
     pub fin: u32,
     pub rst: u32,
+    /// The first 8 bytes of this side's first TCP payload (zeros if none): a server's banner.
+    #[serde(skip)]
+    pub first_payload: [u8; 8],
 }
 
 impl DirCounters {
@@ -271,6 +274,7 @@ impl DirCounters {
             syn: v.syn_count,
             fin: v.fin_count,
             rst: v.rst_count,
+            first_payload: v.first_payload.to_le_bytes(),
         }
     }
 }

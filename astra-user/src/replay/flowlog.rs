@@ -146,6 +146,24 @@ pub struct Conn {
     /// TCP flags of each side: (OR of all, first packet's).
     pub orig_flags: (u32, u32),
     pub resp_flags: (u32, u32),
+    /// What the log says the responder's service is (Zeek's `service`, found by content), as
+    /// the greeting such a service opens with: the dataplane's first payload bytes.
+    pub resp_greeting: u64,
+}
+
+/// The greeting a Zeek `service` name stands for (login services only), as
+/// [`FlowValue::first_payload`] holds it.
+fn greeting(service: Option<&str>) -> u64 {
+    let text: &[u8] = match service.unwrap_or("").split(',').next().unwrap_or("") {
+        "ssh" => b"SSH-2.0-",
+        "ftp" | "smtp" => b"220 \r\n\0\0\0",
+        "pop3" => b"+OK \r\n\0\0",
+        "imap" => b"* OK \r\n\0",
+        _ => return 0,
+    };
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&text[..8]);
+    u64::from_le_bytes(b)
 }
 
 fn mapped(a: IpAddr) -> [u8; 16] {
@@ -162,7 +180,7 @@ impl Conn {
         let (first, last) = (to_clock(self.start_ns), to_clock(self.end_ns));
         let icmp = matches!(self.proto, ip_proto::ICMP | ip_proto::ICMPV6);
         let mut out = Vec::with_capacity(2);
-        for (from, to, packets, bytes, (flags, first_flags), reply) in [
+        for (from, to, packets, bytes, (flags, first_flags), reply, payload) in [
             (
                 self.orig,
                 self.resp,
@@ -170,6 +188,7 @@ impl Conn {
                 self.orig_bytes,
                 self.orig_flags,
                 false,
+                0,
             ),
             (
                 self.resp,
@@ -178,6 +197,7 @@ impl Conn {
                 self.resp_bytes,
                 self.resp_flags,
                 true,
+                self.resp_greeting,
             ),
         ] {
             if packets == 0 {
@@ -220,6 +240,7 @@ impl Conn {
                     tcp_flags: (flags & 0xff) | (first_flags & 0xff) << 8,
                     min_len: (bytes / packets) as u32,
                     max_len: (bytes / packets) as u32,
+                    first_payload: payload,
                 },
             ));
         }
@@ -399,6 +420,7 @@ fn conn_from(f: &impl Fields, line: u64) -> Result<Option<Conn>, FlowLogError> {
         resp_bytes: rb.max(rp * 40) + rp * ETH,
         orig_flags,
         resp_flags,
+        resp_greeting: greeting(f.get("service")),
     }))
 }
 
@@ -488,6 +510,7 @@ struct JsonConn {
     resp_bytes: Option<u64>,
     conn_state: Option<String>,
     history: Option<String>,
+    service: Option<String>,
 }
 
 struct Owned(Vec<(&'static str, String)>);
@@ -547,6 +570,7 @@ pub fn zeek_json_line(n: u64, line: &str) -> Result<Option<Conn>, FlowLogError> 
     opt("resp_bytes", j.resp_bytes.map(|d| d.to_string()));
     opt("conn_state", j.conn_state);
     opt("history", j.history);
+    opt("service", j.service);
     conn_from(&Owned(v), n)
 }
 
@@ -656,6 +680,7 @@ impl ArgusCsv {
             resp_bytes: (bytes - sbytes).max(dpkts * 54),
             orig_flags,
             resp_flags,
+            resp_greeting: 0,
         }))
     }
 }
@@ -734,6 +759,10 @@ mod tests {
         let e = ftp.entries(|t| t);
         assert_eq!(e.len(), 2);
         let (o, rsp) = (&e[0].1, &e[1].1);
+        // Zeek's `service` says what the responder is: its greeting stands in for the first
+        // payload bytes the dataplane would have seen.
+        assert!(rsp.first_payload.to_le_bytes().starts_with(b"220"));
+        assert_eq!(o.first_payload, 0);
         assert_eq!(o.tcp_flags >> 8, tcp_flags::SYN);
         assert_eq!(rsp.tcp_flags >> 8, tcp_flags::SYN | tcp_flags::ACK);
         assert!(o.tcp_flags & tcp_flags::FIN != 0 && rsp.fin_count == 1);

@@ -343,6 +343,8 @@ fn assert_flows(s: &Sensor, expected: &[(FlowKey, FlowValue)]) {
         );
         v.first_seen_ns = 0;
         v.last_seen_ns = 0;
+        // The first payload has a test of its own (`the_first_payload_of_a_tcp_direction_...`).
+        v.first_payload = 0;
     }
     for (k, v) in expected {
         match got.iter().find(|(gk, _)| gk == k) {
@@ -733,6 +735,63 @@ fn hand_built_frames_decode_with_etherparse() {
 // ---------------------------------------------------------------------------------------------
 // Flow accounting
 // ---------------------------------------------------------------------------------------------
+
+/// A TCP direction keeps the first 8 bytes of its first segment with 8 or more payload bytes,
+/// once: a handshake (no payload) and a short segment leave it empty, a later segment does not
+/// replace it, and other protocols never have one.
+#[test]
+fn the_first_payload_of_a_tcp_direction_is_kept_once() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let mut s = Sensor::new();
+    let b = || eth().ipv4(SRC4, DST4, 64).tcp(40000, 2222, 1, 64240);
+    let first = |s: &Sensor, k: FlowKey| {
+        s.flows()
+            .into_iter()
+            .find(|(fk, _)| *fk == k)
+            .map(|(_, v)| v.first_payload.to_le_bytes())
+            .expect("the flow")
+    };
+    let k = key4(TCP, 40000, 2222);
+    assert_eq!(s.xdp(&build!(b().syn(), &[])), XDP_PASS);
+    assert_eq!(first(&s, k), [0; 8], "a SYN carries nothing");
+    assert_eq!(s.xdp(&build!(b().psh().ack(1), b"hi\r\n")), XDP_PASS);
+    assert_eq!(first(&s, k), [0; 8], "under 8 bytes is not a greeting");
+    assert_eq!(
+        s.xdp(&build!(b().psh().ack(1), b"SSH-2.0-OpenSSH_9.2\r\n")),
+        XDP_PASS
+    );
+    assert_eq!(&first(&s, k), b"SSH-2.0-");
+    assert_eq!(
+        s.xdp(&build!(b().psh().ack(1), b"GET / HTTP/1.1\r\n")),
+        XDP_PASS
+    );
+    assert_eq!(&first(&s, k), b"SSH-2.0-", "kept once");
+    // TCP options before the payload are skipped.
+    let mut opts = Sensor::new();
+    let with_opts = build!(
+        eth()
+            .ipv4(SRC4, DST4, 64)
+            .tcp(40001, 2222, 1, 64240)
+            .options(&[const { etherparse::TcpOptionElement::Noop }; 12])
+            .unwrap()
+            .psh()
+            .ack(1),
+        b"220 ftp ready\r\n"
+    );
+    assert_eq!(opts.xdp(&with_opts), XDP_PASS);
+    assert_eq!(&first(&opts, key4(TCP, 40001, 2222)), b"220 ftp ");
+    let mut udp = Sensor::new();
+    assert_eq!(
+        udp.xdp(&build!(
+            eth().ipv4(SRC4, DST4, 64).udp(5353, 5354),
+            b"SSH-2.0-xxxxxx"
+        )),
+        XDP_PASS
+    );
+    assert_eq!(first(&udp, key4(UDP, 5353, 5354)), [0; 8]);
+}
 
 #[test]
 fn ipv4_tcp_connection_is_one_flow() {

@@ -667,3 +667,76 @@ fn flow_logs_are_judged_like_packets() {
         "{e}"
     );
 }
+
+/// Password guessing against sshd on port 2222, one attempt every 2 s: a short session the
+/// server ends after greeting and refusing.
+fn ssh_guesses_on(port: u16, banner: &[u8]) -> Vec<Pkt> {
+    let mut out = Vec::new();
+    let guesser = [198, 18, 0, 77];
+    let mut push = |t: u64, f: Vec<u8>| {
+        let n = f.len() as u32;
+        out.push((t, f, n));
+    };
+    for i in 0..8u16 {
+        let (t, sp) = (T0 + u64::from(i) * 2 * NS, 51000 + i);
+        let ms = |k: u64| t + k * 1_000_000;
+        push(ms(0), tcp(guesser, SERVER, sp, port, SYN, b""));
+        push(ms(1), tcp(SERVER, guesser, port, sp, SYN_ACK, b""));
+        push(ms(2), tcp(guesser, SERVER, sp, port, ACK, b""));
+        push(ms(5), tcp(SERVER, guesser, port, sp, PSH_ACK, banner));
+        push(
+            ms(6),
+            tcp(
+                guesser,
+                SERVER,
+                sp,
+                port,
+                PSH_ACK,
+                b"SSH-2.0-libssh_0.10\r\n",
+            ),
+        );
+        push(ms(9), tcp(guesser, SERVER, sp, port, PSH_ACK, &[7; 600]));
+        push(ms(12), tcp(SERVER, guesser, port, sp, PSH_ACK, &[9; 900]));
+        push(ms(300), tcp(SERVER, guesser, port, sp, FIN_ACK, b""));
+        push(ms(301), tcp(guesser, SERVER, sp, port, FIN_ACK, b""));
+    }
+    out
+}
+
+/// A login service on a port no list names is known by what it says first: SSH on 2222 is
+/// guessed at and caught; the same sessions to a server that does not greet like a login
+/// service are not taken for failed logins.
+#[test]
+fn a_login_service_on_another_port_is_known_by_its_banner() {
+    if !privileged() {
+        return;
+    }
+    let dir = state_dir();
+    let ssh = dir.path().join("ssh2222.pcap");
+    write_pcap(
+        &ssh,
+        1,
+        &ssh_guesses_on(2222, b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n"),
+    );
+    let other = dir.path().join("other2222.pcap");
+    write_pcap(
+        &other,
+        1,
+        &ssh_guesses_on(2222, b"HTTP/1.1 400 Bad Request\r\n"),
+    );
+    let guesser: IpAddr = "198.18.0.77".parse().unwrap();
+    let r = run(vec![ssh]);
+    assert!(
+        sources_alerted(&r).contains(&(guesser, AttackType::BruteForce)),
+        "{:?}",
+        r.alerts
+    );
+    let brute = r
+        .alerts
+        .iter()
+        .find(|a| a.attack_type == AttackType::BruteForce)
+        .unwrap();
+    assert!(brute.rule.contains("port_2222"), "{}", brute.rule);
+    let r = run(vec![other]);
+    assert!(r.alerts.is_empty(), "{:?}", r.alerts);
+}

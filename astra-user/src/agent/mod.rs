@@ -181,27 +181,13 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             .spawn(move || feed_loop(paths, every, lists, &control))
             .map_err(|e| Error::io("feed thread", e))?
     };
-    // Auth logs are followed on their own thread: a slow disk must not hold up the polls.
-    let auth_follower = (!cfg.auth_logs.is_empty()).then(|| {
-        let control = control.clone();
-        let paths = cfg.auth_logs.clone();
-        std::thread::Builder::new()
-            .name("astra-authlog".into())
-            .spawn(move || authlog::follow(paths, &control.logins, &control.stop))
-    });
-    let auth_follower = auth_follower
-        .transpose()
-        .map_err(|e| Error::io("auth log thread", e))?;
-    let conn_follower = (!cfg.zeek_conn_logs.is_empty()).then(|| {
-        let control = control.clone();
-        let paths = cfg.zeek_conn_logs.clone();
-        std::thread::Builder::new()
-            .name("astra-connlog".into())
-            .spawn(move || connlog::follow(paths, &control.conns, &control.stop))
-    });
-    let conn_follower = conn_follower
-        .transpose()
-        .map_err(|e| Error::io("conn.log thread", e))?;
+    // Logs are followed on threads of their own: a slow disk must not hold up the polls.
+    let auth_follower = follower(&control, "astra-authlog", &cfg.auth_logs, |p, c| {
+        authlog::follow(p, &c.logins, &c.stop)
+    })?;
+    let conn_follower = follower(&control, "astra-connlog", &cfg.zeek_conn_logs, |p, c| {
+        connlog::follow(p, &c.conns, &c.stop)
+    })?;
     let poller = {
         let control = control.clone();
         let cfg = cfg.clone();
@@ -267,6 +253,24 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     status.running = false;
     status.write(&cfg.state_dir)?;
     Ok(())
+}
+
+/// A thread named `name` following `paths` with `follow`, unless there are none.
+fn follower(
+    control: &Arc<Control>,
+    name: &str,
+    paths: &[PathBuf],
+    follow: impl FnOnce(Vec<PathBuf>, &Control) + Send + 'static,
+) -> Result<Option<std::thread::JoinHandle<()>>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let (control, paths) = (control.clone(), paths.to_vec());
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || follow(paths, &control))
+        .map(Some)
+        .map_err(|e| Error::io(format!("{name} thread"), e))
 }
 
 /// What the signal handler tells the poll thread: stop, or take this reloaded configuration.

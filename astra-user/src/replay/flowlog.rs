@@ -342,6 +342,24 @@ fn zeek_escape_decode(s: &str) -> String {
     out
 }
 
+/// Field `name`'s text `v` read as a `T` (`what` says as what, for the error).
+fn parse_as<T: std::str::FromStr>(
+    line: u64,
+    name: &str,
+    v: &str,
+    what: &str,
+) -> Result<T, FlowLogError> {
+    v.parse().map_err(|_| FlowLogError::Bad {
+        line,
+        what: format!("{name} is not {what}: {}", crate::text::excerpt(v)),
+    })
+}
+
+/// A field holding a count, 0 when absent.
+fn count_of(line: u64, name: &str, v: Option<&str>) -> Result<u64, FlowLogError> {
+    v.map_or(Ok(0), |v| parse_as(line, name, v, "a count"))
+}
+
 /// A Zeek record's fields, by name, whatever the format.
 trait Fields {
     fn get(&self, name: &str) -> Option<&str>;
@@ -350,40 +368,19 @@ trait Fields {
 fn conn_from(f: &impl Fields, line: u64) -> Result<Option<Conn>, FlowLogError> {
     let bad = |what: String| FlowLogError::Bad { line, what };
     let need = |name: &str| f.get(name).ok_or_else(|| bad(format!("no {name}")));
-    let num = |name: &str| -> Result<u64, FlowLogError> {
-        match f.get(name) {
-            None => Ok(0),
-            Some(v) => v.parse::<u64>().map_err(|_| {
-                bad(format!(
-                    "{name} is not a count: {}",
-                    crate::text::excerpt(v)
-                ))
-            }),
-        }
-    };
+    let num = |name: &str| count_of(line, name, f.get(name));
     let secs = |name: &str, v: &str| -> Result<u64, FlowLogError> {
-        let x: f64 = v
-            .parse()
-            .map_err(|_| bad(format!("{name} is not a time: {}", crate::text::excerpt(v))))?;
+        let x: f64 = parse_as(line, name, v, "a time")?;
         if !x.is_finite() || x < 0.0 {
             return Err(bad(format!("{name} is out of range")));
         }
         Ok((x * 1e9).min(u64::MAX as f64) as u64)
     };
     let addr = |name: &str| -> Result<IpAddr, FlowLogError> {
-        let v = need(name)?;
-        v.parse().map_err(|_| {
-            bad(format!(
-                "{name} is not an address: {}",
-                crate::text::excerpt(v)
-            ))
-        })
+        parse_as(line, name, need(name)?, "an address")
     };
-    let port = |name: &str| -> Result<u16, FlowLogError> {
-        let v = need(name)?;
-        v.parse()
-            .map_err(|_| bad(format!("{name} is not a port: {}", crate::text::excerpt(v))))
-    };
+    let port =
+        |name: &str| -> Result<u16, FlowLogError> { parse_as(line, name, need(name)?, "a port") };
     let proto_text = need("proto")?;
     let Some(proto) = proto_number(proto_text) else {
         return Err(bad(format!(
@@ -625,13 +622,7 @@ impl ArgusCsv {
             ))
         })?;
         let addr = |name: &str| -> Result<IpAddr, FlowLogError> {
-            let v = need(name)?;
-            v.parse().map_err(|_| {
-                bad(format!(
-                    "{name} is not an address: {}",
-                    crate::text::excerpt(v)
-                ))
-            })
+            parse_as(n, name, need(name)?, "an address")
         };
         // Ports may be written in hex (ICMP types: 0x0008); none for protocols without them.
         let port = |name: &str| -> Result<u16, FlowLogError> {
@@ -643,16 +634,7 @@ impl ArgusCsv {
                     .map_err(|_| bad(format!("{name} is not a port: {}", crate::text::excerpt(v)))),
             }
         };
-        let count = |name: &str| -> Result<u64, FlowLogError> {
-            get(name).map_or(Ok(0), |v| {
-                v.parse().map_err(|_| {
-                    bad(format!(
-                        "{name} is not a count: {}",
-                        crate::text::excerpt(v)
-                    ))
-                })
-            })
-        };
+        let count = |name: &str| count_of(n, name, get(name));
         let (pkts, bytes, sbytes) = (count("totpkts")?, count("totbytes")?, count("srcbytes")?);
         let sbytes = sbytes.min(bytes);
         // The split of packets between the directions follows the split of bytes.

@@ -25,6 +25,8 @@ pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("systemd-analyze", "systemd"),
     req("ip", "iproute2"),
     req("sysctl", "procps"),
+    // Public captures replayed into a live agent, to compare with `astra replay`.
+    req("tcpreplay", "tcpreplay"),
 ];
 
 /// What `cargo xtask bench` compares against and drives traffic with.

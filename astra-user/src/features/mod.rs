@@ -1304,6 +1304,44 @@ pub(crate) mod tests {
         assert_eq!(src[&ip("198.18.0.7")].top_failed_logins, Some((8080, 1)));
     }
 
+    /// A "conversation" of which only the answers were seen (SYN-ACKs reflected at a victim
+    /// from many servers, or a blocked scanner's probes answered) is no evidence against the
+    /// side that supposedly opened it: it gets no window at all.
+    #[test]
+    fn conversations_whose_opener_sent_nothing_count_for_no_one() {
+        let now = 1000 * S;
+        let answers: Vec<BiFlow> = (0..200u16)
+            .map(|i| {
+                let server = format!("198.18.{}.{}", 1 + i / 200, 1 + i % 200);
+                tcp(
+                    "198.18.0.9",
+                    &server,
+                    40000 + i,
+                    1 + i,
+                    0,
+                    tcp_flags::SYN | tcp_flags::ACK,
+                    now - S,
+                )
+            })
+            .collect();
+        assert!(
+            answers
+                .iter()
+                .all(|f| f.fwd.packets == 0 && f.rev.packets > 0)
+        );
+        let (src, _) = windows(&answers, now);
+        assert!(
+            !src.contains_key(&ip("198.18.0.9")),
+            "{:?}",
+            src.get(&ip("198.18.0.9"))
+        );
+        // One packet it sent makes a conversation its own.
+        let mut sent = answers[0];
+        sent.fwd.packets = 1;
+        let (src, _) = windows(&[sent], now);
+        assert!(src.contains_key(&ip("198.18.0.9")));
+    }
+
     #[test]
     fn login_banners_are_told_from_other_first_words() {
         for yes in [

@@ -126,9 +126,11 @@ fn time_of(what: &str, mut cmd: impl FnMut() -> Command) -> Result<f64> {
 /// engine on the capture's clock), by `tshark -r -q -z conv,tcp` and by `argus -r`, on one
 /// capture, each as a process of its own from start to exit.
 pub fn replay_rate(out: &mut Vec<Measurement>) -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("astra-bench-replay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let _cleanup = Cleanup(dir.clone());
+    let scratch = crate::lab::kit::ScratchDir::dir_at(
+        std::env::temp_dir().join(format!("astra-bench-replay-{}", std::process::id())),
+        0o700,
+    )?;
+    let dir = scratch.path();
     let pcap = dir.join("office.pcap");
     let packets = office_capture(&pcap)? as f64;
     let exe = std::env::current_exe().map_err(|e| Error::io("current exe", e))?;
@@ -182,12 +184,4 @@ pub fn replay_rate(out: &mut Vec<Measurement>) -> Result<()> {
         "-",
     ));
     Ok(())
-}
-
-struct Cleanup(std::path::PathBuf);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -94,6 +94,8 @@ pub struct Topology {
     pub server: Netns,
     /// The server behind the router, in the gateway layout.
     pub behind: Option<Netns>,
+    /// The router's interface toward the server behind it, in the gateway layout.
+    behind_iface: Option<u32>,
     pub layout: Layout,
     pub clients: Vec<Host>,
     pub attackers: Vec<Host>,
@@ -203,6 +205,10 @@ impl Topology {
                 Some(behind)
             }
         };
+        let behind_iface = match behind {
+            Some(_) => Some(server.run(|| crate::dataplane::ifindex(ROUTER_SERVER_IFACE))??),
+            None => None,
+        };
         let clients = (1..=clients)
             .map(|i| link(&server, tag, "cli", i, layout))
             .collect::<Result<Vec<_>>>()?;
@@ -227,6 +233,7 @@ impl Topology {
             state,
             server,
             behind,
+            behind_iface,
             layout,
             clients,
             attackers,
@@ -360,11 +367,8 @@ impl Topology {
             .chain(&self.attackers)
             .map(|h| (h.server_iface.clone(), h.server_ifindex))
             .collect();
-        if self.layout == Layout::Gateway
-            && let Ok(Ok(i)) = self
-                .server
-                .run(|| crate::dataplane::ifindex(ROUTER_SERVER_IFACE))
-        {
+        // Resolved once when the topology was built: kernel_drops asks ten times a second.
+        if let Some(i) = self.behind_iface {
             v.push((ROUTER_SERVER_IFACE.to_owned(), i));
         }
         v

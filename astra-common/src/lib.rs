@@ -4,10 +4,11 @@
 //! uses fixed-width fields only and spells out its padding; the size assertions at the bottom
 //! fail the build if a field change silently moves anything. Changing any of them means bumping
 //! [`LAYOUT_VERSION`], because maps pinned by an older agent would otherwise be misread.
-#![no_std]
+// Tests run on the host, with std; the eBPF programs and the agent see a no_std crate.
+#![cfg_attr(not(test), no_std)]
 
 /// Version of the pinned map layout. The agent refuses to reuse pins carrying another version.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Written into [`Meta::magic`] so that a foreign map that happens to be called `ASTRA_META`
 /// is never mistaken for ours.
 pub const META_MAGIC: u64 = u64::from_be_bytes(*b"ASTRAMAP");
@@ -23,8 +24,13 @@ pub mod map_names {
     pub const BLOCK_NET_V6: &str = "ASTRA_BNET_V6";
     pub const ALLOW_NET_V4: &str = "ASTRA_ANET_V4";
     pub const ALLOW_NET_V6: &str = "ASTRA_ANET_V6";
+    pub const QUARANTINE_V4: &str = "ASTRA_QUAR_V4";
+    pub const QUARANTINE_V6: &str = "ASTRA_QUAR_V6";
+    pub const THROTTLE_V4: &str = "ASTRA_TNET_V4";
+    pub const THROTTLE_V6: &str = "ASTRA_TNET_V6";
+    pub const TIERS: &str = "ASTRA_TIERS";
     /// Every pinned map, in the order the layout check walks them.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 14] = [
         META,
         FLOWS,
         COUNTERS,
@@ -34,6 +40,11 @@ pub mod map_names {
         BLOCK_NET_V6,
         ALLOW_NET_V4,
         ALLOW_NET_V6,
+        QUARANTINE_V4,
+        QUARANTINE_V6,
+        THROTTLE_V4,
+        THROTTLE_V6,
+        TIERS,
     ];
 }
 
@@ -61,6 +72,18 @@ pub const DEFAULT_FLOW_CAPACITY: u32 = 262_144;
 pub const BLOCK_EXACT_CAPACITY: u32 = 1 << 20;
 pub const BLOCK_NET_CAPACITY: u32 = 1 << 18;
 pub const ALLOW_NET_CAPACITY: u32 = 1 << 16;
+pub const QUARANTINE_CAPACITY: u32 = 1 << 16;
+pub const THROTTLE_CAPACITY: u32 = 1 << 16;
+
+/// Bits of the single `ASTRA_TIERS` word: which of the optional tiers hold entries. XDP reads
+/// the word once per packet (an inlined array lookup) and skips the lookups of an empty tier,
+/// so a host that quarantines and throttles nothing pays about a nanosecond for them.
+/// Userspace sets a bit before or right after writing the tier's first entry and clears it
+/// once the tier's maps are empty; a stale set bit costs only the lookups.
+pub mod tier {
+    pub const QUARANTINE: u32 = 1;
+    pub const THROTTLE: u32 = 2;
+}
 
 /// Interfaces are folded into this many counter slots (`ifindex % IFACE_SLOTS`). A per-CPU
 /// array indexed by slot costs one inlined lookup per packet, where a hash keyed by ifindex
@@ -85,6 +108,12 @@ pub mod action {
     pub const EGRESS_PARSE_ERROR: u32 = 9;
     pub const EGRESS_FRAGMENT: u32 = 10;
     pub const EGRESS_NON_IP: u32 = 11;
+    /// From or to a quarantined host (and not to or from an allowlisted address).
+    pub const DROP_QUARANTINED: u32 = 12;
+    /// Over a throttle entry's rate.
+    pub const DROP_THROTTLED: u32 = 13;
+    /// Leaving this host from or to a quarantined host (TC egress).
+    pub const EGRESS_DROP_QUARANTINED: u32 = 14;
     pub const COUNT: u32 = 16;
 }
 
@@ -207,6 +236,56 @@ impl ListEntry {
     }
 }
 
+/// A throttle entry: a token bucket per address or prefix, run as GCRA (the "virtual
+/// scheduling" form of a token bucket), which needs one timestamp per limit instead of a token
+/// count and a refill time: a packet conforms when the limit's theoretical arrival time (TAT)
+/// is no later than now plus the burst tolerance, and a conforming packet moves the TAT on by
+/// its cost. Packets over either limit are dropped and cost nothing. Written by userspace
+/// only; XDP updates the TATs and counters in place with plain stores, so CPUs racing on one
+/// entry can admit a few packets more than the rate (never fewer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThrottleEntry {
+    /// Expiry, creation and source as for the lists; `hits` counts every packet the entry
+    /// matched, passed or dropped.
+    pub list: ListEntry,
+    /// Nanoseconds one packet costs (10^9 / packets per second); 0 = no packet limit.
+    pub packet_ns: u64,
+    /// Nanoseconds one byte costs, times 2^16 (8·10^9 / bits per second, in 48.16 fixed
+    /// point, exact enough for 100 Gbit/s); 0 = no byte limit.
+    pub byte_ns_fp16: u64,
+    /// How far ahead of now a TAT may run: the burst, as time at the rate.
+    pub burst_ns: u64,
+    pub packet_tat_ns: u64,
+    pub byte_tat_ns: u64,
+    /// Packets and bytes dropped for being over the rate.
+    pub dropped: u64,
+    pub dropped_bytes: u64,
+}
+
+impl ThrottleEntry {
+    /// Whether a packet of `len` bytes at `now_ns` is within the limits; if so, charges it.
+    #[inline(always)]
+    pub fn admit(&mut self, len: u32, now_ns: u64) -> bool {
+        let limit = now_ns.saturating_add(self.burst_ns);
+        let bytes_cost = (len as u64).wrapping_mul(self.byte_ns_fp16) >> 16;
+        let packet_ok = self.packet_ns == 0 || self.packet_tat_ns <= limit;
+        let bytes_ok = self.byte_ns_fp16 == 0 || self.byte_tat_ns <= limit;
+        if !(packet_ok && bytes_ok) {
+            self.dropped += 1;
+            self.dropped_bytes += len as u64;
+            return false;
+        }
+        if self.packet_ns != 0 {
+            self.packet_tat_ns = self.packet_tat_ns.max(now_ns) + self.packet_ns;
+        }
+        if self.byte_ns_fp16 != 0 {
+            self.byte_tat_ns = self.byte_tat_ns.max(now_ns) + bytes_cost;
+        }
+        true
+    }
+}
+
 /// Packet and byte counters for one (interface slot, action) pair, one copy per CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -240,6 +319,7 @@ const _: () = {
     assert!(size_of::<FlowKey>() == 44);
     assert!(size_of::<FlowValue>() == 64);
     assert!(size_of::<ListEntry>() == 32);
+    assert!(size_of::<ThrottleEntry>() == 88);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<Meta>() == 24);
     assert!(size_of::<LpmKey<4>>() == 8);
@@ -267,7 +347,83 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ListEntry {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for super::ThrottleEntry {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Meta {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(pps: u64, burst_ns: u64) -> ThrottleEntry {
+        ThrottleEntry {
+            packet_ns: 1_000_000_000 / pps,
+            burst_ns,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_packet_limit_passes_its_burst_then_its_rate() {
+        // 100 pps with 100 ms of burst: at one instant, 11 packets (the one the rate allows
+        // now and 10 of burst), then one every 10 ms.
+        let mut t = limit(100, 100_000_000);
+        let now = 5_000_000_000;
+        let passed = (0..50).filter(|_| t.admit(60, now)).count();
+        assert_eq!(passed, 11);
+        assert_eq!(t.dropped, 39);
+        assert_eq!(t.dropped_bytes, 39 * 60);
+        // A second later, at a packet every millisecond: 100 more pass, give or take the
+        // burst that refilled.
+        let passed = (0..1000u64)
+            .filter(|i| t.admit(60, now + 1_000_000_000 + i * 1_000_000))
+            .count();
+        assert!((100..=112).contains(&passed), "{passed}");
+    }
+
+    #[test]
+    fn a_byte_limit_counts_bytes_and_dropped_packets_cost_nothing() {
+        // 8 Mbit/s = 1 MB/s: a byte costs 1000 ns.
+        let mut t = ThrottleEntry {
+            byte_ns_fp16: 1000 << 16,
+            burst_ns: 10_000_000,
+            ..Default::default()
+        };
+        let now = 1_000_000_000;
+        // 10 ms of burst at 1 MB/s is 10 kB: 1500-byte frames, 7 fit (the 8th starts past it).
+        let passed = (0..20).filter(|_| t.admit(1500, now)).count();
+        assert_eq!(passed, 7);
+        // Over a simulated second of 1500-byte frames every 100 µs (15 MB/s offered), what
+        // passes is 1 MB and the burst.
+        let mut bytes = 0u64;
+        for i in 0..10_000u64 {
+            if t.admit(1500, now + 1_000_000 + i * 100_000) {
+                bytes += 1500;
+            }
+        }
+        assert!((1_000_000..=1_012_000).contains(&bytes), "{bytes}");
+    }
+
+    #[test]
+    fn both_limits_apply_and_zero_means_none() {
+        let mut free = ThrottleEntry::default();
+        assert!((0..1000).all(|_| free.admit(9000, 1)));
+        let mut both = ThrottleEntry {
+            packet_ns: 1_000_000,
+            byte_ns_fp16: 1 << 16,
+            burst_ns: 0,
+            ..Default::default()
+        };
+        // The packet limit (one per ms) binds for small frames...
+        assert!(both.admit(100, 0));
+        assert!(!both.admit(100, 0));
+        assert!(both.admit(100, 1_000_000));
+        // ...and the byte limit (1 byte/ns) for a large one: 5 ms of budget.
+        assert!(both.admit(5_000_000, 2_000_000));
+        assert!(!both.admit(100, 3_000_000));
+        assert!(both.admit(100, 7_100_000));
+    }
 }

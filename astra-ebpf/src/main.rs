@@ -13,16 +13,18 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use astra_common::{
     ALLOW_NET_CAPACITY, BLOCK_EXACT_CAPACITY, BLOCK_NET_CAPACITY, Counter, DEFAULT_FLOW_CAPACITY,
-    FlowKey, FlowValue, IFACE_SLOTS, ListEntry, Meta, action, counter_index, direction, tcp_flags,
+    FlowKey, FlowValue, IFACE_SLOTS, ListEntry, Meta, QUARANTINE_CAPACITY, THROTTLE_CAPACITY,
+    ThrottleEntry, action, counter_index, direction, tcp_flags, tier,
 };
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_PIPE, xdp_action},
-    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_PIPE, TC_ACT_SHOT, xdp_action},
+    cty::c_void,
+    helpers::{bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_map_lookup_elem},
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
     programs::{TcContext, XdpContext},
 };
-use parse::{Ip, Packet, Parsed};
+use parse::{Addr, Ip, L3, Packet, Parsed};
 
 #[map]
 static ASTRA_META: Array<Meta> = Array::pinned(1, 0);
@@ -54,6 +56,26 @@ static ASTRA_ANET_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::pinned(ALLOW_NET_CA
 
 #[map]
 static ASTRA_ANET_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::pinned(ALLOW_NET_CAPACITY, 0);
+
+/// Quarantined hosts, exact addresses: their traffic is dropped in both directions.
+#[map]
+static ASTRA_QUAR_V4: HashMap<[u8; 4], ListEntry> =
+    HashMap::pinned(QUARANTINE_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static ASTRA_QUAR_V6: HashMap<[u8; 16], ListEntry> =
+    HashMap::pinned(QUARANTINE_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Rate limits per source address or prefix (a /32 or /128 is an address).
+#[map]
+static ASTRA_TNET_V4: LpmTrie<[u8; 4], ThrottleEntry> = LpmTrie::pinned(THROTTLE_CAPACITY, 0);
+
+#[map]
+static ASTRA_TNET_V6: LpmTrie<[u8; 16], ThrottleEntry> = LpmTrie::pinned(THROTTLE_CAPACITY, 0);
+
+/// One word of [`tier`] bits: which optional tiers hold entries.
+#[map]
+static ASTRA_TIERS: Array<u32> = Array::pinned(1, 0);
 
 const EEXIST: i32 = 17;
 
@@ -190,6 +212,92 @@ fn check_lists(ip: &Ip) -> ListHit {
     ListHit::Blocked(reason)
 }
 
+/// The [`tier`] bits: an array lookup the verifier inlines, no helper call.
+#[inline(always)]
+fn tiers() -> u32 {
+    ASTRA_TIERS.get(0).map_or(0, |t| *t)
+}
+
+#[inline(always)]
+fn v4(a: &Addr) -> [u8; 4] {
+    a[3].to_ne_bytes()
+}
+
+/// Whether an allowlist prefix covers `a`.
+#[inline(always)]
+fn allowlisted(is_v6: bool, a: &Addr, now: &mut u64) -> bool {
+    let e = if is_v6 {
+        ASTRA_ANET_V6.get(Key::new(128, parse::bytes(*a)))
+    } else {
+        ASTRA_ANET_V4.get(Key::new(32, v4(a)))
+    };
+    e.is_some_and(|e| live(e, now))
+}
+
+#[inline(always)]
+fn quarantine_entry(is_v6: bool, a: &Addr) -> Option<*mut ListEntry> {
+    if is_v6 {
+        ASTRA_QUAR_V6.get_ptr_mut(&parse::bytes(*a))
+    } else {
+        ASTRA_QUAR_V4.get_ptr_mut(&v4(a))
+    }
+}
+
+/// Whether the packet is from or to a quarantined host. Traffic with an allowlisted address
+/// on either end passes: that is how a quarantined host stays reachable from management.
+#[inline(always)]
+fn quarantined(is_v6: bool, l3: &L3, now: &mut u64) -> bool {
+    let hit = match quarantine_entry(is_v6, &l3.src) {
+        Some(e) if live(e, now) => Some(e),
+        _ => quarantine_entry(is_v6, &l3.dst).filter(|e| live(*e, now)),
+    };
+    let Some(e) = hit else {
+        return false;
+    };
+    if allowlisted(is_v6, &l3.src, now) || allowlisted(is_v6, &l3.dst, now) {
+        return false;
+    }
+    bump_hits(e);
+    true
+}
+
+/// Looks `key` up in an LPM trie for writing: aya's `LpmTrie::get` hands out a shared
+/// reference, through which the entry may not be changed.
+#[inline(always)]
+fn lpm_get_mut<K, V>(map: &LpmTrie<K, V>, key: &Key<K>) -> Option<*mut V> {
+    // SAFETY: `LpmTrie` is a transparent wrapper of the map definition (an UnsafeCell), so
+    // its address is the map pointer the helper takes; the key outlives the call.
+    let p = unsafe {
+        bpf_map_lookup_elem(
+            map as *const LpmTrie<K, V> as *mut c_void,
+            key as *const Key<K> as *const c_void,
+        )
+    };
+    (!p.is_null()).then_some(p as *mut V)
+}
+
+/// Whether the source is over its throttle entry's rate (see [`ThrottleEntry::admit`]). An
+/// allowlisted source is never throttled.
+#[inline(always)]
+fn throttled(ip: &Ip, len: u32, now: &mut u64) -> bool {
+    let e = if ip.is_v6 {
+        lpm_get_mut(&ASTRA_TNET_V6, &Key::new(128, ip.src_bytes()))
+    } else {
+        lpm_get_mut(&ASTRA_TNET_V4, &Key::new(32, ip.src_v4()))
+    };
+    let Some(e) = e else {
+        return false;
+    };
+    // SAFETY: a map value, valid for the program's run; racing CPUs only make the bucket
+    // approximate (see ThrottleEntry).
+    let e = unsafe { &mut *e };
+    if !live(&e.list, now) || allowlisted(ip.is_v6, &ip.src, now) {
+        return false;
+    }
+    e.list.hits += 1;
+    !e.admit(len, *now)
+}
+
 /// Adds a packet to its flow. `SHARED` says whether other CPUs may update the same flow at the
 /// same instant, which decides between atomic and plain adds (a locked add cost ~5 ns each on
 /// the ingress update path):
@@ -296,7 +404,24 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
             return xdp_action::XDP_DROP;
         }
     }
-    let Some(l3) = ip.l3(data, end).filter(|l3| l3.l4_ok) else {
+    let l3 = ip.l3(data, end);
+    // Then quarantine and throttle, each skipped while it holds nothing.
+    let tiers = tiers();
+    if tiers != 0 {
+        let mut now = 0u64;
+        if tiers & tier::QUARANTINE != 0
+            && let Some(l3) = &l3
+            && quarantined(ip.is_v6, l3, &mut now)
+        {
+            count(ifindex, action::DROP_QUARANTINED, len as u64);
+            return xdp_action::XDP_DROP;
+        }
+        if tiers & tier::THROTTLE != 0 && throttled(&ip, len, &mut now) {
+            count(ifindex, action::DROP_THROTTLED, len as u64);
+            return xdp_action::XDP_DROP;
+        }
+    }
+    let Some(l3) = l3.filter(|l3| l3.l4_ok) else {
         count(ifindex, action::PARSE_ERROR, len as u64);
         return xdp_action::XDP_PASS;
     };
@@ -315,7 +440,8 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
 
-/// Egress only counts: it never drops, and returns "continue" so other TC programs still run.
+/// Egress counts, and drops only what a quarantined host would receive from this host or send
+/// through it; otherwise it returns "continue" so other TC programs still run.
 #[classifier]
 pub fn astra_tc_egress(ctx: TcContext) -> i32 {
     let len = ctx.len();
@@ -340,6 +466,15 @@ pub fn astra_tc_egress(ctx: TcContext) -> i32 {
     let end = ctx.data_end();
     let act = match parse::parse_ip(data, end) {
         Packet::Ip(ip) => match ip.l3(data, end) {
+            Some(l3) if tiers() & tier::QUARANTINE != 0 && quarantined(ip.is_v6, &l3, &mut 0) => {
+                count_n(
+                    ifindex,
+                    action::EGRESS_DROP_QUARANTINED,
+                    segs as u64,
+                    len as u64,
+                );
+                return TC_ACT_SHOT as i32;
+            }
             Some(l3) if !l3.l4_ok => action::EGRESS_PARSE_ERROR,
             Some(l3) if l3.non_first_fragment => action::EGRESS_FRAGMENT,
             Some(l3) => match parse::parse_l4(&l3, data, end) {

@@ -36,19 +36,15 @@ fn refuse_odd_text(input: &str, what: &str, examples: &str) -> Result<(), AddrEr
     Ok(())
 }
 
-/// Refuses a block or allow entry covering every address of a family (`0.0.0.0/0`, `::/0`)
-/// unless `force`: blocking one cuts the host off, allowing one turns every block off.
-pub fn check_not_everything(net: &IpNet, blocking: bool, force: bool) -> Result<(), AddrError> {
+/// Refuses an entry covering every address of a family (`0.0.0.0/0`, `::/0`) unless `force`;
+/// `consequence` says what such an entry would do (blocking one cuts the host off, allowing
+/// one turns every block off).
+pub fn check_not_everything(net: &IpNet, consequence: &str, force: bool) -> Result<(), AddrError> {
     if net.prefix_len() != 0 || force {
         return Ok(());
     }
-    let what = if blocking {
-        "blocking it cuts this host off from every peer"
-    } else {
-        "allowing it turns every block off"
-    };
     Err(invalid(format!(
-        "{net} covers every address: {what}; pass --force (the API: \"force\": true) if that is what you mean"
+        "{net} covers every address: {consequence}; pass --force (the API: \"force\": true) if that is what you mean"
     )))
 }
 
@@ -188,6 +184,133 @@ pub fn parse_ttl(s: &str) -> Result<Duration, AddrError> {
         )));
     }
     Ok(ttl)
+}
+
+/// One limit of a throttle: packets or bits per second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    Pps(u64),
+    Bps(u64),
+}
+
+const RATE_EXAMPLES: &str = "use e.g. 100pps, 20kpps, 64kbit, 10mbit or 1gbit";
+const MAX_PPS: u64 = 100_000_000;
+const MIN_BPS: u64 = 1_000;
+const MAX_BPS: u64 = 400_000_000_000;
+
+/// Parses a rate as `tc` spells them: `100pps`, `20kpps`, `2mpps` for packets and `64kbit`,
+/// `10mbit`, `1gbit` (decimal: k = 1000) for bits per second. `bps` is refused: `tc` reads it
+/// as bytes, most people as bits, and a limit off by eight is worse than an error.
+pub fn parse_rate(s: &str) -> Result<RateLimit, AddrError> {
+    let input = s.trim();
+    refuse_odd_text(input, "rate", RATE_EXAMPLES)?;
+    let lower = input.to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (num, unit) = lower.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| invalid(format!("unparsable rate '{input}': {RATE_EXAMPLES}")))?;
+    let (pps, scale) = match unit {
+        "pps" => (true, 1),
+        "kpps" => (true, 1_000),
+        "mpps" => (true, 1_000_000),
+        "bit" => (false, 1),
+        "kbit" => (false, 1_000),
+        "mbit" => (false, 1_000_000),
+        "gbit" => (false, 1_000_000_000),
+        "bps" | "kbps" | "mbps" | "gbps" => {
+            return Err(invalid(format!(
+                "ambiguous rate '{input}': write bits per second as kbit, mbit or gbit, packets as pps"
+            )));
+        }
+        _ => {
+            return Err(invalid(format!(
+                "unknown rate unit in '{input}': {RATE_EXAMPLES}"
+            )));
+        }
+    };
+    let v = n.saturating_mul(scale);
+    if pps {
+        if !(1..=MAX_PPS).contains(&v) {
+            return Err(invalid(format!(
+                "invalid rate '{input}': packet rates go from 1pps to 100mpps"
+            )));
+        }
+        Ok(RateLimit::Pps(v))
+    } else {
+        if !(MIN_BPS..=MAX_BPS).contains(&v) {
+            return Err(invalid(format!(
+                "invalid rate '{input}': bit rates go from 1kbit to 400gbit"
+            )));
+        }
+        Ok(RateLimit::Bps(v))
+    }
+}
+
+/// A bit rate in the largest unit [`parse_rate`] takes back exactly.
+pub fn format_bps(bps: u64) -> String {
+    for (scale, unit) in [
+        (1_000_000_000, "gbit"),
+        (1_000_000, "mbit"),
+        (1_000, "kbit"),
+    ] {
+        if bps >= scale && bps.is_multiple_of(scale) {
+            return format!("{}{unit}", bps / scale);
+        }
+    }
+    format!("{bps}bit")
+}
+
+/// The burst a throttle allows, as time at its rate: 20 ms (a few kernel clock ticks, below
+/// which fast rates could not be met) to 10 s.
+pub fn parse_burst(s: &str) -> Result<Duration, AddrError> {
+    let input = s.trim();
+    refuse_odd_text(input, "burst", "use e.g. 100ms or 1s")?;
+    let d = humantime::parse_duration(input)
+        .map_err(|_| invalid(format!("unparsable burst '{input}': use e.g. 100ms or 1s")))?;
+    if !(Duration::from_millis(20)..=Duration::from_secs(10)).contains(&d) {
+        return Err(invalid(format!(
+            "invalid burst '{input}': from 20ms to 10s"
+        )));
+    }
+    Ok(d)
+}
+
+/// The host's own addresses: never blocked, and the inside hosts the exfiltration rule watches.
+pub fn own_addresses() -> std::collections::HashSet<IpAddr> {
+    let mut out = std::collections::HashSet::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free with freeifaddrs; we only read sockaddrs of the
+    // families we check.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut p = ifap;
+        while !p.is_null() {
+            let a = (*p).ifa_addr;
+            if !a.is_null() {
+                match i32::from((*a).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(a as *const libc::sockaddr_in);
+                        out.insert(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(a as *const libc::sockaddr_in6);
+                        out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
+                    }
+                    _ => {}
+                }
+            }
+            p = (*p).ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
 }
 
 /// Convenience for tests and callers that hold a bare address.
@@ -456,5 +579,52 @@ mod tests {
             parse_ttl("100years").unwrap(),
             Duration::from_secs(3_155_760_000)
         );
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_as_tc_spells_them() {
+        assert_eq!(parse_rate("100pps"), Ok(RateLimit::Pps(100)));
+        assert_eq!(parse_rate("20kpps"), Ok(RateLimit::Pps(20_000)));
+        assert_eq!(parse_rate("10mbit"), Ok(RateLimit::Bps(10_000_000)));
+        assert_eq!(parse_rate("1Gbit"), Ok(RateLimit::Bps(1_000_000_000)));
+        assert_eq!(parse_rate("64kbit"), Ok(RateLimit::Bps(64_000)));
+        for bad in [
+            "", "pps", "10", "10mbps", "1.5mbit", "0pps", "999bit", "500gbit", "-1pps",
+        ] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert!(
+            parse_rate("10mbps")
+                .unwrap_err()
+                .to_string()
+                .contains("ambiguous")
+        );
+        for bps in [
+            1_000,
+            64_000,
+            10_000_000,
+            1_500_000_000,
+            2_000_000_000,
+            1_234,
+        ] {
+            assert_eq!(
+                parse_rate(&format_bps(bps)),
+                Ok(RateLimit::Bps(bps)),
+                "{bps}"
+            );
+        }
+    }
+
+    #[test]
+    fn bursts_stay_within_what_the_kernel_clock_can_meet() {
+        assert_eq!(parse_burst("100ms"), Ok(Duration::from_millis(100)));
+        assert!(parse_burst("5ms").is_err());
+        assert!(parse_burst("1m").is_err());
+        assert!(parse_burst("soon").is_err());
     }
 }

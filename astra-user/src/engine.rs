@@ -2,7 +2,6 @@
 //! into alerts, alerts through the policy, and decisions into the kernel blocklist, the event
 //! log, incident reports and metrics.
 use std::{
-    collections::HashSet,
     net::IpAddr,
     path::PathBuf,
     time::{Duration, Instant},
@@ -162,41 +161,6 @@ impl DetectConfig {
     }
 }
 
-/// The host's own addresses: never blocked, and the inside hosts the exfiltration rule watches.
-pub fn own_addresses() -> HashSet<IpAddr> {
-    let mut out = HashSet::new();
-    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free with freeifaddrs; we only read sockaddrs of the
-    // families we check.
-    unsafe {
-        if libc::getifaddrs(&mut ifap) != 0 {
-            return out;
-        }
-        let mut p = ifap;
-        while !p.is_null() {
-            let a = (*p).ifa_addr;
-            if !a.is_null() {
-                match i32::from((*a).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(a as *const libc::sockaddr_in);
-                        out.insert(IpAddr::from(
-                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                        ));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(a as *const libc::sockaddr_in6);
-                        out.insert(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
-            }
-            p = (*p).ifa_next;
-        }
-        libc::freeifaddrs(ifap);
-    }
-    out
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PassStats {
     pub alerts: usize,
@@ -276,7 +240,7 @@ impl Engine {
             .own_refreshed
             .is_none_or(|t| t.elapsed() > Duration::from_secs(30))
         {
-            self.protected.own = own_addresses();
+            self.protected.own = crate::addr::own_addresses();
             self.own_refreshed = Some(Instant::now());
         }
         self.protected.allow = lists
@@ -585,6 +549,6 @@ mod tests {
 
     #[test]
     fn own_addresses_include_loopback() {
-        assert!(own_addresses().contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(crate::addr::own_addresses().contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
     }
 }

@@ -33,7 +33,7 @@ use crate::{
     dataplane::{AttachedMode, maps::PinnedMaps},
     error::Error,
     lists::Lists,
-    store::{ListKind, Store},
+    store::{ListKind, Rate, Store},
 };
 
 pub fn metrics_router(registry: Registry) -> Router {
@@ -353,6 +353,19 @@ pub fn router(st: ApiState) -> Router {
             "/api/v1/allowlist/{*net}",
             axum::routing::delete(remove_allow),
         )
+        .route(
+            "/api/v1/quarantine",
+            get(list_quarantine).post(add_quarantine),
+        )
+        .route(
+            "/api/v1/quarantine/{*net}",
+            axum::routing::delete(remove_quarantine),
+        )
+        .route("/api/v1/throttle", get(list_throttle).post(add_throttle))
+        .route(
+            "/api/v1/throttle/{*net}",
+            axum::routing::delete(remove_throttle),
+        )
         .route("/api/v1/model", get(model))
         .route("/api/v1/events", axum::routing::post(events))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -533,6 +546,52 @@ struct AddRequest {
     /// Needed for 0.0.0.0/0 and ::/0.
     #[serde(default)]
     force: bool,
+    /// A throttle's limits: "100pps", "10mbit", or both in an array.
+    rate: Option<RateField>,
+    /// A throttle's burst, e.g. "100ms".
+    burst: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RateField {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The throttle rate of a request; `None` for the other kinds, which must not carry one.
+fn request_rate(req: &AddRequest, kind: ListKind) -> Result<Option<Rate>, ApiError> {
+    let bad = |e: crate::addr::AddrError| ApiError::bad_request(e.to_string());
+    if kind != ListKind::Throttle {
+        if req.rate.is_some() || req.burst.is_some() {
+            return Err(ApiError::bad_request(format!(
+                "rate and burst are for throttle entries, not {kind} entries"
+            )));
+        }
+        return Ok(None);
+    }
+    let texts = match &req.rate {
+        None => Vec::new(),
+        Some(RateField::One(s)) => vec![s.as_str()],
+        Some(RateField::Many(v)) => v.iter().map(String::as_str).collect(),
+    };
+    if texts.len() > 2 {
+        return Err(ApiError::bad_request(
+            "rate: at most two limits, one in pps and one in bits",
+        ));
+    }
+    let limits = texts
+        .into_iter()
+        .map(crate::addr::parse_rate)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    let burst = req
+        .burst
+        .as_deref()
+        .map(crate::addr::parse_burst)
+        .transpose()
+        .map_err(bad)?;
+    Ok(Some(Rate::from_limits(&limits, burst).map_err(bad)?))
 }
 
 /// Authorised by [`guard`] before the body was read.
@@ -540,9 +599,10 @@ async fn add(st: ApiState, body: Bytes, kind: ListKind) -> ApiResult {
     let req: AddRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
     let net = parse_net(&req.net).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    crate::addr::check_not_everything(&net, kind == ListKind::Block, req.force)
+    crate::addr::check_not_everything(&net, kind.everything_warning(), req.force)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     crate::limits::check_reason(&req.reason)?;
+    let rate = request_rate(&req, kind)?;
     let ttl = match (&req.ttl, kind) {
         (None, _) => None,
         (Some(_), ListKind::Allow) => {
@@ -550,14 +610,14 @@ async fn add(st: ApiState, body: Bytes, kind: ListKind) -> ApiResult {
                 "allowlist entries do not expire: drop ttl",
             ));
         }
-        (Some(t), ListKind::Block) => {
+        (Some(t), ListKind::Block | ListKind::Quarantine | ListKind::Throttle) => {
             Some(parse_ttl(t).map_err(|e| ApiError::bad_request(e.to_string()))?)
                 .filter(|d| !d.is_zero())
         }
     };
     let added = blocking(move || {
         let mut lists = st.lists()?;
-        Ok(lists.add_manual(kind, net, ttl, &req.reason)?)
+        Ok(lists.add_manual_rated(kind, net, ttl, &req.reason, rate)?)
     })
     .await?;
     info!(net = %net, list = %kind, "added through the API");
@@ -596,6 +656,30 @@ async fn remove_block(State(st): State<ApiState>, UrlPath(net): UrlPath<String>)
 
 async fn remove_allow(State(st): State<ApiState>, UrlPath(net): UrlPath<String>) -> ApiResult {
     remove(st, net, ListKind::Allow).await
+}
+
+async fn list_quarantine(State(st): State<ApiState>, Query(q): Query<PageQuery>) -> ApiResult {
+    list(st, ListKind::Quarantine, q).await
+}
+
+async fn add_quarantine(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    add(st, body, ListKind::Quarantine).await
+}
+
+async fn remove_quarantine(State(st): State<ApiState>, UrlPath(net): UrlPath<String>) -> ApiResult {
+    remove(st, net, ListKind::Quarantine).await
+}
+
+async fn list_throttle(State(st): State<ApiState>, Query(q): Query<PageQuery>) -> ApiResult {
+    list(st, ListKind::Throttle, q).await
+}
+
+async fn add_throttle(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    add(st, body, ListKind::Throttle).await
+}
+
+async fn remove_throttle(State(st): State<ApiState>, UrlPath(net): UrlPath<String>) -> ApiResult {
+    remove(st, net, ListKind::Throttle).await
 }
 
 /// One login event as a service reports it (astra-bruteforce-detector's `/ingest` fields).
@@ -787,7 +871,7 @@ pub fn openapi() -> Value {
         {"name": "since", "in": "query", "schema": {"type": "string", "pattern": DURATION_PATTERN}, "description": "only the last DUR, e.g. 90s, 10m, 2h 30m, 7d"},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "description": "at most the newest N (default 1000)"}
     ]);
-    let list_ops = |which: &str, ttl: bool| {
+    let list_ops = |which: &str, ttl: bool, rate: bool| {
         let mut props = json!({
             "net": {"type": "string", "maxLength": 64, "description": "address or prefix, e.g. 198.18.0.7 or 198.18.0.0/24"},
             "reason": {"type": "string", "maxLength": crate::limits::REASON_CHARS},
@@ -795,6 +879,12 @@ pub fn openapi() -> Value {
         });
         if ttl {
             props["ttl"] = json!({"type": "string", "description": "e.g. 10m, 2h; absent or 'permanent' = no expiry"});
+        }
+        if rate {
+            let one = json!({"type": "string", "pattern": "^[0-9]+ *([kKmM]?pps|[kKmMgG]?bit)$"});
+            props["rate"] = json!({"description": "packets and/or bits per second, e.g. \"100pps\", \"10mbit\" or [\"100pps\", \"10mbit\"]",
+                "oneOf": [one.clone(), {"type": "array", "minItems": 1, "maxItems": 2, "items": one}]});
+            props["burst"] = json!({"type": "string", "description": "burst above the rate as time at the rate, 20ms to 10s (default 100ms)"});
         }
         json!({
             "get": {"summary": format!("One page of the {which}, oldest first"),
@@ -807,7 +897,8 @@ pub fn openapi() -> Value {
                 "summary": format!("Add to the {which} (in force in the kernel when this returns)"),
                 "security": [{"bearer": []}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["net"], "additionalProperties": false, "properties": props}}}},
+                    "type": "object", "required": if rate { json!(["net", "rate"]) } else { json!(["net"]) },
+                    "additionalProperties": false, "properties": props}}}},
                 "responses": {"201": json_ok("added"), "400": err.clone(), "401": err.clone()}
             }
         })
@@ -857,10 +948,14 @@ pub fn openapi() -> Value {
             "/api/v1/incidents/{id}": {"get": {"summary": "One incident's full report",
                 "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}],
                 "responses": {"200": json_ok("incident"), "404": err.clone()}}},
-            "/api/v1/blocklist": list_ops("blocklist", true),
+            "/api/v1/blocklist": list_ops("blocklist", true, false),
             "/api/v1/blocklist/{net}": delete("blocklist"),
-            "/api/v1/allowlist": list_ops("allowlist", false),
+            "/api/v1/allowlist": list_ops("allowlist", false, false),
             "/api/v1/allowlist/{net}": delete("allowlist"),
+            "/api/v1/quarantine": list_ops("quarantine list (single addresses: dropped both ways, except to and from allowlisted addresses)", true, false),
+            "/api/v1/quarantine/{net}": delete("quarantine list"),
+            "/api/v1/throttle": list_ops("throttle list (rate limits per source address or prefix)", true, true),
+            "/api/v1/throttle/{net}": delete("throttle list"),
             "/api/v1/model": {"get": {"summary": "Isolation-forest model status", "responses": {"200": json_ok("model")}}},
             "/api/v1/events": {"post": {
                 "summary": "Report login events (one, or an array of at most 10000); failed logins count toward the brute-force rule",

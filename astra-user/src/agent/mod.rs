@@ -636,8 +636,8 @@ fn poll_once(
     status.alerts += pass.alerts as u64;
     status.auto_blocks += pass.blocks as u64;
     status.model = Some(engine.model_status());
-    if let Some(((blocks, allows), top)) = counts {
-        m.set_list_entries(blocks, allows);
+    if let Some((kinds, top)) = counts {
+        m.set_list_entries(&kinds);
         let top: Vec<_> = top.into_iter().map(|(n, h)| (n.to_string(), h)).collect();
         m.set_top_blocked(&top);
     }

@@ -87,8 +87,15 @@ pub struct StatusReport {
     pub flow_capacity: Option<u32>,
     pub block_entries: Option<u64>,
     pub allow_entries: Option<u64>,
+    pub quarantine_entries: Option<u64>,
+    pub throttle_entries: Option<u64>,
+    /// Which optional tiers the dataplane consults (`quarantine`, `throttle`): those holding
+    /// entries.
+    pub tiers: Option<Vec<&'static str>>,
     pub stored_blocks: u64,
     pub stored_allows: u64,
+    pub stored_quarantines: u64,
+    pub stored_throttles: u64,
     /// Rows in the alert and incident history.
     pub history_alerts: u64,
     pub history_incidents: u64,
@@ -120,8 +127,25 @@ pub fn status_report(
         None => (None, None),
     };
     let maps_pinned = maps.is_some();
+    let tiers = match &maps {
+        Some(m) => {
+            let bits = m.tiers()?;
+            let names = [
+                (astra_common::tier::QUARANTINE, "quarantine"),
+                (astra_common::tier::THROTTLE, "throttle"),
+            ];
+            Some(
+                names
+                    .into_iter()
+                    .filter(|(b, _)| bits & b != 0)
+                    .map(|(_, n)| n)
+                    .collect(),
+            )
+        }
+        None => None,
+    };
     let lists = Lists::from_parts(store, maps);
-    let (b, a) = lists.kernel_counts();
+    let counts = lists.kernel_counts();
     let out = StatusReport {
         agent_running: running,
         agent,
@@ -130,10 +154,15 @@ pub fn status_report(
         layout_version: astra_common::LAYOUT_VERSION,
         flows,
         flow_capacity: cap,
-        block_entries: maps_pinned.then_some(b),
-        allow_entries: maps_pinned.then_some(a),
+        block_entries: maps_pinned.then_some(counts.block),
+        allow_entries: maps_pinned.then_some(counts.allow),
+        quarantine_entries: maps_pinned.then_some(counts.quarantine),
+        throttle_entries: maps_pinned.then_some(counts.throttle),
+        tiers,
         stored_blocks: lists.store().count(ListKind::Block)?,
         stored_allows: lists.store().count(ListKind::Allow)?,
+        stored_quarantines: lists.store().count(ListKind::Quarantine)?,
+        stored_throttles: lists.store().count(ListKind::Throttle)?,
         history_alerts,
         history_incidents,
         store_error,

@@ -26,7 +26,7 @@ pub fn block(
     force: bool,
     json: bool,
 ) -> Result<()> {
-    crate::addr::check_not_everything(&net, true, force)?;
+    crate::addr::check_not_everything(&net, ListKind::Block.everything_warning(), force)?;
     crate::limits::check_reason(reason)?;
     let ttl = ttl.filter(|d| !d.is_zero());
     let mut lists = Lists::open(state_dir, pin_dir)?;
@@ -54,7 +54,7 @@ pub fn allow(
     json: bool,
 ) -> Result<()> {
     if !remove {
-        crate::addr::check_not_everything(&net, false, force)?;
+        crate::addr::check_not_everything(&net, ListKind::Allow.everything_warning(), force)?;
         crate::limits::check_reason(reason)?;
     }
     let mut lists = Lists::open(state_dir, pin_dir)?;
@@ -114,7 +114,7 @@ struct Change<'a> {
     allowlisted_by: Option<String>,
 }
 
-fn report_added(json: bool, action: &str, a: &Added) -> Result<()> {
+pub(super) fn report_added(json: bool, action: &str, a: &Added) -> Result<()> {
     let enf = match a.in_kernel {
         true => Enforcement::InKernel,
         false => Enforcement::StoredOnly,
@@ -123,7 +123,7 @@ fn report_added(json: bool, action: &str, a: &Added) -> Result<()> {
     report_change(json, action, &e.net, e.expires_at, &enf, a.allowlisted_by)
 }
 
-fn report_change(
+pub(super) fn report_change(
     json: bool,
     action: &str,
     net: &IpNet,
@@ -142,7 +142,7 @@ fn report_change(
     }
     let ttl = match expires_at {
         Some(t) => format!(" for {}", fmt_secs(t.saturating_sub(now_unix()))),
-        None if action == "blocked" => " permanently".into(),
+        None if matches!(action, "blocked" | "quarantined") => " permanently".into(),
         None => String::new(),
     };
     let state = match enf {
@@ -160,15 +160,19 @@ fn report_change(
 
 fn print_list(rows: &[ListRow]) {
     if rows.is_empty() {
-        println!("no block or allow entries");
+        println!("no list entries");
         return;
     }
     let mut t = table(&[
         "LIST", "ADDRESS", "TTL", "REASON", "SOURCE", "HITS", "CREATED", "KERNEL",
     ]);
     for r in rows {
+        let kind = match (&r.rate, r.dropped) {
+            (Some(rate), dropped) => format!("{} {rate}, {} dropped", r.kind, dropped.unwrap_or(0)),
+            (None, _) => r.kind.to_string(),
+        };
         t.add_row(vec![
-            r.kind.to_string(),
+            kind,
             r.net.to_string(),
             r.ttl_remaining_s.map_or("permanent".into(), fmt_secs),
             if r.reason.is_empty() {

@@ -8,6 +8,7 @@ pub mod blocklist;
 pub mod config;
 pub mod history;
 pub mod lists;
+pub mod mitigate;
 pub mod model;
 pub mod render;
 pub mod replay;
@@ -102,7 +103,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List block and allow entries with remaining TTL, reason, source and hits.
+    /// Hold a source address or prefix to a rate in the kernel (packets/s and/or bits/s):
+    /// what goes over it is dropped in XDP, what stays under passes.
+    Throttle(mitigate::ThrottleArgs),
+    /// Remove a throttle.
+    Unthrottle {
+        #[arg(value_parser = parse_net, value_name = "ADDR[/LEN]")]
+        net: IpNet,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Quarantine a host: its traffic is dropped both ways on every attached interface (as
+    /// source and as destination), except to and from allowlisted addresses.
+    Quarantine(mitigate::QuarantineArgs),
+    /// Release a quarantined host.
+    Release {
+        #[arg(value_parser = parse_net, value_name = "ADDR")]
+        net: IpNet,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List block, allow, quarantine and throttle entries with remaining TTL, reason, source
+    /// and hits.
     List {
         #[arg(long)]
         json: bool,
@@ -244,6 +266,8 @@ pub enum ConfigCommand {
 pub enum KindArg {
     Block,
     Allow,
+    Quarantine,
+    Throttle,
 }
 
 impl From<KindArg> for ListKind {
@@ -251,6 +275,8 @@ impl From<KindArg> for ListKind {
         match k {
             KindArg::Block => ListKind::Block,
             KindArg::Allow => ListKind::Allow,
+            KindArg::Quarantine => ListKind::Quarantine,
+            KindArg::Throttle => ListKind::Throttle,
         }
     }
 }
@@ -314,6 +340,10 @@ fn run_other(cli: Cli) -> Result<()> {
             | Command::Unblock { .. }
             | Command::Allow { .. }
             | Command::List { .. }
+            | Command::Throttle(_)
+            | Command::Unthrottle { .. }
+            | Command::Quarantine(_)
+            | Command::Release { .. }
             | Command::Blocklist(_)
     ) {
         lists::check_agent_pin_dir(&pin_dir, &state_dir)?;
@@ -344,6 +374,14 @@ fn run_other(cli: Cli) -> Result<()> {
             limit,
             offset,
         } => lists::list(&pin_dir, &state_dir, kind, limit, offset, json),
+        Command::Throttle(a) => mitigate::throttle(&pin_dir, &state_dir, a),
+        Command::Unthrottle { net, json } => {
+            mitigate::remove(&pin_dir, &state_dir, ListKind::Throttle, net, json)
+        }
+        Command::Quarantine(a) => mitigate::quarantine(&pin_dir, &state_dir, a),
+        Command::Release { net, json } => {
+            mitigate::remove(&pin_dir, &state_dir, ListKind::Quarantine, net, json)
+        }
         Command::Flows { top, json } => status::flows(&pin_dir, &state_dir, top, json),
         Command::Lab { .. } => unreachable!("handled in run"),
         Command::Replay(_) => unreachable!("handled in run_verb"),

@@ -141,9 +141,23 @@ fn print_status(out: &StatusReport) {
         };
         println!("flow table:   {n} / {cap} ({pct:.1}% full)");
         println!(
-            "kernel lists: {} blocked, {} allowlisted",
+            "kernel lists: {} blocked, {} allowlisted, {} quarantined, {} throttled (of {})",
             out.block_entries.unwrap_or(0),
-            out.allow_entries.unwrap_or(0)
+            out.allow_entries.unwrap_or(0),
+            out.quarantine_entries.unwrap_or(0),
+            out.throttle_entries.unwrap_or(0),
+            astra_common::THROTTLE_CAPACITY
+        );
+        let tiers = out.tiers.as_deref().unwrap_or_default();
+        println!(
+            "xdp tiers:    allowlist, block, {}flow accounting",
+            ["quarantine", "throttle"]
+                .iter()
+                .map(|t| match tiers.contains(t) {
+                    true => format!("{t}, "),
+                    false => format!("({t}: empty, skipped), "),
+                })
+                .collect::<String>()
         );
     } else {
         println!("maps:         none pinned (no agent has run since boot)");
@@ -151,10 +165,12 @@ fn print_status(out: &StatusReport) {
     match &out.store_error {
         Some(e) => println!("state store:  UNUSABLE: {e}"),
         None => println!(
-            "state store:  {} ({} blocks, {} allows; history {} alerts, {} incidents)",
+            "state store:  {} ({} blocks, {} allows, {} quarantines, {} throttles; history {} alerts, {} incidents)",
             out.store_path.display(),
             out.stored_blocks,
             out.stored_allows,
+            out.stored_quarantines,
+            out.stored_throttles,
             out.history_alerts,
             out.history_incidents
         ),

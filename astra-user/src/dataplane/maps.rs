@@ -5,8 +5,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use astra_common::{Counter, FlowKey, FlowValue, ListEntry, action, counter_index, map_names};
-use aya::maps::{HashMap, IterableMap, LpmTrie, Map, MapData, PerCpuArray};
+use astra_common::{
+    Counter, FlowKey, FlowValue, ListEntry, ThrottleEntry, action, counter_index, map_names,
+};
+use aya::maps::{Array, HashMap, IterableMap, LpmTrie, Map, MapData, PerCpuArray};
 
 use crate::{
     dataplane::{LayoutState, check_layout},
@@ -27,6 +29,12 @@ pub struct PinnedMaps {
     pub bnet_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
     pub anet_v4: LpmTrie<MapData, [u8; 4], ListEntry>,
     pub anet_v6: LpmTrie<MapData, [u8; 16], ListEntry>,
+    pub quar_v4: HashMap<MapData, [u8; 4], ListEntry>,
+    pub quar_v6: HashMap<MapData, [u8; 16], ListEntry>,
+    pub tnet_v4: LpmTrie<MapData, [u8; 4], ThrottleEntry>,
+    pub tnet_v6: LpmTrie<MapData, [u8; 16], ThrottleEntry>,
+    /// The `astra_common::tier` bits (see [`PinnedMaps::set_tiers`]).
+    tiers: Array<MapData, u32>,
 }
 
 fn open<T>(pin_dir: &Path, name: &str) -> Result<T>
@@ -65,7 +73,47 @@ impl PinnedMaps {
             bnet_v6: open(pin_dir, map_names::BLOCK_NET_V6)?,
             anet_v4: open(pin_dir, map_names::ALLOW_NET_V4)?,
             anet_v6: open(pin_dir, map_names::ALLOW_NET_V6)?,
+            quar_v4: open(pin_dir, map_names::QUARANTINE_V4)?,
+            quar_v6: open(pin_dir, map_names::QUARANTINE_V6)?,
+            tnet_v4: open(pin_dir, map_names::THROTTLE_V4)?,
+            tnet_v6: open(pin_dir, map_names::THROTTLE_V6)?,
+            tiers: open(pin_dir, map_names::TIERS)?,
         }))
+    }
+
+    /// The tier bits the dataplane reads before looking anything up in an optional tier.
+    pub fn tiers(&self) -> Result<u32> {
+        self.tiers
+            .get(&0, 0)
+            .map_err(|e| Error::bpf("reading the tier bits", e))
+    }
+
+    /// Sets the tier bits to what the quarantine and throttle maps hold now. Called after
+    /// every change to them and on every agent poll, so that a bit another process cleared
+    /// while this one added an entry is back within a poll. Costs a key walk's first step per
+    /// map.
+    pub fn sync_tiers(&mut self) -> Result<u32> {
+        // A failed read counts as an entry: a bit set in vain costs lookups, a bit wrongly
+        // cleared would switch the tier off.
+        let mut bits = 0;
+        if self.quar_v4.keys().next().is_some() || self.quar_v6.keys().next().is_some() {
+            bits |= astra_common::tier::QUARANTINE;
+        }
+        if self.tnet_v4.keys().next().is_some() || self.tnet_v6.keys().next().is_some() {
+            bits |= astra_common::tier::THROTTLE;
+        }
+        self.set_tiers(bits)?;
+        Ok(bits)
+    }
+
+    /// Writes the tier bits; see [`PinnedMaps::sync_tiers`].
+    pub fn set_tiers(&mut self, bits: u32) -> Result<()> {
+        if self.tiers()? == bits {
+            return Ok(());
+        }
+        self.tiers
+            .set(0, bits, 0)
+            .map_err(|e| Error::bpf("writing the tier bits", e))
     }
 
     /// Sums the per-CPU counters of one interface: index = action.

@@ -194,8 +194,9 @@ pub fn check_layout(pin_dir: &Path) -> Result<LayoutState> {
 fn expected_sizes(name: &str) -> Option<(u32, u32)> {
     use std::mem::size_of;
 
-    use astra_common::{Counter, FlowKey, FlowValue, ListEntry, LpmKey};
+    use astra_common::{Counter, FlowKey, FlowValue, ListEntry, LpmKey, ThrottleEntry};
     let list = size_of::<ListEntry>() as u32;
+    let throttle = size_of::<ThrottleEntry>() as u32;
     Some(match name {
         map_names::META => (4, size_of::<Meta>() as u32),
         map_names::FLOWS => (size_of::<FlowKey>() as u32, size_of::<FlowValue>() as u32),
@@ -204,6 +205,11 @@ fn expected_sizes(name: &str) -> Option<(u32, u32)> {
         map_names::BLOCK_V6 => (16, list),
         map_names::BLOCK_NET_V4 | map_names::ALLOW_NET_V4 => (size_of::<LpmKey<4>>() as u32, list),
         map_names::BLOCK_NET_V6 | map_names::ALLOW_NET_V6 => (size_of::<LpmKey<16>>() as u32, list),
+        map_names::QUARANTINE_V4 => (4, list),
+        map_names::QUARANTINE_V6 => (16, list),
+        map_names::THROTTLE_V4 => (size_of::<LpmKey<4>>() as u32, throttle),
+        map_names::THROTTLE_V6 => (size_of::<LpmKey<16>>() as u32, throttle),
+        map_names::TIERS => (4, 4),
         _ => return None,
     })
 }

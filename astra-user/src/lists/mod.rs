@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use astra_common::{ListEntry, source};
+use astra_common::{ListEntry, ThrottleEntry, source};
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -20,7 +20,7 @@ use crate::{
     clock::{mono_now_ns, now_unix},
     dataplane::maps::PinnedMaps,
     error::{Error, Result},
-    store::{EntrySource, ListKind, Store, StoredEntry},
+    store::{EntrySource, ListKind, Rate, Store, StoredEntry},
 };
 
 /// Converts a wall-clock expiry into the kernel's monotonic clock as of now. Expiries already in
@@ -74,11 +74,55 @@ fn kernel_get(maps: &PinnedMaps, kind: ListKind, net: &IpNet) -> Option<ListEntr
         (ListKind::Block, _, Some((a, l))) => maps.bnet_v6.get(&Key::new(l.into(), a), 0).ok(),
         (ListKind::Allow, Some((a, l)), _) => maps.anet_v4.get(&Key::new(l.into(), a), 0).ok(),
         (ListKind::Allow, _, Some((a, l))) => maps.anet_v6.get(&Key::new(l.into(), a), 0).ok(),
+        (ListKind::Quarantine, Some((a, 32)), _) => maps.quar_v4.get(&a, 0).ok(),
+        (ListKind::Quarantine, _, Some((a, 128))) => maps.quar_v6.get(&a, 0).ok(),
+        (ListKind::Throttle, ..) => kernel_throttle(maps, net).map(|t| t.list),
         _ => None,
     }
 }
 
-fn kernel_insert(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet, e: ListEntry) -> Result<()> {
+fn kernel_throttle(maps: &PinnedMaps, net: &IpNet) -> Option<ThrottleEntry> {
+    match (v4(net), v6(net)) {
+        (Some((a, l)), _) => maps.tnet_v4.get(&Key::new(l.into(), a), 0).ok(),
+        (_, Some((a, l))) => maps.tnet_v6.get(&Key::new(l.into(), a), 0).ok(),
+        _ => None,
+    }
+}
+
+/// The kernel form of a throttle entry: the rate as GCRA costs (see `ThrottleEntry`), fresh
+/// arrival times (a changed rate starts from a full burst), and the counters of the entry it
+/// replaces.
+fn throttle_value(list: ListEntry, rate: &Rate, old: Option<ThrottleEntry>) -> ThrottleEntry {
+    let old = old.unwrap_or_default();
+    ThrottleEntry {
+        list,
+        packet_ns: match rate.pps {
+            0 => 0,
+            pps => (1_000_000_000 / pps).max(1),
+        },
+        byte_ns_fp16: match rate.bps {
+            0 => 0,
+            bps => ((8_000_000_000u128 << 16) / u128::from(bps)).clamp(1, u64::MAX.into()) as u64,
+        },
+        burst_ns: rate.burst_ms.saturating_mul(1_000_000),
+        packet_tat_ns: 0,
+        byte_tat_ns: 0,
+        dropped: old.dropped,
+        dropped_bytes: old.dropped_bytes,
+    }
+}
+
+fn kernel_insert(
+    maps: &mut PinnedMaps,
+    kind: ListKind,
+    net: &IpNet,
+    e: ListEntry,
+    rate: Option<&Rate>,
+) -> Result<()> {
+    let throttle = |maps: &PinnedMaps| -> Result<ThrottleEntry> {
+        let rate = rate.ok_or_else(|| Error::Usage(format!("throttling {net} needs a rate")))?;
+        Ok(throttle_value(e, rate, kernel_throttle(maps, net)))
+    };
     let r = match (kind, v4(net), v6(net)) {
         (ListKind::Block, Some((a, 32)), _) => maps.block_v4.insert(a, e, 0),
         (ListKind::Block, Some((a, l)), _) => maps.bnet_v4.insert(&Key::new(l.into(), a), e, 0),
@@ -86,6 +130,21 @@ fn kernel_insert(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet, e: ListEntr
         (ListKind::Block, _, Some((a, l))) => maps.bnet_v6.insert(&Key::new(l.into(), a), e, 0),
         (ListKind::Allow, Some((a, l)), _) => maps.anet_v4.insert(&Key::new(l.into(), a), e, 0),
         (ListKind::Allow, _, Some((a, l))) => maps.anet_v6.insert(&Key::new(l.into(), a), e, 0),
+        (ListKind::Quarantine, Some((a, 32)), _) => maps.quar_v4.insert(a, e, 0),
+        (ListKind::Quarantine, _, Some((a, 128))) => maps.quar_v6.insert(a, e, 0),
+        (ListKind::Quarantine, ..) => {
+            return Err(Error::Usage(format!(
+                "{net}: quarantine takes single addresses, not prefixes"
+            )));
+        }
+        (ListKind::Throttle, Some((a, l)), _) => {
+            let t = throttle(maps)?;
+            maps.tnet_v4.insert(&Key::new(l.into(), a), t, 0)
+        }
+        (ListKind::Throttle, _, Some((a, l))) => {
+            let t = throttle(maps)?;
+            maps.tnet_v6.insert(&Key::new(l.into(), a), t, 0)
+        }
         _ => unreachable!("an IpNet is either v4 or v6"),
     };
     r.map_err(|err| Error::bpf(format!("writing {net} into the kernel {kind}list"), err))
@@ -183,19 +242,31 @@ fn flag_blocks_under(maps: &mut PinnedMaps, allow: &[IpNet]) -> Result<()> {
         match (v4(&net), v6(&net)) {
             (Some((a, 32)), _) => exact_v4.push((a, e)),
             (_, Some((a, 128))) => exact_v6.push((a, e)),
-            _ => kernel_insert(maps, ListKind::Block, &net, e)?,
+            _ => kernel_insert(maps, ListKind::Block, &net, e, None)?,
         }
     }
     let (keys, values): (Vec<_>, Vec<_>) = exact_v4.into_iter().unzip();
     if !keys.is_empty() && maps.insert_block_v4(&keys, &values).is_err() {
         for (a, e) in keys.into_iter().zip(values) {
-            kernel_insert(maps, ListKind::Block, &IpNet::from(IpAddr::from(a)), e)?;
+            kernel_insert(
+                maps,
+                ListKind::Block,
+                &IpNet::from(IpAddr::from(a)),
+                e,
+                None,
+            )?;
         }
     }
     let (keys, values): (Vec<_>, Vec<_>) = exact_v6.into_iter().unzip();
     if !keys.is_empty() && maps.insert_block_v6(&keys, &values).is_err() {
         for (a, e) in keys.into_iter().zip(values) {
-            kernel_insert(maps, ListKind::Block, &IpNet::from(IpAddr::from(a)), e)?;
+            kernel_insert(
+                maps,
+                ListKind::Block,
+                &IpNet::from(IpAddr::from(a)),
+                e,
+                None,
+            )?;
         }
     }
     Ok(())
@@ -228,7 +299,7 @@ fn kernel_insert_many(
         source: source_code(e.source),
         flags: match e.kind {
             ListKind::Block => overlap_flag(index.overlaps(&e.net)),
-            ListKind::Allow => 0,
+            _ => 0,
         },
     };
     let mut exact_v4: Vec<(&StoredEntry, [u8; 4])> = Vec::new();
@@ -239,7 +310,7 @@ fn kernel_insert_many(
             (ListKind::Block, _, Some((a, 128))) => exact_v6.push((e, a)),
             _ => {
                 let hits = kernel_get(maps, e.kind, &e.net).map_or(0, |k| k.hits);
-                kernel_insert(maps, e.kind, &e.net, value(e, hits))?;
+                kernel_insert(maps, e.kind, &e.net, value(e, hits), e.rate.as_ref())?;
             }
         }
     }
@@ -250,7 +321,7 @@ fn kernel_insert_many(
             // Kernels without batch support for hash maps: one at a time, which also names
             // the entry that failed.
             for ((e, _), v) in exact_v4.iter().zip(values) {
-                kernel_insert(maps, e.kind, &e.net, v)?;
+                kernel_insert(maps, e.kind, &e.net, v, None)?;
             }
         }
     }
@@ -259,10 +330,11 @@ fn kernel_insert_many(
         let (keys, values) = exact_values(&exact_v6, current, value);
         if maps.insert_block_v6(&keys, &values).is_err() {
             for ((e, _), v) in exact_v6.iter().zip(values) {
-                kernel_insert(maps, e.kind, &e.net, v)?;
+                kernel_insert(maps, e.kind, &e.net, v, None)?;
             }
         }
     }
+    maps.sync_tiers()?;
     Ok(())
 }
 
@@ -289,6 +361,10 @@ fn kernel_remove(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet) -> bool {
         (ListKind::Block, _, Some((a, l))) => maps.bnet_v6.remove(&Key::new(l.into(), a)),
         (ListKind::Allow, Some((a, l)), _) => maps.anet_v4.remove(&Key::new(l.into(), a)),
         (ListKind::Allow, _, Some((a, l))) => maps.anet_v6.remove(&Key::new(l.into(), a)),
+        (ListKind::Quarantine, Some((a, 32)), _) => maps.quar_v4.remove(&a),
+        (ListKind::Quarantine, _, Some((a, 128))) => maps.quar_v6.remove(&a),
+        (ListKind::Throttle, Some((a, l)), _) => maps.tnet_v4.remove(&Key::new(l.into(), a)),
+        (ListKind::Throttle, _, Some((a, l))) => maps.tnet_v6.remove(&Key::new(l.into(), a)),
         _ => return false,
     };
     r.is_ok()
@@ -327,6 +403,18 @@ fn kernel_entries(maps: &PinnedMaps) -> Vec<(ListKind, IpNet, ListEntry)> {
     for (k, e) in maps.anet_v6.iter().flatten() {
         out.extend(lpm_net(&k).map(|n| (ListKind::Allow, n, e)));
     }
+    for (a, e) in maps.quar_v4.iter().flatten() {
+        out.push((ListKind::Quarantine, IpNet::from(IpAddr::from(a)), e));
+    }
+    for (a, e) in maps.quar_v6.iter().flatten() {
+        out.push((ListKind::Quarantine, IpNet::from(IpAddr::from(a)), e));
+    }
+    for (k, t) in maps.tnet_v4.iter().flatten() {
+        out.extend(lpm_net(&k).map(|n| (ListKind::Throttle, n, t.list)));
+    }
+    for (k, t) in maps.tnet_v6.iter().flatten() {
+        out.extend(lpm_net(&k).map(|n| (ListKind::Throttle, n, t.list)));
+    }
     out
 }
 
@@ -346,6 +434,13 @@ pub struct ListRow {
     pub created_at: u64,
     /// Whether the kernel currently holds the entry (false when no agent has run since boot).
     pub in_kernel: bool,
+    /// A throttle entry's limits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// A throttle entry's packets dropped for being over the rate (`hits` counts all it
+    /// matched).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<u64>,
 }
 
 /// Result of a block/allow call, for the CLI to report.
@@ -404,6 +499,19 @@ impl Lists {
         reason: &str,
         source: EntrySource,
     ) -> Result<(StoredEntry, Enforcement)> {
+        self.add_rated(kind, net, ttl, reason, source, None)
+    }
+
+    /// [`Lists::add`] with a throttle entry's rate (`None` for the other kinds).
+    pub fn add_rated(
+        &mut self,
+        kind: ListKind,
+        net: IpNet,
+        ttl: Option<Duration>,
+        reason: &str,
+        source: EntrySource,
+        rate: Option<Rate>,
+    ) -> Result<(StoredEntry, Enforcement)> {
         let now = now_unix();
         let entry = StoredEntry {
             kind,
@@ -413,6 +521,7 @@ impl Lists {
             source,
             created_at: now,
             tag: String::new(),
+            rate,
         };
         self.store.upsert(&entry)?;
         let enforcement = self.apply(&entry, now, mono_now_ns())?;
@@ -427,15 +536,61 @@ impl Lists {
         ttl: Option<Duration>,
         reason: &str,
     ) -> Result<Added> {
-        let (entry, enforcement) = self.add(kind, net, ttl, reason, EntrySource::Manual)?;
-        let allowlisted_by = match kind {
-            ListKind::Allow => None,
-            ListKind::Block => self
-                .store
+        self.add_manual_rated(kind, net, ttl, reason, None)
+    }
+
+    /// [`Lists::add_manual`] with a throttle entry's rate. Refuses what the tiers must never
+    /// hold: a quarantined prefix, this host, or an allowlisted address (quarantine would
+    /// pass its traffic anyway, and saying so beats a quarantine that does nothing).
+    pub fn add_manual_rated(
+        &mut self,
+        kind: ListKind,
+        net: IpNet,
+        ttl: Option<Duration>,
+        reason: &str,
+        rate: Option<Rate>,
+    ) -> Result<Added> {
+        let store = self.store.clone();
+        let allowlisted = || -> Result<Option<IpNet>> {
+            Ok(store
                 .list(Some(ListKind::Allow))?
                 .into_iter()
                 .find(|a| a.net.contains(&net.network()) || net.contains(&a.net.network()))
-                .map(|a| a.net),
+                .map(|a| a.net))
+        };
+        match kind {
+            ListKind::Quarantine => {
+                if net.prefix_len() != net.max_prefix_len() {
+                    return Err(Error::Usage(format!(
+                        "{net}: quarantine takes a single address, not a prefix"
+                    )));
+                }
+                if crate::addr::own_addresses().contains(&net.addr()) {
+                    return Err(Error::Usage(format!(
+                        "{} is an address of this host: quarantining it would cut Astra off",
+                        net.addr()
+                    )));
+                }
+                if let Some(a) = allowlisted()? {
+                    return Err(Error::Usage(format!(
+                        "{} is allowlisted ({a}): remove it from the allowlist first",
+                        net.addr()
+                    )));
+                }
+            }
+            ListKind::Throttle if rate.is_none_or(|r| r.pps == 0 && r.bps == 0) => {
+                return Err(Error::Usage(format!("throttling {net} needs a rate")));
+            }
+            ListKind::Block | ListKind::Allow if rate.is_some() => {
+                return Err(Error::Usage(format!("a {kind} entry takes no rate")));
+            }
+            _ => {}
+        }
+        let (entry, enforcement) =
+            self.add_rated(kind, net, ttl, reason, EntrySource::Manual, rate)?;
+        let allowlisted_by = match kind {
+            ListKind::Block | ListKind::Throttle => allowlisted()?,
+            ListKind::Allow | ListKind::Quarantine => None,
         };
         Ok(Added {
             entry,
@@ -456,6 +611,7 @@ impl Lists {
                 flag_blocks_under(maps, &[e.net])?;
                 0
             }
+            ListKind::Quarantine | ListKind::Throttle => 0,
         };
         let k = ListEntry {
             expires_ns: kernel_expiry(e.expires_at, now_unix, now_mono),
@@ -464,7 +620,10 @@ impl Lists {
             source: source_code(e.source),
             flags,
         };
-        kernel_insert(maps, e.kind, &e.net, k)?;
+        kernel_insert(maps, e.kind, &e.net, k, e.rate.as_ref())?;
+        if matches!(e.kind, ListKind::Quarantine | ListKind::Throttle) {
+            maps.sync_tiers()?;
+        }
         Ok(Enforcement::InKernel)
     }
 
@@ -517,6 +676,7 @@ impl Lists {
             }
             maps.delete_block_v4(&exact_v4);
             maps.delete_block_v6(&exact_v6);
+            maps.sync_tiers()?;
         }
         Ok(n)
     }
@@ -528,6 +688,11 @@ impl Lists {
             .maps
             .as_mut()
             .is_some_and(|m| kernel_remove(m, kind, net));
+        if let Some(m) = self.maps.as_mut()
+            && matches!(kind, ListKind::Quarantine | ListKind::Throttle)
+        {
+            m.sync_tiers()?;
+        }
         Ok(in_store || in_kernel)
     }
 
@@ -562,6 +727,8 @@ impl Lists {
                     hits: kernel.map_or(0, |e| e.hits),
                     created_at: s.created_at,
                     in_kernel: kernel.is_some(),
+                    dropped: self.dropped(s.kind, &s.net),
+                    rate: s.rate,
                 }
             })
             .collect();
@@ -596,6 +763,8 @@ impl Lists {
                 hits: hits.unwrap_or(0),
                 created_at: s.created_at,
                 in_kernel: hits.is_some(),
+                dropped: self.dropped(s.kind, &s.net),
+                rate: s.rate,
             });
         }
         for ((kind, net), e) in kernel {
@@ -614,6 +783,8 @@ impl Lists {
                 hits: e.hits,
                 created_at: e.created_unix_s,
                 in_kernel: true,
+                dropped: self.dropped(kind, &net),
+                rate: self.kernel_rate(kind, &net),
             });
         }
         rows.sort_by(|a, b| {
@@ -666,6 +837,7 @@ impl Lists {
                 source: source_from_code(e.source),
                 created_at: e.created_unix_s,
                 tag: String::new(),
+                rate: self.kernel_rate(kind, &net),
             })
             .collect();
         self.store.upsert_many(&adopted)?;
@@ -680,6 +852,12 @@ impl Lists {
         if let Some(maps) = self.maps.as_mut() {
             for e in &expired {
                 kernel_remove(maps, e.kind, &e.net);
+            }
+            if expired
+                .iter()
+                .any(|e| matches!(e.kind, ListKind::Quarantine | ListKind::Throttle))
+            {
+                maps.sync_tiers()?;
             }
         }
         Ok(expired)
@@ -699,6 +877,7 @@ impl Lists {
         for (kind, net, _) in &stale {
             kernel_remove(maps, *kind, net);
         }
+        maps.sync_tiers()?;
         Ok(stale.len())
     }
 
@@ -718,16 +897,63 @@ impl Lists {
     }
 
     /// Number of entries per kind currently in the kernel.
-    pub fn kernel_counts(&self) -> (u64, u64) {
+    pub fn kernel_counts(&self) -> KindCounts {
+        let mut c = KindCounts::default();
         let Some(maps) = self.maps.as_ref() else {
-            return (0, 0);
+            return c;
         };
-        let entries = kernel_entries(maps);
-        let blocks = entries
-            .iter()
-            .filter(|(k, _, _)| *k == ListKind::Block)
-            .count() as u64;
-        (blocks, entries.len() as u64 - blocks)
+        for (kind, _, _) in kernel_entries(maps) {
+            *c.get_mut(kind) += 1;
+        }
+        c
+    }
+
+    /// Packets a throttle entry dropped for being over its rate.
+    fn dropped(&self, kind: ListKind, net: &IpNet) -> Option<u64> {
+        let maps = self.maps.as_ref().filter(|_| kind == ListKind::Throttle)?;
+        kernel_throttle(maps, net).map(|t| t.dropped)
+    }
+
+    /// The rate a kernel throttle entry enforces, read back from its costs (for entries the
+    /// store does not know).
+    fn kernel_rate(&self, kind: ListKind, net: &IpNet) -> Option<Rate> {
+        let maps = self.maps.as_ref().filter(|_| kind == ListKind::Throttle)?;
+        let t = kernel_throttle(maps, net)?;
+        Some(Rate {
+            pps: 1_000_000_000u64.checked_div(t.packet_ns).unwrap_or(0),
+            bps: ((8_000_000_000u128 << 16).checked_div(t.byte_ns_fp16.into()))
+                .map_or(0, |v| v.min(u64::MAX.into()) as u64),
+            burst_ms: t.burst_ns / 1_000_000,
+        })
+    }
+}
+
+/// Entries per list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindCounts {
+    pub block: u64,
+    pub allow: u64,
+    pub quarantine: u64,
+    pub throttle: u64,
+}
+
+impl KindCounts {
+    pub fn get(&self, kind: ListKind) -> u64 {
+        match kind {
+            ListKind::Block => self.block,
+            ListKind::Allow => self.allow,
+            ListKind::Quarantine => self.quarantine,
+            ListKind::Throttle => self.throttle,
+        }
+    }
+
+    fn get_mut(&mut self, kind: ListKind) -> &mut u64 {
+        match kind {
+            ListKind::Block => &mut self.block,
+            ListKind::Allow => &mut self.allow,
+            ListKind::Quarantine => &mut self.quarantine,
+            ListKind::Throttle => &mut self.throttle,
+        }
     }
 }
 

@@ -25,6 +25,9 @@ pub fn action_labels(a: u32) -> Option<(&'static str, &'static str)> {
         action::EGRESS_PARSE_ERROR => ("egress", "parse_error"),
         action::EGRESS_FRAGMENT => ("egress", "fragment"),
         action::EGRESS_NON_IP => ("egress", "non_ip"),
+        action::DROP_QUARANTINED => ("ingress", "drop_quarantined"),
+        action::DROP_THROTTLED => ("ingress", "drop_throttled"),
+        action::EGRESS_DROP_QUARANTINED => ("egress", "drop_quarantined"),
         _ => return None,
     })
 }
@@ -34,6 +37,8 @@ pub fn drop_reason(a: u32) -> Option<&'static str> {
     match a {
         action::DROP_BLOCKED => Some("blocked_address"),
         action::DROP_BLOCKED_NET => Some("blocked_prefix"),
+        action::DROP_QUARANTINED | action::EGRESS_DROP_QUARANTINED => Some("quarantined"),
+        action::DROP_THROTTLED => Some("throttled"),
         _ => None,
     }
 }
@@ -127,7 +132,7 @@ impl Metrics {
         let list_entries = IntGaugeVec::new(
             Opts::new(
                 "astra_list_entries",
-                "Entries in the kernel block and allow lists.",
+                "Entries in the kernel lists (block, allow, quarantine, throttle).",
             ),
             &["list"],
         )
@@ -347,14 +352,13 @@ impl Metrics {
         self.flow_capacity.set(n.into());
     }
 
-    pub fn set_list_entries(&self, blocks: u64, allows: u64) {
-        self.blocklist_entries.set(blocks as i64);
-        self.list_entries
-            .with_label_values(&["block"])
-            .set(blocks as i64);
-        self.list_entries
-            .with_label_values(&["allow"])
-            .set(allows as i64);
+    pub fn set_list_entries(&self, counts: &crate::lists::KindCounts) {
+        self.blocklist_entries.set(counts.block as i64);
+        for kind in crate::store::ListKind::ALL {
+            self.list_entries
+                .with_label_values(&[kind.as_str()])
+                .set(counts.get(kind) as i64);
+        }
     }
 
     /// Pre-creates the label sets of an interface so dashboards and alerts see zeros rather

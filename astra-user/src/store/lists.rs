@@ -7,7 +7,8 @@ use rusqlite::{OptionalExtension, Row, Transaction, TransactionBehavior, params}
 use super::*;
 use crate::addr;
 
-pub(super) const COLUMNS: &str = "kind, net, expires_at, reason, source, created_at, tag";
+pub(super) const COLUMNS: &str =
+    "kind, net, expires_at, reason, source, created_at, tag, rate_pps, rate_bps, burst_ms";
 
 pub(super) fn to_sql_int(net: IpNet, field: &str, v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::InvalidEntry {
@@ -20,14 +21,18 @@ pub(super) fn to_sql_int(net: IpNet, field: &str, v: u64) -> Result<i64, StoreEr
 }
 
 pub(super) const UPSERT: &str =
-    "INSERT INTO list_entries (kind, net, expires_at, reason, source, created_at, tag)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+    "INSERT INTO list_entries (kind, net, expires_at, reason, source, created_at, tag,
+                               rate_pps, rate_bps, burst_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
      ON CONFLICT (kind, net) DO UPDATE SET
          expires_at = excluded.expires_at,
          reason     = excluded.reason,
          source     = excluded.source,
          created_at = excluded.created_at,
-         tag        = excluded.tag";
+         tag        = excluded.tag,
+         rate_pps   = excluded.rate_pps,
+         rate_bps   = excluded.rate_bps,
+         burst_ms   = excluded.burst_ms";
 
 /// Why one upsert failed, before the database path is known to the caller's error.
 pub(super) enum UpsertError {
@@ -55,6 +60,24 @@ pub(super) fn upsert_with(
         .transpose()
         .map_err(UpsertError::Invalid)?;
     let created_at = to_sql_int(net, "created_at", e.created_at).map_err(UpsertError::Invalid)?;
+    if (e.kind == ListKind::Throttle) != e.rate.is_some() {
+        return Err(UpsertError::Invalid(StoreError::InvalidEntry {
+            net,
+            reason: "a throttle entry, and only a throttle entry, carries a rate".into(),
+        }));
+    }
+    let rate = |f: fn(&Rate) -> u64, field| {
+        e.rate
+            .as_ref()
+            .map(|r| to_sql_int(net, field, f(r)))
+            .transpose()
+            .map_err(UpsertError::Invalid)
+    };
+    let (pps, bps, burst) = (
+        rate(|r| r.pps, "rate_pps")?,
+        rate(|r| r.bps, "rate_bps")?,
+        rate(|r| r.burst_ms, "burst_ms")?,
+    );
     stmt.execute(params![
         e.kind.as_str(),
         net.to_string(),
@@ -63,6 +86,9 @@ pub(super) fn upsert_with(
         e.source.as_str(),
         created_at,
         e.tag,
+        pps,
+        bps,
+        burst,
     ])
     .map_err(UpsertError::Db)?;
     Ok(())
@@ -78,6 +104,7 @@ pub(super) struct RawRow {
     source: String,
     created_at: i64,
     tag: String,
+    rate: [Option<i64>; 3],
 }
 
 impl RawRow {
@@ -90,6 +117,7 @@ impl RawRow {
             source: row.get(4)?,
             created_at: row.get(5)?,
             tag: row.get(6)?,
+            rate: [row.get(7)?, row.get(8)?, row.get(9)?],
         })
     }
 
@@ -109,6 +137,24 @@ impl RawRow {
             .transpose()?;
         let created_at = u64::try_from(self.created_at)
             .map_err(|_| bad(format!("negative created_at {}", self.created_at)))?;
+        let rate = match (kind, self.rate) {
+            (ListKind::Throttle, [Some(pps), Some(bps), Some(burst_ms)]) => {
+                let get = |v: i64, what: &str| {
+                    u64::try_from(v).map_err(|_| bad(format!("negative {what} {v}")))
+                };
+                let r = Rate {
+                    pps: get(pps, "rate_pps")?,
+                    bps: get(bps, "rate_bps")?,
+                    burst_ms: get(burst_ms, "burst_ms")?,
+                };
+                if r.pps == 0 && r.bps == 0 {
+                    return Err(bad("a throttle entry without a rate".into()));
+                }
+                Some(r)
+            }
+            (ListKind::Throttle, _) => return Err(bad("a throttle entry without a rate".into())),
+            _ => None,
+        };
         Ok(StoredEntry {
             kind,
             net,
@@ -117,6 +163,7 @@ impl RawRow {
             source,
             created_at,
             tag: self.tag,
+            rate,
         })
     }
 }

@@ -52,13 +52,36 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum ListKind {
     Block,
     Allow,
+    /// Hosts whose traffic is dropped both ways (exact addresses only).
+    Quarantine,
+    /// Sources held to a rate (addresses or prefixes; the entry carries its [`Rate`]).
+    Throttle,
 }
 
 impl ListKind {
+    pub const ALL: [ListKind; 4] = [
+        ListKind::Block,
+        ListKind::Allow,
+        ListKind::Quarantine,
+        ListKind::Throttle,
+    ];
+
+    /// What an entry for every address (`0.0.0.0/0`) of this kind would do.
+    pub const fn everything_warning(self) -> &'static str {
+        match self {
+            ListKind::Block => "blocking it cuts this host off from every peer",
+            ListKind::Allow => "allowing it turns every block off",
+            ListKind::Quarantine => "quarantining it cuts every host off",
+            ListKind::Throttle => "throttling it holds every peer to one shared rate",
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             ListKind::Block => "block",
             ListKind::Allow => "allow",
+            ListKind::Quarantine => "quarantine",
+            ListKind::Throttle => "throttle",
         }
     }
 }
@@ -76,10 +99,12 @@ impl FromStr for ListKind {
         match s {
             "block" => Ok(ListKind::Block),
             "allow" => Ok(ListKind::Allow),
+            "quarantine" => Ok(ListKind::Quarantine),
+            "throttle" => Ok(ListKind::Throttle),
             _ => Err(ParseEnumError {
                 what: "list kind",
                 value: s.to_owned(),
-                expected: "block or allow",
+                expected: "block, allow, quarantine or throttle",
             }),
         }
     }
@@ -137,6 +162,68 @@ pub struct ParseEnumError {
     expected: &'static str,
 }
 
+/// A throttle entry's limits: packets per second, bits per second or both, and the burst
+/// allowed above them. The kernel form is `astra_common::ThrottleEntry`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Packets per second; 0 = no packet limit.
+    pub pps: u64,
+    /// Bits per second; 0 = no bandwidth limit.
+    pub bps: u64,
+    /// How far above the rate a burst may go, as milliseconds of traffic at the rate.
+    pub burst_ms: u64,
+}
+
+impl Rate {
+    /// The burst when none is given: a tenth of a second at the rate.
+    pub const DEFAULT_BURST_MS: u64 = 100;
+
+    /// A rate from its limits as typed (`--rate 100pps --rate 10mbit`): one or two, at most
+    /// one of each kind.
+    pub fn from_limits(
+        limits: &[addr::RateLimit],
+        burst: Option<Duration>,
+    ) -> Result<Rate, addr::AddrError> {
+        let mut r = Rate {
+            pps: 0,
+            bps: 0,
+            burst_ms: burst.map_or(Self::DEFAULT_BURST_MS, |d| d.as_millis() as u64),
+        };
+        for l in limits {
+            let (slot, what) = match l {
+                addr::RateLimit::Pps(v) => (&mut r.pps, (*v, "packet")),
+                addr::RateLimit::Bps(v) => (&mut r.bps, (*v, "bit")),
+            };
+            if *slot != 0 {
+                return Err(addr::AddrError::Invalid(format!(
+                    "two {} rates: give at most one in pps and one in bits",
+                    what.1
+                )));
+            }
+            *slot = what.0;
+        }
+        if r.pps == 0 && r.bps == 0 {
+            return Err(addr::AddrError::Invalid(
+                "a throttle needs a rate, e.g. 100pps or 10mbit".into(),
+            ));
+        }
+        Ok(r)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.pps > 0 {
+            parts.push(format!("{}pps", self.pps));
+        }
+        if self.bps > 0 {
+            parts.push(addr::format_bps(self.bps));
+        }
+        write!(f, "{} (burst {} ms)", parts.join(" + "), self.burst_ms)
+    }
+}
+
 /// One row of a list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredEntry {
@@ -153,6 +240,9 @@ pub struct StoredEntry {
     /// The feed the entry came from (`astra blocklist import`, the agent's feed sync); empty
     /// for manual and automatic entries.
     pub tag: String,
+    /// A throttle entry's limits; `None` for every other kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
 }
 
 // ipnet's own serde support is behind a feature the workspace does not enable; the text form is
@@ -189,6 +279,7 @@ impl StoredEntry {
             source,
             created_at: now_unix,
             tag: String::new(),
+            rate: None,
         }
     }
 

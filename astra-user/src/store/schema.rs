@@ -60,6 +60,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
          body    TEXT NOT NULL
      );
      CREATE INDEX incidents_ts ON incidents (ts_ms);",
+    // Version 5: throttle entries' limits (NULL on every other kind).
+    "ALTER TABLE list_entries ADD COLUMN rate_pps INTEGER;
+     ALTER TABLE list_entries ADD COLUMN rate_bps INTEGER;
+     ALTER TABLE list_entries ADD COLUMN burst_ms INTEGER;",
 ];
 
 /// The schema version this build writes and understands.

@@ -50,6 +50,7 @@ fn entry(kind: ListKind, n: &str, expires_at: Option<u64>, created_at: u64) -> S
         source: EntrySource::Manual,
         created_at,
         tag: String::new(),
+        rate: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn round_trip_every_field() {
             source: EntrySource::Auto,
             created_at: 1_700_000_000,
             tag: String::new(),
+            rate: None,
         },
         StoredEntry {
             kind: ListKind::Block,
@@ -82,6 +84,7 @@ fn round_trip_every_field() {
             source: EntrySource::Feed,
             created_at: 1_700_000_001,
             tag: "spamhaus-drop".to_owned(),
+            rate: None,
         },
         StoredEntry {
             kind: ListKind::Allow,
@@ -91,6 +94,7 @@ fn round_trip_every_field() {
             source: EntrySource::Manual,
             created_at: 0,
             tag: String::new(),
+            rate: None,
         },
         StoredEntry {
             kind: ListKind::Allow,
@@ -100,6 +104,7 @@ fn round_trip_every_field() {
             source: EntrySource::Manual,
             created_at: i64::MAX as u64,
             tag: "ünïcode tag".to_owned(),
+            rate: None,
         },
     ];
     for e in &entries {
@@ -152,6 +157,7 @@ fn upsert_replaces_every_field() {
         source: EntrySource::Feed,
         created_at: 20,
         tag: "firehol".to_owned(),
+        rate: None,
         ..first.clone()
     };
     store.upsert(&second).unwrap();
@@ -731,8 +737,10 @@ fn undecodable_rows_are_reported_as_corrupt() {
         .lock()
         .conn
         .execute_batch(
-            "INSERT INTO list_entries VALUES ('block', 'not-an-ip', NULL, '', 'manual', 1, '');
-             INSERT INTO list_entries VALUES ('block', '192.0.2.1/32', 5, '', 'alien', 1, '');",
+            "INSERT INTO list_entries (kind, net, expires_at, reason, source, created_at, tag)
+                 VALUES ('block', 'not-an-ip', NULL, '', 'manual', 1, '');
+             INSERT INTO list_entries (kind, net, expires_at, reason, source, created_at, tag)
+                 VALUES ('block', '192.0.2.1/32', 5, '', 'alien', 1, '');",
         )
         .unwrap();
     let err = store.list(None).unwrap_err();
@@ -824,7 +832,7 @@ fn new_entry_from_ttl() {
 fn enums_display_parse_and_deserialize_lowercase() {
     use serde::de::{IntoDeserializer, value::Error as DeError};
 
-    for k in [ListKind::Block, ListKind::Allow] {
+    for k in ListKind::ALL {
         assert_eq!(k.to_string().parse::<ListKind>().unwrap(), k);
         let de: serde::de::value::StrDeserializer<'_, DeError> = k.as_str().into_deserializer();
         assert_eq!(ListKind::deserialize(de).unwrap(), k);
@@ -838,7 +846,7 @@ fn enums_display_parse_and_deserialize_lowercase() {
     assert_eq!(EntrySource::Feed.to_string(), "feed");
     assert_eq!(
         "Block".parse::<ListKind>().unwrap_err().to_string(),
-        "unknown list kind 'Block': expected block or allow"
+        "unknown list kind 'Block': expected block, allow, quarantine or throttle"
     );
     assert_eq!(
         "cron".parse::<EntrySource>().unwrap_err().to_string(),
@@ -983,4 +991,50 @@ fn a_symlink_at_the_database_path_is_refused() {
     assert!(err.is_user_error(), "{err}");
     assert!(err.to_string().contains("symbolic links"), "{err}");
     assert!(!elsewhere.exists());
+}
+
+#[test]
+fn throttle_entries_keep_their_rate_and_only_they_carry_one() {
+    let dir = TempDir::new();
+    let store = Store::open(dir.path()).unwrap();
+    let rate = Rate {
+        pps: 100,
+        bps: 10_000_000,
+        burst_ms: 250,
+    };
+    let t = StoredEntry {
+        rate: Some(rate),
+        ..entry(ListKind::Throttle, "198.18.0.0/24", Some(500), 1)
+    };
+    store.upsert(&t).unwrap();
+    let q = entry(ListKind::Quarantine, "198.18.0.9/32", None, 2);
+    store.upsert(&q).unwrap();
+    assert_eq!(store.list(None).unwrap(), vec![q.clone(), t.clone()]);
+    assert_eq!(
+        store.get(ListKind::Throttle, &t.net).unwrap().unwrap().rate,
+        Some(rate)
+    );
+    // A rate on anything else, or a throttle without one, is refused before it is written.
+    for bad in [
+        StoredEntry {
+            rate: Some(rate),
+            ..q.clone()
+        },
+        StoredEntry {
+            rate: None,
+            ..t.clone()
+        },
+    ] {
+        let err = store.upsert(&bad).unwrap_err();
+        assert!(err.to_string().contains("carries a rate"), "{err}");
+    }
+    assert_eq!(store.list(None).unwrap().len(), 2);
+    // A throttle row another writer left without its rate is reported, not guessed at.
+    store
+        .lock()
+        .conn
+        .execute_batch("UPDATE list_entries SET rate_pps = NULL WHERE kind = 'throttle'")
+        .unwrap();
+    let err = store.list(None).unwrap_err();
+    assert!(err.to_string().contains("without a rate"), "{err}");
 }

@@ -381,3 +381,90 @@ fn list_reads_pages() {
     assert_eq!(page(&["--offset", "9"]), 0);
     assert_usage_error(&["list", "--limit", "3"], "--kind");
 }
+
+#[test]
+fn throttle_and_quarantine_input_is_checked_before_anything_is_stored() {
+    assert_usage_error(&["throttle", "198.18.0.7"], "--rate");
+    assert_usage_error(&["throttle", "198.18.0.7", "--rate", "10mbps"], "ambiguous");
+    assert_usage_error(&["throttle", "198.18.0.7", "--rate", "fast"], "fast");
+    assert_usage_error(&["throttle", "198.18.0.7", "--rate", "0pps"], "1pps");
+    assert_usage_error(
+        &["throttle", "198.18.0.7", "--rate", "1pps", "--rate", "2pps"],
+        "two packet rates",
+    );
+    assert_usage_error(
+        &["throttle", "198.18.0.7", "--rate", "1pps", "--burst", "1ms"],
+        "20ms",
+    );
+    assert_usage_error(&["throttle", "0.0.0.0/0", "--rate", "1pps"], "--force");
+    assert_usage_error(&["quarantine", "198.18.0.0/24"], "single address");
+    assert_usage_error(&["quarantine", "127.0.0.1"], "address of this host");
+    assert_usage_error(&["release", "198.18.0.7"], "not quarantined");
+    assert_usage_error(&["unthrottle", "198.18.0.7"], "not throttled");
+}
+
+#[test]
+fn throttle_and_quarantine_entries_round_trip_through_list() {
+    let (pin, state) = dirs();
+    let run = |args: &[&str]| {
+        let (code, out, err) = cli(pin.path(), state.path(), args);
+        assert_eq!(code, 0, "astra {args:?}: {err}");
+        out
+    };
+    let out = run(&[
+        "throttle",
+        "198.18.0.0/24",
+        "--rate",
+        "100pps",
+        "--rate",
+        "10mbit",
+        "--ttl",
+        "10m",
+        "--reason",
+        "noisy",
+    ]);
+    assert!(out.contains("throttled 198.18.0.0/24 for 10m"), "{out}");
+    assert!(
+        out.contains("limit: 100pps + 10mbit (burst 100 ms)"),
+        "{out}"
+    );
+    run(&["quarantine", "198.18.0.9", "--reason", "worm"]);
+    // An allowlisted address is refused, and says which entry covers it.
+    run(&["allow", "198.18.5.0/24"]);
+    let (code, _, err) = cli(pin.path(), state.path(), &["quarantine", "198.18.5.5"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("allowlisted (198.18.5.0/24)"), "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&run(&["list", "--json"])).unwrap();
+    let by_kind = |k: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == k)
+            .unwrap_or_else(|| panic!("no {k} row in {rows}"))
+            .clone()
+    };
+    let t = by_kind("throttle");
+    assert_eq!(t["net"], "198.18.0.0/24");
+    assert_eq!(t["rate"]["pps"], 100);
+    assert_eq!(t["rate"]["bps"], 10_000_000);
+    assert_eq!(t["rate"]["burst_ms"], 100);
+    assert_eq!(t["reason"], "noisy");
+    let q = by_kind("quarantine");
+    assert_eq!(q["net"], "198.18.0.9/32");
+    assert_eq!(q["ttl_remaining_s"], serde_json::Value::Null);
+    assert!(q.get("rate").is_none(), "{q}");
+    let only: serde_json::Value =
+        serde_json::from_str(&run(&["list", "--kind", "throttle", "--json"])).unwrap();
+    assert_eq!(only.as_array().unwrap().len(), 1);
+    let table = run(&["list"]);
+    assert!(table.contains("throttle 100pps + 10mbit"), "{table}");
+    assert!(table.contains("quarantine"), "{table}");
+    run(&["release", "198.18.0.9"]);
+    run(&["unthrottle", "198.18.0.0/24"]);
+    let rows: serde_json::Value = serde_json::from_str(&run(&["list", "--json"])).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        1,
+        "only the allow entry: {rows}"
+    );
+}

@@ -1189,3 +1189,136 @@ fn a_followed_zeek_conn_log_is_judged_like_traffic() {
     );
     agent.stop();
 }
+
+/// Datagrams from B (the agent's host) back to A that arrive: what leaves through TC egress.
+fn deliver_to_a(lab: &Lab, n: usize) -> usize {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (a, ns_a) = (lab.a_v4(), lab.ns_a.clone());
+    let receiver = std::thread::spawn(move || {
+        Lab::in_ns(&ns_a, move || {
+            let sock = std::net::UdpSocket::bind(format!("{a}:0")).expect("bind receiver");
+            sock.set_read_timeout(Some(Duration::from_millis(400)))
+                .expect("timeout");
+            tx.send(sock.local_addr().expect("addr")).expect("addr");
+            let mut buf = [0u8; 64];
+            let mut got = 0;
+            while sock.recv(&mut buf).is_ok() {
+                got += 1;
+            }
+            got
+        })
+    });
+    let to = rx.recv().expect("receiver address");
+    let b = lab.b_v4();
+    Lab::in_ns(&lab.ns_b, move || {
+        let sock = std::net::UdpSocket::bind(format!("{b}:0")).expect("bind sender");
+        for _ in 0..n {
+            // A quarantine drops these on egress: the send itself may then report an error.
+            let _ = sock.send_to(b"astra", to);
+        }
+    });
+    receiver.join().expect("receiver")
+}
+
+#[test]
+fn throttle_and_quarantine_through_the_api_hold_real_traffic() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let lab = Lab::quiet_v4();
+    let (pin, state) = (pin_dir(), state_dir());
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    agent.settle();
+    let token = token(pin.path(), state.path());
+    let (a, b) = (lab.a_v4(), lab.b_v4());
+    let post = |path: &str, body: &str| agent.api("POST", path, Some(&token), Some(body));
+
+    // Bad requests change nothing: a throttle needs a rate, other lists take none.
+    for (path, body, needle) in [
+        (
+            "/api/v1/throttle",
+            format!(r#"{{"net": "{a}"}}"#),
+            "needs a rate",
+        ),
+        (
+            "/api/v1/throttle",
+            format!(r#"{{"net": "{a}", "rate": "9mbps"}}"#),
+            "ambiguous",
+        ),
+        (
+            "/api/v1/throttle",
+            format!(r#"{{"net": "{a}", "rate": ["1pps", "2pps", "3pps"]}}"#),
+            "at most two",
+        ),
+        (
+            "/api/v1/blocklist",
+            format!(r#"{{"net": "{a}", "rate": "1pps"}}"#),
+            "throttle entries",
+        ),
+        (
+            "/api/v1/quarantine",
+            r#"{"net": "198.18.0.0/24"}"#.to_owned(),
+            "single address",
+        ),
+        (
+            "/api/v1/quarantine",
+            format!(r#"{{"net": "{b}"}}"#),
+            "address of this host",
+        ),
+    ] {
+        let (code, resp) = post(path, &body);
+        assert_eq!(code, 400, "{path} {body}: {resp}");
+        assert!(resp.contains(needle), "{path} {body}: {resp}");
+    }
+    assert_eq!(
+        agent.api("POST", "/api/v1/throttle", None, Some("{}")).0,
+        401
+    );
+    assert_eq!(lab.deliver(&a, &b, 50), 50);
+
+    // 20 packets a second with 100 ms of burst: of a quick 200, a handful pass.
+    let body = format!(r#"{{"net": "{a}", "rate": "20pps", "ttl": "10m", "reason": "noisy"}}"#);
+    let (code, resp) = post("/api/v1/throttle", &body);
+    assert_eq!(code, 201, "{resp}");
+    assert_eq!(json(&resp)["in_kernel"], true);
+    let got = lab.deliver(&a, &b, 200);
+    assert!(
+        (1..=12).contains(&got),
+        "{got} of 200 passed a 20 pps throttle"
+    );
+    let list = json(&agent.api("GET", "/api/v1/throttle", None, None).1);
+    let row = &list["entries"][0];
+    assert_eq!(row["rate"]["pps"], 20);
+    assert_eq!(row["dropped"].as_u64().unwrap(), 200 - got as u64);
+    let status = json(&agent.api("GET", "/api/v1/status", None, None).1);
+    assert_eq!(status["throttle_entries"], 1);
+    assert_eq!(status["tiers"], serde_json::json!(["throttle"]));
+    let path = format!("/api/v1/throttle/{a}/32");
+    assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 204);
+    assert_eq!(lab.deliver(&a, &b, 50), 50);
+
+    // Quarantined: cut off both ways, on ingress (XDP) and on egress (TC).
+    assert_eq!(deliver_to_a(&lab, 20), 20);
+    let (code, resp) = post(
+        "/api/v1/quarantine",
+        &format!(r#"{{"net": "{a}", "ttl": "1h"}}"#),
+    );
+    assert_eq!(code, 201, "{resp}");
+    assert_eq!(lab.deliver(&a, &b, 20), 0);
+    assert_eq!(deliver_to_a(&lab, 20), 0);
+    // The drops reach the metrics at the next poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !agent.metrics().contains(r#"reason="quarantined""#) {
+        assert!(
+            Instant::now() < deadline,
+            "no quarantine drops in the metrics"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let path = format!("/api/v1/quarantine/{a}");
+    assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 204);
+    assert_eq!(lab.deliver(&a, &b, 20), 20);
+    assert_eq!(deliver_to_a(&lab, 20), 20);
+    let status = json(&agent.api("GET", "/api/v1/status", None, None).1);
+    assert_eq!(status["tiers"], serde_json::json!([]));
+}

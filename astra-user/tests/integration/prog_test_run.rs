@@ -1637,6 +1637,7 @@ fn allow_overlap_flag_gates_the_allowlist_lookup() {
         source: EntrySource::Feed,
         created_at: 1,
         tag: "feed".into(),
+        rate: None,
     };
     lists
         .add_many(&[entry(ListKind::Block, "203.0.113.1/32")])
@@ -2038,4 +2039,262 @@ fn pins_without_a_layout_marker_are_refused() {
     std::fs::remove_file(s.pin.path().join(map_names::META)).unwrap();
     assert!(s.pin.path().join(map_names::FLOWS).exists());
     assert_layout_refused(s.pin.path());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quarantine and throttle: the tiers after the lists
+// ---------------------------------------------------------------------------------------------
+
+const TC_ACT_SHOT: u32 = 2;
+
+fn udp4(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    build!(eth().ipv4(src, dst, 64).udp(40000, 53), payload)
+}
+
+fn tier_bits(maps: &PinnedMaps) -> u32 {
+    maps.tiers().unwrap()
+}
+
+#[test]
+fn a_quarantined_host_is_cut_off_both_ways_but_for_allowlisted_peers() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let mut s = Sensor::new();
+    let pin = s.pin.path().to_owned();
+    let mut lists = Lists::from_parts(Store::open_in_memory(), PinnedMaps::open(&pin).unwrap());
+    let host = [198, 51, 100, 7];
+    let peer = [198, 51, 100, 8];
+    let mgmt = [203, 0, 113, 9];
+    let (from_host, to_host) = (udp4(host, peer, PAYLOAD), udp4(peer, host, PAYLOAD));
+    // Nothing quarantined: the tier is off and traffic passes.
+    assert_eq!(tier_bits(&s.maps), 0);
+    assert_eq!(s.xdp(&from_host), XDP_PASS);
+    lists
+        .add_manual(
+            ListKind::Quarantine,
+            "198.51.100.7/32".parse().unwrap(),
+            None,
+            "worm",
+        )
+        .unwrap();
+    assert_eq!(tier_bits(&s.maps), astra_common::tier::QUARANTINE);
+    // As source and as destination, on ingress and on egress.
+    assert_eq!(s.xdp(&from_host), XDP_DROP);
+    assert_eq!(s.xdp(&to_host), XDP_DROP);
+    assert_eq!(s.tc(&to_host), TC_ACT_SHOT);
+    assert_eq!(s.tc(&from_host), TC_ACT_SHOT);
+    // Management is allowlisted: it still reaches the host, and the host it.
+    lists
+        .add_manual(
+            ListKind::Allow,
+            "203.0.113.0/24".parse().unwrap(),
+            None,
+            "mgmt",
+        )
+        .unwrap();
+    let (to_mgmt, from_mgmt) = (udp4(host, mgmt, PAYLOAD), udp4(mgmt, host, PAYLOAD));
+    assert_eq!(s.xdp(&to_mgmt), XDP_PASS);
+    assert_eq!(s.xdp(&from_mgmt), XDP_PASS);
+    assert_eq!(s.tc(&from_mgmt), TC_ACT_PIPE);
+    assert_eq!(s.xdp(&from_host), XDP_DROP, "other peers stay cut off");
+    let hits = s.maps.quar_v4.get(&host, 0).unwrap().hits;
+    assert_eq!(hits, 5, "every dropped packet counts on the entry");
+    let len = from_host.len();
+    assert_counters(
+        &s,
+        &[
+            (action::PASS, &[len, len, len]),
+            (action::DROP_QUARANTINED, &[len, len, len]),
+            (action::EGRESS_DROP_QUARANTINED, &[len, len]),
+            (action::EGRESS_PASS, &[len]),
+        ],
+    );
+    // Released: the tier switches off again.
+    assert!(
+        lists
+            .remove(ListKind::Quarantine, &"198.51.100.7/32".parse().unwrap())
+            .unwrap()
+    );
+    assert_eq!(tier_bits(&s.maps), 0);
+    assert_eq!(s.xdp(&from_host), XDP_PASS);
+    assert_eq!(s.tc(&to_host), TC_ACT_PIPE);
+
+    // IPv6 the same way.
+    lists
+        .add_manual(
+            ListKind::Quarantine,
+            IpNet::from(std::net::IpAddr::from(SRC6)),
+            None,
+            "",
+        )
+        .unwrap();
+    assert_eq!(s.xdp(&udp6_from(SRC6)), XDP_DROP);
+    let reply = build!(eth().ipv6(DST6, SRC6, 64).udp(53, 40000), PAYLOAD);
+    assert_eq!(s.xdp(&reply), XDP_DROP);
+    assert_eq!(s.tc(&reply), TC_ACT_SHOT);
+}
+
+#[test]
+fn quarantine_refuses_prefixes_this_host_and_allowlisted_addresses() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let s = Sensor::new();
+    let mut lists = Lists::from_parts(
+        Store::open_in_memory(),
+        PinnedMaps::open(s.pin.path()).unwrap(),
+    );
+    lists
+        .add_manual(
+            ListKind::Allow,
+            "203.0.113.0/24".parse().unwrap(),
+            None,
+            "mgmt",
+        )
+        .unwrap();
+    for (net, why) in [
+        ("198.51.100.0/24", "single address"),
+        ("127.0.0.1/32", "address of this host"),
+        ("203.0.113.5/32", "allowlisted (203.0.113.0/24)"),
+    ] {
+        let err = lists
+            .add_manual(ListKind::Quarantine, net.parse().unwrap(), None, "")
+            .unwrap_err();
+        assert!(err.to_string().contains(why), "{net}: {err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+    assert_eq!(lists.store().count(ListKind::Quarantine).unwrap(), 0);
+    assert_eq!(tier_bits(&s.maps), 0);
+}
+
+/// A private dataplane (as `astra replay` loads it), whose clock stands where it is set: rates
+/// can then be checked over exact times.
+struct Clocked {
+    dp: Dataplane,
+    lists: Lists,
+}
+
+impl Clocked {
+    fn new() -> Self {
+        let (dp, maps) = Dataplane::load_private(4096).expect("load a private dataplane");
+        Self {
+            dp,
+            lists: Lists::from_parts(Store::open_in_memory(), Some(maps)),
+        }
+    }
+
+    /// How many of `n` copies of `frame`, one every `step_ns` from `t0_ns`, pass.
+    fn passed(&mut self, frame: &[u8], n: u64, t0_ns: u64, step_ns: u64) -> u64 {
+        let mut passed = 0;
+        for i in 0..n {
+            self.dp.set_clock(t0_ns + i * step_ns).unwrap();
+            match self.dp.run_frame(frame).unwrap() {
+                XDP_PASS => passed += 1,
+                XDP_DROP => {}
+                v => panic!("verdict {v}"),
+            }
+        }
+        passed
+    }
+
+    fn throttle(&mut self, net: &str, pps: u64, bps: u64) {
+        let rate = astra::store::Rate {
+            pps,
+            bps,
+            burst_ms: 100,
+        };
+        self.lists
+            .add_manual_rated(
+                ListKind::Throttle,
+                net.parse().unwrap(),
+                None,
+                "",
+                Some(rate),
+            )
+            .unwrap();
+    }
+
+    fn entry(&self, prefix: u32, a: [u8; 4]) -> astra_common::ThrottleEntry {
+        let maps = self.lists.maps().unwrap();
+        maps.tnet_v4.get(&Key::new(prefix, a), 0).unwrap()
+    }
+}
+
+#[test]
+fn a_throttled_prefix_passes_its_burst_then_its_packet_rate() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let mut c = Clocked::new();
+    let t0 = 1_000_000_000_000;
+    c.throttle("198.51.100.0/24", 100, 0);
+    assert_eq!(
+        tier_bits(c.lists.maps().unwrap()),
+        astra_common::tier::THROTTLE
+    );
+    let f = udp4(SRC4, DST4, PAYLOAD);
+    // 50 at one instant: the one the rate allows and 100 ms of burst at 100 pps.
+    assert_eq!(c.passed(&f, 50, t0, 0), 11);
+    // Then 2000 at 1 ms apart, a second later: 2 s at 100 pps, give or take the burst.
+    let later = c.passed(&f, 2000, t0 + 1_000_000_000, 1_000_000);
+    assert!((200..=212).contains(&later), "{later}");
+    let e = c.entry(24, [198, 51, 100, 0]);
+    assert_eq!(e.list.hits, 2050);
+    assert_eq!(e.dropped, 2050 - 11 - later);
+    assert_eq!(e.dropped_bytes, e.dropped * f.len() as u64);
+    let counters = c.lists.maps().unwrap().iface_counters(LO).unwrap();
+    assert_eq!(counters[action::DROP_THROTTLED as usize].packets, e.dropped);
+    // Sources outside the prefix, and an allowlisted one inside it, are never held.
+    let outside = udp4([198, 51, 101, 7], DST4, PAYLOAD);
+    assert_eq!(c.passed(&outside, 100, t0 + 5_000_000_000, 0), 100);
+    c.lists
+        .add_manual(
+            ListKind::Allow,
+            "198.51.100.9/32".parse().unwrap(),
+            None,
+            "",
+        )
+        .unwrap();
+    let allowed = udp4([198, 51, 100, 9], DST4, PAYLOAD);
+    assert_eq!(c.passed(&allowed, 100, t0 + 5_000_000_000, 0), 100);
+    // `astra list` shows the rate and what it dropped.
+    let rows = c.lists.list().unwrap();
+    let row = rows.iter().find(|r| r.kind == ListKind::Throttle).unwrap();
+    assert_eq!(row.dropped, Some(e.dropped));
+    assert_eq!(row.rate.unwrap().pps, 100);
+    // Removed: the tier is off and everything passes.
+    assert!(
+        c.lists
+            .remove(ListKind::Throttle, &"198.51.100.0/24".parse().unwrap())
+            .unwrap()
+    );
+    assert_eq!(tier_bits(c.lists.maps().unwrap()), 0);
+    assert_eq!(c.passed(&f, 50, t0 + 6_000_000_000, 0), 50);
+}
+
+#[test]
+fn a_bit_rate_throttle_counts_bytes_and_expires_in_the_kernel() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let mut c = Clocked::new();
+    let t0 = 1_000_000_000_000;
+    // 64 kbit/s = 8000 B/s. Frames of 1000 bytes cost 125 ms each: 100 ms of burst admits the
+    // first only; over 10 s at 10 frames a second (10 kB/s offered) about 80 pass.
+    c.throttle("198.51.100.7/32", 0, 64_000);
+    let payload = vec![0u8; 1000 - 42];
+    let f = udp4(SRC4, DST4, &payload);
+    assert_eq!(f.len(), 1000);
+    assert_eq!(c.passed(&f, 5, t0, 0), 1);
+    let passed = c.passed(&f, 100, t0 + 1_000_000_000, 100_000_000);
+    assert!((80..=82).contains(&passed), "{passed}");
+    // An entry whose expiry has passed in the kernel's clock holds nothing back, agent or not.
+    let maps = c.lists.maps_mut().unwrap();
+    let key = Key::new(32, SRC4);
+    let mut e = maps.tnet_v4.get(&key, 0).unwrap();
+    e.list.expires_ns = t0 + 20_000_000_000;
+    maps.tnet_v4.insert(&key, e, 0).unwrap();
+    assert!(c.passed(&f, 10, t0 + 19_000_000_000, 0) < 10);
+    assert_eq!(c.passed(&f, 10, t0 + 20_000_000_000, 0), 10);
 }

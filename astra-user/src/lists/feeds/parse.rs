@@ -229,8 +229,15 @@ pub(super) fn parse_csv(text: &str, c: &mut Collector<'_>) {
     }
 }
 
+/// A feed's list: block or allow. Quarantine and throttle entries are decisions about single
+/// hosts and rates, made by hand or by the policy; a feed carries no rate to throttle with.
 pub(super) fn parse_kind(s: &str) -> Result<ListKind, EntryError> {
-    Ok(s.to_ascii_lowercase().parse()?)
+    match s.to_ascii_lowercase().parse()? {
+        k @ (ListKind::Block | ListKind::Allow) => Ok(k),
+        k => Err(EntryError::NotAFeedList(format!(
+            "list '{k}': a feed holds block or allow entries"
+        ))),
+    }
 }
 
 /// Why one entry of a feed cannot be imported (the [`FeedError`] adds the file and line).
@@ -250,6 +257,8 @@ pub(super) enum EntryError {
     NotEntry(String),
     #[error("expires_at {0} is in the past")]
     Expired(u64),
+    #[error("{0}")]
+    NotAFeedList(String),
 }
 
 /// The fields of a JSON entry. Unknown fields are ignored, so the rows of `astra list --json`

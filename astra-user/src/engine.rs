@@ -149,6 +149,16 @@ impl DetectConfig {
         if p.ttl_factor < 1.0 {
             return Err(Error::Usage("policy.ttl_factor must be at least 1".into()));
         }
+        p.throttle_rates()
+            .map_err(|e| Error::Usage(e.to_string()))?;
+        for (what, ttl) in [
+            ("throttle_ttl", p.throttle_ttl),
+            ("quarantine_ttl", p.quarantine_ttl),
+        ] {
+            if ttl < Duration::from_secs(1) {
+                return Err(Error::Usage(format!("policy.{what} must be at least 1s")));
+            }
+        }
         if self.features.short_window.is_zero()
             || self.features.long_window < self.features.short_window
             || self.features.login_window < self.features.long_window
@@ -243,6 +253,7 @@ impl Engine {
             self.protected.own = crate::addr::own_addresses();
             self.own_refreshed = Some(Instant::now());
         }
+        self.protected.inside.clone_from(&self.cfg.rules.home_net);
         self.protected.allow = lists
             .store()
             .list(Some(ListKind::Allow))?
@@ -282,7 +293,17 @@ impl Engine {
 
         let long = self.cfg.features.long_window;
         let mut alerts = Vec::new();
-        for host in self.protected.own.clone() {
+        self.exfil.begin_pass();
+        // This host's own addresses, and the inside hosts of rules.home_net that sent.
+        let mut inside: Vec<IpAddr> = self.protected.own.iter().copied().collect();
+        if !self.cfg.rules.home_net.is_empty() {
+            inside.extend(
+                self.tracker
+                    .senders_in(&self.cfg.rules.home_net)
+                    .filter(|h| !self.protected.own.contains(h)),
+            );
+        }
+        for host in inside {
             let sent = self.tracker.sent_bytes(&host);
             if let Some(a) = self
                 .exfil
@@ -342,28 +363,42 @@ impl Engine {
                 && let Some(ttl_s) = blocked_now.get(&source)
             {
                 a.action = crate::detect::Action::Blocked { ttl_s: *ttl_s };
-            } else if let Decision::Block { source, ttl } = decision {
-                blocked_now.insert(source, ttl.as_secs());
+            } else if let Some((kind, source, ttl, rate)) = match decision {
+                Decision::Block { source, ttl } => Some((ListKind::Block, source, ttl, None)),
+                Decision::Throttle { source, rate, ttl } => {
+                    Some((ListKind::Throttle, source, ttl, Some(rate)))
+                }
+                Decision::Quarantine { host, ttl } => Some((ListKind::Quarantine, host, ttl, None)),
+                Decision::Suppress | Decision::Report => None,
+            } {
+                if kind == ListKind::Block {
+                    blocked_now.insert(source, ttl.as_secs());
+                }
                 let reason = format!("auto: {} ({})", a.attack_type, a.rule);
-                lists.add(
-                    ListKind::Block,
-                    IpNet::from(source),
-                    Some(ttl),
+                let net = IpNet::from(source);
+                lists.add_rated(kind, net, Some(ttl), &reason, EntrySource::Auto, rate)?;
+                if kind == ListKind::Block {
+                    lists.store().record_offense(&source, now_unix())?;
+                }
+                self.events.mitigation(
+                    kind.as_str(),
+                    &net.to_string(),
+                    ttl,
+                    rate,
                     &reason,
-                    EntrySource::Auto,
+                    &a.id,
                 )?;
-                lists.store().record_offense(&source, now_unix())?;
-                self.events
-                    .block(&IpNet::from(source).to_string(), ttl, &reason, &a.id)?;
                 match report::write(&self.incidents_dir, &a, &flows) {
                     Ok((p, row)) => {
-                        info!(src = %source, ttl = ?ttl, kind = %a.attack_type, report = %p.display(), "blocked");
+                        info!(src = %source, ttl = ?ttl, kind = %a.attack_type, report = %p.display(), action = %kind, "mitigated");
                         incidents.push(row);
                     }
                     Err(e) => warn!(error = %e, "writing incident report"),
                 }
-                metrics.auto_block();
-                stats.blocks += 1;
+                metrics.auto_action(kind.as_str());
+                if kind == ListKind::Block {
+                    stats.blocks += 1;
+                }
             }
             self.events.alert(&a, flows.first().copied(), now_ns)?;
             metrics.alert(&a);

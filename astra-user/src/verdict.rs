@@ -1,8 +1,10 @@
 //! Policy: what to do about an alert. Confidence decides between block, flag and record;
 //! repeat offenders get longer blocks (like fail2ban's bantime.increment); the host's own and
-//! allowlisted addresses are never blocked; new automatic blocks are capped per minute.
+//! allowlisted addresses are never blocked; new automatic blocks are capped per minute. Where
+//! configured, the flag band throttles sources per attack type, and an inside host caught
+//! exfiltrating is quarantined.
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::IpAddr,
     time::Duration,
 };
@@ -10,7 +12,10 @@ use std::{
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::detect::{Action, Alert, AttackType};
+use crate::{
+    detect::{Action, Alert, AttackType},
+    store::Rate,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +40,19 @@ pub struct PolicyConfig {
     /// confidence rose.
     #[serde(with = "humantime_serde")]
     pub realert_after: Duration,
+    /// Rates to hold a source to when its alert is in the flag band (confident enough to flag,
+    /// not to block), per attack type: e.g. `{"port_scan": "50pps", "udp_flood":
+    /// "1kpps+20mbit"}`. Types not named are only flagged.
+    pub throttle: BTreeMap<AttackType, String>,
+    /// How long an automatic throttle lasts.
+    #[serde(with = "humantime_serde")]
+    pub throttle_ttl: Duration,
+    /// Quarantine an inside host (one in `rules.home_net`; never this host, never an
+    /// allowlisted one) whose exfiltration alert reaches `block_confidence`. Off by default:
+    /// cutting off an inside host is the operator's call to delegate.
+    pub quarantine_exfiltration: bool,
+    #[serde(with = "humantime_serde")]
+    pub quarantine_ttl: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -48,15 +66,43 @@ impl Default for PolicyConfig {
             max_blocks_per_minute: 10,
             dry_run: false,
             realert_after: Duration::from_secs(60),
+            throttle: BTreeMap::new(),
+            throttle_ttl: Duration::from_secs(600),
+            quarantine_exfiltration: false,
+            quarantine_ttl: Duration::from_secs(3600),
         }
     }
 }
 
-/// Addresses that are never blocked automatically.
+/// A `policy.throttle` rate that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("policy.throttle.{attack}: {source}")]
+pub struct ThrottleRateError {
+    attack: AttackType,
+    source: crate::addr::AddrError,
+}
+
+impl PolicyConfig {
+    /// The `throttle` rates, parsed; the first bad one is an error naming its attack type.
+    pub fn throttle_rates(&self) -> Result<BTreeMap<AttackType, Rate>, ThrottleRateError> {
+        self.throttle
+            .iter()
+            .map(|(t, s)| {
+                s.parse::<Rate>()
+                    .map(|r| (*t, r))
+                    .map_err(|source| ThrottleRateError { attack: *t, source })
+            })
+            .collect()
+    }
+}
+
+/// Addresses that are never blocked automatically, and the inside networks.
 #[derive(Clone, Debug, Default)]
 pub struct Protected {
     pub own: HashSet<IpAddr>,
     pub allow: Vec<IpNet>,
+    /// `rules.home_net`: the only hosts the policy may quarantine.
+    pub inside: Vec<IpNet>,
 }
 
 impl Protected {
@@ -80,6 +126,14 @@ pub enum Decision {
     Report,
     /// Report it and block `source` for `ttl`.
     Block { source: IpAddr, ttl: Duration },
+    /// Report it and hold `source` to `rate` for `ttl`.
+    Throttle {
+        source: IpAddr,
+        rate: Rate,
+        ttl: Duration,
+    },
+    /// Report it and quarantine the inside host `host` for `ttl`.
+    Quarantine { host: IpAddr, ttl: Duration },
 }
 
 type AlertKey = (AttackType, Option<IpAddr>, Option<IpAddr>);
@@ -90,15 +144,25 @@ const REALERT_CONFIDENCE_STEP: f64 = 0.05;
 
 pub struct Policy {
     pub cfg: PolicyConfig,
+    throttle_rates: BTreeMap<AttackType, Rate>,
+    /// Times of recent automatic kernel entries (blocks, throttles, quarantines), for the cap.
     recent_blocks: VecDeque<u64>,
     /// Last report time and confidence per (type, source, first target).
     last_alert: HashMap<AlertKey, (u64, f64)>,
 }
 
 impl Policy {
+    /// A policy for `cfg`, whose throttle rates [`PolicyConfig::throttle_rates`] has checked
+    /// (one that does not parse is left out).
     pub fn new(cfg: PolicyConfig) -> Self {
+        let throttle_rates = cfg
+            .throttle
+            .iter()
+            .filter_map(|(t, s)| Some((*t, s.parse::<Rate>().ok()?)))
+            .collect();
         Self {
             cfg,
+            throttle_rates,
             recent_blocks: VecDeque::new(),
             last_alert: HashMap::new(),
         }
@@ -144,14 +208,12 @@ impl Policy {
         if alert.action == Action::ProtectTarget {
             return Decision::Report;
         }
+        if alert.attack_type == AttackType::Exfiltration {
+            return self.decide_inside(alert, now_ms, protected);
+        }
         let (Some(src), true) = (alert.source, alert.confidence >= self.cfg.block_confidence)
         else {
-            alert.action = if alert.confidence >= self.cfg.flag_confidence {
-                Action::Flagged
-            } else {
-                Action::Recorded
-            };
-            return Decision::Report;
+            return self.decide_flag_band(alert, now_ms, protected);
         };
         if let Some(why) = protected.why(&src) {
             alert.action = Action::NotBlocked { why };
@@ -164,6 +226,101 @@ impl Policy {
             };
             return Decision::Report;
         }
+        if let Some(why) = self.capped(now_ms) {
+            alert.action = Action::NotBlocked { why };
+            return Decision::Report;
+        }
+        alert.action = Action::Blocked {
+            ttl_s: ttl.as_secs(),
+        };
+        Decision::Block { source: src, ttl }
+    }
+
+    /// Below block confidence: flag or record, or throttle where `throttle` names the type.
+    fn decide_flag_band(
+        &mut self,
+        alert: &mut Alert,
+        now_ms: u64,
+        protected: &Protected,
+    ) -> Decision {
+        if alert.confidence < self.cfg.flag_confidence {
+            alert.action = Action::Recorded;
+            return Decision::Report;
+        }
+        alert.action = Action::Flagged;
+        let (Some(src), Some(rate)) = (alert.source, self.throttle_rates.get(&alert.attack_type))
+        else {
+            return Decision::Report;
+        };
+        let rate = *rate;
+        if protected.why(&src).is_some() {
+            return Decision::Report;
+        }
+        let ttl = self.cfg.throttle_ttl;
+        let (rate_text, ttl_s) = (rate.to_string(), ttl.as_secs());
+        if self.cfg.dry_run {
+            alert.action = Action::WouldThrottle {
+                rate: rate_text,
+                ttl_s,
+            };
+            return Decision::Report;
+        }
+        if let Some(why) = self.capped(now_ms) {
+            alert.action = Action::NotBlocked { why };
+            return Decision::Report;
+        }
+        alert.action = Action::Throttled {
+            rate: rate_text,
+            ttl_s,
+        };
+        Decision::Throttle {
+            source: src,
+            rate,
+            ttl,
+        }
+    }
+
+    /// An inside host sending too much is never blocked; at block confidence it may be
+    /// quarantined, where configured.
+    fn decide_inside(&mut self, alert: &mut Alert, now_ms: u64, protected: &Protected) -> Decision {
+        let (Some(host), true) = (alert.source, alert.confidence >= self.cfg.block_confidence)
+        else {
+            return self.decide_flag_band(alert, now_ms, protected);
+        };
+        let why = if let Some(why) = protected.why(&host) {
+            Some(why)
+        } else if !self.cfg.quarantine_exfiltration {
+            Some("an inside host is never blocked; policy.quarantine_exfiltration is off".into())
+        } else if !protected.inside.iter().any(|n| n.contains(&host)) {
+            Some(format!(
+                "{host} is not in rules.home_net: only inside hosts are quarantined"
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            alert.action = Action::NotBlocked { why };
+            return Decision::Report;
+        }
+        let ttl = self.cfg.quarantine_ttl;
+        if self.cfg.dry_run {
+            alert.action = Action::WouldQuarantine {
+                ttl_s: ttl.as_secs(),
+            };
+            return Decision::Report;
+        }
+        if let Some(why) = self.capped(now_ms) {
+            alert.action = Action::NotBlocked { why };
+            return Decision::Report;
+        }
+        alert.action = Action::Quarantined {
+            ttl_s: ttl.as_secs(),
+        };
+        Decision::Quarantine { host, ttl }
+    }
+
+    /// Counts one more automatic kernel entry, or says why the cap refuses it.
+    fn capped(&mut self, now_ms: u64) -> Option<String> {
         while self
             .recent_blocks
             .front()
@@ -172,19 +329,13 @@ impl Policy {
             self.recent_blocks.pop_front();
         }
         if self.recent_blocks.len() >= self.cfg.max_blocks_per_minute {
-            alert.action = Action::NotBlocked {
-                why: format!(
-                    "automatic block cap reached ({} per minute)",
-                    self.cfg.max_blocks_per_minute
-                ),
-            };
-            return Decision::Report;
+            return Some(format!(
+                "automatic block cap reached ({} per minute)",
+                self.cfg.max_blocks_per_minute
+            ));
         }
         self.recent_blocks.push_back(now_ms);
-        alert.action = Action::Blocked {
-            ttl_s: ttl.as_secs(),
-        };
-        Decision::Block { source: src, ttl }
+        None
     }
 }
 
@@ -251,6 +402,7 @@ mod tests {
         let prot = Protected {
             own: HashSet::from(["198.18.1.1".parse().unwrap()]),
             allow: vec!["198.18.5.0/24".parse().unwrap()],
+            inside: vec![],
         };
         let mut a = alert(AttackType::BruteForce, "198.18.1.1", 0.99);
         assert_eq!(p.decide(&mut a, 0, &prot, 0, false), Decision::Report);
@@ -324,5 +476,113 @@ mod tests {
             Decision::Suppress,
             "already blocked"
         );
+    }
+
+    #[test]
+    fn the_flag_band_throttles_the_types_configured() {
+        let mut p = Policy::new(PolicyConfig {
+            throttle: BTreeMap::from([(AttackType::PortScan, "50pps+1mbit".into())]),
+            ..PolicyConfig::default()
+        });
+        let prot = Protected {
+            allow: vec!["198.18.5.0/24".parse().unwrap()],
+            ..Protected::default()
+        };
+        let mut a = alert(AttackType::PortScan, "198.18.0.4", 0.7);
+        let d = p.decide(&mut a, 0, &prot, 0, false);
+        let rate = Rate {
+            pps: 50,
+            bps: 1_000_000,
+            burst_ms: Rate::DEFAULT_BURST_MS,
+        };
+        assert_eq!(
+            d,
+            Decision::Throttle {
+                source: "198.18.0.4".parse().unwrap(),
+                rate,
+                ttl: Duration::from_secs(600)
+            }
+        );
+        assert!(
+            matches!(a.action, Action::Throttled { ref rate, ttl_s: 600 } if rate.starts_with("50pps + 1mbit"))
+        );
+        // Other types, lower confidence and allowlisted sources are only flagged or recorded.
+        let mut a = alert(AttackType::HostSweep, "198.18.0.5", 0.7);
+        assert_eq!(p.decide(&mut a, 0, &prot, 0, false), Decision::Report);
+        assert_eq!(a.action, Action::Flagged);
+        let mut a = alert(AttackType::PortScan, "198.18.0.6", 0.5);
+        assert_eq!(p.decide(&mut a, 0, &prot, 0, false), Decision::Report);
+        assert_eq!(a.action, Action::Recorded);
+        let mut a = alert(AttackType::PortScan, "198.18.5.6", 0.7);
+        assert_eq!(p.decide(&mut a, 0, &prot, 0, false), Decision::Report);
+        assert_eq!(a.action, Action::Flagged);
+        // Block confidence still blocks.
+        let mut a = alert(AttackType::PortScan, "198.18.0.7", 0.95);
+        assert!(matches!(
+            p.decide(&mut a, 0, &prot, 0, false),
+            Decision::Block { .. }
+        ));
+        // A bad rate is refused by name.
+        let bad = PolicyConfig {
+            throttle: BTreeMap::from([(AttackType::UdpFlood, "lots".into())]),
+            ..PolicyConfig::default()
+        };
+        assert!(
+            bad.throttle_rates()
+                .unwrap_err()
+                .to_string()
+                .starts_with("policy.throttle.udp_flood:")
+        );
+    }
+
+    #[test]
+    fn exfiltration_quarantines_inside_hosts_only_when_asked() {
+        let inside = Protected {
+            own: HashSet::from(["198.18.100.1".parse().unwrap()]),
+            allow: vec!["198.18.100.50/32".parse().unwrap()],
+            inside: vec!["198.18.100.0/24".parse().unwrap()],
+        };
+        // Off by default: reported, never blocked.
+        let mut p = Policy::new(PolicyConfig::default());
+        let mut a = alert(AttackType::Exfiltration, "198.18.100.7", 0.95);
+        assert_eq!(p.decide(&mut a, 0, &inside, 0, false), Decision::Report);
+        assert!(
+            matches!(a.action, Action::NotBlocked { ref why } if why.contains("quarantine_exfiltration is off"))
+        );
+        let mut p = Policy::new(PolicyConfig {
+            quarantine_exfiltration: true,
+            ..PolicyConfig::default()
+        });
+        let mut a = alert(AttackType::Exfiltration, "198.18.100.7", 0.95);
+        assert_eq!(
+            p.decide(&mut a, 0, &inside, 0, false),
+            Decision::Quarantine {
+                host: "198.18.100.7".parse().unwrap(),
+                ttl: Duration::from_secs(3600)
+            }
+        );
+        assert_eq!(a.action, Action::Quarantined { ttl_s: 3600 });
+        // Never this host, an allowlisted host or one outside home_net.
+        for (host, why) in [
+            ("198.18.100.1", "own"),
+            ("198.18.100.50", "allowlisted"),
+            ("203.0.113.9", "home_net"),
+        ] {
+            let mut a = alert(AttackType::Exfiltration, host, 0.95);
+            assert_eq!(
+                p.decide(&mut a, 0, &inside, 0, false),
+                Decision::Report,
+                "{host}"
+            );
+            assert!(
+                matches!(a.action, Action::NotBlocked { why: ref w } if w.contains(why)),
+                "{host}: {:?}",
+                a.action
+            );
+        }
+        // Below block confidence: flagged.
+        let mut a = alert(AttackType::Exfiltration, "198.18.100.8", 0.7);
+        assert_eq!(p.decide(&mut a, 0, &inside, 0, false), Decision::Report);
+        assert_eq!(a.action, Action::Flagged);
     }
 }

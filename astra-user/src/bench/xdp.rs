@@ -69,6 +69,7 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
         Some(("xdp floor", floor)),
         "<= floor + 40 ns",
     ));
+    tier_costs(out, &pin.0, &mut dp, floor, update, &established, &runs)?;
     match xdp_filter_drop(&dropped) {
         Ok(x) => out.push(m(
             "xdp drop path vs xdp-filter",
@@ -110,6 +111,90 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
             "-",
         ));
     }
+    Ok(())
+}
+
+/// The quarantine and throttle tiers: what an unlisted source pays once they hold entries, and
+/// their own drop and pass paths. Entries are made the way `astra quarantine` and `astra
+/// throttle` make them, and removed again, so the rows after these see empty tiers.
+fn tier_costs(
+    out: &mut Vec<Measurement>,
+    pin: &Path,
+    dp: &mut Dataplane,
+    floor: f64,
+    update: f64,
+    established: &[u8],
+    runs: &dyn Fn(&mut Xdp, &[u8]) -> Result<f64>,
+) -> Result<()> {
+    use crate::{
+        lists::Lists,
+        store::{ListKind, Rate, Store},
+    };
+    let mut lists = Lists::from_parts(Store::open_in_memory(), PinnedMaps::open(pin)?);
+    let net = |s: &str| -> Result<ipnet::IpNet> { Ok(crate::addr::parse_net(s)?) };
+    let rate = |pps| Rate {
+        pps,
+        bps: 0,
+        burst_ms: Rate::DEFAULT_BURST_MS,
+    };
+    lists.add_manual(ListKind::Quarantine, net("198.18.7.7")?, None, "bench")?;
+    lists.add_manual_rated(
+        ListKind::Throttle,
+        net("198.18.6.0/24")?,
+        None,
+        "bench",
+        Some(rate(1)),
+    )?;
+    // 100 Mpps with 100 ms of burst: ten million packets before the rate binds, more than a
+    // measurement sends.
+    lists.add_manual_rated(
+        ListKind::Throttle,
+        net("198.18.5.0/24")?,
+        None,
+        "bench",
+        Some(rate(100_000_000)),
+    )?;
+    let with_tiers = runs(dp.xdp()?, established)?;
+    let quarantined = runs(dp.xdp()?, &udp_packet(Ipv4Addr::new(198, 18, 7, 7), 40_000))?;
+    let over = runs(dp.xdp()?, &udp_packet(Ipv4Addr::new(198, 18, 6, 1), 40_000))?;
+    let under = runs(dp.xdp()?, &udp_packet(Ipv4Addr::new(198, 18, 5, 1), 40_000))?;
+    for kind in [ListKind::Quarantine, ListKind::Throttle] {
+        let keys: Vec<_> = lists
+            .store()
+            .list(Some(kind))?
+            .into_iter()
+            .map(|e| (e.kind, e.net))
+            .collect();
+        lists.remove_many(&keys)?;
+    }
+    out.push(m(
+        "xdp update path, quarantine and throttle holding entries (source in neither)",
+        with_tiers,
+        "ns/packet",
+        Some(("xdp update path, tiers empty", update)),
+        "-",
+    ));
+    out.push(m(
+        "xdp quarantine drop path (quarantined source)",
+        quarantined,
+        "ns/packet",
+        Some(("xdp floor", floor)),
+        "-",
+    ));
+    out.push(m(
+        "xdp throttle drop path (source over its rate)",
+        over,
+        "ns/packet",
+        Some(("xdp floor", floor)),
+        "-",
+    ));
+    out.push(m(
+        "xdp throttle pass path (source under its rate, flow updated)",
+        under,
+        "ns/packet",
+        Some(("xdp update path, tiers empty", update)),
+        "-",
+    ));
     Ok(())
 }
 

@@ -155,6 +155,22 @@ pub enum Action {
     NotBlocked {
         why: String,
     },
+    /// In the flag band, held to a rate (`policy.throttle`).
+    Throttled {
+        rate: String,
+        ttl_s: u64,
+    },
+    WouldThrottle {
+        rate: String,
+        ttl_s: u64,
+    },
+    /// An inside host quarantined (`policy.quarantine_exfiltration`).
+    Quarantined {
+        ttl_s: u64,
+    },
+    WouldQuarantine {
+        ttl_s: u64,
+    },
 }
 
 impl Action {
@@ -166,6 +182,10 @@ impl Action {
             Action::Recorded => "recorded",
             Action::ProtectTarget => "protect_target",
             Action::NotBlocked { .. } => "not_blocked",
+            Action::Throttled { .. } => "throttled",
+            Action::WouldThrottle { .. } => "would_throttle",
+            Action::Quarantined { .. } => "quarantined",
+            Action::WouldQuarantine { .. } => "would_quarantine",
         }
     }
 }

@@ -10,12 +10,25 @@ use super::*;
 #[derive(Default)]
 pub struct ExfilBaselines {
     hosts: HashMap<IpAddr, (f64, u64)>,
+    /// Detection passes so far ([`ExfilBaselines::begin_pass`]).
+    passes: u64,
 }
 
 /// Polls of history a baseline needs before it can alert.
 pub(super) const EXFIL_MIN_SAMPLES: u64 = 30;
+/// Inside hosts with a baseline at most: a home_net as wide as a /8 with spoofed senders in it
+/// must not grow the map without end. Hosts beyond it are not watched.
+pub(super) const EXFIL_MAX_HOSTS: usize = 65_536;
 
 impl ExfilBaselines {
+    /// Counts a detection pass. An inside host first seen sending in pass `k` sent nothing in
+    /// the `k - 1` before (it would have been seen): its baseline starts from that history,
+    /// so a host that was silent since the agent started and then uploads gigabytes alerts at
+    /// once instead of folding the upload into a fresh baseline.
+    pub fn begin_pass(&mut self) {
+        self.passes += 1;
+    }
+
     /// Checks `sent` (bytes in the long window) against the host's baseline, then folds it in
     /// unless it alerted (an exfiltration must not become the new normal).
     pub fn check(
@@ -26,7 +39,11 @@ impl ExfilBaselines {
         long_s: u64,
         now_ms: u64,
     ) -> Option<Alert> {
-        let (avg, n) = self.hosts.entry(host).or_insert((0.0, 0));
+        if self.hosts.len() >= EXFIL_MAX_HOSTS && !self.hosts.contains_key(&host) {
+            return None;
+        }
+        let silent_before = self.passes.saturating_sub(1);
+        let (avg, n) = self.hosts.entry(host).or_insert((0.0, silent_before));
         let limit = (*avg * cfg.exfil_factor).max(cfg.exfil_min_bytes as f64);
         if *n >= EXFIL_MIN_SAMPLES && sent as f64 >= limit {
             let confidence = ratio_confidence(sent as f64 / limit);
@@ -52,7 +69,10 @@ impl ExfilBaselines {
                     ]),
                     forest_score: None,
                     realness: Some(Realness::Handshake),
-                    notes: vec!["an inside host: never blocked automatically".into()],
+                    notes: vec![
+                        "an inside host: never blocked; quarantined if policy.quarantine_exfiltration is on"
+                            .into(),
+                    ],
                 },
                 action: Action::Recorded,
                 recommended: vec![format!(

@@ -38,6 +38,10 @@ pub struct RuleConfig {
     /// `exfil_min_bytes`, in the long window.
     pub exfil_factor: f64,
     pub exfil_min_bytes: u64,
+    /// Inside networks (Suricata's HOME_NET), e.g. `["198.18.100.0/24"]`: their hosts are
+    /// watched by the exfiltration rule besides this host's own addresses (on a gateway, the
+    /// hosts behind it), and only they may be quarantined (`policy.quarantine_exfiltration`).
+    pub home_net: Vec<ipnet::IpNet>,
     /// Packets from one source, answered at least once, that make its address credible.
     pub repetition_packets: u64,
     /// Packets from one source that make it credible even with nothing answered (a flood
@@ -65,6 +69,7 @@ impl Default for RuleConfig {
             ddos_pps: 1000.0,
             exfil_factor: 10.0,
             exfil_min_bytes: 50 * 1024 * 1024,
+            home_net: Vec::new(),
             repetition_packets: 10,
             unanswered_repetition_packets: 1000,
             unverified_confidence_cap: 0.85,

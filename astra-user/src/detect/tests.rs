@@ -351,6 +351,23 @@ fn exfiltration_needs_a_baseline_and_a_big_jump() {
 }
 
 #[test]
+fn an_inside_host_silent_since_the_start_has_a_baseline_of_nothing() {
+    let cfg = RuleConfig {
+        exfil_min_bytes: 1000,
+        ..RuleConfig::default()
+    };
+    let mut b = ExfilBaselines::default();
+    for _ in 0..EXFIL_MIN_SAMPLES {
+        b.begin_pass();
+    }
+    // Pass 30: a host first seen now was silent for 29 passes, one short.
+    assert!(b.check(&cfg, ip("198.18.1.2"), 60_000, 60, 0).is_none());
+    b.begin_pass();
+    let a = b.check(&cfg, ip("198.18.1.3"), 60_000, 60, 0).unwrap();
+    assert_eq!(a.source, Some(ip("198.18.1.3")));
+}
+
+#[test]
 fn confidence_and_risk_scales() {
     assert_eq!(ratio_confidence(0.99), 0.0);
     assert!((ratio_confidence(1.0) - 0.7).abs() < 1e-12);

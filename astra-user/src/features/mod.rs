@@ -1067,6 +1067,15 @@ impl Tracker {
     pub fn sent_bytes(&self, ip: &IpAddr) -> u64 {
         self.sent.get(ip).long.bytes
     }
+
+    /// Sources in the long window that lie in `nets`.
+    pub fn senders_in<'a>(&'a self, nets: &'a [ipnet::IpNet]) -> impl Iterator<Item = IpAddr> + 'a {
+        self.sent
+            .sums
+            .keys()
+            .map(|a| crate::flow::key_addr(*a))
+            .filter(|ip| nets.iter().any(|n| n.contains(ip)))
+    }
 }
 
 #[cfg(test)]

@@ -430,6 +430,22 @@ impl Topology {
             .is_some_and(|m| m.block_v4.get(&ip.octets(), 0).is_ok())
     }
 
+    /// The kernel's throttle entry for `ip` (a /32), if any.
+    pub fn kernel_throttle(&self, ip: Ipv4Addr) -> Option<astra_common::ThrottleEntry> {
+        let maps = PinnedMaps::open(&self.pin_dir).ok().flatten()?;
+        maps.tnet_v4
+            .get(&aya::maps::lpm_trie::Key::new(32, ip.octets()), 0)
+            .ok()
+    }
+
+    /// Whether the kernel quarantines `ip`.
+    pub fn kernel_quarantines(&self, ip: Ipv4Addr) -> bool {
+        PinnedMaps::open(&self.pin_dir)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.quar_v4.get(&ip.octets(), 0).is_ok())
+    }
+
     /// Number of entries in the kernel blocklist.
     pub fn kernel_block_count(&self) -> usize {
         PinnedMaps::open(&self.pin_dir)

@@ -338,6 +338,9 @@ pub fn upload(from: &Netns, to: &Netns, addr: Ipv4Addr, bytes: u64) -> Result<u6
         if let Ok(mut s) =
             TcpStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_secs(2))
         {
+            // A sender cut off mid-upload (blocked, quarantined) would otherwise wait out
+            // TCP's retransmissions, a quarter of an hour.
+            let _ = s.set_write_timeout(Some(Duration::from_secs(3)));
             let chunk = vec![0x5au8; 1 << 16];
             let mut left = bytes;
             while left > 0 {

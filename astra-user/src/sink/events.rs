@@ -137,11 +137,29 @@ impl EventLog {
     }
 
     pub fn block(&mut self, net: &str, ttl: Duration, reason: &str, alert_id: &str) -> Result<()> {
+        self.mitigation("block", net, ttl, None, reason, alert_id)
+    }
+
+    /// An automatic kernel entry: event type `block`, `throttle` or `quarantine`, its details
+    /// under the same key (a throttle's rate too).
+    pub fn mitigation(
+        &mut self,
+        kind: &str,
+        net: &str,
+        ttl: Duration,
+        rate: Option<crate::store::Rate>,
+        reason: &str,
+        alert_id: &str,
+    ) -> Result<()> {
+        let mut detail = json!({"ttl_s": ttl.as_secs(), "reason": reason, "source": "auto", "alert_id": alert_id});
+        if let Some(r) = rate {
+            detail["rate"] = json!(r);
+        }
         self.write(&json!({
             "timestamp": eve_time(now_ms()),
-            "event_type": "block",
+            "event_type": kind,
             "src_ip": net,
-            "block": {"ttl_s": ttl.as_secs(), "reason": reason, "source": "auto", "alert_id": alert_id},
+            kind: detail,
         }))
     }
 

@@ -58,6 +58,7 @@ pub struct Metrics {
     polls: IntCounterVec,
     alerts: IntCounterVec,
     auto_blocks: IntCounter,
+    auto_actions: IntCounterVec,
     anomaly_score: Histogram,
     conversations: IntGauge,
     top_blocked: IntGaugeVec,
@@ -170,6 +171,14 @@ impl Metrics {
             "Sources blocked automatically by the detection engine.",
         )
         .expect("valid metric");
+        let auto_actions = IntCounterVec::new(
+            Opts::new(
+                "astra_auto_actions_total",
+                "Kernel entries the detection engine made, by action (block, throttle, quarantine).",
+            ),
+            &["action"],
+        )
+        .expect("valid metric");
         let anomaly_score = Histogram::with_opts(
             HistogramOpts::new(
                 "astra_anomaly_score",
@@ -262,6 +271,7 @@ impl Metrics {
             Box::new(polls.clone()),
             Box::new(alerts.clone()),
             Box::new(auto_blocks.clone()),
+            Box::new(auto_actions.clone()),
             Box::new(anomaly_score.clone()),
             Box::new(conversations.clone()),
             Box::new(top_blocked.clone()),
@@ -290,6 +300,7 @@ impl Metrics {
             polls,
             alerts,
             auto_blocks,
+            auto_actions,
             anomaly_score,
             conversations,
             top_blocked,
@@ -389,8 +400,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn auto_block(&self) {
-        self.auto_blocks.inc();
+    /// One automatic kernel entry: `block`, `throttle` or `quarantine`.
+    pub fn auto_action(&self, kind: &str) {
+        if kind == "block" {
+            self.auto_blocks.inc();
+        }
+        self.auto_actions.with_label_values(&[kind]).inc();
     }
 
     pub fn anomaly_score(&self, score: f64) {

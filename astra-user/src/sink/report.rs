@@ -67,6 +67,20 @@ fn action_text(a: &Alert) -> String {
             "sources not blocked (likely spoofed); target protection recommended".into()
         }
         Action::NotBlocked { why } => format!("not blocked: {why}"),
+        Action::Throttled { rate, ttl_s } => format!(
+            "throttled {src} in the kernel to {rate} for {}: packets over the rate are dropped",
+            humantime::format_duration(std::time::Duration::from_secs(*ttl_s))
+        ),
+        Action::WouldThrottle { rate, ttl_s } => {
+            format!("dry run: would have throttled {src} to {rate} for {ttl_s} s")
+        }
+        Action::Quarantined { ttl_s } => format!(
+            "quarantined {src} for {}: its traffic is dropped both ways, except with allowlisted addresses",
+            humantime::format_duration(std::time::Duration::from_secs(*ttl_s))
+        ),
+        Action::WouldQuarantine { ttl_s } => {
+            format!("dry run: would have quarantined {src} for {ttl_s} s")
+        }
     }
 }
 
@@ -76,8 +90,13 @@ pub fn write(dir: &Path, a: &Alert, flows: &[&BiFlow]) -> Result<(PathBuf, Incid
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let mut recommended = a.recommended.clone();
     if let Some(src) = a.source {
+        let undo = match a.action {
+            Action::Throttled { .. } => "unthrottle",
+            Action::Quarantined { .. } => "release",
+            _ => "unblock",
+        };
         recommended.push(format!(
-            "if {src} is legitimate: `astra allow {src}` (and `astra unblock {src}`)"
+            "if {src} is legitimate: `astra allow {src}` (and `astra {undo} {src}`)"
         ));
         recommended.push(format!(
             "look for other activity from {src} in eve.json and upstream logs"

@@ -211,6 +211,19 @@ impl Rate {
     }
 }
 
+/// `100pps`, `10mbit` or both as `100pps+10mbit`, with the default burst.
+impl FromStr for Rate {
+    type Err = addr::AddrError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let limits = s
+            .split('+')
+            .map(addr::parse_rate)
+            .collect::<Result<Vec<_>, _>>()?;
+        Rate::from_limits(&limits, None)
+    }
+}
+
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut parts = Vec::new();

@@ -28,8 +28,12 @@ struct Run {
 
 impl Run {
     fn start(extra: &[&str]) -> Run {
+        Self::start_polling("1s", extra)
+    }
+
+    fn start_polling(poll: &str, extra: &[&str]) -> Run {
         let mut topo = Topology::build(&astra::lab::kit::lab_tag("d")).expect("topology");
-        let mut args = vec!["--poll-interval", "1s"];
+        let mut args = vec!["--poll-interval", poll];
         args.extend_from_slice(extra);
         topo.start_agent(Path::new(crate::kit::astra_bin()), &args)
             .expect("agent");
@@ -175,12 +179,17 @@ fn brute_force_logins_are_detected_and_blocked() {
     assert!(text.contains("brute force from 198.18.2.2"), "{text}");
 }
 
-/// The text incident report of the first blocked alert.
+/// The text incident report of the first alert that put an entry in the kernel.
 fn incident_text(topo: &Topology, alerts: &[Alert]) -> String {
     let a = alerts
         .iter()
-        .find(|a| matches!(a.action, Action::Blocked { .. }))
-        .expect("a blocked alert");
+        .find(|a| {
+            matches!(
+                a.action,
+                Action::Blocked { .. } | Action::Throttled { .. } | Action::Quarantined { .. }
+            )
+        })
+        .expect("an alert that blocked, throttled or quarantined");
     let p = topo
         .state_dir
         .join("incidents")
@@ -277,4 +286,91 @@ fn the_agent_learns_a_model_from_live_traffic_and_saves_it() {
     std::thread::sleep(2 * POLL);
     assert_eq!(status(&state)["agent"]["state"], "scoring");
     run.finish();
+}
+
+#[test]
+fn a_flag_band_port_scan_is_throttled_not_blocked() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    // Nothing reaches block confidence 1.0, so the scan stays in the flag band, where the
+    // policy throttles port scanners to 5 packets a second.
+    let mut run = Run::start(&[
+        "--set",
+        "policy.block_confidence=1.0",
+        "--set",
+        r#"policy.throttle={"port_scan": "5pps"}"#,
+    ]);
+    let ns = &run.topo.attackers[0].ns;
+    traffic::connect_scan(ns, IpAddr::V4(SERVER_ATTACKER_SIDE), (1..=100).collect()).unwrap();
+    let from = Instant::now();
+    while run.topo.kernel_throttle(ATTACKER).is_none() {
+        assert!(from.elapsed() < 4 * POLL, "no throttle within 4 polls");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!run.topo.kernel_blocks(ATTACKER));
+    // Held to 5 pps: of 200 quick probes, a few get through, the rest are dropped in XDP.
+    let open =
+        traffic::connect_scan(ns, IpAddr::V4(SERVER_ATTACKER_SIDE), vec![WEB_PORT; 200]).unwrap();
+    assert!(open.len() < 50, "{} of 200 connected", open.len());
+    let t = run.topo.kernel_throttle(ATTACKER).unwrap();
+    assert!(t.dropped > 0, "{t:?}");
+    let alerts = run.finish();
+    let a = alerts
+        .iter()
+        .find(|a| a.attack_type == AttackType::PortScan && a.source == Some(IpAddr::V4(ATTACKER)))
+        .expect("a port scan alert");
+    assert!(
+        matches!(a.action, Action::Throttled { ref rate, ttl_s: 600 } if rate.starts_with("5pps")),
+        "{a:#?}"
+    );
+    let text = incident_text(&run.topo, &alerts);
+    assert!(
+        text.contains("throttled 198.18.2.2 in the kernel to 5pps"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_inside_host_caught_exfiltrating_is_quarantined() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let inside = format!(r#"rules.home_net=["{ATTACKER}/32"]"#);
+    let mut run = Run::start_polling(
+        "100ms",
+        &[
+            "--set",
+            &inside,
+            "--set",
+            "policy.quarantine_exfiltration=true",
+            "--set",
+            "rules.exfil_min_bytes=20000000",
+        ],
+    );
+    // The exfiltration baseline needs 30 polls of the host's normal traffic first.
+    std::thread::sleep(Duration::from_secs(4));
+    let host = &run.topo.attackers[0].ns;
+    let sent = traffic::upload(host, &run.topo.server, SERVER_ATTACKER_SIDE, 200_000_000).unwrap();
+    std::thread::sleep(POLL / 2);
+    assert!(
+        run.topo.kernel_quarantines(ATTACKER),
+        "not quarantined after sending {sent} bytes; alerts: {:#?}; agent log: {}",
+        run.alerts(),
+        std::fs::read_to_string(run.topo.agent_log()).unwrap_or_default()
+    );
+    assert!(!run.topo.kernel_blocks(ATTACKER));
+    assert!(sent < 200_000_000, "the upload went through whole");
+    // Cut off: not even the web server answers it now.
+    let open =
+        traffic::connect_scan(host, IpAddr::V4(SERVER_ATTACKER_SIDE), vec![WEB_PORT]).unwrap();
+    assert!(open.is_empty());
+    let alerts = run.finish();
+    // Earlier polls may have seen part of the upload and only flagged it.
+    let a = alerts
+        .iter()
+        .find(|a| a.attack_type == AttackType::Exfiltration && a.action != Action::Flagged)
+        .unwrap_or_else(|| panic!("no exfiltration alert beyond a flag in {alerts:#?}"));
+    assert_eq!(a.source, Some(IpAddr::V4(ATTACKER)));
+    assert_eq!(a.action, Action::Quarantined { ttl_s: 3600 });
 }

@@ -462,8 +462,16 @@ impl Topology {
         let mut total = 0;
         for (_, ifindex) in self.agent_ifaces() {
             if let Ok(c) = maps.iface_counters(ifindex) {
-                total += c[action::DROP_BLOCKED as usize].packets
-                    + c[action::DROP_BLOCKED_NET as usize].packets;
+                total += [
+                    action::DROP_BLOCKED,
+                    action::DROP_BLOCKED_NET,
+                    action::DROP_QUARANTINED,
+                    action::DROP_THROTTLED,
+                    action::EGRESS_DROP_QUARANTINED,
+                ]
+                .iter()
+                .map(|a| c[*a as usize].packets)
+                .sum::<u64>();
             }
         }
         total
@@ -624,9 +632,17 @@ fn perform(
             traffic::icmp_flood(ns, me, target, *count)?;
         }
         Action::Upload { bytes, to } => {
-            for h in topo.hosts(to) {
-                let src = from.map_or(topo.service_ns(), |f| &f.ns);
-                traffic::upload(src, &h.ns, h.addr, *bytes)?;
+            let src = from.map_or(topo.service_ns(), |f| &f.ns);
+            match (to, from) {
+                // To the services, at the address they have toward the sender.
+                (Sender::Server, Some(f)) => {
+                    traffic::upload(src, topo.service_ns(), topo.target(f), *bytes)?;
+                }
+                _ => {
+                    for h in topo.hosts(to) {
+                        traffic::upload(src, &h.ns, h.addr, *bytes)?;
+                    }
+                }
             }
         }
         Action::Tool {
@@ -684,10 +700,12 @@ pub fn run_scenario(
     }
     if layout == Layout::Gateway
         && sc.expected == Expected::Attack(crate::detect::AttackType::Exfiltration)
+        && !sc.settings.iter().any(|s| s.starts_with("rules.home_net="))
     {
-        // The exfiltration rule watches the host's own addresses, and a router has no
-        // server of its own.
-        result.skipped = Some("exfiltration is judged on the host's own addresses".into());
+        // The exfiltration rule watches the host's own addresses and rules.home_net, and a
+        // router has no server of its own.
+        result.skipped =
+            Some("exfiltration is judged on the host's own addresses (and rules.home_net)".into());
         return Ok((result, AgentUsage::default()));
     }
     let mut topo = Topology::build_with(tag, sc.clients, sc.attackers, layout)?;
@@ -749,7 +767,11 @@ pub fn run_scenario(
             }
             if result.time_to_block_s.is_none()
                 && let Some(d) = since_attack
-                && topo.attackers.iter().any(|h| topo.kernel_blocks(h.addr))
+                && topo.attackers.iter().any(|h| {
+                    topo.kernel_blocks(h.addr)
+                        || topo.kernel_quarantines(h.addr)
+                        || topo.kernel_throttle(h.addr).is_some()
+                })
             {
                 result.time_to_block_s = Some(d.as_secs_f64());
             }
@@ -829,22 +851,29 @@ fn score(
             (_, None) => false,
         })
         .count();
+    // Blocks, throttles and quarantines of anyone but an attacker.
     let store = Store::open(&topo.state_dir)?;
     r.false_blocks = store
-        .list(Some(ListKind::Block))?
+        .list(None)?
         .iter()
-        .filter(|e| !attackers.iter().any(|a| e.net.contains(a)))
+        .filter(|e| e.kind != ListKind::Allow && !attackers.iter().any(|a| e.net.contains(a)))
         .count();
-    let blocked_attacker = alerts
-        .iter()
-        .any(|a| from_attacker(&a) && matches!(a.action, AlertAction::Blocked { .. }));
+    let acted = |a: &&Alert| {
+        matches!(
+            (sc.expect_action, &a.action),
+            (Some(ListKind::Block), AlertAction::Blocked { .. })
+                | (Some(ListKind::Throttle), AlertAction::Throttled { .. })
+                | (Some(ListKind::Quarantine), AlertAction::Quarantined { .. })
+        )
+    };
+    let mitigated = alerts.iter().any(|a| from_attacker(&a) && acted(&a));
     r.passed = match sc.expected {
         Expected::Benign => r.false_alerts == 0 && r.false_blocks == 0,
         Expected::Attack(_) => {
             r.detected
                 && r.false_alerts == 0
                 && r.false_blocks == 0
-                && (!sc.expect_block || (blocked_attacker && r.time_to_drop_s.is_some()))
+                && (sc.expect_action.is_none() || (mitigated && r.time_to_drop_s.is_some()))
         }
     };
     Ok(())

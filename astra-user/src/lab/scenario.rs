@@ -4,7 +4,7 @@ use std::{path::Path, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{detect::AttackType, error::Error};
+use crate::{detect::AttackType, error::Error, store::ListKind};
 
 /// The scenarios `astra lab` runs when given none (`astra-user/scenarios/*.toml`).
 pub const DEFAULT_SET: &[(&str, &str)] = &[
@@ -65,6 +65,14 @@ pub const DEFAULT_SET: &[(&str, &str)] = &[
         "exfiltration.toml",
         include_str!("../../scenarios/exfiltration.toml"),
     ),
+    (
+        "throttled-noisy-client.toml",
+        include_str!("../../scenarios/throttled-noisy-client.toml"),
+    ),
+    (
+        "quarantined-exfiltrating-host.toml",
+        include_str!("../../scenarios/quarantined-exfiltrating-host.toml"),
+    ),
     ("anomaly.toml", include_str!("../../scenarios/anomaly.toml")),
 ];
 
@@ -104,6 +112,8 @@ struct RawScenario {
     #[serde(default)]
     settings: Vec<String>,
     expect_block: Option<bool>,
+    /// `block`, `throttle` or `quarantine`: what the attackers' alert must have done.
+    expect_action: Option<String>,
     #[serde(default, with = "humantime_serde::option")]
     poll_interval: Option<Duration>,
     #[serde(default)]
@@ -223,6 +233,9 @@ pub struct Scenario {
     pub attackers: u8,
     pub settings: Vec<String>,
     pub expect_block: bool,
+    /// The kernel entry the attackers' alert must have made (block, throttle, quarantine), if
+    /// any; `expect_block` is this being a block.
+    pub expect_action: Option<ListKind>,
     pub poll_interval: Duration,
     pub traffic: Vec<Traffic>,
 }
@@ -445,13 +458,29 @@ pub fn parse(origin: &str, text: &str) -> Result<Scenario, Error> {
         }
     }
     // Target-side verdicts never block a source; everything else is expected to.
-    let expect_block = raw.expect_block.unwrap_or(match expected {
-        Expected::Benign => false,
-        Expected::Attack(t) => !matches!(
-            t,
-            AttackType::Ddos | AttackType::Exfiltration | AttackType::Anomaly
-        ),
-    });
+    let expect_action = match raw.expect_action.as_deref() {
+        None => None,
+        Some("block") => Some(ListKind::Block),
+        Some("throttle") => Some(ListKind::Throttle),
+        Some("quarantine") => Some(ListKind::Quarantine),
+        Some(other) => {
+            return Err(bad(format!(
+                "expect_action = {other:?}: use \"block\", \"throttle\" or \"quarantine\""
+            )));
+        }
+    };
+    let expect_block = match (expect_action, raw.expect_block) {
+        (Some(k), _) => k == ListKind::Block,
+        (None, Some(b)) => b,
+        (None, None) => match expected {
+            Expected::Benign => false,
+            Expected::Attack(t) => !matches!(
+                t,
+                AttackType::Ddos | AttackType::Exfiltration | AttackType::Anomaly
+            ),
+        },
+    };
+    let expect_action = expect_action.or(expect_block.then_some(ListKind::Block));
     let settings = raw.settings;
     // Checked now, so a typo fails before any namespace is created.
     crate::engine::DetectConfig::default()
@@ -466,6 +495,7 @@ pub fn parse(origin: &str, text: &str) -> Result<Scenario, Error> {
         attackers,
         settings,
         expect_block,
+        expect_action,
         poll_interval: raw.poll_interval.unwrap_or(Duration::from_millis(500)),
         traffic,
     })
@@ -500,7 +530,7 @@ mod tests {
         assert!(set.iter().any(|s| s.expected == Expected::Benign));
         let total: Duration = set.iter().map(|s| s.duration).sum();
         assert!(
-            total <= Duration::from_secs(150),
+            total <= Duration::from_secs(170),
             "default set takes {total:?}"
         );
     }

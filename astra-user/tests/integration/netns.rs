@@ -335,6 +335,60 @@ fn durable_store_restores_blocks_into_new_maps() {
 }
 
 #[test]
+fn quarantine_and_throttle_survive_restarts_and_reboots() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    let lab = Lab::new();
+    let (pin, state) = (pin_dir(), state_dir());
+    let (a4, a6) = (lab.a_v4(), lab.a_v6());
+    // Before any agent ran (as after a reboot): stored, applied at start.
+    std::fs::remove_dir_all(pin.path()).unwrap();
+    let out = cli_ok(
+        pin.path(),
+        state.path(),
+        &["quarantine", &a4, "--ttl", "1h"],
+    );
+    assert!(out.contains("stored"), "{out}");
+    // 50 pps with 100 ms of burst: of a quick 50, about 6 pass (neighbour discovery, which
+    // the limit counts too, may take one or two).
+    let out = cli_ok(
+        pin.path(),
+        state.path(),
+        &["throttle", &a6, "--rate", "50pps"],
+    );
+    assert!(out.contains("stored"), "{out}");
+    let check = |when: &str| {
+        assert_eq!(lab.deliver(&a4, &lab.b_v4(), 5), 0, "{when}: quarantine");
+        let got = lab.deliver(&a6, &lab.b_v6(), 50);
+        assert!(
+            (1..=10).contains(&got),
+            "{when}: {got} of 50 passed a 50 pps throttle"
+        );
+    };
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    check("first start");
+    assert!(agent.stop().success());
+    // A restart keeps the pinned maps, the tier word with them.
+    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    check("restart");
+    assert!(agent.stop().success());
+    // A reboot empties bpffs: both come back from the store.
+    std::fs::remove_dir_all(pin.path()).unwrap();
+    let _agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
+    check("reboot");
+    let status: serde_json::Value =
+        serde_json::from_str(&cli_ok(pin.path(), state.path(), &["status", "--json"])).unwrap();
+    assert_eq!(status["quarantine_entries"], 1);
+    assert_eq!(status["throttle_entries"], 1);
+    assert_eq!(
+        status["tiers"],
+        serde_json::json!(["quarantine", "throttle"])
+    );
+}
+
+#[test]
 fn metrics_pass_promtool_check() {
     if !crate::kit::privileged() {
         return;

@@ -12,7 +12,7 @@ pub struct Args {
     /// baseline_value, ratio}.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Only some groups: xdp, live, poll, forest, latency (comma-separated).
+    /// Only some groups: xdp, live, poll, botnet, forest, latency, replay (comma-separated).
     #[arg(long, value_name = "GROUPS")]
     pub only: Option<String>,
 }

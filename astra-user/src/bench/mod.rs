@@ -102,10 +102,11 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
     let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
     let mut out = Vec::new();
     let mut failed = Vec::new();
-    let steps: [(&str, Group); 6] = [
+    let steps: [(&str, Group); 7] = [
         ("xdp", xdp::xdp_costs),
         ("live", live::live_drop),
         ("poll", poll::agent_polls),
+        ("botnet", poll::botnet),
         ("forest", forest::forest),
         ("latency", latency::detection_latency),
         ("replay", replay::replay_rate),

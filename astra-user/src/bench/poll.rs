@@ -142,3 +142,119 @@ pub fn poll_child(n: u32) -> Result<()> {
     );
     Ok(())
 }
+
+/// Seconds of the botnet-shaped flood: the long window's length, so the rate sums reach
+/// their steady size.
+const BOTNET_SECONDS: u64 = 60;
+const BOTNET_SOURCES: u32 = 1_000_000;
+
+/// The agent under a botnet-shaped flood, in a child process (see [`botnet_child`]): peak RSS
+/// and the slowest poll plus detection pass of the steady state.
+pub fn botnet(out: &mut Vec<Measurement>) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("current exe", e))?;
+    let o = Command::new(&exe)
+        .args(["bench", "--botnet-child"])
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| Error::io("bench child", e))?;
+    if !o.status.success() {
+        return Err(Error::Usage("botnet benchmark failed".into()));
+    }
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .map_err(|e| Error::Usage(format!("botnet benchmark output: {e}")))?;
+    let get = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let what = "1M sources, each sending every second for 60 s";
+    out.push(m(
+        &format!("agent RSS under a botnet-shaped flood ({what})"),
+        get("max_rss_bytes") / (1024.0 * 1024.0),
+        "MiB",
+        None,
+        "< 512 MiB",
+    ));
+    out.push(m(
+        &format!("agent poll + pass, slowest of the last 10 s ({what})"),
+        get("slowest_s"),
+        "s",
+        None,
+        "< 0.5 s (the poll interval)",
+    ));
+    Ok(())
+}
+
+/// The child side of [`botnet`]: a million sources each with one UDP flow that gains a
+/// packet every second, written into the kernel flow table once a second of dataplane time,
+/// and the agent's poll and detection pass after each second, for the long window's 60 s.
+/// Prints {max_rss_bytes, slowest_s, median_s} as JSON.
+pub fn botnet_child() -> Result<()> {
+    use astra_common::{FlowKey, FlowValue};
+    let pin = PinGuard(bench_pin("botnet"));
+    let state = std::env::temp_dir().join(format!("astra-bench-{}-state", std::process::id()));
+    let n = BOTNET_SOURCES;
+    let capacity = n + n / 4;
+    let _dp = Dataplane::load(&pin.0, capacity)?;
+    let maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
+    let store = crate::store::Store::open(&state)?;
+    let mut lists = crate::lists::Lists::from_parts(store, Some(maps));
+    let mut table = crate::flow::FlowTable::with_capacity(
+        Duration::from_secs(3600),
+        Duration::from_secs(3600),
+        capacity as usize,
+    );
+    let mut engine = crate::engine::Engine::new(
+        crate::engine::DetectConfig::default(),
+        &state,
+        state.join("eve.json"),
+    )?;
+    let metrics = crate::sink::metrics::Metrics::new();
+    let keys: Vec<FlowKey> = (0..n)
+        .map(|i| FlowKey {
+            src: std::net::Ipv4Addr::from(0x0a00_0000 | i)
+                .to_ipv6_mapped()
+                .octets(),
+            dst: std::net::Ipv4Addr::new(198, 18, 0, 2)
+                .to_ipv6_mapped()
+                .octets(),
+            src_port: 1024 + (i % 60_000) as u16,
+            dst_port: 53,
+            ifindex: 1,
+            proto: 17,
+            ..Default::default()
+        })
+        .collect();
+    let (t0_ns, t0_ms) = (crate::clock::mono_now_ns(), crate::clock::now_ms());
+    let mut took = Vec::new();
+    for s in 1..=BOTNET_SECONDS {
+        let now = t0_ns + s * 1_000_000_000;
+        let values: Vec<FlowValue> = (0..n)
+            .map(|_| FlowValue {
+                packets: s,
+                bytes: 80 * s,
+                first_seen_ns: t0_ns,
+                last_seen_ns: now,
+                min_len: 80,
+                max_len: 80,
+                ..Default::default()
+            })
+            .collect();
+        let maps = lists.maps_mut().expect("maps");
+        maps.insert_flows(&keys, &values)?;
+        drop(values);
+        let t = Instant::now();
+        table.poll(lists.maps_mut().expect("maps"), now)?;
+        let closed = table.take_closed();
+        engine.run(now, t0_ms + s * 1000, &table, &closed, &mut lists, &metrics)?;
+        took.push(t.elapsed().as_secs_f64());
+    }
+    let rss = hwm();
+    let _ = std::fs::remove_dir_all(&state);
+    let last: Vec<f64> = took.iter().rev().take(10).copied().collect();
+    println!(
+        "{}",
+        serde_json::json!({
+            "max_rss_bytes": rss,
+            "slowest_s": last.iter().copied().fold(0.0, f64::max),
+            "median_s": median(last),
+        })
+    );
+    Ok(())
+}

@@ -199,12 +199,15 @@ pub enum Command {
     Bench {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Only some groups: xdp, live, poll, forest, latency, replay (comma-separated).
+        /// Only some groups: xdp, live, poll, botnet, forest, latency, replay (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Internal: one agent-poll measurement in a process of its own.
         #[arg(long, hide = true, value_name = "FLOWS")]
         poll_child: Option<u32>,
+        /// Internal: the botnet-shaped flood in a process of its own.
+        #[arg(long, hide = true)]
+        botnet_child: bool,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     Completions {
@@ -405,9 +408,11 @@ fn run_other(cli: Cli) -> Result<()> {
             json,
             only,
             poll_child,
-        } => match poll_child {
-            Some(n) => crate::bench::poll::poll_child(n),
-            None => crate::bench::run(json.as_deref(), &only),
+            botnet_child,
+        } => match (poll_child, botnet_child) {
+            (Some(n), _) => crate::bench::poll::poll_child(n),
+            (None, true) => crate::bench::poll::botnet_child(),
+            (None, false) => crate::bench::run(json.as_deref(), &only),
         },
         Command::Model(m) => model::run(&state_dir, m),
         Command::Blocklist(b) => blocklist::run(b, &pin_dir, &state_dir),

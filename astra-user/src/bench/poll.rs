@@ -82,6 +82,56 @@ pub(super) fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
+/// The agent's parts a poll and a detection pass need, on maps of the bench's own, with
+/// flows that never time out.
+struct Agent {
+    lists: crate::lists::Lists,
+    table: crate::flow::FlowTable,
+    engine: crate::engine::Engine,
+    metrics: crate::sink::metrics::Metrics,
+}
+
+impl Agent {
+    fn new(maps: PinnedMaps, state: &Path, capacity: u32) -> Result<Self> {
+        let store = crate::store::Store::open(state)?;
+        Ok(Self {
+            lists: crate::lists::Lists::from_parts(store, Some(maps)),
+            table: crate::flow::FlowTable::with_capacity(
+                Duration::from_secs(3600),
+                Duration::from_secs(3600),
+                capacity as usize,
+            ),
+            engine: crate::engine::Engine::new(
+                crate::engine::DetectConfig::default(),
+                state,
+                state.join("eve.json"),
+            )?,
+            metrics: crate::sink::metrics::Metrics::new(),
+        })
+    }
+
+    /// The agent's poll of the flow table at `now_ns`.
+    fn poll(&mut self, now_ns: u64) -> Result<()> {
+        let maps = self.lists.maps_mut().expect("maps");
+        self.table.poll(maps, now_ns)?;
+        Ok(())
+    }
+
+    /// The detection pass after a poll.
+    fn pass(&mut self, now_ns: u64, now_ms: u64) -> Result<()> {
+        let closed = self.table.take_closed();
+        self.engine.run(
+            now_ns,
+            now_ms,
+            &self.table,
+            &closed,
+            &mut self.lists,
+            &self.metrics,
+        )?;
+        Ok(())
+    }
+}
+
 /// The child side of [`agent_polls`]: fill a table with `n` flows, run the agent's poll and
 /// detection pass several times, print {wall_s, cpu_s, max_rss_bytes} (medians of the steady
 /// polls) as JSON.
@@ -92,36 +142,15 @@ pub fn poll_child(n: u32) -> Result<()> {
     let _dp = Dataplane::load(&pin.0, capacity)?;
     let mut maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
     fill_flows(&mut maps, n, crate::clock::mono_now_ns())?;
-    let store = crate::store::Store::open(&state)?;
-    let mut lists = crate::lists::Lists::from_parts(store, Some(maps));
-    let mut table = crate::flow::FlowTable::with_capacity(
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
-        capacity as usize,
-    );
-    let mut engine = crate::engine::Engine::new(
-        crate::engine::DetectConfig::default(),
-        &state,
-        state.join("eve.json"),
-    )?;
-    let metrics = crate::sink::metrics::Metrics::new();
+    let mut agent = Agent::new(maps, &state, capacity)?;
     let (mut polls, mut poll_cpus, mut passes, mut pass_cpus) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..4 {
         let (t0, c0) = (Instant::now(), cpu_seconds());
         let now = crate::clock::mono_now_ns();
-        let maps = lists.maps_mut().expect("maps");
-        table.poll(maps, now)?;
+        agent.poll(now)?;
         let (t1, c1) = (Instant::now(), cpu_seconds());
-        let closed = table.take_closed();
-        engine.run(
-            now,
-            crate::clock::now_ms(),
-            &table,
-            &closed,
-            &mut lists,
-            &metrics,
-        )?;
+        agent.pass(now, crate::clock::now_ms())?;
         // The first poll sees every flow as new; the agent's steady state is the later ones.
         if i > 0 {
             polls.push((t1 - t0).as_secs_f64());
@@ -193,19 +222,7 @@ pub fn botnet_child() -> Result<()> {
     let capacity = n + n / 4;
     let _dp = Dataplane::load(&pin.0, capacity)?;
     let maps = PinnedMaps::open(&pin.0)?.expect("just loaded");
-    let store = crate::store::Store::open(&state)?;
-    let mut lists = crate::lists::Lists::from_parts(store, Some(maps));
-    let mut table = crate::flow::FlowTable::with_capacity(
-        Duration::from_secs(3600),
-        Duration::from_secs(3600),
-        capacity as usize,
-    );
-    let mut engine = crate::engine::Engine::new(
-        crate::engine::DetectConfig::default(),
-        &state,
-        state.join("eve.json"),
-    )?;
-    let metrics = crate::sink::metrics::Metrics::new();
+    let mut agent = Agent::new(maps, &state, capacity)?;
     let keys: Vec<FlowKey> = (0..n)
         .map(|i| FlowKey {
             src: std::net::Ipv4Addr::from(0x0a00_0000 | i)
@@ -236,13 +253,12 @@ pub fn botnet_child() -> Result<()> {
                 ..Default::default()
             })
             .collect();
-        let maps = lists.maps_mut().expect("maps");
+        let maps = agent.lists.maps_mut().expect("maps");
         maps.insert_flows(&keys, &values)?;
         drop(values);
         let t = Instant::now();
-        table.poll(lists.maps_mut().expect("maps"), now)?;
-        let closed = table.take_closed();
-        engine.run(now, t0_ms + s * 1000, &table, &closed, &mut lists, &metrics)?;
+        agent.poll(now)?;
+        agent.pass(now, t0_ms + s * 1000)?;
         took.push(t.elapsed().as_secs_f64());
     }
     let rss = hwm();

@@ -247,27 +247,23 @@ fn flag_blocks_under(maps: &mut PinnedMaps, allow: &[IpNet]) -> Result<()> {
     }
     let (keys, values): (Vec<_>, Vec<_>) = exact_v4.into_iter().unzip();
     if !keys.is_empty() && maps.insert_block_v4(&keys, &values).is_err() {
-        for (a, e) in keys.into_iter().zip(values) {
-            kernel_insert(
-                maps,
-                ListKind::Block,
-                &IpNet::from(IpAddr::from(a)),
-                e,
-                None,
-            )?;
-        }
+        insert_blocks_one_by_one(maps, keys.into_iter().zip(values))?;
     }
     let (keys, values): (Vec<_>, Vec<_>) = exact_v6.into_iter().unzip();
     if !keys.is_empty() && maps.insert_block_v6(&keys, &values).is_err() {
-        for (a, e) in keys.into_iter().zip(values) {
-            kernel_insert(
-                maps,
-                ListKind::Block,
-                &IpNet::from(IpAddr::from(a)),
-                e,
-                None,
-            )?;
-        }
+        insert_blocks_one_by_one(maps, keys.into_iter().zip(values))?;
+    }
+    Ok(())
+}
+
+/// Exact block entries one at a time, where a batch write failed (kernels without batch
+/// support for hash maps): slower, and it names the entry that fails.
+fn insert_blocks_one_by_one<A: Into<IpAddr>>(
+    maps: &mut PinnedMaps,
+    entries: impl IntoIterator<Item = (A, ListEntry)>,
+) -> Result<()> {
+    for (a, e) in entries {
+        kernel_insert(maps, ListKind::Block, &IpNet::from(a.into()), e, None)?;
     }
     Ok(())
 }

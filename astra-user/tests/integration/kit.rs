@@ -144,16 +144,27 @@ impl Lab {
     /// Sends `n` datagrams from `src` in A to a receiver in B listening on `dst`, and
     /// returns how many arrived: the end-to-end check that a packet passed or was dropped.
     pub fn deliver(&self, src: &str, dst: &str, n: usize) -> usize {
+        let (port, receiver) = Self::receive(&self.ns_b, dst);
+        self.send_udp(src, dst, 0, port, n);
+        receiver.join().expect("receiver")
+    }
+
+    /// [`Lab::deliver`] the other way: from `src` in B (where the agent runs, so the datagrams
+    /// leave through TC egress) to `dst` in A.
+    pub fn deliver_back(&self, src: &str, dst: &str, n: usize) -> usize {
+        let (port, receiver) = Self::receive(&self.ns_a, dst);
+        Self::send_from(&self.ns_b, src, dst, 0, port, n, true);
+        receiver.join().expect("receiver")
+    }
+
+    /// A receiver in `ns` on `addr`: its port, and a thread that counts datagrams until 400 ms
+    /// pass without one.
+    fn receive(ns: &str, addr: &str) -> (u16, std::thread::JoinHandle<usize>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (dst_owned, ns_b) = (dst.to_owned(), self.ns_b.clone());
+        let (addr, ns) = (addr.to_owned(), ns.to_owned());
         let receiver = std::thread::spawn(move || {
-            Self::in_ns(&ns_b, move || {
-                let bind = if dst_owned.contains(':') {
-                    format!("[{dst_owned}]:0")
-                } else {
-                    format!("{dst_owned}:0")
-                };
-                let sock = std::net::UdpSocket::bind(bind).expect("bind receiver");
+            Self::in_ns(&ns, move || {
+                let sock = std::net::UdpSocket::bind(sock_addr(&addr, 0)).expect("bind receiver");
                 sock.set_read_timeout(Some(Duration::from_millis(400)))
                     .expect("timeout");
                 tx.send(sock.local_addr().expect("addr").port())
@@ -166,9 +177,7 @@ impl Lab {
                 got
             })
         });
-        let port = rx.recv().expect("receiver port");
-        self.send_udp(src, dst, 0, port, n);
-        receiver.join().expect("receiver")
+        (rx.recv().expect("receiver port"), receiver)
     }
 
     /// Runs `f` on a thread that has entered namespace `ns`.
@@ -179,25 +188,41 @@ impl Lab {
     /// Sends `n` UDP datagrams from namespace A to `dst` port `port`, from source port
     /// `sport`, and waits until they are on the wire.
     pub fn send_udp(&self, src: &str, dst: &str, sport: u16, port: u16, n: usize) {
+        Self::send_from(&self.ns_a, src, dst, sport, port, n, false);
+    }
+
+    /// `dropped_ok`: a send the dataplane drops on this host's egress (a quarantine) may
+    /// report an error; elsewhere a failed send is the test's failure.
+    fn send_from(
+        ns: &str,
+        src: &str,
+        dst: &str,
+        sport: u16,
+        port: u16,
+        n: usize,
+        dropped_ok: bool,
+    ) {
         let (src, dst) = (src.to_owned(), dst.to_owned());
-        Self::in_ns(&self.ns_a, move || {
-            let bind = if src.contains(':') {
-                format!("[{src}]:{sport}")
-            } else {
-                format!("{src}:{sport}")
-            };
-            let sock = std::net::UdpSocket::bind(&bind).expect("bind udp");
-            let to = if dst.contains(':') {
-                format!("[{dst}]:{port}")
-            } else {
-                format!("{dst}:{port}")
-            };
+        Self::in_ns(ns, move || {
+            let sock = std::net::UdpSocket::bind(sock_addr(&src, sport)).expect("bind udp");
             for _ in 0..n {
-                sock.send_to(b"astra-test-payload", &to).expect("send");
+                let sent = sock.send_to(b"astra-test-payload", sock_addr(&dst, port));
+                if !dropped_ok {
+                    sent.expect("send");
+                }
             }
         });
         // Veth delivery is synchronous, but give the softirq a moment on a loaded machine.
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `addr:port`, with brackets for IPv6.
+fn sock_addr(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
     }
 }
 

@@ -1190,36 +1190,6 @@ fn a_followed_zeek_conn_log_is_judged_like_traffic() {
     agent.stop();
 }
 
-/// Datagrams from B (the agent's host) back to A that arrive: what leaves through TC egress.
-fn deliver_to_a(lab: &Lab, n: usize) -> usize {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (a, ns_a) = (lab.a_v4(), lab.ns_a.clone());
-    let receiver = std::thread::spawn(move || {
-        Lab::in_ns(&ns_a, move || {
-            let sock = std::net::UdpSocket::bind(format!("{a}:0")).expect("bind receiver");
-            sock.set_read_timeout(Some(Duration::from_millis(400)))
-                .expect("timeout");
-            tx.send(sock.local_addr().expect("addr")).expect("addr");
-            let mut buf = [0u8; 64];
-            let mut got = 0;
-            while sock.recv(&mut buf).is_ok() {
-                got += 1;
-            }
-            got
-        })
-    });
-    let to = rx.recv().expect("receiver address");
-    let b = lab.b_v4();
-    Lab::in_ns(&lab.ns_b, move || {
-        let sock = std::net::UdpSocket::bind(format!("{b}:0")).expect("bind sender");
-        for _ in 0..n {
-            // A quarantine drops these on egress: the send itself may then report an error.
-            let _ = sock.send_to(b"astra", to);
-        }
-    });
-    receiver.join().expect("receiver")
-}
-
 #[test]
 fn throttle_and_quarantine_through_the_api_hold_real_traffic() {
     if !crate::kit::privileged() {
@@ -1298,14 +1268,14 @@ fn throttle_and_quarantine_through_the_api_hold_real_traffic() {
     assert_eq!(lab.deliver(&a, &b, 50), 50);
 
     // Quarantined: cut off both ways, on ingress (XDP) and on egress (TC).
-    assert_eq!(deliver_to_a(&lab, 20), 20);
+    assert_eq!(lab.deliver_back(&b, &a, 20), 20);
     let (code, resp) = post(
         "/api/v1/quarantine",
         &format!(r#"{{"net": "{a}", "ttl": "1h"}}"#),
     );
     assert_eq!(code, 201, "{resp}");
     assert_eq!(lab.deliver(&a, &b, 20), 0);
-    assert_eq!(deliver_to_a(&lab, 20), 0);
+    assert_eq!(lab.deliver_back(&b, &a, 20), 0);
     // The drops reach the metrics at the next poll.
     let deadline = Instant::now() + Duration::from_secs(5);
     while !agent.metrics().contains(r#"reason="quarantined""#) {
@@ -1318,7 +1288,7 @@ fn throttle_and_quarantine_through_the_api_hold_real_traffic() {
     let path = format!("/api/v1/quarantine/{a}");
     assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 204);
     assert_eq!(lab.deliver(&a, &b, 20), 20);
-    assert_eq!(deliver_to_a(&lab, 20), 20);
+    assert_eq!(lab.deliver_back(&b, &a, 20), 20);
     let status = json(&agent.api("GET", "/api/v1/status", None, None).1);
     assert_eq!(status["tiers"], serde_json::json!([]));
 }

@@ -2055,14 +2055,30 @@ fn tier_bits(maps: &PinnedMaps) -> u32 {
     maps.tiers().unwrap()
 }
 
+/// Lists on the sensor's maps, with 203.0.113.0/24 allowlisted as the management network.
+fn lists_with_mgmt(s: &Sensor) -> Lists {
+    let mut lists = Lists::from_parts(
+        Store::open_in_memory(),
+        PinnedMaps::open(s.pin.path()).unwrap(),
+    );
+    lists
+        .add_manual(
+            ListKind::Allow,
+            "203.0.113.0/24".parse().unwrap(),
+            None,
+            "mgmt",
+        )
+        .unwrap();
+    lists
+}
+
 #[test]
 fn a_quarantined_host_is_cut_off_both_ways_but_for_allowlisted_peers() {
     if !crate::kit::privileged() {
         return;
     }
     let mut s = Sensor::new();
-    let pin = s.pin.path().to_owned();
-    let mut lists = Lists::from_parts(Store::open_in_memory(), PinnedMaps::open(&pin).unwrap());
+    let mut lists = lists_with_mgmt(&s);
     let host = [198, 51, 100, 7];
     let peer = [198, 51, 100, 8];
     let mgmt = [203, 0, 113, 9];
@@ -2085,14 +2101,6 @@ fn a_quarantined_host_is_cut_off_both_ways_but_for_allowlisted_peers() {
     assert_eq!(s.tc(&to_host), TC_ACT_SHOT);
     assert_eq!(s.tc(&from_host), TC_ACT_SHOT);
     // Management is allowlisted: it still reaches the host, and the host it.
-    lists
-        .add_manual(
-            ListKind::Allow,
-            "203.0.113.0/24".parse().unwrap(),
-            None,
-            "mgmt",
-        )
-        .unwrap();
     let (to_mgmt, from_mgmt) = (udp4(host, mgmt, PAYLOAD), udp4(mgmt, host, PAYLOAD));
     assert_eq!(s.xdp(&to_mgmt), XDP_PASS);
     assert_eq!(s.xdp(&from_mgmt), XDP_PASS);
@@ -2141,18 +2149,7 @@ fn quarantine_refuses_prefixes_this_host_and_allowlisted_addresses() {
         return;
     }
     let s = Sensor::new();
-    let mut lists = Lists::from_parts(
-        Store::open_in_memory(),
-        PinnedMaps::open(s.pin.path()).unwrap(),
-    );
-    lists
-        .add_manual(
-            ListKind::Allow,
-            "203.0.113.0/24".parse().unwrap(),
-            None,
-            "mgmt",
-        )
-        .unwrap();
+    let mut lists = lists_with_mgmt(&s);
     for (net, why) in [
         ("198.51.100.0/24", "single address"),
         ("127.0.0.1/32", "address of this host"),

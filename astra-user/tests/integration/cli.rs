@@ -401,6 +401,10 @@ fn throttle_and_quarantine_input_is_checked_before_anything_is_stored() {
     assert_usage_error(&["quarantine", "127.0.0.1"], "address of this host");
     assert_usage_error(&["release", "198.18.0.7"], "not quarantined");
     assert_usage_error(&["unthrottle", "198.18.0.7"], "not throttled");
+    assert_usage_error(
+        &["blocklist", "export", "--kind", "throttle"],
+        "feeds hold block or allow entries",
+    );
 }
 
 #[test]

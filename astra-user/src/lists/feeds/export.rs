@@ -21,6 +21,13 @@ pub fn export(
     tag: Option<&str>,
     format: ExportFormat,
 ) -> Result<Vec<u8>> {
+    // A feed is what `import` reads back: quarantines are decisions about single hosts, and
+    // a throttle's rate has no place in a feed.
+    if !matches!(kind, ListKind::Block | ListKind::Allow) {
+        return Err(Error::Usage(format!(
+            "--kind {kind}: feeds hold block or allow entries (astra list --kind {kind} --json shows these)"
+        )));
+    }
     let tag = tag
         .map(check_tag)
         .transpose()

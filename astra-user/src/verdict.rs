@@ -194,6 +194,7 @@ impl Policy {
         if let Some((at, conf)) = self.last_alert.get(&key)
             && now_ms.saturating_sub(*at) < window_ms
             && alert.confidence < *conf + REALERT_CONFIDENCE_STEP
+            && !self.crosses_a_level(*conf, alert.confidence)
         {
             return Decision::Suppress;
         }
@@ -317,6 +318,15 @@ impl Policy {
             ttl_s: ttl.as_secs(),
         };
         Decision::Quarantine { host, ttl }
+    }
+
+    /// Whether a confidence rising from `before` to `now` reaches a level at which the policy
+    /// acts differently (flag, block): such a repeat is news however small the step. Without
+    /// this an upload first seen at 0.89 and then at 0.9 would never be acted on.
+    fn crosses_a_level(&self, before: f64, now: f64) -> bool {
+        [self.cfg.flag_confidence, self.cfg.block_confidence]
+            .iter()
+            .any(|level| before < *level && now >= *level)
     }
 
     /// Counts one more automatic kernel entry, or says why the cap refuses it.
@@ -468,6 +478,19 @@ mod tests {
         let mut a = alert(AttackType::PortScan, "198.18.0.4", 0.95);
         assert!(matches!(
             p.decide(&mut a, 31_000, &prot, 0, false),
+            Decision::Block { .. }
+        ));
+        // A small rise that reaches block confidence is acted on.
+        let mut a = alert(AttackType::HostSweep, "198.18.0.4", 0.88);
+        assert_eq!(p.decide(&mut a, 40_000, &prot, 0, false), Decision::Report);
+        let mut a = alert(AttackType::HostSweep, "198.18.0.4", 0.89);
+        assert_eq!(
+            p.decide(&mut a, 41_000, &prot, 0, false),
+            Decision::Suppress
+        );
+        let mut a = alert(AttackType::HostSweep, "198.18.0.4", 0.9);
+        assert!(matches!(
+            p.decide(&mut a, 42_000, &prot, 0, false),
             Decision::Block { .. }
         ));
         let mut a = alert(AttackType::PortScan, "198.18.0.4", 0.7);

@@ -304,7 +304,7 @@ impl Engine {
             );
         }
         for host in inside {
-            let sent = self.tracker.sent_bytes(&host);
+            let sent = self.tracker.sent_bytes(&host, now_ns);
             if let Some(a) = self
                 .exfil
                 .check(&self.cfg.rules, host, sent, long.as_secs(), now_ms)

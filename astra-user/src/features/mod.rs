@@ -3,9 +3,9 @@
 //!
 //! A conversation stays in the tracker until its last packet is older than the longest
 //! window, even after the kernel table evicted it, so a window always sees every conversation
-//! that was active in it. Packet and byte rates come from per-poll deltas kept in one-second
-//! buckets per sender and per receiver (sparse: a spoofed source that sent one packet costs one
-//! bucket).
+//! that was active in it. Packet and byte rates come from per-poll deltas, counted per sender
+//! and per receiver in fixed epochs of each window's length, from which each window's sum is
+//! estimated (see `estimate`): a fixed size per address however long or often it sends.
 use std::{collections::VecDeque, net::IpAddr, time::Duration};
 
 use astra_common::{FlowKey, ip_proto, tcp_flags};
@@ -313,22 +313,6 @@ struct Rate {
     icmp: u64,
 }
 
-impl Rate {
-    fn add(&mut self, o: &Rate) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        self.udp += o.udp;
-        self.icmp += o.icmp;
-    }
-
-    fn sub(&mut self, o: &Rate) {
-        self.packets -= o.packets;
-        self.bytes -= o.bytes;
-        self.udp -= o.udp;
-        self.icmp -= o.icmp;
-    }
-}
-
 /// An address as the kernel keys it (IPv4 mapped into IPv6): 16 bytes with no padding, where
 /// `IpAddr` takes 17 and pads the entries that hold it to 24.
 type Addr = [u8; 16];
@@ -340,100 +324,200 @@ fn addr(ip: &IpAddr) -> Addr {
     }
 }
 
-/// One second of deltas: (second, whether still counted in the short sums, deltas).
-type Bucket = (u64, bool, Vec<(Addr, Rate)>);
+/// One address's counts in one fixed epoch of a window's length. Packet counts saturate (four
+/// billion packets from one address in one epoch is beyond any link); bytes do not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    bytes: u64,
+    packets: u32,
+    udp: u32,
+    icmp: u32,
+}
 
-/// An address's sums over both windows, in one map entry so the key is stored once.
+impl Counts {
+    fn add(&mut self, r: &Rate) {
+        let add32 =
+            |x: &mut u32, y: u64| *x = x.saturating_add(u32::try_from(y).unwrap_or(u32::MAX));
+        self.bytes = self.bytes.saturating_add(r.bytes);
+        add32(&mut self.packets, r.packets);
+        add32(&mut self.udp, r.udp);
+        add32(&mut self.icmp, r.icmp);
+    }
+
+    /// `cur` plus the share `f` (0..1) of `prev`, as a [`Rate`].
+    fn blend(cur: &Counts, prev: &Counts, f: f64) -> Rate {
+        let mix = |c: u64, p: u64| c + (p as f64 * f).round() as u64;
+        Rate {
+            packets: mix(cur.packets.into(), prev.packets.into()),
+            bytes: mix(cur.bytes, prev.bytes),
+            udp: mix(cur.udp.into(), prev.udp.into()),
+            icmp: mix(cur.icmp.into(), prev.icmp.into()),
+        }
+    }
+}
+
+/// One window's counts of one address: the current epoch (`[0]`) and the one before (`[1]`).
+/// Epochs are fixed spans of the window's length, in whole seconds.
+type Epochs = [Counts; 2];
+
+/// An address's counts for both windows, in one map entry so the key is stored once: 104
+/// bytes however often it sends (the per-second deltas this replaced cost 48 bytes a second,
+/// 2.9 GB for a million sources sending every second over a 60 s window).
 #[derive(Clone, Copy, Debug, Default)]
 struct Sums {
+    /// The second of the last counts added.
+    last_sec: u64,
+    short: Epochs,
+    long: Epochs,
+}
+
+/// An address's estimated sums over both windows.
+#[derive(Clone, Copy, Debug, Default)]
+struct Windowed {
     short: Rate,
     long: Rate,
 }
 
-/// Per-address packet rates over the short and long windows, kept as running sums: each
-/// second's deltas are added when they arrive and subtracted when they leave a window, so a
-/// poll costs what changed, not what is tracked.
+/// Window lengths in whole seconds (at least one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Spans {
+    short: u64,
+    long: u64,
+}
+
+impl Spans {
+    fn of(cfg: &FeatureConfig) -> Self {
+        Self {
+            short: cfg.short_window.as_secs().max(1),
+            long: cfg.long_window.as_secs().max(1),
+        }
+    }
+}
+
+/// Moves `e` from the epoch of `last` to that of `now` (window `w` seconds): the current
+/// epoch becomes the previous one when they are neighbours, and both empty when further apart.
+fn roll(e: &mut Epochs, last: u64, now: u64, w: u64) {
+    let (from, to) = (last / w, now / w);
+    if to <= from {
+        return;
+    }
+    e[1] = if to == from + 1 {
+        e[0]
+    } else {
+        Counts::default()
+    };
+    e[0] = Counts::default();
+}
+
+/// The sum over the `w` seconds ending with second `now` (inclusive), estimated from `e` as
+/// of second `last`: all of the current epoch, and of the previous one the share of its span
+/// still inside the window, as if its packets had come evenly. Exact for steady senders and
+/// whenever the window ends an epoch; a burst counts in full while its epoch is current and
+/// then fades over the next one (the sliding-window counter of rate limiters).
+fn estimate(e: &Epochs, last: u64, now: u64, w: u64) -> Rate {
+    let (from, to) = (last / w, now / w);
+    let f = (w - now % w - 1) as f64 / w as f64;
+    let none = Counts::default();
+    match to.saturating_sub(from) {
+        0 => Counts::blend(&e[0], &e[1], f),
+        1 => Counts::blend(&none, &e[0], f),
+        _ => Rate::default(),
+    }
+}
+
+/// Per-address packet rates over the short and the long window, as counts per fixed epoch of
+/// each window's length (see [`estimate`]): a fixed size per address, where keeping each
+/// second's deltas grew with the window times the senders. A poll costs what changed: one
+/// entry per address that sent.
 #[derive(Default)]
 struct RateSums {
-    buckets: VecDeque<Bucket>,
     /// Dense entries plus an index (see the flow table): half the memory of a hash map's
     /// buckets at a million sources.
     sums: indexmap::IndexMap<Addr, Sums, foldhash::fast::RandomState>,
+    /// The window lengths the epochs were counted for.
+    spans: Option<Spans>,
+    /// The second of the last sweep for addresses that fell silent.
+    swept_sec: u64,
 }
 
 impl RateSums {
-    fn add(&mut self, sec: u64, a: Addr, r: Rate) {
-        match self.buckets.back_mut() {
-            Some((s, _, v)) if *s == sec => v.push((a, r)),
-            _ => self.buckets.push_back((sec, true, vec![(a, r)])),
+    /// Counts `r` for `a` at second `sec`. New window lengths (a reload) start the counts
+    /// afresh: epochs of another length cannot be blended.
+    fn add(&mut self, spans: Spans, sec: u64, a: Addr, r: Rate) {
+        if self.spans != Some(spans) {
+            self.sums.clear();
+            self.spans = Some(spans);
         }
         let e = self.sums.entry(a).or_default();
-        e.short.add(&r);
-        e.long.add(&r);
+        let last = e.last_sec;
+        roll(&mut e.short, last, sec, spans.short);
+        roll(&mut e.long, last, sec, spans.long);
+        e.last_sec = e.last_sec.max(sec);
+        e.short[0].add(&r);
+        e.long[0].add(&r);
     }
 
-    /// Both windows' sums in one lookup.
-    fn get(&self, ip: &IpAddr) -> Sums {
-        self.sums.get(&addr(ip)).copied().unwrap_or_default()
+    fn windowed(&self, s: &Sums, now_sec: u64) -> Windowed {
+        let Some(spans) = self.spans else {
+            return Windowed::default();
+        };
+        Windowed {
+            short: estimate(&s.short, s.last_sec, now_sec, spans.short),
+            long: estimate(&s.long, s.last_sec, now_sec, spans.long),
+        }
+    }
+
+    /// Both windows' sums at second `now_sec` in one lookup.
+    fn get(&self, ip: &IpAddr, now_sec: u64) -> Windowed {
+        self.sums
+            .get(&addr(ip))
+            .map_or_else(Windowed::default, |s| self.windowed(s, now_sec))
     }
 
     /// Puts the entries in address order, the order the window pass visits sources in, so the
     /// pass reads them with [`SortedSums`] instead of a lookup per source (at a million sources
     /// the lookups, each a miss in the index and one in the entries, took half the pass).
-    /// Nearly free when little changed: the entries are mostly in order already.
+    /// Free when no address is new: sorting rebuilds the index, so it is skipped then.
     fn sort(&mut self) {
-        self.sums.sort_unstable_keys();
+        if !self.sums.is_sorted() {
+            self.sums.sort_unstable_keys();
+        }
     }
 
-    /// Drops seconds before `short_from` from the short sums and before `long_from` entirely.
-    fn expire(&mut self, short_from: u64, long_from: u64) {
-        for (s, in_short, v) in self.buckets.iter_mut() {
-            if *s >= short_from {
-                break;
-            }
-            if *in_short {
-                for (a, r) in v.iter() {
-                    if let Some(e) = self.sums.get_mut(a) {
-                        e.short.sub(r);
-                    }
-                }
-                *in_short = false;
-            }
+    /// Drops the addresses both of whose windows have nothing left at second `now_sec`, once
+    /// a short window (the sweep walks every address; between sweeps the dead ones only cost
+    /// memory). Keeps the order.
+    fn expire(&mut self, now_sec: u64) {
+        let Some(spans) = self.spans else { return };
+        if now_sec < self.swept_sec + spans.short {
+            return;
         }
-        while self.buckets.front().is_some_and(|(s, _, _)| *s < long_from) {
-            let (_, in_short, v) = self.buckets.pop_front().expect("checked");
-            for (a, r) in &v {
-                if let Some(e) = self.sums.get_mut(a) {
-                    if in_short {
-                        e.short.sub(r);
-                    }
-                    e.long.sub(r);
-                    // The short window is inside the long one: nothing left in the long sums
-                    // means nothing left at all.
-                    if e.long == Rate::default() {
-                        self.sums.swap_remove(a);
-                    }
-                }
-            }
-        }
+        self.swept_sec = now_sec;
+        let dead = |last: u64, w: u64| now_sec / w > last / w + 1;
+        self.sums
+            .retain(|_, s| !(dead(s.last_sec, spans.short) && dead(s.last_sec, spans.long)));
     }
 }
 
 /// Reads [`RateSums`] in address order, for addresses asked in ascending order.
 struct SortedSums<'a> {
+    sums: &'a RateSums,
     entries: &'a indexmap::map::Slice<Addr, Sums>,
     next: usize,
+    now_sec: u64,
 }
 
 impl<'a> SortedSums<'a> {
-    fn new(r: &'a RateSums) -> Self {
+    fn new(r: &'a RateSums, now_sec: u64) -> Self {
         Self {
+            sums: r,
             entries: r.sums.as_slice(),
             next: 0,
+            now_sec,
         }
     }
 
-    fn get(&mut self, a: &Addr) -> Sums {
+    fn get(&mut self, a: &Addr) -> Windowed {
         while self
             .entries
             .get_index(self.next)
@@ -442,8 +526,8 @@ impl<'a> SortedSums<'a> {
             self.next += 1;
         }
         match self.entries.get_index(self.next) {
-            Some((k, s)) if k == a => *s,
-            _ => Sums::default(),
+            Some((k, s)) if k == a => self.sums.windowed(s, self.now_sec),
+            _ => Windowed::default(),
         }
     }
 }
@@ -630,12 +714,6 @@ impl Tracker {
         &self.active[start..end]
     }
 
-    fn window_bounds(&self, now_ns: u64) -> (u64, u64) {
-        let now_sec = now_ns / NS;
-        let from = |w: Duration| (now_sec + 1).saturating_sub(w.as_secs().max(1));
-        (from(self.cfg.short_window), from(self.cfg.long_window))
-    }
-
     /// Takes one poll's view: the conversations (live, and just closed) and the directional
     /// records whose deltas feed the rates. `live` must stay as it is until the next update:
     /// the tracker keeps positions in it.
@@ -666,7 +744,7 @@ impl Tracker {
         }
         // Sorted once here so every pass can walk sources in order without a sorted copy.
         self.active.sort_unstable_by_key(LiveRow::key);
-        let sec = now_ns / NS;
+        let (sec, spans) = (now_ns / NS, Spans::of(&self.cfg));
         for (key, packets, bytes) in deltas {
             if packets == 0 {
                 continue;
@@ -685,8 +763,8 @@ impl Tracker {
                     0
                 },
             };
-            self.sent.add(sec, key.src, rate);
-            self.received.add(sec, key.dst, rate);
+            self.sent.add(spans, sec, key.src, rate);
+            self.received.add(spans, sec, key.dst, rate);
         }
         let (cfg, logins) = (&self.cfg, &mut self.logins);
         self.closed.retain(|_, f| {
@@ -699,9 +777,8 @@ impl Tracker {
         });
         self.logins
             .expire(now_ns.saturating_sub(self.cfg.login_window.as_nanos() as u64));
-        let (short_from, long_from) = self.window_bounds(now_ns);
-        self.sent.expire(short_from, long_from);
-        self.received.expire(short_from, long_from);
+        self.sent.expire(sec);
+        self.received.expire(sec);
         self.sent.sort();
     }
 
@@ -814,7 +891,7 @@ impl Tracker {
         let w_short = self.cfg.short_window.as_secs_f64().max(1e-9);
         let w_long = self.cfg.long_window.as_secs_f64().max(1e-9);
         let mut i = 0;
-        let mut sent_sums = SortedSums::new(&self.sent);
+        let mut sent_sums = SortedSums::new(&self.sent, now_ns / NS);
         let mut seen: Vec<IpAddr> = Vec::new();
         while i < rows.len() {
             let src_key = rows[i].key().0;
@@ -987,7 +1064,7 @@ impl Tracker {
             }
             let mut d = acc.d;
             d.fan_in = acc.fan_in_short;
-            let r = self.received.get(&ip).short;
+            let r = self.received.get(&ip, now_ns / NS).short;
             d.pps_in = r.packets as f64 / w_short;
             d.bps_in = r.bytes as f64 * 8.0 / w_short;
             dst_short.insert(ip, d);
@@ -1063,9 +1140,9 @@ impl Tracker {
         top
     }
 
-    /// Bytes a sender sent over the long window (for per-host baselines).
-    pub fn sent_bytes(&self, ip: &IpAddr) -> u64 {
-        self.sent.get(ip).long.bytes
+    /// Bytes a sender sent over the long window ending at `now_ns` (for per-host baselines).
+    pub fn sent_bytes(&self, ip: &IpAddr, now_ns: u64) -> u64 {
+        self.sent.get(ip, now_ns / NS).long.bytes
     }
 
     /// Sources in the long window that lie in `nets`.
@@ -1490,6 +1567,75 @@ pub(crate) mod tests {
             t.flows_matching(&live, Some(ip("198.18.0.8")), None, 5)
                 .is_empty()
         );
+    }
+
+    /// A steady sender's window sums are exact at every second; a burst counts in full while
+    /// its epoch is current, then fades over the next epoch and is gone after it.
+    #[test]
+    fn window_sums_are_exact_for_steady_senders_and_fade_bursts() {
+        let spans = Spans {
+            short: 10,
+            long: 60,
+        };
+        let r = |packets| Rate {
+            packets,
+            bytes: packets * 100,
+            udp: packets,
+            icmp: 0,
+        };
+        let a = addr(&ip("198.18.0.5"));
+        let mut sums = RateSums::default();
+        // From second 1000 on: the short window is exact from the start, the long one once
+        // the sender filled a whole epoch before the current one (960..1019 was half empty).
+        for sec in 1000..1200 {
+            sums.add(spans, sec, a, r(100));
+            let w = sums.get(&ip("198.18.0.5"), sec);
+            assert_eq!(w.short, r(100 * (sec - 999).min(10)), "second {sec}");
+            if sec >= 1080 {
+                assert_eq!(w.long, r(6000), "second {sec}");
+            }
+        }
+        let b = ip("198.18.0.6");
+        let mut sums = RateSums::default();
+        sums.add(spans, 95, addr(&b), r(1000));
+        let short = |sums: &RateSums, sec| sums.get(&b, sec).short.packets;
+        assert_eq!(short(&sums, 95), 1000);
+        assert_eq!(short(&sums, 99), 1000);
+        assert_eq!(short(&sums, 100), 900);
+        assert_eq!(short(&sums, 105), 400);
+        assert_eq!(short(&sums, 109), 0);
+        assert_eq!(short(&sums, 130), 0);
+        assert_eq!(sums.get(&b, 119).long.packets, 1000);
+        assert_eq!(sums.get(&b, 130).long.packets, 817, "49 of 60 s");
+        // Swept once neither window holds anything.
+        sums.expire(130);
+        assert_eq!(sums.sums.len(), 1);
+        sums.expire(180);
+        assert_eq!(sums.sums.len(), 0);
+    }
+
+    /// New window lengths start the counts afresh rather than blending epochs of another
+    /// length; and an address costs a fixed 104 bytes of counts however long it sends.
+    #[test]
+    fn window_changes_restart_the_sums_whose_size_is_fixed() {
+        let a = ip("198.18.0.5");
+        let one = Rate {
+            packets: 7,
+            ..Rate::default()
+        };
+        let mut sums = RateSums::default();
+        sums.add(
+            Spans {
+                short: 10,
+                long: 60,
+            },
+            100,
+            addr(&a),
+            one,
+        );
+        sums.add(Spans { short: 5, long: 60 }, 101, addr(&a), one);
+        assert_eq!(sums.get(&a, 101).long.packets, 7);
+        assert_eq!(size_of::<Sums>(), 104);
     }
 
     /// The pass reads each source's sums by walking them in address order beside the sorted

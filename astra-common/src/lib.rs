@@ -8,7 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 
 /// Version of the pinned map layout. The agent refuses to reuse pins carrying another version.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Written into [`Meta::magic`] so that a foreign map that happens to be called `ASTRA_META`
 /// is never mistaken for ours.
 pub const META_MAGIC: u64 = u64::from_be_bytes(*b"ASTRAMAP");
@@ -29,8 +29,11 @@ pub mod map_names {
     pub const THROTTLE_V4: &str = "ASTRA_TNET_V4";
     pub const THROTTLE_V6: &str = "ASTRA_TNET_V6";
     pub const TIERS: &str = "ASTRA_TIERS";
+    pub const PROTECT_V4: &str = "ASTRA_PROT_V4";
+    pub const PROTECT_V6: &str = "ASTRA_PROT_V6";
+    pub const KNOWN: &str = "ASTRA_KNOWN";
     /// Every pinned map, in the order the layout check walks them.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         META,
         FLOWS,
         COUNTERS,
@@ -45,6 +48,9 @@ pub mod map_names {
         THROTTLE_V4,
         THROTTLE_V6,
         TIERS,
+        PROTECT_V4,
+        PROTECT_V6,
+        KNOWN,
     ];
 }
 
@@ -74,6 +80,10 @@ pub const BLOCK_NET_CAPACITY: u32 = 1 << 18;
 pub const ALLOW_NET_CAPACITY: u32 = 1 << 16;
 pub const QUARANTINE_CAPACITY: u32 = 1 << 16;
 pub const THROTTLE_CAPACITY: u32 = 1 << 16;
+/// Protected targets per family: the servers behind one sensor, not its clients.
+pub const PROTECT_CAPACITY: u32 = 1 << 12;
+/// Sources known to complete handshakes, which a protected target admits before its budget.
+pub const KNOWN_CAPACITY: u32 = 1 << 16;
 
 /// Bits of the single `ASTRA_TIERS` word: which of the optional tiers hold entries. XDP reads
 /// the word once per packet (an inlined array lookup) and skips the lookups of an empty tier,
@@ -83,6 +93,7 @@ pub const THROTTLE_CAPACITY: u32 = 1 << 16;
 pub mod tier {
     pub const QUARANTINE: u32 = 1;
     pub const THROTTLE: u32 = 2;
+    pub const PROTECT: u32 = 4;
 }
 
 /// Interfaces are folded into this many counter slots (`ifindex % IFACE_SLOTS`). A per-CPU
@@ -114,7 +125,13 @@ pub mod action {
     pub const DROP_THROTTLED: u32 = 13;
     /// Leaving this host from or to a quarantined host (TC egress).
     pub const EGRESS_DROP_QUARANTINED: u32 = 14;
-    pub const COUNT: u32 = 16;
+    /// A new SYN to a protected target from a source not known to complete handshakes, over
+    /// the target's budget.
+    pub const DROP_SYN_BUDGET: u32 = 15;
+    /// To a protected target from a reflection port, or a SYN-ACK, answering nothing the
+    /// target sent.
+    pub const DROP_REFLECTED: u32 = 16;
+    pub const COUNT: u32 = 17;
 }
 
 /// Flow direction as seen by the hook that counted it.
@@ -286,6 +303,98 @@ impl ThrottleEntry {
     }
 }
 
+/// What a protected target's entry turns on ([`ProtectEntry::flags`]).
+pub mod protect {
+    /// New SYNs from unknown sources within a budget.
+    pub const SYN: u32 = 1;
+    /// Drop answers to requests the target never sent.
+    pub const REFLECT: u32 = 2;
+    /// Both.
+    pub const ALL: u32 = SYN | REFLECT;
+}
+
+/// UDP source ports of services that answer a small request with a large one, which spoofed
+/// requests turn on a victim (US-CERT TA14-017A and later): DNS, NTP, SNMP, CLDAP, SSDP,
+/// memcached, chargen, QOTD, portmap, NetBIOS, RIP, MSSQL browser, ISAKMP, mDNS, WS-Discovery,
+/// CoAP, ARD, Ubiquiti discovery, TFTP, OpenVPN, DVR and Steam/Quake queries.
+pub const REFLECTION_PORTS: [u16; 24] = [
+    17, 19, 53, 69, 111, 123, 137, 161, 389, 500, 520, 1194, 1434, 1900, 3283, 3702, 4500, 5353,
+    5683, 10001, 11211, 27015, 27960, 37810,
+];
+
+/// Whether `port` is one of [`REFLECTION_PORTS`]: a comparison tree the compiler builds from
+/// the match, bounded for the verifier.
+#[inline(always)]
+pub fn is_reflection_port(port: u16) -> bool {
+    matches!(
+        port,
+        17 | 19
+            | 53
+            | 69
+            | 111
+            | 123
+            | 137
+            | 161
+            | 389
+            | 500
+            | 520
+            | 1194
+            | 1434
+            | 1900
+            | 3283
+            | 3702
+            | 4500
+            | 5353
+            | 5683
+            | 10001
+            | 11211
+            | 27015
+            | 27960
+            | 37810
+    )
+}
+
+/// A protected target (the destination address is the key). New SYNs from sources in
+/// `ASTRA_KNOWN` pass; others draw on `budget` (its packet rate is the new SYNs per second the
+/// target accepts from strangers; `budget.dropped` counts those over it). Answers from
+/// reflection ports and SYN-ACKs pass only when the flow table holds the target's request on
+/// the interface the answer arrived on. Segments other than SYN never meet the budget, so
+/// established connections are untouched. Written by userspace only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProtectEntry {
+    /// Expiry, hits (packets that met the budget) and the SYN budget's GCRA state.
+    pub budget: ThrottleEntry,
+    /// Destination ports whose new SYNs meet the budget; all zero means every port.
+    pub ports: [u16; 8],
+    /// [`protect`] bits.
+    pub flags: u32,
+    pub _pad: u32,
+    /// New SYNs that passed because their source is known.
+    pub known_syns: u64,
+    /// Unsolicited answers dropped, and their bytes.
+    pub reflected: u64,
+    pub reflected_bytes: u64,
+}
+
+impl ProtectEntry {
+    /// Whether the budget covers new SYNs to `port`.
+    #[inline(always)]
+    pub fn covers_port(&self, port: u16) -> bool {
+        if self.ports[0] == 0 {
+            return true;
+        }
+        let mut i = 0;
+        while i < self.ports.len() {
+            if self.ports[i] == port {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 /// Packet and byte counters for one (interface slot, action) pair, one copy per CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -320,6 +429,7 @@ const _: () = {
     assert!(size_of::<FlowValue>() == 64);
     assert!(size_of::<ListEntry>() == 32);
     assert!(size_of::<ThrottleEntry>() == 88);
+    assert!(size_of::<ProtectEntry>() == 136);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<Meta>() == 24);
     assert!(size_of::<LpmKey<4>>() == 8);
@@ -348,6 +458,8 @@ mod pod {
     unsafe impl aya::Pod for super::ListEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::ThrottleEntry {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProtectEntry {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
     // SAFETY: as above.
@@ -405,6 +517,18 @@ mod tests {
             }
         }
         assert!((1_000_000..=1_012_000).contains(&bytes), "{bytes}");
+    }
+
+    #[test]
+    fn reflection_ports_match_the_list_and_ports_cover_as_listed() {
+        for p in 0..=u16::MAX {
+            assert_eq!(is_reflection_port(p), REFLECTION_PORTS.contains(&p), "{p}");
+        }
+        let mut e = ProtectEntry::default();
+        assert!(e.covers_port(80) && e.covers_port(1));
+        e.ports[0] = 443;
+        e.ports[7] = 80;
+        assert!(e.covers_port(443) && e.covers_port(80) && !e.covers_port(22));
     }
 
     #[test]

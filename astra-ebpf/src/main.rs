@@ -13,8 +13,9 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use astra_common::{
     ALLOW_NET_CAPACITY, BLOCK_EXACT_CAPACITY, BLOCK_NET_CAPACITY, Counter, DEFAULT_FLOW_CAPACITY,
-    FlowKey, FlowValue, IFACE_SLOTS, ListEntry, Meta, QUARANTINE_CAPACITY, THROTTLE_CAPACITY,
-    ThrottleEntry, action, counter_index, direction, tcp_flags, tier,
+    FlowKey, FlowValue, IFACE_SLOTS, KNOWN_CAPACITY, ListEntry, Meta, PROTECT_CAPACITY,
+    ProtectEntry, QUARANTINE_CAPACITY, THROTTLE_CAPACITY, ThrottleEntry, action, counter_index,
+    direction, ip_proto, is_reflection_port, protect, tcp_flags, tier,
 };
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, TC_ACT_PIPE, TC_ACT_SHOT, xdp_action},
@@ -72,6 +73,20 @@ static ASTRA_TNET_V4: LpmTrie<[u8; 4], ThrottleEntry> = LpmTrie::pinned(THROTTLE
 
 #[map]
 static ASTRA_TNET_V6: LpmTrie<[u8; 16], ThrottleEntry> = LpmTrie::pinned(THROTTLE_CAPACITY, 0);
+
+/// Protected targets, by destination address.
+#[map]
+static ASTRA_PROT_V4: HashMap<[u8; 4], ProtectEntry> =
+    HashMap::pinned(PROTECT_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static ASTRA_PROT_V6: HashMap<[u8; 16], ProtectEntry> =
+    HashMap::pinned(PROTECT_CAPACITY, BPF_F_NO_PREALLOC);
+
+/// Sources that completed handshakes (IPv4-mapped like flow keys), each with its expiry in
+/// CLOCK_MONOTONIC nanoseconds (0 = none): a protected target admits their new SYNs first.
+#[map]
+static ASTRA_KNOWN: HashMap<[u8; 16], u64> = HashMap::pinned(KNOWN_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// One word of [`tier`] bits: which optional tiers hold entries.
 #[map]
@@ -321,6 +336,102 @@ fn tier_drop(tiers: u32, is_v6: bool, src: &Addr, dst: Option<&Addr>, len: u32) 
     0
 }
 
+/// Whether the flow table holds, on `ifindex`, the request that a packet from `l3.src` to
+/// `l3.dst` with ports `p` would answer: the target's packet the other way, counted on egress.
+#[inline(always)]
+fn asked(l3: &L3, p: &Parsed, ifindex: u32) -> bool {
+    let key = FlowKey {
+        src: parse::bytes(l3.dst),
+        dst: parse::bytes(l3.src),
+        src_port: p.dst_port,
+        dst_port: p.src_port,
+        ifindex,
+        proto: l3.proto,
+        direction: direction::EGRESS,
+        _pad: [0; 2],
+    };
+    // SAFETY: only tested for presence.
+    unsafe { ASTRA_FLOWS.get(&key) }.is_some()
+}
+
+/// Whether `src` completed a handshake before (see [`ASTRA_KNOWN`]).
+#[inline(always)]
+fn known(src: &Addr, now: u64) -> bool {
+    // SAFETY: a map value, read once.
+    unsafe { ASTRA_KNOWN.get(&parse::bytes(*src)) }.is_some_and(|e| *e == 0 || *e > now)
+}
+
+/// What target protection says about a packet to a protected destination: 0 to go on, or
+/// the counter of the drop. Only a SYN without ACK meets the budget (see [`ProtectEntry`]),
+/// and only a SYN-ACK or UDP from a reflection port is checked for a request; every other segment, so every
+/// established connection, passes untouched. An allowlisted source is never dropped here.
+/// Not inlined, for the reason [`tier_drop`] gives.
+#[inline(never)]
+fn protect_drop(is_v6: bool, l3: &L3, p: &Parsed, len: u32, ifindex: u32) -> u32 {
+    let e = if is_v6 {
+        ASTRA_PROT_V6.get_ptr_mut(&parse::bytes(l3.dst))
+    } else {
+        ASTRA_PROT_V4.get_ptr_mut(&v4(&l3.dst))
+    };
+    let Some(e) = e else {
+        return 0;
+    };
+    // SAFETY: a map value, valid for the program's run; racing CPUs only make the budget and
+    // the counters approximate (see ThrottleEntry).
+    let e = unsafe { &mut *e };
+    let now = now_ns();
+    if e.budget.list.expired(now) {
+        return 0;
+    }
+    let flags = p.tcp_flags as u32;
+    let drop = match l3.proto {
+        ip_proto::TCP if flags & tcp_flags::SYN == 0 => return 0,
+        ip_proto::TCP if flags & tcp_flags::ACK != 0 => {
+            if e.flags & protect::REFLECT == 0 || asked(l3, p, ifindex) {
+                return 0;
+            }
+            action::DROP_REFLECTED
+        }
+        ip_proto::TCP => {
+            if e.flags & protect::SYN == 0 || !e.covers_port(p.dst_port) {
+                return 0;
+            }
+            if known(&l3.src, now) {
+                e.known_syns += 1;
+                return 0;
+            }
+            e.budget.list.hits += 1;
+            if e.budget.admit(len, now) {
+                return 0;
+            }
+            if allowlisted(is_v6, &l3.src, now) {
+                // Not over anything after all.
+                e.budget.dropped -= 1;
+                e.budget.dropped_bytes -= len as u64;
+                return 0;
+            }
+            return action::DROP_SYN_BUDGET;
+        }
+        ip_proto::UDP => {
+            if e.flags & protect::REFLECT == 0
+                || !is_reflection_port(p.src_port)
+                || asked(l3, p, ifindex)
+            {
+                return 0;
+            }
+            action::DROP_REFLECTED
+        }
+        _ => return 0,
+    };
+    // Checked only on the way to a drop: trusted sources pass whatever they send.
+    if allowlisted(is_v6, &l3.src, now) {
+        return 0;
+    }
+    e.reflected += 1;
+    e.reflected_bytes += len as u64;
+    drop
+}
+
 /// Adds a packet to its flow. `SHARED` says whether other CPUs may update the same flow at the
 /// same instant, which decides between atomic and plain adds (a locked add cost ~5 ns each on
 /// the ingress update path):
@@ -430,7 +541,7 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
     let l3 = ip.l3(data, end);
     // Then quarantine and throttle, each skipped while it holds nothing.
     let tiers = tiers();
-    if tiers != 0 {
+    if tiers & (tier::QUARANTINE | tier::THROTTLE) != 0 {
         let drop = tier_drop(tiers, ip.is_v6, &ip.src, l3.as_ref().map(|l| &l.dst), len);
         if drop != 0 {
             count(ifindex, drop, len as u64);
@@ -447,6 +558,15 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
     }
     match parse::parse_l4(&l3, data, end) {
         Some(p) => {
+            // Target protection last, before accounting: what it drops (spoofed SYNs,
+            // unsolicited answers) never takes a flow-table entry.
+            if tiers & tier::PROTECT != 0 {
+                let drop = protect_drop(ip.is_v6, &l3, &p, len, ifindex);
+                if drop != 0 {
+                    count(ifindex, drop, len as u64);
+                    return xdp_action::XDP_DROP;
+                }
+            }
             let key = p.flow_key(&l3, ifindex, direction::INGRESS);
             account_flow::<false>(&key, &p, len, 1, ifindex);
             count(ifindex, pass_action, len as u64);

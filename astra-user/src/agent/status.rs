@@ -133,6 +133,7 @@ pub fn status_report(
             let names = [
                 (astra_common::tier::QUARANTINE, "quarantine"),
                 (astra_common::tier::THROTTLE, "throttle"),
+                (astra_common::tier::PROTECT, "protect"),
             ];
             Some(
                 names

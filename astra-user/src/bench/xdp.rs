@@ -70,6 +70,7 @@ pub fn xdp_costs(out: &mut Vec<Measurement>) -> Result<()> {
         "<= floor + 40 ns",
     ));
     tier_costs(out, &pin.0, &mut dp, floor, update, &established, &runs)?;
+    protect_costs(out, &mut maps, &mut dp, floor, (update, update_tcp), &runs)?;
     match xdp_filter_drop(&dropped) {
         Ok(x) => out.push(m(
             "xdp drop path vs xdp-filter",
@@ -193,6 +194,89 @@ fn tier_costs(
         under,
         "ns/packet",
         Some(("xdp update path, tiers empty", update)),
+        "-",
+    ));
+    Ok(())
+}
+
+/// The protect tier: what traffic to an unprotected destination pays once the tier is on, and
+/// a protected target's paths: a stranger's new SYN over the budget, an unsolicited DNS
+/// answer, and established TCP data (which never meets the budget). The entries are written
+/// straight into the maps and removed again.
+fn protect_costs(
+    out: &mut Vec<Measurement>,
+    maps: &mut PinnedMaps,
+    dp: &mut Dataplane,
+    floor: f64,
+    (update, update_tcp): (f64, f64),
+    runs: &dyn Fn(&mut Xdp, &[u8]) -> Result<f64>,
+) -> Result<()> {
+    use astra_common::{ProtectEntry, ThrottleEntry, protect};
+    let entry = ProtectEntry {
+        // One new SYN a second from strangers, no burst: every SYN after the first drops.
+        budget: ThrottleEntry {
+            packet_ns: 1_000_000_000,
+            ..Default::default()
+        },
+        flags: protect::ALL,
+        ..Default::default()
+    };
+    let bpf = |what: &'static str| move |e| Error::bpf(what, e);
+    let elsewhere = Ipv4Addr::new(198, 18, 0, 99).octets();
+    maps.prot_v4
+        .insert(elsewhere, entry, 0)
+        .map_err(bpf("protect"))?;
+    maps.sync_tiers()?;
+    let established = udp_packet(Ipv4Addr::new(198, 18, 0, 1), 40_000);
+    let unprotected = runs(dp.xdp()?, &established)?;
+    maps.prot_v4.remove(&elsewhere).map_err(bpf("unprotect"))?;
+    let target = Ipv4Addr::new(198, 18, 0, 2).octets();
+    maps.prot_v4
+        .insert(target, entry, 0)
+        .map_err(bpf("protect"))?;
+    maps.sync_tiers()?;
+    let mut syn = Vec::new();
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4([198, 18, 4, 4], target, 64)
+        .tcp(40_000, 80, 1, 64240)
+        .syn()
+        .write(&mut syn, &[])
+        .expect("a SYN builds");
+    let syn_drop = runs(dp.xdp()?, &syn)?;
+    // From port 53 to port 53: an answer, and no request from the target in the table.
+    let reflected = runs(dp.xdp()?, &udp_packet(Ipv4Addr::new(198, 18, 4, 5), 53))?;
+    let data = runs(
+        dp.xdp()?,
+        &tcp_data_packet(Ipv4Addr::new(198, 18, 0, 3), 40_001),
+    )?;
+    maps.prot_v4.remove(&target).map_err(bpf("unprotect"))?;
+    maps.sync_tiers()?;
+    out.push(m(
+        "xdp update path, protect tier on (destination not protected)",
+        unprotected,
+        "ns/packet",
+        Some(("xdp update path, tiers empty", update)),
+        "-",
+    ));
+    out.push(m(
+        "xdp protect drop path (new SYN from a stranger over the budget)",
+        syn_drop,
+        "ns/packet",
+        Some(("xdp floor", floor)),
+        "-",
+    ));
+    out.push(m(
+        "xdp protect drop path (DNS answer the target never asked for)",
+        reflected,
+        "ns/packet",
+        Some(("xdp floor", floor)),
+        "-",
+    ));
+    out.push(m(
+        "xdp protect pass path (established TCP data to a protected target)",
+        data,
+        "ns/packet",
+        Some(("xdp update path (established TCP flow, data)", update_tcp)),
         "-",
     ));
     Ok(())

@@ -6,7 +6,8 @@ use std::{
 };
 
 use astra_common::{
-    Counter, FlowKey, FlowValue, ListEntry, ThrottleEntry, action, counter_index, map_names,
+    Counter, FlowKey, FlowValue, ListEntry, ProtectEntry, ThrottleEntry, action, counter_index,
+    map_names,
 };
 use aya::maps::{Array, HashMap, IterableMap, LpmTrie, Map, MapData, PerCpuArray};
 
@@ -33,6 +34,11 @@ pub struct PinnedMaps {
     pub quar_v6: HashMap<MapData, [u8; 16], ListEntry>,
     pub tnet_v4: LpmTrie<MapData, [u8; 4], ThrottleEntry>,
     pub tnet_v6: LpmTrie<MapData, [u8; 16], ThrottleEntry>,
+    /// Protected targets, by destination address.
+    pub prot_v4: HashMap<MapData, [u8; 4], ProtectEntry>,
+    pub prot_v6: HashMap<MapData, [u8; 16], ProtectEntry>,
+    /// Sources known to complete handshakes (IPv4-mapped), with their expiry.
+    pub known: HashMap<MapData, [u8; 16], u64>,
     /// The `astra_common::tier` bits (see [`PinnedMaps::set_tiers`]).
     tiers: Array<MapData, u32>,
 }
@@ -77,6 +83,9 @@ impl PinnedMaps {
             quar_v6: open(pin_dir, map_names::QUARANTINE_V6)?,
             tnet_v4: open(pin_dir, map_names::THROTTLE_V4)?,
             tnet_v6: open(pin_dir, map_names::THROTTLE_V6)?,
+            prot_v4: open(pin_dir, map_names::PROTECT_V4)?,
+            prot_v6: open(pin_dir, map_names::PROTECT_V6)?,
+            known: open(pin_dir, map_names::KNOWN)?,
             tiers: open(pin_dir, map_names::TIERS)?,
         }))
     }
@@ -88,7 +97,7 @@ impl PinnedMaps {
             .map_err(|e| Error::bpf("reading the tier bits", e))
     }
 
-    /// Sets the tier bits to what the quarantine and throttle maps hold now. Called after
+    /// Sets the tier bits to what the quarantine, throttle and protect maps hold now. Called after
     /// every change to them and on every agent poll, so that a bit another process cleared
     /// while this one added an entry is back within a poll. Costs a key walk's first step per
     /// map.
@@ -101,6 +110,9 @@ impl PinnedMaps {
         }
         if self.tnet_v4.keys().next().is_some() || self.tnet_v6.keys().next().is_some() {
             bits |= astra_common::tier::THROTTLE;
+        }
+        if self.prot_v4.keys().next().is_some() || self.prot_v6.keys().next().is_some() {
+            bits |= astra_common::tier::PROTECT;
         }
         self.set_tiers(bits)?;
         Ok(bits)

@@ -28,6 +28,8 @@ pub fn action_labels(a: u32) -> Option<(&'static str, &'static str)> {
         action::DROP_QUARANTINED => ("ingress", "drop_quarantined"),
         action::DROP_THROTTLED => ("ingress", "drop_throttled"),
         action::EGRESS_DROP_QUARANTINED => ("egress", "drop_quarantined"),
+        action::DROP_SYN_BUDGET => ("ingress", "drop_syn_budget"),
+        action::DROP_REFLECTED => ("ingress", "drop_reflected"),
         _ => return None,
     })
 }
@@ -39,6 +41,8 @@ pub fn drop_reason(a: u32) -> Option<&'static str> {
         action::DROP_BLOCKED_NET => Some("blocked_prefix"),
         action::DROP_QUARANTINED | action::EGRESS_DROP_QUARANTINED => Some("quarantined"),
         action::DROP_THROTTLED => Some("throttled"),
+        action::DROP_SYN_BUDGET => Some("syn_budget"),
+        action::DROP_REFLECTED => Some("reflected"),
         _ => None,
     }
 }

@@ -27,7 +27,7 @@ use crate::{
         metrics::Metrics,
         report,
     },
-    store::{EntrySource, ListKind},
+    store::{EntrySource, ListKind, Protection, Rate},
     verdict::{Decision, Policy, PolicyConfig, Protected},
 };
 
@@ -151,9 +151,15 @@ impl DetectConfig {
         }
         p.throttle_rates()
             .map_err(|e| Error::Usage(e.to_string()))?;
+        if p.protect_syn_budget == 0 {
+            return Err(Error::Usage(
+                "policy.protect_syn_budget must be at least 1".into(),
+            ));
+        }
         for (what, ttl) in [
             ("throttle_ttl", p.throttle_ttl),
             ("quarantine_ttl", p.quarantine_ttl),
+            ("protect_ttl", p.protect_ttl),
         ] {
             if ttl < Duration::from_secs(1) {
                 return Err(Error::Usage(format!("policy.{what} must be at least 1s")));
@@ -192,7 +198,16 @@ pub struct Engine {
     rng: u64,
     /// Consecutive polls each source has scored at or above the anomaly threshold.
     odd_streak: std::collections::HashMap<IpAddr, u32>,
+    /// Automatically protected targets, and the drops their kernel entry had counted at the
+    /// last pass: while it keeps dropping, the protection is extended.
+    protecting: std::collections::HashMap<IpAddr, u64>,
+    /// Sources written to the kernel's known-source map, and when (ms): rewritten once half
+    /// their time has passed.
+    known: std::collections::HashMap<IpAddr, u64>,
 }
+
+/// How long a source that completed a handshake stays known to protected targets.
+const KNOWN_TTL: Duration = Duration::from_secs(3600);
 
 impl Engine {
     pub fn new(
@@ -204,6 +219,8 @@ impl Engine {
             learner: Learner::new(cfg.model.clone(), state_dir),
             rng: 0x2545_f491_4f6c_dd1d,
             odd_streak: std::collections::HashMap::new(),
+            protecting: std::collections::HashMap::new(),
+            known: std::collections::HashMap::new(),
             incidents_dir: state_dir.join("incidents"),
             tracker: Tracker::new(cfg.features.to_config()),
             policy: Policy::new(cfg.policy.clone()),
@@ -263,6 +280,90 @@ impl Engine {
         Ok(())
     }
 
+    /// The budget of an automatic protection: `policy.protect_syn_budget` new SYNs a second.
+    fn syn_budget(&self) -> Rate {
+        Rate {
+            pps: self.cfg.policy.protect_syn_budget,
+            bps: 0,
+            burst_ms: Rate::DEFAULT_BURST_MS,
+        }
+    }
+
+    /// Writes the sources that completed handshakes with a protected target into the
+    /// kernel's known-source map (only those not written within half their time, unless
+    /// `fresh`: a protection that just started), while any target is protected.
+    fn learn_known(
+        &mut self,
+        lists: &mut Lists,
+        live: &dyn Conversations,
+        fresh: bool,
+    ) -> Result<()> {
+        let entries = lists.store().list(Some(ListKind::Protect))?;
+        // Automatic protections made before a restart are extended too, from their next drop.
+        for e in entries.iter().filter(|e| e.source == EntrySource::Auto) {
+            self.protecting.entry(e.net.addr()).or_insert(u64::MAX);
+        }
+        let targets: Vec<IpAddr> = entries.iter().map(|e| e.net.addr()).collect();
+        if targets.is_empty() {
+            self.known.clear();
+            return Ok(());
+        }
+        let now = crate::clock::now_ms();
+        let half = KNOWN_TTL.as_millis() as u64 / 2;
+        let cap = astra_common::KNOWN_CAPACITY as usize;
+        let new: Vec<IpAddr> = self
+            .tracker
+            .handshake_sources(live, &targets, cap)
+            .into_iter()
+            .filter(|s| {
+                fresh
+                    || self
+                        .known
+                        .get(s)
+                        .is_none_or(|t| now.saturating_sub(*t) >= half)
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let n = lists.learn_known(&new, KNOWN_TTL)?;
+        self.known
+            .retain(|_, t| now.saturating_sub(*t) < KNOWN_TTL.as_millis() as u64);
+        for s in &new[..n] {
+            if self.known.len() < cap || self.known.contains_key(s) {
+                self.known.insert(*s, now);
+            }
+        }
+        Ok(())
+    }
+
+    /// Extends each automatic protection whose kernel entry dropped since the last pass, so
+    /// it lasts `policy.protect_ttl` beyond the flood's last packet; forgets those that ended.
+    fn refresh_protection(&mut self, lists: &mut Lists) -> Result<()> {
+        if self.protecting.is_empty() {
+            return Ok(());
+        }
+        let ttl = self.cfg.policy.protect_ttl;
+        for target in self.protecting.keys().copied().collect::<Vec<_>>() {
+            let net = IpNet::from(target);
+            let stored = lists.store().get(ListKind::Protect, &net)?;
+            let (Some(e), Some(k)) = (stored, lists.protect_counters(target)) else {
+                self.protecting.remove(&target);
+                continue;
+            };
+            let drops = k.budget.dropped + k.reflected;
+            let before = self.protecting[&target];
+            if before != u64::MAX && drops > before && e.source == EntrySource::Auto {
+                let (Some(budget), Some(p)) = (e.rate, e.protect) else {
+                    continue;
+                };
+                lists.add_protect(target, Some(ttl), &e.reason, EntrySource::Auto, budget, p)?;
+            }
+            self.protecting.insert(target, drops);
+        }
+        Ok(())
+    }
+
     /// A failed login a service reported (see the API's `/api/v1/events`), at `at_ns` on the
     /// dataplane's clock.
     pub fn report_login_failure(&mut self, src: IpAddr, port: u16, at_ns: u64) {
@@ -290,6 +391,8 @@ impl Engine {
             .chain(closed.iter().map(FlowRecord::delta));
         self.tracker.update(now_ns, &live, &bi_closed, deltas);
         self.refresh_protected(lists)?;
+        self.learn_known(lists, &live, false)?;
+        self.refresh_protection(lists)?;
 
         let long = self.cfg.features.long_window;
         let mut alerts = Vec::new();
@@ -363,12 +466,21 @@ impl Engine {
                 && let Some(ttl_s) = blocked_now.get(&source)
             {
                 a.action = crate::detect::Action::Blocked { ttl_s: *ttl_s };
-            } else if let Some((kind, source, ttl, rate)) = match decision {
-                Decision::Block { source, ttl } => Some((ListKind::Block, source, ttl, None)),
+            } else if let Some((kind, source, ttl, rate, ports)) = match decision {
+                Decision::Block { source, ttl } => Some((ListKind::Block, source, ttl, None, None)),
                 Decision::Throttle { source, rate, ttl } => {
-                    Some((ListKind::Throttle, source, ttl, Some(rate)))
+                    Some((ListKind::Throttle, source, ttl, Some(rate), None))
                 }
-                Decision::Quarantine { host, ttl } => Some((ListKind::Quarantine, host, ttl, None)),
+                Decision::Quarantine { host, ttl } => {
+                    Some((ListKind::Quarantine, host, ttl, None, None))
+                }
+                Decision::Protect { target, ports, ttl } => Some((
+                    ListKind::Protect,
+                    target,
+                    ttl,
+                    Some(self.syn_budget()),
+                    Some(ports),
+                )),
                 Decision::Suppress | Decision::Report => None,
             } {
                 if kind == ListKind::Block {
@@ -376,7 +488,18 @@ impl Engine {
                 }
                 let reason = format!("auto: {} ({})", a.attack_type, a.rule);
                 let net = IpNet::from(source);
-                lists.add_rated(kind, net, Some(ttl), &reason, EntrySource::Auto, rate)?;
+                if let (Some(ports), Some(budget)) = (ports, rate) {
+                    let p = Protection {
+                        ports,
+                        syn: true,
+                        reflect: true,
+                    };
+                    lists.add_protect(source, Some(ttl), &reason, EntrySource::Auto, budget, p)?;
+                    self.protecting.insert(source, 0);
+                    self.learn_known(lists, &live, true)?;
+                } else {
+                    lists.add_rated(kind, net, Some(ttl), &reason, EntrySource::Auto, rate)?;
+                }
                 if kind == ListKind::Block {
                     lists.store().record_offense(&source, now_unix())?;
                 }

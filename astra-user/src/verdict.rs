@@ -2,7 +2,8 @@
 //! repeat offenders get longer blocks (like fail2ban's bantime.increment); the host's own and
 //! allowlisted addresses are never blocked; new automatic blocks are capped per minute. Where
 //! configured, the flag band throttles sources per attack type, and an inside host caught
-//! exfiltrating is quarantined.
+//! exfiltrating is quarantined. A target-side alert (a flood from spoofed or countless
+//! sources) protects the target in the kernel when it is one of ours.
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::IpAddr,
@@ -53,6 +54,17 @@ pub struct PolicyConfig {
     pub quarantine_exfiltration: bool,
     #[serde(with = "humantime_serde")]
     pub quarantine_ttl: Duration,
+    /// Protect a target of this host (its own address, or one in `rules.home_net`) that a
+    /// target-side alert names: new SYNs from strangers held to `protect_syn_budget`, answers
+    /// to requests it never sent dropped. Established connections are never touched.
+    pub protect_targets: bool,
+    /// How long a protection lasts after its last drop: the agent extends it while the
+    /// kernel keeps dropping, so it ends on its own this long after the flood.
+    #[serde(with = "humantime_serde")]
+    pub protect_ttl: Duration,
+    /// New SYNs a second a protected target accepts from sources not known to complete
+    /// handshakes.
+    pub protect_syn_budget: u64,
 }
 
 impl Default for PolicyConfig {
@@ -70,6 +82,9 @@ impl Default for PolicyConfig {
             throttle_ttl: Duration::from_secs(600),
             quarantine_exfiltration: false,
             quarantine_ttl: Duration::from_secs(3600),
+            protect_targets: true,
+            protect_ttl: Duration::from_secs(300),
+            protect_syn_budget: crate::store::Protection::DEFAULT_SYN_BUDGET,
         }
     }
 }
@@ -134,6 +149,12 @@ pub enum Decision {
     },
     /// Report it and quarantine the inside host `host` for `ttl`.
     Quarantine { host: IpAddr, ttl: Duration },
+    /// Report it and protect `target` (new SYNs to `ports`, every port when empty) for `ttl`.
+    Protect {
+        target: IpAddr,
+        ports: Vec<u16>,
+        ttl: Duration,
+    },
 }
 
 type AlertKey = (AttackType, Option<IpAddr>, Option<IpAddr>);
@@ -207,7 +228,7 @@ impl Policy {
         self.last_alert
             .retain(|_, (at, _)| now_ms.saturating_sub(*at) < window_ms);
         if alert.action == Action::ProtectTarget {
-            return Decision::Report;
+            return self.decide_target(alert, now_ms, protected);
         }
         if alert.attack_type == AttackType::Exfiltration {
             return self.decide_inside(alert, now_ms, protected);
@@ -221,20 +242,14 @@ impl Policy {
             return Decision::Report;
         }
         let ttl = self.ttl_for(previous_blocks);
-        if self.cfg.dry_run {
-            alert.action = Action::WouldBlock {
-                ttl_s: ttl.as_secs(),
-            };
-            return Decision::Report;
-        }
-        if let Some(why) = self.capped(now_ms) {
-            alert.action = Action::NotBlocked { why };
-            return Decision::Report;
-        }
-        alert.action = Action::Blocked {
-            ttl_s: ttl.as_secs(),
-        };
-        Decision::Block { source: src, ttl }
+        let ttl_s = ttl.as_secs();
+        self.enact(
+            alert,
+            now_ms,
+            Action::WouldBlock { ttl_s },
+            Action::Blocked { ttl_s },
+            Decision::Block { source: src, ttl },
+        )
     }
 
     /// Below block confidence: flag or record, or throttle where `throttle` names the type.
@@ -259,26 +274,23 @@ impl Policy {
         }
         let ttl = self.cfg.throttle_ttl;
         let (rate_text, ttl_s) = (rate.to_string(), ttl.as_secs());
-        if self.cfg.dry_run {
-            alert.action = Action::WouldThrottle {
+        self.enact(
+            alert,
+            now_ms,
+            Action::WouldThrottle {
+                rate: rate_text.clone(),
+                ttl_s,
+            },
+            Action::Throttled {
                 rate: rate_text,
                 ttl_s,
-            };
-            return Decision::Report;
-        }
-        if let Some(why) = self.capped(now_ms) {
-            alert.action = Action::NotBlocked { why };
-            return Decision::Report;
-        }
-        alert.action = Action::Throttled {
-            rate: rate_text,
-            ttl_s,
-        };
-        Decision::Throttle {
-            source: src,
-            rate,
-            ttl,
-        }
+            },
+            Decision::Throttle {
+                source: src,
+                rate,
+                ttl,
+            },
+        )
     }
 
     /// An inside host sending too much is never blocked; at block confidence it may be
@@ -304,20 +316,36 @@ impl Policy {
             return Decision::Report;
         }
         let ttl = self.cfg.quarantine_ttl;
+        let ttl_s = ttl.as_secs();
+        self.enact(
+            alert,
+            now_ms,
+            Action::WouldQuarantine { ttl_s },
+            Action::Quarantined { ttl_s },
+            Decision::Quarantine { host, ttl },
+        )
+    }
+
+    /// Carries out an automatic kernel action: a dry run reports `would`, the cap says why
+    /// not, and otherwise the alert reports `done` and the caller gets `decision`.
+    fn enact(
+        &mut self,
+        alert: &mut Alert,
+        now_ms: u64,
+        would: Action,
+        done: Action,
+        decision: Decision,
+    ) -> Decision {
         if self.cfg.dry_run {
-            alert.action = Action::WouldQuarantine {
-                ttl_s: ttl.as_secs(),
-            };
+            alert.action = would;
             return Decision::Report;
         }
         if let Some(why) = self.capped(now_ms) {
             alert.action = Action::NotBlocked { why };
             return Decision::Report;
         }
-        alert.action = Action::Quarantined {
-            ttl_s: ttl.as_secs(),
-        };
-        Decision::Quarantine { host, ttl }
+        alert.action = done;
+        decision
     }
 
     /// Whether a confidence rising from `before` to `now` reaches a level at which the policy
@@ -327,6 +355,35 @@ impl Policy {
         [self.cfg.flag_confidence, self.cfg.block_confidence]
             .iter()
             .any(|level| before < *level && now >= *level)
+    }
+
+    /// A target-side alert: protect the target where it is ours and protection is on;
+    /// otherwise the alert only recommends it.
+    fn decide_target(&mut self, alert: &mut Alert, now_ms: u64, protected: &Protected) -> Decision {
+        let Some(target) = alert.targets.first().copied() else {
+            return Decision::Report;
+        };
+        if !self.cfg.protect_targets {
+            return Decision::Report;
+        }
+        let ours =
+            protected.own.contains(&target) || protected.inside.iter().any(|n| n.contains(&target));
+        if !ours {
+            alert.evidence.notes.push(format!(
+                "{target} is neither this host's nor in rules.home_net: not protected"
+            ));
+            return Decision::Report;
+        }
+        let ttl = self.cfg.protect_ttl;
+        let ttl_s = ttl.as_secs();
+        let ports = alert.target_ports.clone();
+        self.enact(
+            alert,
+            now_ms,
+            Action::WouldProtect { ttl_s },
+            Action::Protected { ttl_s },
+            Decision::Protect { target, ports, ttl },
+        )
     }
 
     /// Counts one more automatic kernel entry, or says why the cap refuses it.
@@ -369,6 +426,66 @@ mod tests {
             evidence: Evidence::default(),
             action: Action::Recorded,
             recommended: vec![],
+        }
+    }
+
+    /// A target-side alert protects the target only where it is ours (this host's, or in
+    /// rules.home_net), and only as the policy allows.
+    #[test]
+    fn target_alerts_protect_only_our_targets() {
+        let target_alert = |dst: &str| Alert {
+            source: None,
+            targets: vec![dst.parse().unwrap()],
+            target_ports: vec![80],
+            action: Action::ProtectTarget,
+            ..alert(AttackType::SynFlood, "198.18.0.1", 0.99)
+        };
+        let prot = Protected {
+            own: HashSet::from(["198.18.0.2".parse().unwrap()]),
+            inside: vec!["198.18.5.0/24".parse().unwrap()],
+            ..Protected::default()
+        };
+        let mut p = Policy::new(PolicyConfig::default());
+        let mut a = target_alert("198.18.0.2");
+        assert_eq!(
+            p.decide(&mut a, 0, &prot, 0, false),
+            Decision::Protect {
+                target: "198.18.0.2".parse().unwrap(),
+                ports: vec![80],
+                ttl: Duration::from_secs(300),
+            }
+        );
+        assert_eq!(a.action, Action::Protected { ttl_s: 300 });
+        let mut a = target_alert("198.18.5.7");
+        assert!(matches!(
+            p.decide(&mut a, 0, &prot, 0, false),
+            Decision::Protect { .. }
+        ));
+        // Someone else's server: recommended only.
+        let mut a = target_alert("192.0.2.80");
+        assert_eq!(p.decide(&mut a, 0, &prot, 0, false), Decision::Report);
+        assert_eq!(a.action, Action::ProtectTarget);
+        assert!(a.evidence.notes.iter().any(|n| n.contains("not protected")));
+        for cfg in [
+            PolicyConfig {
+                dry_run: true,
+                ..PolicyConfig::default()
+            },
+            PolicyConfig {
+                protect_targets: false,
+                ..PolicyConfig::default()
+            },
+        ] {
+            let dry = cfg.dry_run;
+            let mut p = Policy::new(cfg);
+            let mut a = target_alert("198.18.0.2");
+            assert_eq!(p.decide(&mut a, 0, &prot, 0, false), Decision::Report);
+            let expected = if dry {
+                Action::WouldProtect { ttl_s: 300 }
+            } else {
+                Action::ProtectTarget
+            };
+            assert_eq!(a.action, expected);
         }
     }
 

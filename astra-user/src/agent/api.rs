@@ -610,10 +610,11 @@ async fn add(st: ApiState, body: Bytes, kind: ListKind) -> ApiResult {
                 "allowlist entries do not expire: drop ttl",
             ));
         }
-        (Some(t), ListKind::Block | ListKind::Quarantine | ListKind::Throttle) => {
-            Some(parse_ttl(t).map_err(|e| ApiError::bad_request(e.to_string()))?)
-                .filter(|d| !d.is_zero())
-        }
+        (
+            Some(t),
+            ListKind::Block | ListKind::Quarantine | ListKind::Throttle | ListKind::Protect,
+        ) => Some(parse_ttl(t).map_err(|e| ApiError::bad_request(e.to_string()))?)
+            .filter(|d| !d.is_zero()),
     };
     let added = blocking(move || {
         let mut lists = st.lists()?;

@@ -89,13 +89,15 @@ pub struct StatusReport {
     pub allow_entries: Option<u64>,
     pub quarantine_entries: Option<u64>,
     pub throttle_entries: Option<u64>,
-    /// Which optional tiers the dataplane consults (`quarantine`, `throttle`): those holding
+    pub protect_entries: Option<u64>,
+    /// Which optional tiers the dataplane consults (`quarantine`, `throttle`, `protect`): those holding
     /// entries.
     pub tiers: Option<Vec<&'static str>>,
     pub stored_blocks: u64,
     pub stored_allows: u64,
     pub stored_quarantines: u64,
     pub stored_throttles: u64,
+    pub stored_protects: u64,
     /// Rows in the alert and incident history.
     pub history_alerts: u64,
     pub history_incidents: u64,
@@ -159,11 +161,13 @@ pub fn status_report(
         allow_entries: maps_pinned.then_some(counts.allow),
         quarantine_entries: maps_pinned.then_some(counts.quarantine),
         throttle_entries: maps_pinned.then_some(counts.throttle),
+        protect_entries: maps_pinned.then_some(counts.protect),
         tiers,
         stored_blocks: lists.store().count(ListKind::Block)?,
         stored_allows: lists.store().count(ListKind::Allow)?,
         stored_quarantines: lists.store().count(ListKind::Quarantine)?,
         stored_throttles: lists.store().count(ListKind::Throttle)?,
+        stored_protects: lists.store().count(ListKind::Protect)?,
         history_alerts,
         history_incidents,
         store_error,

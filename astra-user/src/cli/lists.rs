@@ -167,9 +167,17 @@ fn print_list(rows: &[ListRow]) {
         "LIST", "ADDRESS", "TTL", "REASON", "SOURCE", "HITS", "CREATED", "KERNEL",
     ]);
     for r in rows {
-        let kind = match (&r.rate, r.dropped) {
-            (Some(rate), dropped) => format!("{} {rate}, {} dropped", r.kind, dropped.unwrap_or(0)),
-            (None, _) => r.kind.to_string(),
+        let kind = match (&r.protect, &r.rate, r.dropped) {
+            (Some(p), Some(rate), dropped) => format!(
+                "{} {p}, {} new SYNs/s, {} dropped",
+                r.kind,
+                rate.pps,
+                dropped.unwrap_or(0)
+            ),
+            (_, Some(rate), dropped) => {
+                format!("{} {rate}, {} dropped", r.kind, dropped.unwrap_or(0))
+            }
+            _ => r.kind.to_string(),
         };
         t.add_row(vec![
             kind,

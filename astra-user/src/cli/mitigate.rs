@@ -1,9 +1,10 @@
-//! `astra throttle`, `unthrottle`, `quarantine` and `release`: the mitigation tiers by hand.
+//! `astra throttle`, `unthrottle`, `quarantine`, `release`, `protect` and `unprotect`: the
+//! mitigation tiers by hand.
 //! Entries are stored first and then written into the kernel, like blocks
 //! ([`crate::lists::Lists::add_manual_rated`] checks what a tier must never hold).
 use std::{net::IpAddr, path::Path, time::Duration};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use ipnet::IpNet;
 
 use super::lists::{report_added, report_change};
@@ -11,7 +12,7 @@ use crate::{
     addr::{AddrError, RateLimit, parse_burst, parse_net, parse_rate, parse_ttl},
     error::{Error, Result},
     lists::{Enforcement, Lists},
-    store::{ListKind, Rate},
+    store::{EntrySource, ListKind, Protection, Rate},
 };
 
 #[derive(Args, Debug)]
@@ -25,31 +26,111 @@ pub struct ThrottleArgs {
     /// How far a burst may go above the rate, as time at the rate (20ms to 10s).
     #[arg(long, value_parser = parse_burst, value_name = "DUR", default_value = "100ms")]
     pub burst: Duration,
-    /// How long the limit lasts (e.g. 10m, 2h); omit or 'permanent' for no expiry.
+    /// Allow 0.0.0.0/0 or ::/0, which holds every peer to one shared rate.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub entry: EntryArgs,
+}
+
+/// What every mitigation entry made by hand takes.
+#[derive(Args, Debug)]
+pub struct EntryArgs {
+    /// How long the entry lasts (e.g. 10m, 2h); omit or 'permanent' for no expiry.
     #[arg(long, value_parser = parse_ttl, value_name = "DUR")]
     pub ttl: Option<Duration>,
     /// Why, shown by `astra list` (at most 512 characters).
     #[arg(long, default_value = "")]
     pub reason: String,
-    /// Allow 0.0.0.0/0 or ::/0, which holds every peer to one shared rate.
-    #[arg(long)]
-    pub force: bool,
     #[arg(long)]
     pub json: bool,
+}
+
+impl EntryArgs {
+    /// The reason checked, and the TTL with 'permanent' as none.
+    fn checked(&self) -> Result<Option<Duration>> {
+        crate::limits::check_reason(&self.reason)?;
+        Ok(self.ttl.filter(|d| !d.is_zero()))
+    }
 }
 
 #[derive(Args, Debug)]
 pub struct QuarantineArgs {
     #[arg(value_parser = parse_host, value_name = "ADDR")]
     pub addr: IpAddr,
-    /// How long the quarantine lasts (e.g. 1h); omit or 'permanent' for no expiry.
-    #[arg(long, value_parser = parse_ttl, value_name = "DUR")]
-    pub ttl: Option<Duration>,
-    /// Why, shown by `astra list` (at most 512 characters).
-    #[arg(long, default_value = "")]
-    pub reason: String,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub entry: EntryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ProtectArgs {
+    /// The target: an address of this host or of a server behind it, with the ports whose
+    /// new SYNs meet the budget (every port when none): 198.18.0.2:80,443 or [2001:db8::1]:443.
+    #[arg(value_parser = parse_target, value_name = "ADDR[:PORTS]")]
+    pub target: (IpAddr, Vec<u16>),
+    /// New SYNs a second accepted from sources not known to complete handshakes.
+    #[arg(long, value_name = "N", default_value_t = Protection::DEFAULT_SYN_BUDGET,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub syn_budget: u64,
+    /// How far a burst of new SYNs may go above the budget, as time at the budget.
+    #[arg(long, value_parser = parse_burst, value_name = "DUR", default_value = "100ms")]
+    pub burst: Duration,
+    /// Only one of the two protections (default: both).
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyArg>,
+    #[command(flatten)]
+    pub entry: EntryArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnlyArg {
+    /// The budget of new SYNs from strangers.
+    Syn,
+    /// Dropping answers to requests the target never sent.
+    Reflect,
+}
+
+/// `ADDR`, `ADDR:PORT,PORT`, `[V6]` or `[V6]:PORT,PORT`.
+fn parse_target(s: &str) -> std::result::Result<(IpAddr, Vec<u16>), AddrError> {
+    let (addr, ports) =
+        if let Some(rest) = s.strip_prefix('[') {
+            let (a, tail) = rest
+                .split_once(']')
+                .ok_or_else(|| AddrError::Invalid(format!("{s}: '[' without ']'")))?;
+            match tail {
+                "" => (a, None),
+                t => (
+                    a,
+                    Some(t.strip_prefix(':').ok_or_else(|| {
+                        AddrError::Invalid(format!("{s}: expected ':' after ']'"))
+                    })?),
+                ),
+            }
+        } else if s.matches(':').count() == 1 {
+            let (a, p) = s.split_once(':').expect("one colon");
+            (a, Some(p))
+        } else {
+            (s, None)
+        };
+    let addr = parse_host(addr)?;
+    let mut list = Vec::new();
+    for p in ports.into_iter().flat_map(|p| p.split(',')) {
+        let port = p
+            .parse::<u16>()
+            .ok()
+            .filter(|&v| v != 0)
+            .ok_or_else(|| AddrError::Invalid(format!("{s}: '{p}' is not a port (1-65535)")))?;
+        if !list.contains(&port) {
+            list.push(port);
+        }
+    }
+    if list.len() > Protection::MAX_PORTS {
+        return Err(AddrError::Invalid(format!(
+            "{s}: at most {} ports",
+            Protection::MAX_PORTS
+        )));
+    }
+    Ok((addr, list))
 }
 
 /// An address, refusing a prefix with a message that says why (`parse_net` takes both).
@@ -57,7 +138,7 @@ fn parse_host(s: &str) -> std::result::Result<IpAddr, AddrError> {
     let net = parse_net(s)?;
     if net.prefix_len() != net.max_prefix_len() {
         return Err(AddrError::Invalid(format!(
-            "{net}: quarantine takes a single address, not a prefix"
+            "{net}: takes a single address, not a prefix"
         )));
     }
     Ok(net.addr())
@@ -66,13 +147,13 @@ fn parse_host(s: &str) -> std::result::Result<IpAddr, AddrError> {
 /// `astra throttle NET --rate R`.
 pub fn throttle(pin_dir: &Path, state_dir: &Path, a: ThrottleArgs) -> Result<()> {
     crate::addr::check_not_everything(&a.net, ListKind::Throttle.everything_warning(), a.force)?;
-    crate::limits::check_reason(&a.reason)?;
+    let ttl = a.entry.checked()?;
     let rate = Rate::from_limits(&a.rates, Some(a.burst))?;
-    let ttl = a.ttl.filter(|d| !d.is_zero());
     let mut lists = Lists::open(state_dir, pin_dir)?;
-    let added = lists.add_manual_rated(ListKind::Throttle, a.net, ttl, &a.reason, Some(rate))?;
-    report_added(a.json, "throttled", &added)?;
-    if !a.json {
+    let added =
+        lists.add_manual_rated(ListKind::Throttle, a.net, ttl, &a.entry.reason, Some(rate))?;
+    report_added(a.entry.json, "throttled", &added)?;
+    if !a.entry.json {
         println!("limit: {rate}; packets over it are dropped");
     }
     Ok(())
@@ -80,15 +161,52 @@ pub fn throttle(pin_dir: &Path, state_dir: &Path, a: ThrottleArgs) -> Result<()>
 
 /// `astra quarantine ADDR`.
 pub fn quarantine(pin_dir: &Path, state_dir: &Path, a: QuarantineArgs) -> Result<()> {
-    crate::limits::check_reason(&a.reason)?;
-    let ttl = a.ttl.filter(|d| !d.is_zero());
+    let ttl = a.entry.checked()?;
     let mut lists = Lists::open(state_dir, pin_dir)?;
     let net = crate::addr::host_net(a.addr);
-    let added = lists.add_manual(ListKind::Quarantine, net, ttl, &a.reason)?;
-    report_added(a.json, "quarantined", &added)
+    let added = lists.add_manual(ListKind::Quarantine, net, ttl, &a.entry.reason)?;
+    report_added(a.entry.json, "quarantined", &added)
 }
 
-/// `astra unthrottle NET` and `astra release ADDR`.
+/// `astra protect ADDR[:PORTS]`.
+pub fn protect(pin_dir: &Path, state_dir: &Path, a: ProtectArgs) -> Result<()> {
+    let ttl = a.entry.checked()?;
+    let (target, ports) = a.target;
+    let p = Protection {
+        ports,
+        syn: !matches!(a.only, Some(OnlyArg::Reflect)),
+        reflect: !matches!(a.only, Some(OnlyArg::Syn)),
+    };
+    let budget = Rate {
+        pps: a.syn_budget,
+        bps: 0,
+        burst_ms: a.burst.as_millis() as u64,
+    };
+    let mut lists = Lists::open(state_dir, pin_dir)?;
+    let (entry, enforcement) = lists.add_protect(
+        target,
+        ttl,
+        &a.entry.reason,
+        EntrySource::Manual,
+        budget,
+        p.clone(),
+    )?;
+    let added = crate::lists::Added {
+        entry,
+        in_kernel: enforcement == Enforcement::InKernel,
+        allowlisted_by: None,
+    };
+    report_added(a.entry.json, "protected", &added)?;
+    if !a.entry.json {
+        println!(
+            "{p}; new SYNs from sources not seen completing a handshake: {} a second",
+            a.syn_budget
+        );
+    }
+    Ok(())
+}
+
+/// `astra unthrottle NET`, `astra release ADDR` and `astra unprotect ADDR`.
 pub fn remove(
     pin_dir: &Path,
     state_dir: &Path,
@@ -100,13 +218,55 @@ pub fn remove(
     if !lists.remove(kind, &net)? {
         let what = match kind {
             ListKind::Quarantine => "quarantined",
+            ListKind::Protect => "protected",
             _ => "throttled",
         };
         return Err(Error::Usage(format!("{net} is not {what}")));
     }
     let action = match kind {
         ListKind::Quarantine => "released",
+        ListKind::Protect => "unprotected",
         _ => "unthrottled",
     };
     report_change(json, action, &net, None, &Enforcement::InKernel, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_and_without_ports() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            parse_target("198.18.0.2").unwrap(),
+            (ip("198.18.0.2"), vec![])
+        );
+        assert_eq!(
+            parse_target("198.18.0.2:80,443,80").unwrap(),
+            (ip("198.18.0.2"), vec![80, 443])
+        );
+        assert_eq!(
+            parse_target("2001:db8::1").unwrap(),
+            (ip("2001:db8::1"), vec![])
+        );
+        assert_eq!(
+            parse_target("[2001:db8::1]:443").unwrap(),
+            (ip("2001:db8::1"), vec![443])
+        );
+        assert_eq!(
+            parse_target("[2001:db8::1]").unwrap(),
+            (ip("2001:db8::1"), vec![])
+        );
+        for bad in [
+            "198.18.0.2:0",
+            "198.18.0.2:http",
+            "198.18.0.0/24",
+            "[2001:db8::1",
+            "[2001:db8::1]443",
+            "198.18.0.2:1,2,3,4,5,6,7,8,9",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
 }

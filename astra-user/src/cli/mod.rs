@@ -123,8 +123,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List block, allow, quarantine and throttle entries with remaining TTL, reason, source
-    /// and hits.
+    /// Protect a target from floods: new SYNs from sources not known to complete handshakes
+    /// are held to a budget, and answers to requests the target never sent (reflection,
+    /// stray SYN-ACKs) are dropped; established connections are never touched.
+    Protect(mitigate::ProtectArgs),
+    /// End a target's protection.
+    Unprotect {
+        #[arg(value_parser = parse_net, value_name = "ADDR")]
+        net: IpNet,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List block, allow, quarantine, throttle and protect entries with remaining TTL,
+    /// reason, source and hits.
     List {
         #[arg(long)]
         json: bool,
@@ -271,6 +282,7 @@ pub enum KindArg {
     Allow,
     Quarantine,
     Throttle,
+    Protect,
 }
 
 impl From<KindArg> for ListKind {
@@ -280,6 +292,7 @@ impl From<KindArg> for ListKind {
             KindArg::Allow => ListKind::Allow,
             KindArg::Quarantine => ListKind::Quarantine,
             KindArg::Throttle => ListKind::Throttle,
+            KindArg::Protect => ListKind::Protect,
         }
     }
 }
@@ -347,6 +360,8 @@ fn run_other(cli: Cli) -> Result<()> {
             | Command::Unthrottle { .. }
             | Command::Quarantine(_)
             | Command::Release { .. }
+            | Command::Protect(_)
+            | Command::Unprotect { .. }
             | Command::Blocklist(_)
     ) {
         lists::check_agent_pin_dir(&pin_dir, &state_dir)?;
@@ -384,6 +399,10 @@ fn run_other(cli: Cli) -> Result<()> {
         Command::Quarantine(a) => mitigate::quarantine(&pin_dir, &state_dir, a),
         Command::Release { net, json } => {
             mitigate::remove(&pin_dir, &state_dir, ListKind::Quarantine, net, json)
+        }
+        Command::Protect(a) => mitigate::protect(&pin_dir, &state_dir, a),
+        Command::Unprotect { net, json } => {
+            mitigate::remove(&pin_dir, &state_dir, ListKind::Protect, net, json)
         }
         Command::Flows { top, json } => status::flows(&pin_dir, &state_dir, top, json),
         Command::Lab { .. } => unreachable!("handled in run"),

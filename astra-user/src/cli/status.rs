@@ -141,17 +141,19 @@ fn print_status(out: &StatusReport) {
         };
         println!("flow table:   {n} / {cap} ({pct:.1}% full)");
         println!(
-            "kernel lists: {} blocked, {} allowlisted, {} quarantined, {} throttled (of {})",
+            "kernel lists: {} blocked, {} allowlisted, {} quarantined, {} throttled (of {}), {} protected (of {})",
             out.block_entries.unwrap_or(0),
             out.allow_entries.unwrap_or(0),
             out.quarantine_entries.unwrap_or(0),
             out.throttle_entries.unwrap_or(0),
-            astra_common::THROTTLE_CAPACITY
+            astra_common::THROTTLE_CAPACITY,
+            out.protect_entries.unwrap_or(0),
+            astra_common::PROTECT_CAPACITY
         );
         let tiers = out.tiers.as_deref().unwrap_or_default();
         println!(
             "xdp tiers:    allowlist, block, {}flow accounting",
-            ["quarantine", "throttle"]
+            ["quarantine", "throttle", "protect"]
                 .iter()
                 .map(|t| match tiers.contains(t) {
                     true => format!("{t}, "),
@@ -165,12 +167,13 @@ fn print_status(out: &StatusReport) {
     match &out.store_error {
         Some(e) => println!("state store:  UNUSABLE: {e}"),
         None => println!(
-            "state store:  {} ({} blocks, {} allows, {} quarantines, {} throttles; history {} alerts, {} incidents)",
+            "state store:  {} ({} blocks, {} allows, {} quarantines, {} throttles, {} protects; history {} alerts, {} incidents)",
             out.store_path.display(),
             out.stored_blocks,
             out.stored_allows,
             out.stored_quarantines,
             out.stored_throttles,
+            out.stored_protects,
             out.history_alerts,
             out.history_incidents
         ),

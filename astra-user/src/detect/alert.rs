@@ -171,6 +171,13 @@ pub enum Action {
     WouldQuarantine {
         ttl_s: u64,
     },
+    /// The target protected in the kernel (`policy.protect_targets`).
+    Protected {
+        ttl_s: u64,
+    },
+    WouldProtect {
+        ttl_s: u64,
+    },
 }
 
 impl Action {
@@ -186,6 +193,8 @@ impl Action {
             Action::WouldThrottle { .. } => "would_throttle",
             Action::Quarantined { .. } => "quarantined",
             Action::WouldQuarantine { .. } => "would_quarantine",
+            Action::Protected { .. } => "protected",
+            Action::WouldProtect { .. } => "would_protect",
         }
     }
 }

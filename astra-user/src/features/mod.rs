@@ -1140,6 +1140,36 @@ impl Tracker {
         top
     }
 
+    /// Sources that completed a TCP handshake with one of `targets` in the long window,
+    /// live or ended, in address order without repeats, at most `limit`: the sources a
+    /// protected target admits before its budget (a forged address cannot complete one).
+    pub fn handshake_sources(
+        &self,
+        live: &dyn Conversations,
+        targets: &[IpAddr],
+        limit: usize,
+    ) -> Vec<IpAddr> {
+        let to: Vec<Addr> = targets.iter().map(addr).collect();
+        let mut out: Vec<IpAddr> = self
+            .active
+            .iter()
+            .filter(|r| !r.half_open && to.contains(&r.dst))
+            .map(|r| live.get(r.conv))
+            .chain(
+                self.closed
+                    .values()
+                    .filter(|f| targets.contains(&f.dst))
+                    .copied(),
+            )
+            .filter(handshake_completed)
+            .map(|f| f.src)
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out.truncate(limit);
+        out
+    }
+
     /// Bytes a sender sent over the long window ending at `now_ns` (for per-host baselines).
     pub fn sent_bytes(&self, ip: &IpAddr, now_ns: u64) -> u64 {
         self.sent.get(ip, now_ns / NS).long.bytes

@@ -468,6 +468,8 @@ impl Topology {
                     action::DROP_QUARANTINED,
                     action::DROP_THROTTLED,
                     action::EGRESS_DROP_QUARANTINED,
+                    action::DROP_SYN_BUDGET,
+                    action::DROP_REFLECTED,
                 ]
                 .iter()
                 .map(|a| c[*a as usize].packets)
@@ -851,12 +853,16 @@ fn score(
             (_, None) => false,
         })
         .count();
-    // Blocks, throttles and quarantines of anyone but an attacker.
+    // Blocks, throttles and quarantines of anyone but an attacker (a protection holds back
+    // strangers' new connections to the target, no one's traffic as such).
     let store = Store::open(&topo.state_dir)?;
     r.false_blocks = store
         .list(None)?
         .iter()
-        .filter(|e| e.kind != ListKind::Allow && !attackers.iter().any(|a| e.net.contains(a)))
+        .filter(|e| {
+            !matches!(e.kind, ListKind::Allow | ListKind::Protect)
+                && !attackers.iter().any(|a| e.net.contains(a))
+        })
         .count();
     let acted = |a: &&Alert| {
         matches!(
@@ -864,9 +870,13 @@ fn score(
             (Some(ListKind::Block), AlertAction::Blocked { .. })
                 | (Some(ListKind::Throttle), AlertAction::Throttled { .. })
                 | (Some(ListKind::Quarantine), AlertAction::Quarantined { .. })
+                | (Some(ListKind::Protect), AlertAction::Protected { .. })
         )
     };
-    let mitigated = alerts.iter().any(|a| from_attacker(&a) && acted(&a));
+    // A protection answers a target-side alert, which names no source.
+    let mitigated = alerts
+        .iter()
+        .any(|a| acted(&a) && (from_attacker(&a) || sc.expect_action == Some(ListKind::Protect)));
     r.passed = match sc.expected {
         Expected::Benign => r.false_alerts == 0 && r.false_blocks == 0,
         Expected::Attack(_) => {

@@ -463,9 +463,10 @@ pub fn parse(origin: &str, text: &str) -> Result<Scenario, Error> {
         Some("block") => Some(ListKind::Block),
         Some("throttle") => Some(ListKind::Throttle),
         Some("quarantine") => Some(ListKind::Quarantine),
+        Some("protect") => Some(ListKind::Protect),
         Some(other) => {
             return Err(bad(format!(
-                "expect_action = {other:?}: use \"block\", \"throttle\" or \"quarantine\""
+                "expect_action = {other:?}: use \"block\", \"throttle\", \"quarantine\" or \"protect\""
             )));
         }
     };

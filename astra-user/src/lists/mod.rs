@@ -11,7 +11,7 @@ use std::{
     time::Duration,
 };
 
-use astra_common::{ListEntry, ThrottleEntry, source};
+use astra_common::{ListEntry, ProtectEntry, ThrottleEntry, source};
 use aya::maps::lpm_trie::Key;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -20,7 +20,7 @@ use crate::{
     clock::{mono_now_ns, now_unix},
     dataplane::maps::PinnedMaps,
     error::{Error, Result},
-    store::{EntrySource, ListKind, Rate, Store, StoredEntry},
+    store::{EntrySource, ListKind, Protection, Rate, Store, StoredEntry},
 };
 
 /// Converts a wall-clock expiry into the kernel's monotonic clock as of now. Expiries already in
@@ -77,7 +77,63 @@ fn kernel_get(maps: &PinnedMaps, kind: ListKind, net: &IpNet) -> Option<ListEntr
         (ListKind::Quarantine, Some((a, 32)), _) => maps.quar_v4.get(&a, 0).ok(),
         (ListKind::Quarantine, _, Some((a, 128))) => maps.quar_v6.get(&a, 0).ok(),
         (ListKind::Throttle, ..) => kernel_throttle(maps, net).map(|t| t.list),
+        (ListKind::Protect, ..) => kernel_protect(maps, net).map(|p| p.budget.list),
         _ => None,
+    }
+}
+
+fn kernel_protect(maps: &PinnedMaps, net: &IpNet) -> Option<ProtectEntry> {
+    match (v4(net), v6(net)) {
+        (Some((a, 32)), _) => maps.prot_v4.get(&a, 0).ok(),
+        (_, Some((a, 128))) => maps.prot_v6.get(&a, 0).ok(),
+        _ => None,
+    }
+}
+
+/// The kernel form of a protect entry: the SYN budget as a throttle's packet rate (fresh, see
+/// [`throttle_value`]), the ports and bits, and the counters of the entry it replaces.
+fn protect_value(
+    list: ListEntry,
+    rate: &Rate,
+    p: &Protection,
+    old: Option<ProtectEntry>,
+) -> ProtectEntry {
+    let old = old.unwrap_or_default();
+    let budget = Rate { bps: 0, ..*rate };
+    let mut ports = [0u16; 8];
+    for (slot, port) in ports.iter_mut().zip(&p.ports) {
+        *slot = *port;
+    }
+    ProtectEntry {
+        budget: throttle_value(list, &budget, Some(old.budget)),
+        ports,
+        flags: p.flags(),
+        _pad: 0,
+        known_syns: old.known_syns,
+        reflected: old.reflected,
+        reflected_bytes: old.reflected_bytes,
+    }
+}
+
+/// What an entry carries besides its [`ListEntry`]: a throttle's or a protection's rate, and
+/// a protection's terms.
+#[derive(Clone, Copy, Default)]
+struct Terms<'a> {
+    rate: Option<&'a Rate>,
+    protect: Option<&'a Protection>,
+}
+
+impl<'a> Terms<'a> {
+    const NONE: Terms<'static> = Terms {
+        rate: None,
+        protect: None,
+    };
+
+    fn of(e: &'a StoredEntry) -> Self {
+        Terms {
+            rate: e.rate.as_ref(),
+            protect: e.protect.as_ref(),
+        }
     }
 }
 
@@ -117,11 +173,21 @@ fn kernel_insert(
     kind: ListKind,
     net: &IpNet,
     e: ListEntry,
-    rate: Option<&Rate>,
+    terms: Terms<'_>,
 ) -> Result<()> {
     let throttle = |maps: &PinnedMaps| -> Result<ThrottleEntry> {
-        let rate = rate.ok_or_else(|| Error::Usage(format!("throttling {net} needs a rate")))?;
+        let rate = terms
+            .rate
+            .ok_or_else(|| Error::Usage(format!("throttling {net} needs a rate")))?;
         Ok(throttle_value(e, rate, kernel_throttle(maps, net)))
+    };
+    let protect = |maps: &PinnedMaps| -> Result<ProtectEntry> {
+        let (Some(rate), Some(p)) = (terms.rate, terms.protect) else {
+            return Err(Error::Usage(format!(
+                "protecting {net} needs a budget and its terms"
+            )));
+        };
+        Ok(protect_value(e, rate, p, kernel_protect(maps, net)))
     };
     let r = match (kind, v4(net), v6(net)) {
         (ListKind::Block, Some((a, 32)), _) => maps.block_v4.insert(a, e, 0),
@@ -144,6 +210,19 @@ fn kernel_insert(
         (ListKind::Throttle, _, Some((a, l))) => {
             let t = throttle(maps)?;
             maps.tnet_v6.insert(&Key::new(l.into(), a), t, 0)
+        }
+        (ListKind::Protect, Some((a, 32)), _) => {
+            let p = protect(maps)?;
+            maps.prot_v4.insert(a, p, 0)
+        }
+        (ListKind::Protect, _, Some((a, 128))) => {
+            let p = protect(maps)?;
+            maps.prot_v6.insert(a, p, 0)
+        }
+        (ListKind::Protect, ..) => {
+            return Err(Error::Usage(format!(
+                "{net}: protect takes single addresses, not prefixes"
+            )));
         }
         _ => unreachable!("an IpNet is either v4 or v6"),
     };
@@ -242,7 +321,7 @@ fn flag_blocks_under(maps: &mut PinnedMaps, allow: &[IpNet]) -> Result<()> {
         match (v4(&net), v6(&net)) {
             (Some((a, 32)), _) => exact_v4.push((a, e)),
             (_, Some((a, 128))) => exact_v6.push((a, e)),
-            _ => kernel_insert(maps, ListKind::Block, &net, e, None)?,
+            _ => kernel_insert(maps, ListKind::Block, &net, e, Terms::NONE)?,
         }
     }
     let (keys, values): (Vec<_>, Vec<_>) = exact_v4.into_iter().unzip();
@@ -263,7 +342,13 @@ fn insert_blocks_one_by_one<A: Into<IpAddr>>(
     entries: impl IntoIterator<Item = (A, ListEntry)>,
 ) -> Result<()> {
     for (a, e) in entries {
-        kernel_insert(maps, ListKind::Block, &IpNet::from(a.into()), e, None)?;
+        kernel_insert(
+            maps,
+            ListKind::Block,
+            &IpNet::from(a.into()),
+            e,
+            Terms::NONE,
+        )?;
     }
     Ok(())
 }
@@ -306,7 +391,7 @@ fn kernel_insert_many(
             (ListKind::Block, _, Some((a, 128))) => exact_v6.push((e, a)),
             _ => {
                 let hits = kernel_get(maps, e.kind, &e.net).map_or(0, |k| k.hits);
-                kernel_insert(maps, e.kind, &e.net, value(e, hits), e.rate.as_ref())?;
+                kernel_insert(maps, e.kind, &e.net, value(e, hits), Terms::of(e))?;
             }
         }
     }
@@ -317,7 +402,7 @@ fn kernel_insert_many(
             // Kernels without batch support for hash maps: one at a time, which also names
             // the entry that failed.
             for ((e, _), v) in exact_v4.iter().zip(values) {
-                kernel_insert(maps, e.kind, &e.net, v, None)?;
+                kernel_insert(maps, e.kind, &e.net, v, Terms::NONE)?;
             }
         }
     }
@@ -326,7 +411,7 @@ fn kernel_insert_many(
         let (keys, values) = exact_values(&exact_v6, current, value);
         if maps.insert_block_v6(&keys, &values).is_err() {
             for ((e, _), v) in exact_v6.iter().zip(values) {
-                kernel_insert(maps, e.kind, &e.net, v, None)?;
+                kernel_insert(maps, e.kind, &e.net, v, Terms::NONE)?;
             }
         }
     }
@@ -361,6 +446,8 @@ fn kernel_remove(maps: &mut PinnedMaps, kind: ListKind, net: &IpNet) -> bool {
         (ListKind::Quarantine, _, Some((a, 128))) => maps.quar_v6.remove(&a),
         (ListKind::Throttle, Some((a, l)), _) => maps.tnet_v4.remove(&Key::new(l.into(), a)),
         (ListKind::Throttle, _, Some((a, l))) => maps.tnet_v6.remove(&Key::new(l.into(), a)),
+        (ListKind::Protect, Some((a, 32)), _) => maps.prot_v4.remove(&a),
+        (ListKind::Protect, _, Some((a, 128))) => maps.prot_v6.remove(&a),
         _ => return false,
     };
     r.is_ok()
@@ -411,6 +498,20 @@ fn kernel_entries(maps: &PinnedMaps) -> Vec<(ListKind, IpNet, ListEntry)> {
     for (k, t) in maps.tnet_v6.iter().flatten() {
         out.extend(lpm_net(&k).map(|n| (ListKind::Throttle, n, t.list)));
     }
+    for (a, p) in maps.prot_v4.iter().flatten() {
+        out.push((
+            ListKind::Protect,
+            IpNet::from(IpAddr::from(a)),
+            p.budget.list,
+        ));
+    }
+    for (a, p) in maps.prot_v6.iter().flatten() {
+        out.push((
+            ListKind::Protect,
+            IpNet::from(IpAddr::from(a)),
+            p.budget.list,
+        ));
+    }
     out
 }
 
@@ -434,9 +535,12 @@ pub struct ListRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
     /// A throttle entry's packets dropped for being over the rate (`hits` counts all it
-    /// matched).
+    /// matched); a protect entry's new SYNs over the budget and unsolicited answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<u64>,
+    /// A protect entry's terms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protect: Option<Protection>,
 }
 
 /// Result of a block/allow call, for the CLI to report.
@@ -518,10 +622,73 @@ impl Lists {
             created_at: now,
             tag: String::new(),
             rate,
+            protect: None,
         };
+        self.add_entry(entry)
+    }
+
+    /// Stores `entry`, then writes it into the kernel.
+    fn add_entry(&mut self, entry: StoredEntry) -> Result<(StoredEntry, Enforcement)> {
         self.store.upsert(&entry)?;
-        let enforcement = self.apply(&entry, now, mono_now_ns())?;
+        let enforcement = self.apply(&entry, now_unix(), mono_now_ns())?;
         Ok((entry, enforcement))
+    }
+
+    /// Protects `target` (an exact address) with `p`, its budget of new SYNs a second from
+    /// strangers being `budget`.
+    pub fn add_protect(
+        &mut self,
+        target: IpAddr,
+        ttl: Option<Duration>,
+        reason: &str,
+        source: EntrySource,
+        budget: Rate,
+        p: Protection,
+    ) -> Result<(StoredEntry, Enforcement)> {
+        if let Some(why) = p.invalid() {
+            return Err(Error::Usage(format!("protecting {target}: {why}")));
+        }
+        if budget.pps == 0 {
+            return Err(Error::Usage(format!(
+                "protecting {target} needs a budget of new SYNs a second"
+            )));
+        }
+        let now = now_unix();
+        let entry = StoredEntry {
+            kind: ListKind::Protect,
+            net: crate::addr::host_net(target),
+            expires_at: ttl.map(|d| now + d.as_secs().max(1)),
+            reason: reason.to_owned(),
+            source,
+            created_at: now,
+            tag: String::new(),
+            rate: Some(Rate { bps: 0, ..budget }),
+            protect: Some(p),
+        };
+        self.add_entry(entry)
+    }
+
+    /// Marks `sources` as known to complete handshakes for `ttl`, so protected targets admit
+    /// their new SYNs before the budget. Bounded by the kernel map: once it is full, new ones
+    /// are left out (those known stay). Returns how many were written.
+    pub fn learn_known(&mut self, sources: &[IpAddr], ttl: Duration) -> Result<usize> {
+        let Some(maps) = self.maps.as_mut() else {
+            return Ok(0);
+        };
+        let expires = mono_now_ns().saturating_add(ttl.as_nanos() as u64);
+        let mut n = 0;
+        for ip in sources {
+            let key = match ip {
+                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                IpAddr::V6(a) => a.octets(),
+            };
+            match maps.known.insert(key, expires, 0) {
+                Ok(()) => n += 1,
+                // E2BIG: full. Known sources are a help, not a promise.
+                Err(_) => break,
+            }
+        }
+        Ok(n)
     }
 
     /// [`Lists::add`] for an entry made by hand, with what the operator should know about it.
@@ -580,13 +747,18 @@ impl Lists {
             ListKind::Block | ListKind::Allow if rate.is_some() => {
                 return Err(Error::Usage(format!("a {kind} entry takes no rate")));
             }
+            ListKind::Protect => {
+                return Err(Error::Usage(format!(
+                    "protecting {net} takes its terms (Lists::add_protect)"
+                )));
+            }
             _ => {}
         }
         let (entry, enforcement) =
             self.add_rated(kind, net, ttl, reason, EntrySource::Manual, rate)?;
         let allowlisted_by = match kind {
             ListKind::Block | ListKind::Throttle => allowlisted()?,
-            ListKind::Allow | ListKind::Quarantine => None,
+            ListKind::Allow | ListKind::Quarantine | ListKind::Protect => None,
         };
         Ok(Added {
             entry,
@@ -607,7 +779,7 @@ impl Lists {
                 flag_blocks_under(maps, &[e.net])?;
                 0
             }
-            ListKind::Quarantine | ListKind::Throttle => 0,
+            ListKind::Quarantine | ListKind::Throttle | ListKind::Protect => 0,
         };
         let k = ListEntry {
             expires_ns: kernel_expiry(e.expires_at, now_unix, now_mono),
@@ -616,8 +788,8 @@ impl Lists {
             source: source_code(e.source),
             flags,
         };
-        kernel_insert(maps, e.kind, &e.net, k, e.rate.as_ref())?;
-        if matches!(e.kind, ListKind::Quarantine | ListKind::Throttle) {
+        kernel_insert(maps, e.kind, &e.net, k, Terms::of(e))?;
+        if e.kind.is_tier() {
             maps.sync_tiers()?;
         }
         Ok(Enforcement::InKernel)
@@ -685,7 +857,7 @@ impl Lists {
             .as_mut()
             .is_some_and(|m| kernel_remove(m, kind, net));
         if let Some(m) = self.maps.as_mut()
-            && matches!(kind, ListKind::Quarantine | ListKind::Throttle)
+            && kind.is_tier()
         {
             m.sync_tiers()?;
         }
@@ -725,6 +897,7 @@ impl Lists {
                     in_kernel: kernel.is_some(),
                     dropped: self.dropped(s.kind, &s.net),
                     rate: s.rate,
+                    protect: s.protect,
                 }
             })
             .collect();
@@ -761,6 +934,7 @@ impl Lists {
                 in_kernel: hits.is_some(),
                 dropped: self.dropped(s.kind, &s.net),
                 rate: s.rate,
+                protect: s.protect.clone(),
             });
         }
         for ((kind, net), e) in kernel {
@@ -781,6 +955,7 @@ impl Lists {
                 in_kernel: true,
                 dropped: self.dropped(kind, &net),
                 rate: self.kernel_rate(kind, &net),
+                protect: self.kernel_protection(kind, &net),
             });
         }
         rows.sort_by(|a, b| {
@@ -834,6 +1009,7 @@ impl Lists {
                 created_at: e.created_unix_s,
                 tag: String::new(),
                 rate: self.kernel_rate(kind, &net),
+                protect: self.kernel_protection(kind, &net),
             })
             .collect();
         self.store.upsert_many(&adopted)?;
@@ -849,10 +1025,7 @@ impl Lists {
             for e in &expired {
                 kernel_remove(maps, e.kind, &e.net);
             }
-            if expired
-                .iter()
-                .any(|e| matches!(e.kind, ListKind::Quarantine | ListKind::Throttle))
-            {
+            if expired.iter().any(|e| e.kind.is_tier()) {
                 maps.sync_tiers()?;
             }
         }
@@ -904,17 +1077,40 @@ impl Lists {
         c
     }
 
-    /// Packets a throttle entry dropped for being over its rate.
+    /// Packets a throttle entry dropped for being over its rate; those a protect entry
+    /// dropped (new SYNs over the budget and unsolicited answers).
     fn dropped(&self, kind: ListKind, net: &IpNet) -> Option<u64> {
-        let maps = self.maps.as_ref().filter(|_| kind == ListKind::Throttle)?;
-        kernel_throttle(maps, net).map(|t| t.dropped)
+        let maps = self.maps.as_ref()?;
+        match kind {
+            ListKind::Throttle => kernel_throttle(maps, net).map(|t| t.dropped),
+            ListKind::Protect => kernel_protect(maps, net).map(|p| p.budget.dropped + p.reflected),
+            _ => None,
+        }
+    }
+
+    /// A kernel protect entry's counters (for the agent, which ends protection when they stop
+    /// rising, and for status).
+    pub fn protect_counters(&self, target: IpAddr) -> Option<ProtectEntry> {
+        kernel_protect(self.maps.as_ref()?, &crate::addr::host_net(target))
+    }
+
+    /// The terms a kernel protect entry enforces (for entries the store does not know).
+    fn kernel_protection(&self, kind: ListKind, net: &IpNet) -> Option<Protection> {
+        let maps = self.maps.as_ref().filter(|_| kind == ListKind::Protect)?;
+        let p = kernel_protect(maps, net)?;
+        let ports = p.ports.iter().copied().filter(|&x| x != 0).collect();
+        Some(Protection::from_flags(p.flags, ports))
     }
 
     /// The rate a kernel throttle entry enforces, read back from its costs (for entries the
-    /// store does not know).
+    /// store does not know); a protect entry's SYN budget likewise.
     fn kernel_rate(&self, kind: ListKind, net: &IpNet) -> Option<Rate> {
-        let maps = self.maps.as_ref().filter(|_| kind == ListKind::Throttle)?;
-        let t = kernel_throttle(maps, net)?;
+        let maps = self.maps.as_ref()?;
+        let t = match kind {
+            ListKind::Throttle => kernel_throttle(maps, net)?,
+            ListKind::Protect => kernel_protect(maps, net)?.budget,
+            _ => return None,
+        };
         Some(Rate {
             pps: 1_000_000_000u64.checked_div(t.packet_ns).unwrap_or(0),
             bps: ((8_000_000_000u128 << 16).checked_div(t.byte_ns_fp16.into()))
@@ -931,6 +1127,7 @@ pub struct KindCounts {
     pub allow: u64,
     pub quarantine: u64,
     pub throttle: u64,
+    pub protect: u64,
 }
 
 impl KindCounts {
@@ -940,6 +1137,7 @@ impl KindCounts {
             ListKind::Allow => self.allow,
             ListKind::Quarantine => self.quarantine,
             ListKind::Throttle => self.throttle,
+            ListKind::Protect => self.protect,
         }
     }
 
@@ -949,6 +1147,7 @@ impl KindCounts {
             ListKind::Allow => &mut self.allow,
             ListKind::Quarantine => &mut self.quarantine,
             ListKind::Throttle => &mut self.throttle,
+            ListKind::Protect => &mut self.protect,
         }
     }
 }

@@ -155,10 +155,16 @@ impl EventLog {
         if let Some(r) = rate {
             detail["rate"] = json!(r);
         }
+        // A protection is about a destination; every other tier about a source.
+        let side = if kind == "protect" {
+            "dest_ip"
+        } else {
+            "src_ip"
+        };
         self.write(&json!({
             "timestamp": eve_time(now_ms()),
             "event_type": kind,
-            "src_ip": net,
+            side: net,
             kind: detail,
         }))
     }

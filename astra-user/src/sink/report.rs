@@ -81,6 +81,23 @@ fn action_text(a: &Alert) -> String {
         Action::WouldQuarantine { ttl_s } => {
             format!("dry run: would have quarantined {src} for {ttl_s} s")
         }
+        Action::Protected { ttl_s } => {
+            let target = a
+                .targets
+                .first()
+                .map_or_else(String::new, |t| t.to_string());
+            format!(
+                "protected {target} in the kernel: new SYNs from sources not seen completing a handshake held to a budget, answers to requests it never sent dropped; ends {} after the last drop",
+                humantime::format_duration(std::time::Duration::from_secs(*ttl_s))
+            )
+        }
+        Action::WouldProtect { ttl_s } => {
+            let target = a
+                .targets
+                .first()
+                .map_or_else(String::new, |t| t.to_string());
+            format!("dry run: would have protected {target} for {ttl_s} s")
+        }
     }
 }
 

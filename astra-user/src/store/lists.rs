@@ -8,7 +8,8 @@ use super::*;
 use crate::addr;
 
 pub(super) const COLUMNS: &str =
-    "kind, net, expires_at, reason, source, created_at, tag, rate_pps, rate_bps, burst_ms";
+    "kind, net, expires_at, reason, source, created_at, tag, rate_pps, rate_bps, burst_ms, ports,
+     protect";
 
 pub(super) fn to_sql_int(net: IpNet, field: &str, v: u64) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::InvalidEntry {
@@ -22,8 +23,8 @@ pub(super) fn to_sql_int(net: IpNet, field: &str, v: u64) -> Result<i64, StoreEr
 
 pub(super) const UPSERT: &str =
     "INSERT INTO list_entries (kind, net, expires_at, reason, source, created_at, tag,
-                               rate_pps, rate_bps, burst_ms)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                               rate_pps, rate_bps, burst_ms, ports, protect)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
      ON CONFLICT (kind, net) DO UPDATE SET
          expires_at = excluded.expires_at,
          reason     = excluded.reason,
@@ -32,7 +33,9 @@ pub(super) const UPSERT: &str =
          tag        = excluded.tag,
          rate_pps   = excluded.rate_pps,
          rate_bps   = excluded.rate_bps,
-         burst_ms   = excluded.burst_ms";
+         burst_ms   = excluded.burst_ms,
+         ports      = excluded.ports,
+         protect    = excluded.protect";
 
 /// Why one upsert failed, before the database path is known to the caller's error.
 pub(super) enum UpsertError {
@@ -60,11 +63,19 @@ pub(super) fn upsert_with(
         .transpose()
         .map_err(UpsertError::Invalid)?;
     let created_at = to_sql_int(net, "created_at", e.created_at).map_err(UpsertError::Invalid)?;
-    if (e.kind == ListKind::Throttle) != e.rate.is_some() {
-        return Err(UpsertError::Invalid(StoreError::InvalidEntry {
-            net,
-            reason: "a throttle entry, and only a throttle entry, carries a rate".into(),
-        }));
+    let invalid = |reason: String| UpsertError::Invalid(StoreError::InvalidEntry { net, reason });
+    if matches!(e.kind, ListKind::Throttle | ListKind::Protect) != e.rate.is_some() {
+        return Err(invalid(
+            "throttle and protect entries, and only they, carry a rate".into(),
+        ));
+    }
+    if (e.kind == ListKind::Protect) != e.protect.is_some() {
+        return Err(invalid(
+            "a protect entry, and only a protect entry, carries a protection".into(),
+        ));
+    }
+    if let Some(why) = e.protect.as_ref().and_then(Protection::invalid) {
+        return Err(invalid(why));
     }
     let rate = |f: fn(&Rate) -> u64, field| {
         e.rate
@@ -89,6 +100,8 @@ pub(super) fn upsert_with(
         pps,
         bps,
         burst,
+        e.protect.as_ref().map(Protection::ports_text),
+        e.protect.as_ref().map(|p| i64::from(p.flags())),
     ])
     .map_err(UpsertError::Db)?;
     Ok(())
@@ -105,6 +118,8 @@ pub(super) struct RawRow {
     created_at: i64,
     tag: String,
     rate: [Option<i64>; 3],
+    ports: Option<String>,
+    protect: Option<i64>,
 }
 
 impl RawRow {
@@ -118,6 +133,8 @@ impl RawRow {
             created_at: row.get(5)?,
             tag: row.get(6)?,
             rate: [row.get(7)?, row.get(8)?, row.get(9)?],
+            ports: row.get(10)?,
+            protect: row.get(11)?,
         })
     }
 
@@ -138,7 +155,7 @@ impl RawRow {
         let created_at = u64::try_from(self.created_at)
             .map_err(|_| bad(format!("negative created_at {}", self.created_at)))?;
         let rate = match (kind, self.rate) {
-            (ListKind::Throttle, [Some(pps), Some(bps), Some(burst_ms)]) => {
+            (ListKind::Throttle | ListKind::Protect, [Some(pps), Some(bps), Some(burst_ms)]) => {
                 let get = |v: i64, what: &str| {
                     u64::try_from(v).map_err(|_| bad(format!("negative {what} {v}")))
                 };
@@ -148,11 +165,31 @@ impl RawRow {
                     burst_ms: get(burst_ms, "burst_ms")?,
                 };
                 if r.pps == 0 && r.bps == 0 {
-                    return Err(bad("a throttle entry without a rate".into()));
+                    return Err(bad(format!("a {kind} entry without a rate")));
                 }
                 Some(r)
             }
-            (ListKind::Throttle, _) => return Err(bad("a throttle entry without a rate".into())),
+            (ListKind::Throttle | ListKind::Protect, _) => {
+                return Err(bad(format!("a {kind} entry without a rate")));
+            }
+            _ => None,
+        };
+        let protect = match (kind, self.ports, self.protect) {
+            (ListKind::Protect, Some(ports), Some(flags)) => {
+                let ports = ports
+                    .split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.parse::<u16>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(format!("ports '{ports}': {e}")))?;
+                let flags = u32::try_from(flags).map_err(|_| bad(format!("protect {flags}")))?;
+                let p = Protection::from_flags(flags, ports);
+                if let Some(why) = p.invalid() {
+                    return Err(bad(why));
+                }
+                Some(p)
+            }
+            (ListKind::Protect, ..) => return Err(bad("a protect entry without its terms".into())),
             _ => None,
         };
         Ok(StoredEntry {
@@ -164,6 +201,7 @@ impl RawRow {
             created_at,
             tag: self.tag,
             rate,
+            protect,
         })
     }
 }

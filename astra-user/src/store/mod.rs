@@ -56,14 +56,18 @@ pub enum ListKind {
     Quarantine,
     /// Sources held to a rate (addresses or prefixes; the entry carries its [`Rate`]).
     Throttle,
+    /// Targets protected from floods (exact addresses; the entry carries its [`Protection`]
+    /// and, as its [`Rate`], the budget of new SYNs a second from strangers).
+    Protect,
 }
 
 impl ListKind {
-    pub const ALL: [ListKind; 4] = [
+    pub const ALL: [ListKind; 5] = [
         ListKind::Block,
         ListKind::Allow,
         ListKind::Quarantine,
         ListKind::Throttle,
+        ListKind::Protect,
     ];
 
     /// What an entry for every address (`0.0.0.0/0`) of this kind would do.
@@ -73,7 +77,16 @@ impl ListKind {
             ListKind::Allow => "allowing it turns every block off",
             ListKind::Quarantine => "quarantining it cuts every host off",
             ListKind::Throttle => "throttling it holds every peer to one shared rate",
+            ListKind::Protect => "protecting it holds every new connection to one budget",
         }
+    }
+
+    /// One of the optional tiers the dataplane skips while they are empty (`ASTRA_TIERS`).
+    pub const fn is_tier(self) -> bool {
+        matches!(
+            self,
+            ListKind::Quarantine | ListKind::Throttle | ListKind::Protect
+        )
     }
 
     pub const fn as_str(self) -> &'static str {
@@ -82,6 +95,7 @@ impl ListKind {
             ListKind::Allow => "allow",
             ListKind::Quarantine => "quarantine",
             ListKind::Throttle => "throttle",
+            ListKind::Protect => "protect",
         }
     }
 }
@@ -101,10 +115,11 @@ impl FromStr for ListKind {
             "allow" => Ok(ListKind::Allow),
             "quarantine" => Ok(ListKind::Quarantine),
             "throttle" => Ok(ListKind::Throttle),
+            "protect" => Ok(ListKind::Protect),
             _ => Err(ParseEnumError {
                 what: "list kind",
                 value: s.to_owned(),
-                expected: "block, allow, quarantine or throttle",
+                expected: "block, allow, quarantine, throttle or protect",
             }),
         }
     }
@@ -237,6 +252,79 @@ impl fmt::Display for Rate {
     }
 }
 
+/// What a protected target's entry turns on. Its budget of new SYNs a second from sources not
+/// known to complete handshakes is the entry's [`Rate`] (`pps`, with its burst).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protection {
+    /// Destination ports whose new SYNs meet the budget; empty = every port.
+    pub ports: Vec<u16>,
+    /// Hold new SYNs from strangers to the budget.
+    pub syn: bool,
+    /// Drop answers (from reflection ports, SYN-ACKs) to requests the target never sent.
+    pub reflect: bool,
+}
+
+impl Protection {
+    /// Ports one entry can name (the kernel entry's array).
+    pub const MAX_PORTS: usize = 8;
+    /// The budget when none is given: new SYNs a second from strangers.
+    pub const DEFAULT_SYN_BUDGET: u64 = 1000;
+
+    /// The kernel's `astra_common::protect` bits.
+    pub fn flags(&self) -> u32 {
+        (u32::from(self.syn) * astra_common::protect::SYN)
+            | (u32::from(self.reflect) * astra_common::protect::REFLECT)
+    }
+
+    pub fn from_flags(flags: u32, ports: Vec<u16>) -> Self {
+        Self {
+            ports,
+            syn: flags & astra_common::protect::SYN != 0,
+            reflect: flags & astra_common::protect::REFLECT != 0,
+        }
+    }
+
+    /// Why the entry cannot be kept, if it cannot.
+    pub fn invalid(&self) -> Option<String> {
+        if !self.syn && !self.reflect {
+            return Some(
+                "a protection with neither the SYN budget nor the reflection filter".into(),
+            );
+        }
+        if self.ports.len() > Self::MAX_PORTS {
+            return Some(format!("at most {} ports", Self::MAX_PORTS));
+        }
+        if self.ports.contains(&0) {
+            return Some("port 0".into());
+        }
+        None
+    }
+
+    /// The ports as the store keeps them: `80,443`, empty for every port.
+    pub fn ports_text(&self) -> String {
+        self.ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match (self.syn, self.reflect) {
+            (true, true) => "SYN budget and reflection filter",
+            (true, false) => "SYN budget",
+            _ => "reflection filter",
+        };
+        if self.ports.is_empty() {
+            write!(f, "{what}, every port")
+        } else {
+            write!(f, "{what}, ports {}", self.ports_text())
+        }
+    }
+}
+
 /// One row of a list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StoredEntry {
@@ -253,9 +341,12 @@ pub struct StoredEntry {
     /// The feed the entry came from (`astra blocklist import`, the agent's feed sync); empty
     /// for manual and automatic entries.
     pub tag: String,
-    /// A throttle entry's limits; `None` for every other kind.
+    /// A throttle entry's limits, a protect entry's SYN budget; `None` for every other kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
+    /// A protect entry's terms; `None` for every other kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protect: Option<Protection>,
 }
 
 // ipnet's own serde support is behind a feature the workspace does not enable; the text form is
@@ -293,6 +384,7 @@ impl StoredEntry {
             created_at: now_unix,
             tag: String::new(),
             rate: None,
+            protect: None,
         }
     }
 

@@ -64,6 +64,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE list_entries ADD COLUMN rate_pps INTEGER;
      ALTER TABLE list_entries ADD COLUMN rate_bps INTEGER;
      ALTER TABLE list_entries ADD COLUMN burst_ms INTEGER;",
+    // Version 6: protect entries' terms (NULL on every other kind): the ports whose new SYNs
+    // meet the budget ('80,443', '' for every port) and the astra_common::protect bits. The
+    // budget itself is rate_pps and burst_ms.
+    "ALTER TABLE list_entries ADD COLUMN ports TEXT;
+     ALTER TABLE list_entries ADD COLUMN protect INTEGER;",
 ];
 
 /// The schema version this build writes and understands.

@@ -51,6 +51,7 @@ fn entry(kind: ListKind, n: &str, expires_at: Option<u64>, created_at: u64) -> S
         created_at,
         tag: String::new(),
         rate: None,
+        protect: None,
     }
 }
 
@@ -75,6 +76,7 @@ fn round_trip_every_field() {
             created_at: 1_700_000_000,
             tag: String::new(),
             rate: None,
+            protect: None,
         },
         StoredEntry {
             kind: ListKind::Block,
@@ -85,6 +87,7 @@ fn round_trip_every_field() {
             created_at: 1_700_000_001,
             tag: "spamhaus-drop".to_owned(),
             rate: None,
+            protect: None,
         },
         StoredEntry {
             kind: ListKind::Allow,
@@ -95,6 +98,7 @@ fn round_trip_every_field() {
             created_at: 0,
             tag: String::new(),
             rate: None,
+            protect: None,
         },
         StoredEntry {
             kind: ListKind::Allow,
@@ -105,6 +109,7 @@ fn round_trip_every_field() {
             created_at: i64::MAX as u64,
             tag: "ünïcode tag".to_owned(),
             rate: None,
+            protect: None,
         },
     ];
     for e in &entries {
@@ -158,6 +163,7 @@ fn upsert_replaces_every_field() {
         created_at: 20,
         tag: "firehol".to_owned(),
         rate: None,
+        protect: None,
         ..first.clone()
     };
     store.upsert(&second).unwrap();
@@ -846,7 +852,7 @@ fn enums_display_parse_and_deserialize_lowercase() {
     assert_eq!(EntrySource::Feed.to_string(), "feed");
     assert_eq!(
         "Block".parse::<ListKind>().unwrap_err().to_string(),
-        "unknown list kind 'Block': expected block, allow, quarantine or throttle"
+        "unknown list kind 'Block': expected block, allow, quarantine, throttle or protect"
     );
     assert_eq!(
         "cron".parse::<EntrySource>().unwrap_err().to_string(),
@@ -1022,11 +1028,12 @@ fn throttle_entries_keep_their_rate_and_only_they_carry_one() {
         },
         StoredEntry {
             rate: None,
+            protect: None,
             ..t.clone()
         },
     ] {
         let err = store.upsert(&bad).unwrap_err();
-        assert!(err.to_string().contains("carries a rate"), "{err}");
+        assert!(err.to_string().contains("carry a rate"), "{err}");
     }
     assert_eq!(store.list(None).unwrap().len(), 2);
     // A throttle row another writer left without its rate is reported, not guessed at.
@@ -1037,4 +1044,92 @@ fn throttle_entries_keep_their_rate_and_only_they_carry_one() {
         .unwrap();
     let err = store.list(None).unwrap_err();
     assert!(err.to_string().contains("without a rate"), "{err}");
+}
+
+#[test]
+fn protect_entries_keep_their_budget_and_terms() {
+    let dir = TempDir::new();
+    let store = Store::open(dir.path()).unwrap();
+    let budget = Rate {
+        pps: 1000,
+        bps: 0,
+        burst_ms: 100,
+    };
+    let p = Protection {
+        ports: vec![80, 443],
+        syn: true,
+        reflect: false,
+    };
+    let e = StoredEntry {
+        rate: Some(budget),
+        protect: Some(p.clone()),
+        ..entry(ListKind::Protect, "198.18.0.2/32", Some(500), 1)
+    };
+    store.upsert(&e).unwrap();
+    let all = StoredEntry {
+        protect: Some(Protection {
+            ports: vec![],
+            syn: true,
+            reflect: true,
+        }),
+        ..entry(ListKind::Protect, "2001:db8::2/128", None, 2)
+    };
+    let all = StoredEntry {
+        rate: Some(budget),
+        ..all
+    };
+    store.upsert(&all).unwrap();
+    assert_eq!(
+        store.list(Some(ListKind::Protect)).unwrap(),
+        vec![e.clone(), all]
+    );
+    // Terms on another kind, a protection without them, or terms that cannot hold.
+    let q = entry(ListKind::Quarantine, "198.18.0.9/32", None, 2);
+    for (bad, why) in [
+        (
+            StoredEntry {
+                protect: Some(p.clone()),
+                ..q
+            },
+            "carries a protection",
+        ),
+        (
+            StoredEntry {
+                protect: None,
+                ..e.clone()
+            },
+            "carries a protection",
+        ),
+        (
+            StoredEntry {
+                protect: Some(Protection {
+                    syn: false,
+                    ..p.clone()
+                }),
+                ..e.clone()
+            },
+            "neither",
+        ),
+        (
+            StoredEntry {
+                protect: Some(Protection {
+                    ports: (1..=9).collect(),
+                    ..p.clone()
+                }),
+                ..e.clone()
+            },
+            "at most 8 ports",
+        ),
+    ] {
+        let err = store.upsert(&bad).unwrap_err();
+        assert!(err.to_string().contains(why), "{err}");
+    }
+    // A row another writer damaged is reported, not guessed at.
+    store
+        .lock()
+        .conn
+        .execute_batch("UPDATE list_entries SET ports = '80,http' WHERE net = '198.18.0.2/32'")
+        .unwrap();
+    let err = store.list(None).unwrap_err();
+    assert!(err.to_string().contains("ports '80,http'"), "{err}");
 }

@@ -408,6 +408,61 @@ fn throttle_and_quarantine_input_is_checked_before_anything_is_stored() {
 }
 
 #[test]
+fn protect_input_is_checked_and_entries_round_trip_through_list() {
+    assert_usage_error(&["protect", "198.18.0.0/24"], "single address");
+    assert_usage_error(&["protect", "198.18.0.2:0"], "not a port");
+    assert_usage_error(
+        &["protect", "198.18.0.2:1,2,3,4,5,6,7,8,9"],
+        "at most 8 ports",
+    );
+    assert_usage_error(
+        &["protect", "198.18.0.2", "--syn-budget", "0"],
+        "syn-budget",
+    );
+    assert_usage_error(&["protect", "198.18.0.2", "--only", "both"], "--only");
+    assert_usage_error(&["unprotect", "198.18.0.2"], "not protected");
+    let (pin, state) = dirs();
+    let run = |args: &[&str]| {
+        let (code, out, err) = cli(pin.path(), state.path(), args);
+        assert_eq!(code, 0, "astra {args:?}: {err}");
+        out
+    };
+    let out = run(&[
+        "protect",
+        "198.18.0.2:80,443",
+        "--syn-budget",
+        "500",
+        "--ttl",
+        "10m",
+        "--reason",
+        "flood",
+    ]);
+    assert!(out.contains("protected 198.18.0.2/32 for 10m"), "{out}");
+    assert!(
+        out.contains("SYN budget and reflection filter, ports 80,443"),
+        "{out}"
+    );
+    run(&["protect", "[2001:db8::2]", "--only", "reflect"]);
+    let rows: serde_json::Value =
+        serde_json::from_str(&run(&["list", "--kind", "protect", "--json"])).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["protect"]["ports"], serde_json::json!([80, 443]));
+    assert_eq!(rows[0]["rate"]["pps"], 500);
+    assert_eq!(rows[1]["net"], "2001:db8::2/128");
+    assert_eq!(rows[1]["protect"]["syn"], false);
+    let table = run(&["list"]);
+    assert!(
+        table.contains("protect reflection filter, every port"),
+        "{table}"
+    );
+    run(&["unprotect", "198.18.0.2"]);
+    run(&["unprotect", "2001:db8::2"]);
+    let rows: serde_json::Value = serde_json::from_str(&run(&["list", "--json"])).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 0);
+}
+
+#[test]
 fn throttle_and_quarantine_entries_round_trip_through_list() {
     let (pin, state) = dirs();
     let run = |args: &[&str]| {

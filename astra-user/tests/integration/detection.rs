@@ -217,12 +217,19 @@ fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
         blocks <= 5,
         "{blocks} blocklist entries from spoofed sources"
     );
+    // The target (this host's address) is protected in the kernel instead, for port 80.
+    let maps = astra::dataplane::maps::PinnedMaps::open(&run.topo.pin_dir)
+        .unwrap()
+        .unwrap();
+    let entry = maps.prot_v4.get(&SERVER_ATTACKER_SIDE.octets(), 0).unwrap();
+    assert_eq!(entry.ports[0], 80);
+    assert_eq!(entry.flags, astra_common::protect::ALL);
     let alerts = run.finish();
     let target_alert = alerts
         .iter()
         .find(|a| a.attack_type == AttackType::SynFlood && a.source.is_none())
         .unwrap_or_else(|| panic!("no target-side SYN flood alert in {alerts:#?}"));
-    assert_eq!(target_alert.action, Action::ProtectTarget);
+    assert_eq!(target_alert.action, Action::Protected { ttl_s: 300 });
     assert_eq!(target_alert.targets, vec![IpAddr::V4(SERVER_ATTACKER_SIDE)]);
     assert!(
         target_alert

@@ -1638,6 +1638,7 @@ fn allow_overlap_flag_gates_the_allowlist_lookup() {
         created_at: 1,
         tag: "feed".into(),
         rate: None,
+        protect: None,
     };
     lists
         .add_many(&[entry(ListKind::Block, "203.0.113.1/32")])
@@ -2438,6 +2439,87 @@ fn a_protected_target_drops_answers_to_requests_it_never_sent() {
     let answer6 = build!(eth().ipv6(SRC6, DST6, 64).udp(123, 40000), PAYLOAD);
     assert_eq!(s.xdp(&answer6), XDP_DROP);
     assert_eq!(s.maps.prot_v6.get(&DST6, 0).unwrap().reflected, 1);
+}
+
+/// `Lists::add_protect` (what `astra protect` and the policy call) stores the protection,
+/// writes the kernel entry the tests above exercise, lists it with its drops, restores it from
+/// the store into fresh maps (a reboot) and removes it, switching the tier off.
+#[test]
+fn a_stored_protection_is_enforced_listed_restored_and_removed() {
+    if !crate::kit::privileged() {
+        return;
+    }
+    use astra::store::{Protection, Rate};
+    let mut s = Sensor::new();
+    let store = Store::open_in_memory();
+    let mut lists = Lists::from_parts(store.clone(), PinnedMaps::open(s.pin.path()).unwrap());
+    let budget = Rate {
+        pps: 5,
+        bps: 0,
+        burst_ms: 0,
+    };
+    let p = Protection {
+        ports: vec![80],
+        syn: true,
+        reflect: true,
+    };
+    let target = Ipv4Addr::from(DST4).into();
+    lists
+        .add_protect(
+            target,
+            None,
+            "flood",
+            EntrySource::Manual,
+            budget,
+            p.clone(),
+        )
+        .unwrap();
+    assert_eq!(tier_bits(&s.maps), astra_common::tier::PROTECT);
+    let syn = tcp4(SRC4, DST4, 40000, 80, SYN);
+    let passed = (0..20).filter(|_| s.xdp(&syn) == XDP_PASS).count();
+    assert!(
+        (1..=2).contains(&passed),
+        "{passed} of 20 new SYNs passed a budget of 5/s"
+    );
+    let answer = build!(eth().ipv4(SRC4, DST4, 64).udp(53, 40000), PAYLOAD);
+    assert_eq!(s.xdp(&answer), XDP_DROP);
+    let row = lists
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|r| r.kind == ListKind::Protect)
+        .unwrap();
+    assert_eq!(row.protect.as_ref(), Some(&p));
+    assert_eq!(row.rate.unwrap().pps, 5);
+    assert_eq!(row.dropped, Some(20 - passed as u64 + 1));
+    // Refused: a prefix, a budget of nothing, terms that protect nothing.
+    let none = Protection {
+        syn: false,
+        reflect: false,
+        ..p.clone()
+    };
+    for (b, terms) in [(Rate { pps: 0, ..budget }, p.clone()), (budget, none)] {
+        let err = lists
+            .add_protect(target, None, "", EntrySource::Manual, b, terms)
+            .unwrap_err();
+        assert!(matches!(err, Error::Usage(_)), "{err}");
+    }
+    // A reboot: fresh maps, the same store.
+    drop(lists);
+    let s2 = Sensor::new();
+    let mut lists = Lists::from_parts(store, PinnedMaps::open(s2.pin.path()).unwrap());
+    assert_eq!(lists.restore().unwrap(), 1);
+    let k = s2.maps.prot_v4.get(&DST4, 0).unwrap();
+    assert_eq!((k.ports[0], k.flags), (80, astra_common::protect::ALL));
+    assert_eq!(k.budget.packet_ns, 200_000_000);
+    assert_eq!(tier_bits(&s2.maps), astra_common::tier::PROTECT);
+    assert!(
+        lists
+            .remove(ListKind::Protect, &"203.0.113.9/32".parse().unwrap())
+            .unwrap()
+    );
+    assert_eq!(tier_bits(&s2.maps), 0);
+    assert!(s2.maps.prot_v4.get(&DST4, 0).is_err());
 }
 
 /// The verifier's work on each program, in instructions it walked (the kernel refuses a

@@ -203,6 +203,12 @@ fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
         return;
     }
     let mut run = Run::start(&["--set", "policy.max_blocks_per_minute=5"]);
+    // A real client of the target first: it completes a handshake, so the protection must
+    // admit its new SYNs before the budget.
+    let ns = &run.topo.attackers[0].ns;
+    let open = traffic::connect_scan(ns, IpAddr::V4(SERVER_ATTACKER_SIDE), vec![WEB_PORT]).unwrap();
+    assert_eq!(open, [WEB_PORT]);
+    std::thread::sleep(POLL);
     traffic::syn_flood(
         &run.topo.attackers[0].ns,
         SourceAddr::SpoofedRandom,
@@ -224,6 +230,12 @@ fn spoofed_syn_flood_alerts_on_the_target_and_blocks_no_more_than_the_cap() {
     let entry = maps.prot_v4.get(&SERVER_ATTACKER_SIDE.octets(), 0).unwrap();
     assert_eq!(entry.ports[0], 80);
     assert_eq!(entry.flags, astra_common::protect::ALL);
+    assert!(
+        maps.known
+            .get(&ATTACKER.to_ipv6_mapped().octets(), 0)
+            .is_ok(),
+        "the source that completed a handshake is known to the protection"
+    );
     let alerts = run.finish();
     let target_alert = alerts
         .iter()

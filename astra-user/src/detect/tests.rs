@@ -92,6 +92,12 @@ fn protocol_scan(n: u8, now: u64) -> Vec<crate::flow::BiFlow> {
         .map(|p| {
             let mut f = udp("198.18.0.9", "198.18.1.1", 0, 0, 2, now - 2 * S);
             f.proto = [1, 2, 4, 6, 17, 41, 47, 50, 51, 58, 103, 132, 136][p as usize];
+            // ICMP is keyed by type: nmap -sO sends echo requests.
+            f.dst_port = match f.proto {
+                1 => 8 << 8,
+                58 => 128 << 8,
+                _ => 0,
+            };
             f
         })
         .collect()

@@ -714,6 +714,14 @@ impl Tracker {
         &self.active[start..end]
     }
 
+    /// Whether `src` opened a live conversation with `dst`.
+    fn opened(&self, src: Addr, dst: Addr) -> bool {
+        let i = self.active.partition_point(|r| (r.src, r.dst) < (src, dst));
+        self.active
+            .get(i)
+            .is_some_and(|r| r.src == src && r.dst == dst)
+    }
+
     /// Takes one poll's view: the conversations (live, and just closed) and the directional
     /// records whose deltas feed the rates. `live` must stay as it is until the next update:
     /// the tracker keeps positions in it.
@@ -749,6 +757,13 @@ impl Tracker {
             if packets == 0 {
                 continue;
             }
+            // An ICMP answer to a peer that opened a conversation with its sender is not the
+            // sender's flood: a server answering a flood from forged sources (unreachables to
+            // a UDP flood, echo replies to a ping flood) sends as fast as the flood came, and
+            // was taken for a flooder and blocked. An unsolicited one (a BlackNurse-style
+            // flood of unreachables) still counts.
+            let answered =
+                crate::flow::icmp_answer(key.proto, key.dst_port) && self.opened(key.dst, key.src);
             let rate = Rate {
                 packets,
                 bytes,
@@ -763,7 +778,9 @@ impl Tracker {
                     0
                 },
             };
-            self.sent.add(spans, sec, key.src, rate);
+            if !answered {
+                self.sent.add(spans, sec, key.src, rate);
+            }
             self.received.add(spans, sec, key.dst, rate);
         }
         let (cfg, logins) = (&self.cfg, &mut self.logins);
@@ -923,6 +940,11 @@ impl Tracker {
                     // dropped uncounted, or a poll read the SYN-ACK before the SYN, or they
                     // answer packets forged in the source's name): no evidence against it.
                     if f.last_seen_ns < cut || f.fwd.packets == 0 {
+                        continue;
+                    }
+                    // Nor is an ICMP answer: a server sends unreachables to every forged
+                    // source of a UDP flood, which made it a host sweeper.
+                    if crate::flow::icmp_answer(f.proto, f.dst_port) {
                         continue;
                     }
                     a.w.features.conns += 1.0;
@@ -1560,6 +1582,54 @@ pub(crate) mod tests {
         assert_eq!(w.features.pps, 100.0);
         assert_eq!(w.features.bps, 100.0 * 100.0 * 8.0);
         assert_eq!(ws.src_long[&ip(src)].features.udp_pps, 25.0);
+    }
+
+    /// A server answering a UDP flood from forged sources with unreachables is neither a
+    /// host sweeper nor an ICMP flooder; whoever floods with unsolicited unreachables is.
+    #[test]
+    fn icmp_answers_to_those_who_sent_are_not_the_senders() {
+        use astra_common::FlowKey;
+        let now = 100 * S;
+        let server = "198.18.100.2";
+        let key = |src: &str, dst: &str, proto: u8, dst_port: u16| FlowKey {
+            src: addr(&ip(src)),
+            dst: addr(&ip(dst)),
+            dst_port,
+            proto,
+            ..Default::default()
+        };
+        let unreachable = 3 << 8 | 3;
+        let mut live = Vec::new();
+        let mut keys = Vec::new();
+        for i in 0..200u32 {
+            let forged = format!("203.0.{}.{}", i / 250, i % 250 + 1);
+            live.push(udp(&forged, server, 53, 40000, 1, now));
+            let mut answer = udp(server, &forged, 0, unreachable, 1, now);
+            answer.proto = ip_proto::ICMP;
+            live.push(answer);
+            keys.push(key(&forged, server, ip_proto::UDP, 40000));
+            keys.push(key(server, &forged, ip_proto::ICMP, unreachable));
+        }
+        // And one that floods a quiet host with unreachables it never asked for.
+        keys.push(key(
+            "198.18.0.9",
+            "198.18.100.3",
+            ip_proto::ICMP,
+            unreachable,
+        ));
+        let mut t = Tracker::new(FeatureConfig::default());
+        let deltas = keys.iter().enumerate().map(|(i, k)| {
+            let n = if i == keys.len() - 1 { 5000 } else { 50 };
+            (k, n, n * 100)
+        });
+        t.update(now, &live, &[], deltas);
+        let ws = t.windows(now, &live);
+        assert!(!ws.src_short.contains_key(&ip(server)));
+        assert!(!ws.src_long.contains_key(&ip(server)));
+        assert!(t.sent_bytes(&ip(server), now) == 0);
+        assert!(t.sent_bytes(&ip("198.18.0.9"), now) > 0);
+        let forged = &ws.src_short[&ip("203.0.0.1")];
+        assert_eq!(forged.features.distinct_dst_hosts, 1.0);
     }
 
     /// Evidence is the largest conversations, chosen on the rows while reading: from one

@@ -315,6 +315,19 @@ pub fn key_addr(a: [u8; 16]) -> IpAddr {
     }
 }
 
+/// Whether an ICMP message of this type (the high byte of `port`, as the dataplane keys it)
+/// answers something its destination sent: an echo, timestamp, information or address-mask
+/// reply, or an error (unreachable, source quench, redirect, time exceeded, parameter
+/// problem; for ICMPv6 also packet too big). A host sends these because it was sent to, not
+/// to probe.
+pub fn icmp_answer(proto: u8, port: u16) -> bool {
+    match proto {
+        ip_proto::ICMP => matches!(port >> 8, 0 | 3 | 4 | 5 | 11 | 12 | 14 | 16 | 18),
+        ip_proto::ICMPV6 => matches!(port >> 8, 1..=4 | 129),
+        _ => false,
+    }
+}
+
 /// ICMP replies carry another type than their requests; fold them so both pair up.
 fn pairing_port(proto: u8, port: u16) -> u16 {
     match (proto, port >> 8) {

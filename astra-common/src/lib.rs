@@ -313,6 +313,9 @@ pub mod protect {
     pub const ALL: u32 = SYN | REFLECT;
 }
 
+/// Ports one protection entry can name.
+pub const PROTECT_PORTS: usize = 8;
+
 /// UDP source ports of services that answer a small request with a large one, which spoofed
 /// requests turn on a victim (US-CERT TA14-017A and later): DNS, NTP, SNMP, CLDAP, SSDP,
 /// memcached, chargen, QOTD, portmap, NetBIOS, RIP, MSSQL browser, ISAKMP, mDNS, WS-Discovery,
@@ -366,7 +369,7 @@ pub struct ProtectEntry {
     /// Expiry, hits (packets that met the budget) and the SYN budget's GCRA state.
     pub budget: ThrottleEntry,
     /// Destination ports whose new SYNs meet the budget; all zero means every port.
-    pub ports: [u16; 8],
+    pub ports: [u16; PROTECT_PORTS],
     /// [`protect`] bits.
     pub flags: u32,
     pub _pad: u32,

@@ -322,9 +322,106 @@ pub fn host_net(addr: IpAddr) -> IpNet {
     canonical_net(net)
 }
 
+/// A protected target: `ADDR`, `ADDR:PORT,PORT`, `[V6]` or `[V6]:PORT,PORT`, with at most
+/// [`astra_common::PROTECT_PORTS`] distinct ports (none: every port).
+pub fn parse_target(s: &str) -> Result<(IpAddr, Vec<u16>), AddrError> {
+    // An address and eight ports fit; more would only be quoted back in the message.
+    if s.len() > 2 * MAX_TEXT || s.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "invalid target '{}': use e.g. 198.18.0.2:80,443 or [2001:db8::1]:443",
+            crate::text::excerpt(s)
+        )));
+    }
+    let (addr, ports) =
+        if let Some(rest) = s.strip_prefix('[') {
+            let (a, tail) = rest
+                .split_once(']')
+                .ok_or_else(|| AddrError::Invalid(format!("{s}: '[' without ']'")))?;
+            match tail {
+                "" => (a, None),
+                t => (
+                    a,
+                    Some(t.strip_prefix(':').ok_or_else(|| {
+                        AddrError::Invalid(format!("{s}: expected ':' after ']'"))
+                    })?),
+                ),
+            }
+        } else if s.matches(':').count() == 1 {
+            let (a, p) = s.split_once(':').expect("one colon");
+            (a, Some(p))
+        } else {
+            (s, None)
+        };
+    let addr = parse_host(addr)?;
+    let mut list = Vec::new();
+    for p in ports.into_iter().flat_map(|p| p.split(',')) {
+        let port = p
+            .parse::<u16>()
+            .ok()
+            .filter(|&v| v != 0)
+            .ok_or_else(|| AddrError::Invalid(format!("{s}: '{p}' is not a port (1-65535)")))?;
+        if !list.contains(&port) {
+            list.push(port);
+        }
+    }
+    if list.len() > astra_common::PROTECT_PORTS {
+        return Err(AddrError::Invalid(format!(
+            "{s}: at most {} ports",
+            astra_common::PROTECT_PORTS
+        )));
+    }
+    Ok((addr, list))
+}
+
+/// A single address, refusing a prefix with a message that says why (`parse_net` takes both).
+pub fn parse_host(s: &str) -> Result<IpAddr, AddrError> {
+    let net = parse_net(s)?;
+    if net.prefix_len() != net.max_prefix_len() {
+        return Err(AddrError::Invalid(format!(
+            "{net}: takes a single address, not a prefix"
+        )));
+    }
+    Ok(net.addr())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_parse_with_and_without_ports() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            parse_target("198.18.0.2").unwrap(),
+            (ip("198.18.0.2"), vec![])
+        );
+        assert_eq!(
+            parse_target("198.18.0.2:80,443,80").unwrap(),
+            (ip("198.18.0.2"), vec![80, 443])
+        );
+        assert_eq!(
+            parse_target("2001:db8::1").unwrap(),
+            (ip("2001:db8::1"), vec![])
+        );
+        assert_eq!(
+            parse_target("[2001:db8::1]:443").unwrap(),
+            (ip("2001:db8::1"), vec![443])
+        );
+        assert_eq!(
+            parse_target("[2001:db8::1]").unwrap(),
+            (ip("2001:db8::1"), vec![])
+        );
+        for bad in [
+            "198.18.0.2:0",
+            "198.18.0.2:http",
+            "198.18.0.0/24",
+            "[2001:db8::1",
+            "[2001:db8::1]443",
+            "198.18.0.2:1,2,3,4,5,6,7,8,9",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

@@ -33,7 +33,7 @@ use crate::{
     dataplane::{AttachedMode, maps::PinnedMaps},
     error::Error,
     lists::Lists,
-    store::{ListKind, Rate, Store},
+    store::{Half, ListKind, Protection, Rate, Store},
 };
 
 pub fn metrics_router(registry: Registry) -> Router {
@@ -366,6 +366,11 @@ pub fn router(st: ApiState) -> Router {
             "/api/v1/throttle/{*net}",
             axum::routing::delete(remove_throttle),
         )
+        .route("/api/v1/protect", get(list_protect).post(add_protect))
+        .route(
+            "/api/v1/protect/{*addr}",
+            axum::routing::delete(remove_protect),
+        )
         .route("/api/v1/model", get(model))
         .route("/api/v1/events", axum::routing::post(events))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
@@ -594,6 +599,15 @@ fn request_rate(req: &AddRequest, kind: ListKind) -> Result<Option<Rate>, ApiErr
     Ok(Some(Rate::from_limits(&limits, burst).map_err(bad)?))
 }
 
+/// A request's `ttl`: absent, "permanent" or zero = no expiry.
+fn request_ttl(ttl: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    Ok(ttl
+        .map(parse_ttl)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?
+        .filter(|d| !d.is_zero()))
+}
+
 /// Authorised by [`guard`] before the body was read.
 async fn add(st: ApiState, body: Bytes, kind: ListKind) -> ApiResult {
     let req: AddRequest = serde_json::from_slice(&body)
@@ -603,19 +617,12 @@ async fn add(st: ApiState, body: Bytes, kind: ListKind) -> ApiResult {
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     crate::limits::check_reason(&req.reason)?;
     let rate = request_rate(&req, kind)?;
-    let ttl = match (&req.ttl, kind) {
-        (None, _) => None,
-        (Some(_), ListKind::Allow) => {
-            return Err(ApiError::bad_request(
-                "allowlist entries do not expire: drop ttl",
-            ));
-        }
-        (
-            Some(t),
-            ListKind::Block | ListKind::Quarantine | ListKind::Throttle | ListKind::Protect,
-        ) => Some(parse_ttl(t).map_err(|e| ApiError::bad_request(e.to_string()))?)
-            .filter(|d| !d.is_zero()),
-    };
+    if kind == ListKind::Allow && req.ttl.is_some() {
+        return Err(ApiError::bad_request(
+            "allowlist entries do not expire: drop ttl",
+        ));
+    }
+    let ttl = request_ttl(req.ttl.as_deref())?;
     let added = blocking(move || {
         let mut lists = st.lists()?;
         Ok(lists.add_manual_rated(kind, net, ttl, &req.reason, rate)?)
@@ -681,6 +688,59 @@ async fn add_throttle(State(st): State<ApiState>, body: Bytes) -> ApiResult {
 
 async fn remove_throttle(State(st): State<ApiState>, UrlPath(net): UrlPath<String>) -> ApiResult {
     remove(st, net, ListKind::Throttle).await
+}
+
+async fn list_protect(State(st): State<ApiState>, Query(q): Query<PageQuery>) -> ApiResult {
+    list(st, ListKind::Protect, q).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtectRequest {
+    /// `ADDR`, `ADDR:PORT,PORT`, `[V6]:PORT`: as `astra protect` takes it.
+    target: String,
+    /// New SYNs a second from sources not known to complete handshakes.
+    syn_budget: Option<u64>,
+    /// How far a burst may go above the budget, as time at the budget (default 100ms).
+    burst: Option<String>,
+    /// One half alone: "syn" or "reflect" (default both).
+    only: Option<Half>,
+    ttl: Option<String>,
+    #[serde(default)]
+    reason: String,
+}
+
+/// Authorised by [`guard`] before the body was read.
+async fn add_protect(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    let bad = |e: crate::addr::AddrError| ApiError::bad_request(e.to_string());
+    let req: ProtectRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    let (target, ports) = crate::addr::parse_target(&req.target).map_err(bad)?;
+    let burst = match &req.burst {
+        None => Duration::from_millis(100),
+        Some(b) => crate::addr::parse_burst(b).map_err(bad)?,
+    };
+    let ttl = request_ttl(req.ttl.as_deref())?;
+    let budget = req.syn_budget.unwrap_or(Protection::DEFAULT_SYN_BUDGET);
+    let p = Protection::new(ports, req.only);
+    let added = blocking(move || {
+        Ok(st
+            .lists()?
+            .protect_manual(target, p, budget, burst, ttl, &req.reason)?)
+    })
+    .await?;
+    info!(target = %target, "protected through the API");
+    Ok((StatusCode::CREATED, axum::Json(added)).into_response())
+}
+
+async fn remove_protect(State(st): State<ApiState>, UrlPath(addr): UrlPath<String>) -> ApiResult {
+    let addr = crate::addr::parse_host(&addr).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    remove(
+        st,
+        crate::addr::host_net(addr).to_string(),
+        ListKind::Protect,
+    )
+    .await
 }
 
 /// One login event as a service reports it (astra-bruteforce-detector's `/ingest` fields).
@@ -913,7 +973,31 @@ pub fn openapi() -> Value {
             "responses": {"204": {"description": "removed"}, "400": err.clone(), "401": err.clone(), "404": err.clone()}
         }})
     };
-    json!({
+    // Added apart: one json! of every path is past serde_json's macro recursion limit.
+    let protect_ops = json!({
+        "get": list_ops("protect list", true, false)["get"].clone(),
+        "post": {
+            "summary": "Protect a target, this host's or a server behind it (in force in the kernel when this returns)",
+            "security": [{"bearer": []}],
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["target"], "additionalProperties": false, "properties": {
+                    "target": {"type": "string", "maxLength": 128, "description": "an address with the ports whose new SYNs meet the budget (every port when none): 198.18.0.2:80,443 or [2001:db8::1]:443"},
+                    "syn_budget": {"type": "integer", "minimum": 1, "maximum": Protection::MAX_SYN_BUDGET, "description": "new SYNs a second from sources not seen completing a handshake (default 1000)"},
+                    "burst": {"type": "string", "description": "burst above the budget as time at the budget, 20ms to 10s (default 100ms)"},
+                    "only": {"type": "string", "enum": ["syn", "reflect"], "description": "one half alone: the SYN budget, or dropping answers to requests the target never sent (default both)"},
+                    "ttl": {"type": "string", "description": "e.g. 10m, 2h; absent or 'permanent' = no expiry"},
+                    "reason": {"type": "string", "maxLength": crate::limits::REASON_CHARS}
+                }}}}},
+            "responses": {"201": json_ok("added"), "400": err.clone(), "401": err.clone()}
+        }
+    });
+    let protect_delete = json!({"delete": {
+        "summary": "Remove a protection",
+        "security": [{"bearer": []}],
+        "parameters": [{"name": "addr", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the protected address"}],
+        "responses": {"204": {"description": "removed"}, "400": err.clone(), "401": err.clone(), "404": err.clone()}
+    }});
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Astra agent API", "version": env!("CARGO_PKG_VERSION")},
         "components": {
@@ -966,7 +1050,10 @@ pub fn openapi() -> Value {
                 "responses": {"202": json_ok("{accepted, login_failed}"), "400": err.clone(), "401": err.clone(), "503": err.clone()}
             }}
         }
-    })
+    });
+    doc["paths"]["/api/v1/protect"] = protect_ops;
+    doc["paths"]["/api/v1/protect/{addr}"] = protect_delete;
+    doc
 }
 
 #[cfg(test)]

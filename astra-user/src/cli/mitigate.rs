@@ -9,10 +9,10 @@ use ipnet::IpNet;
 
 use super::lists::{report_added, report_change};
 use crate::{
-    addr::{AddrError, RateLimit, parse_burst, parse_net, parse_rate, parse_ttl},
+    addr::{RateLimit, parse_burst, parse_host, parse_net, parse_rate, parse_target, parse_ttl},
     error::{Error, Result},
     lists::{Enforcement, Lists},
-    store::{EntrySource, ListKind, Protection, Rate},
+    store::{Half, ListKind, Protection, Rate},
 };
 
 #[derive(Args, Debug)]
@@ -70,7 +70,7 @@ pub struct ProtectArgs {
     pub target: (IpAddr, Vec<u16>),
     /// New SYNs a second accepted from sources not known to complete handshakes.
     #[arg(long, value_name = "N", default_value_t = Protection::DEFAULT_SYN_BUDGET,
-          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+          value_parser = clap::value_parser!(u64).range(1..=Protection::MAX_SYN_BUDGET))]
     pub syn_budget: u64,
     /// How far a burst of new SYNs may go above the budget, as time at the budget.
     #[arg(long, value_parser = parse_burst, value_name = "DUR", default_value = "100ms")]
@@ -90,58 +90,13 @@ pub enum OnlyArg {
     Reflect,
 }
 
-/// `ADDR`, `ADDR:PORT,PORT`, `[V6]` or `[V6]:PORT,PORT`.
-fn parse_target(s: &str) -> std::result::Result<(IpAddr, Vec<u16>), AddrError> {
-    let (addr, ports) =
-        if let Some(rest) = s.strip_prefix('[') {
-            let (a, tail) = rest
-                .split_once(']')
-                .ok_or_else(|| AddrError::Invalid(format!("{s}: '[' without ']'")))?;
-            match tail {
-                "" => (a, None),
-                t => (
-                    a,
-                    Some(t.strip_prefix(':').ok_or_else(|| {
-                        AddrError::Invalid(format!("{s}: expected ':' after ']'"))
-                    })?),
-                ),
-            }
-        } else if s.matches(':').count() == 1 {
-            let (a, p) = s.split_once(':').expect("one colon");
-            (a, Some(p))
-        } else {
-            (s, None)
-        };
-    let addr = parse_host(addr)?;
-    let mut list = Vec::new();
-    for p in ports.into_iter().flat_map(|p| p.split(',')) {
-        let port = p
-            .parse::<u16>()
-            .ok()
-            .filter(|&v| v != 0)
-            .ok_or_else(|| AddrError::Invalid(format!("{s}: '{p}' is not a port (1-65535)")))?;
-        if !list.contains(&port) {
-            list.push(port);
+impl OnlyArg {
+    fn half(self) -> Half {
+        match self {
+            OnlyArg::Syn => Half::Syn,
+            OnlyArg::Reflect => Half::Reflect,
         }
     }
-    if list.len() > Protection::MAX_PORTS {
-        return Err(AddrError::Invalid(format!(
-            "{s}: at most {} ports",
-            Protection::MAX_PORTS
-        )));
-    }
-    Ok((addr, list))
-}
-
-/// An address, refusing a prefix with a message that says why (`parse_net` takes both).
-fn parse_host(s: &str) -> std::result::Result<IpAddr, AddrError> {
-    let net = parse_net(s)?;
-    if net.prefix_len() != net.max_prefix_len() {
-        return Err(AddrError::Invalid(format!(
-            "{net}: takes a single address, not a prefix"
-        )));
-    }
-    Ok(net.addr())
 }
 
 /// `astra throttle NET --rate R`.
@@ -172,30 +127,16 @@ pub fn quarantine(pin_dir: &Path, state_dir: &Path, a: QuarantineArgs) -> Result
 pub fn protect(pin_dir: &Path, state_dir: &Path, a: ProtectArgs) -> Result<()> {
     let ttl = a.entry.checked()?;
     let (target, ports) = a.target;
-    let p = Protection {
-        ports,
-        syn: !matches!(a.only, Some(OnlyArg::Reflect)),
-        reflect: !matches!(a.only, Some(OnlyArg::Syn)),
-    };
-    let budget = Rate {
-        pps: a.syn_budget,
-        bps: 0,
-        burst_ms: a.burst.as_millis() as u64,
-    };
+    let p = Protection::new(ports, a.only.map(OnlyArg::half));
     let mut lists = Lists::open(state_dir, pin_dir)?;
-    let (entry, enforcement) = lists.add_protect(
+    let added = lists.protect_manual(
         target,
+        p.clone(),
+        a.syn_budget,
+        a.burst,
         ttl,
         &a.entry.reason,
-        EntrySource::Manual,
-        budget,
-        p.clone(),
     )?;
-    let added = crate::lists::Added {
-        entry,
-        in_kernel: enforcement == Enforcement::InKernel,
-        allowlisted_by: None,
-    };
     report_added(a.entry.json, "protected", &added)?;
     if !a.entry.json {
         println!(
@@ -229,44 +170,4 @@ pub fn remove(
         _ => "unthrottled",
     };
     report_change(json, action, &net, None, &Enforcement::InKernel, None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets_parse_with_and_without_ports() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            parse_target("198.18.0.2").unwrap(),
-            (ip("198.18.0.2"), vec![])
-        );
-        assert_eq!(
-            parse_target("198.18.0.2:80,443,80").unwrap(),
-            (ip("198.18.0.2"), vec![80, 443])
-        );
-        assert_eq!(
-            parse_target("2001:db8::1").unwrap(),
-            (ip("2001:db8::1"), vec![])
-        );
-        assert_eq!(
-            parse_target("[2001:db8::1]:443").unwrap(),
-            (ip("2001:db8::1"), vec![443])
-        );
-        assert_eq!(
-            parse_target("[2001:db8::1]").unwrap(),
-            (ip("2001:db8::1"), vec![])
-        );
-        for bad in [
-            "198.18.0.2:0",
-            "198.18.0.2:http",
-            "198.18.0.0/24",
-            "[2001:db8::1",
-            "[2001:db8::1]443",
-            "198.18.0.2:1,2,3,4,5,6,7,8,9",
-        ] {
-            assert!(parse_target(bad).is_err(), "{bad}");
-        }
-    }
 }

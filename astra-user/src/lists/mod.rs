@@ -668,6 +668,38 @@ impl Lists {
         self.add_entry(entry)
     }
 
+    /// A protection made by hand (`astra protect`, `POST /api/v1/protect`): `syn_budget` new
+    /// SYNs a second from strangers, bursting `burst` (as time at the budget) above it.
+    pub fn protect_manual(
+        &mut self,
+        target: IpAddr,
+        p: Protection,
+        syn_budget: u64,
+        burst: Duration,
+        ttl: Option<Duration>,
+        reason: &str,
+    ) -> Result<Added> {
+        if !(1..=Protection::MAX_SYN_BUDGET).contains(&syn_budget) {
+            return Err(Error::Usage(format!(
+                "syn budget {syn_budget}: between 1 and {} new SYNs a second",
+                Protection::MAX_SYN_BUDGET
+            )));
+        }
+        crate::limits::check_reason(reason)?;
+        let budget = Rate {
+            pps: syn_budget,
+            bps: 0,
+            burst_ms: burst.as_millis() as u64,
+        };
+        let (entry, enforcement) =
+            self.add_protect(target, ttl, reason, EntrySource::Manual, budget, p)?;
+        Ok(Added {
+            entry,
+            in_kernel: enforcement == Enforcement::InKernel,
+            allowlisted_by: None,
+        })
+    }
+
     /// Marks `sources` as known to complete handshakes for `ttl`, so protected targets admit
     /// their new SYNs before the budget. Bounded by the kernel map: once it is full, new ones
     /// are left out (those known stay). Returns how many were written.

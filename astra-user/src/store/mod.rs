@@ -252,6 +252,16 @@ impl fmt::Display for Rate {
     }
 }
 
+/// One half of a protection, to turn on alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Half {
+    /// The budget of new SYNs from strangers.
+    Syn,
+    /// Dropping answers to requests the target never sent.
+    Reflect,
+}
+
 /// What a protected target's entry turns on. Its budget of new SYNs a second from sources not
 /// known to complete handshakes is the entry's [`Rate`] (`pps`, with its burst).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -266,9 +276,21 @@ pub struct Protection {
 
 impl Protection {
     /// Ports one entry can name (the kernel entry's array).
-    pub const MAX_PORTS: usize = 8;
+    pub const MAX_PORTS: usize = astra_common::PROTECT_PORTS;
     /// The budget when none is given: new SYNs a second from strangers.
     pub const DEFAULT_SYN_BUDGET: u64 = 1000;
+    /// The largest budget one can give: past this, the budget limits nothing a veth or NIC
+    /// delivers.
+    pub const MAX_SYN_BUDGET: u64 = 100_000_000;
+
+    /// Both halves on, or only `only`.
+    pub fn new(ports: Vec<u16>, only: Option<Half>) -> Self {
+        Self {
+            ports,
+            syn: only != Some(Half::Reflect),
+            reflect: only != Some(Half::Syn),
+        }
+    }
 
     /// The kernel's `astra_common::protect` bits.
     pub fn flags(&self) -> u32 {

@@ -144,8 +144,13 @@ impl Lab {
     /// Sends `n` datagrams from `src` in A to a receiver in B listening on `dst`, and
     /// returns how many arrived: the end-to-end check that a packet passed or was dropped.
     pub fn deliver(&self, src: &str, dst: &str, n: usize) -> usize {
+        self.deliver_from(src, dst, 0, n)
+    }
+
+    /// [`Lab::deliver`] from source port `sport` (0: an ephemeral one).
+    pub fn deliver_from(&self, src: &str, dst: &str, sport: u16, n: usize) -> usize {
         let (port, receiver) = Self::receive(&self.ns_b, dst);
-        self.send_udp(src, dst, 0, port, n);
+        self.send_udp(src, dst, sport, port, n);
         receiver.join().expect("receiver")
     }
 

@@ -1191,7 +1191,7 @@ fn a_followed_zeek_conn_log_is_judged_like_traffic() {
 }
 
 #[test]
-fn throttle_and_quarantine_through_the_api_hold_real_traffic() {
+fn throttle_quarantine_and_protect_through_the_api_hold_real_traffic() {
     if !crate::kit::privileged() {
         return;
     }
@@ -1291,4 +1291,49 @@ fn throttle_and_quarantine_through_the_api_hold_real_traffic() {
     assert_eq!(lab.deliver_back(&b, &a, 20), 20);
     let status = json(&agent.api("GET", "/api/v1/status", None, None).1);
     assert_eq!(status["tiers"], serde_json::json!([]));
+
+    // Protected: answers from a reflection port that B never asked for are dropped.
+    for (body, needle) in [
+        (
+            r#"{"target": "198.18.0.0/24"}"#.to_owned(),
+            "single address",
+        ),
+        (format!(r#"{{"target": "{b}:0"}}"#), "not a port"),
+        (
+            format!(r#"{{"target": "{b}", "syn_budget": 0}}"#),
+            "syn budget",
+        ),
+        (
+            format!(r#"{{"target": "{b}", "only": "both"}}"#),
+            "unknown variant",
+        ),
+        (format!(r#"{{"target": "{b}", "burst": "1h"}}"#), "burst"),
+        (format!(r#"{{"net": "{b}"}}"#), "unknown field"),
+    ] {
+        let (code, resp) = post("/api/v1/protect", &body);
+        assert_eq!(code, 400, "{body}: {resp}");
+        assert!(resp.contains(needle), "{body}: {resp}");
+    }
+    let list = agent.api("GET", "/api/v1/protect", None, None).1;
+    assert!(!list.contains(&b), "{list}");
+    let (code, resp) = post(
+        "/api/v1/protect",
+        &format!(r#"{{"target": "{b}:80", "only": "reflect", "ttl": "10m", "reason": "dns"}}"#),
+    );
+    assert_eq!(code, 201, "{resp}");
+    assert_eq!(json(&resp)["in_kernel"], true);
+    assert_eq!(lab.deliver_from(&a, &b, 53, 20), 0);
+    // Not from a reflection port: nothing to do with the protection.
+    assert_eq!(lab.deliver(&a, &b, 20), 20);
+    let list = json(&agent.api("GET", "/api/v1/protect", None, None).1);
+    let row = &list["entries"][0];
+    assert_eq!(row["protect"]["ports"], serde_json::json!([80]));
+    assert_eq!(row["protect"]["syn"], false);
+    assert_eq!(row["dropped"], 20, "{row}");
+    let status = json(&agent.api("GET", "/api/v1/status", None, None).1);
+    assert_eq!(status["tiers"], serde_json::json!(["protect"]));
+    let path = format!("/api/v1/protect/{b}");
+    assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 204);
+    assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 404);
+    assert_eq!(lab.deliver_from(&a, &b, 53, 20), 20);
 }

@@ -63,6 +63,9 @@ pub const FLOOR_PROGRAM: &str = "astra_floor";
 /// An XDP program that sends every frame back out (XDP_TX): run with BPF_PROG_TEST_RUN's live
 /// frames mode it is the benchmarks' packet generator.
 pub const GEN_PROGRAM: &str = "astra_gen";
+/// [`GEN_PROGRAM`] for a TCP SYN over IPv4 without options (a 54-byte frame), each sent from a
+/// random source in 198.18.128.0/17 and port: the SYN-flood bench's spoofed flood.
+pub const GEN_SYN_PROGRAM: &str = "astra_gen_syn";
 /// An XDP program the loader runs once to line the dataplane's clock up with
 /// CLOCK_MONOTONIC_COARSE.
 pub const CLOCK_PROGRAM: &str = "astra_clock";

@@ -92,6 +92,11 @@ impl BenchPrograms {
         self.program(astra_common::GEN_PROGRAM)
     }
 
+    /// The XDP_TX program that forges a new source for every SYN it sends.
+    pub fn syn_generator(&mut self) -> Result<&mut Xdp> {
+        self.program(astra_common::GEN_SYN_PROGRAM)
+    }
+
     /// The drop-everything program that measures a flood's ceiling.
     pub fn drop_all(&mut self) -> Result<&mut Xdp> {
         self.program(astra_common::DROP_ALL_PROGRAM)

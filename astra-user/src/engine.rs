@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::{
     clock::now_unix,
     detect::{
-        Alert, ExfilBaselines, RuleConfig, anomaly_alert,
+        Alert, AttackType, ExfilBaselines, RuleConfig, anomaly_alert,
         model::{Learner, ModelConfig, ModelStatus},
         source_rules, target_rules,
     },
@@ -204,6 +204,8 @@ pub struct Engine {
     /// Sources written to the kernel's known-source map, and when (ms): rewritten once half
     /// their time has passed.
     known: std::collections::HashMap<IpAddr, u64>,
+    /// The targets under protection at the last pass.
+    protect_targets: Vec<IpAddr>,
 }
 
 /// How long a source that completed a handshake stays known to protected targets.
@@ -221,6 +223,7 @@ impl Engine {
             odd_streak: std::collections::HashMap::new(),
             protecting: std::collections::HashMap::new(),
             known: std::collections::HashMap::new(),
+            protect_targets: Vec::new(),
             incidents_dir: state_dir.join("incidents"),
             tracker: Tracker::new(cfg.features.to_config()),
             policy: Policy::new(cfg.policy.clone()),
@@ -304,6 +307,7 @@ impl Engine {
             self.protecting.entry(e.net.addr()).or_insert(u64::MAX);
         }
         let targets: Vec<IpAddr> = entries.iter().map(|e| e.net.addr()).collect();
+        self.protect_targets.clone_from(&targets);
         if targets.is_empty() {
             self.known.clear();
             return Ok(());
@@ -453,6 +457,19 @@ impl Engine {
                 ),
                 None => (0, false),
             };
+            if let Some(src) = a.source
+                && unanswered_client(&a, &self.known, &self.protect_targets)
+            {
+                // Flagged at most: the flood left its SYNs unanswered (a full SYN queue drops
+                // everyone's), and its retries are what looked like a flood.
+                a.confidence = a
+                    .confidence
+                    .min(self.cfg.policy.block_confidence - 0.01)
+                    .max(0.0);
+                a.evidence.notes.push(format!(
+                    "{src} completed handshakes with the protected target before: its SYNs went unanswered in the flood, so it is not blocked for them"
+                ));
+            }
             let decision = self
                 .policy
                 .decide(&mut a, now_ms, &self.protected, offenses, blocked);
@@ -614,6 +631,28 @@ impl Engine {
 }
 
 /// The source's conversations toward its first target, largest first.
+/// Whether `a` blames a client for SYNs a protected target left unanswered: a `syn_flood`
+/// alert on half-open connections alone, from a source known to complete handshakes (see
+/// [`Engine::learn_known`]), toward protected targets only. Under a spoofed flood a target's
+/// full SYN queue drops its own clients' SYNs too, and a busy client (an office behind one
+/// NAT address) retrying a hundred connections crossed the rule and was blocked. A known
+/// source flooding fast still meets the rate rules (`spike_pps`).
+fn unanswered_client(
+    a: &Alert,
+    known: &std::collections::HashMap<IpAddr, u64>,
+    protect_targets: &[IpAddr],
+) -> bool {
+    a.attack_type == AttackType::SynFlood
+        && a.source.is_some_and(|s| known.contains_key(&s))
+        && !a.targets.is_empty()
+        && a.targets.iter().all(|t| protect_targets.contains(t))
+        && !a.evidence.thresholds.is_empty()
+        && a.evidence
+            .thresholds
+            .iter()
+            .all(|c| c.name == "half_open_to_one_destination")
+}
+
 fn evidence_flows(tracker: &Tracker, live: &dyn Conversations, a: &Alert) -> Vec<BiFlow> {
     tracker.flows_matching(live, a.source, a.targets.first().copied(), 20)
 }
@@ -703,6 +742,43 @@ mod tests {
         assert!(stats.alerts >= 1, "the scan raised no alert");
         assert_eq!(engine.model_status().rows_collected, 3);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_known_client_of_a_protected_target_is_not_blamed_for_unanswered_syns() {
+        use crate::detect::{Crossed, Evidence};
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let (client, target) = (ip("198.18.1.2"), ip("198.18.1.1"));
+        let mut a = Alert {
+            id: String::new(),
+            timestamp_ms: 0,
+            attack_type: AttackType::SynFlood,
+            severity: crate::detect::Severity::High,
+            confidence: 0.95,
+            risk_score: 8,
+            source: Some(client),
+            targets: vec![target],
+            target_ports: vec![80],
+            rule: String::new(),
+            evidence: Evidence {
+                thresholds: vec![Crossed::new(
+                    "half_open_to_one_destination",
+                    100.0,
+                    100.0,
+                    10,
+                )],
+                ..Default::default()
+            },
+            action: crate::detect::Action::Recorded,
+            recommended: vec![],
+        };
+        let known = std::collections::HashMap::from([(client, 0)]);
+        assert!(unanswered_client(&a, &known, &[target]));
+        // Not known, not protected, or flooding fast: blamed as before.
+        assert!(!unanswered_client(&a, &Default::default(), &[target]));
+        assert!(!unanswered_client(&a, &known, &[]));
+        a.evidence.thresholds[0].name = "pps".into();
+        assert!(!unanswered_client(&a, &known, &[target]));
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! `astra bench`: side-by-side measurements, each against its floor or the tool users would
 //! otherwise pick, in one run. Results are medians over repeated runs; nothing here asserts a
 //! speed (that is for people to read, in the table and the JSON). One file per group (`xdp`,
-//! `live`, `poll`, `forest`, `latency`, `synflood`, `replay`); `programs.rs` has the bench's own eBPF programs and
+//! `live`, `poll`, `forest`, `latency`, `synflood`,
+//! `reflection`, `replay`); `programs.rs` has the bench's own eBPF programs and
 //! the BPF_PROG_TEST_RUN plumbing they share.
 pub mod forest;
 pub mod latency;
 pub mod live;
 pub mod poll;
 pub mod programs;
+pub mod reflection;
 pub mod replay;
 pub mod synflood;
 pub mod xdp;
@@ -103,7 +105,7 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
     let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
     let mut out = Vec::new();
     let mut failed = Vec::new();
-    let steps: [(&str, Group); 8] = [
+    let steps: [(&str, Group); 9] = [
         ("xdp", xdp::xdp_costs),
         ("live", live::live_drop),
         ("poll", poll::agent_polls),
@@ -111,6 +113,7 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
         ("forest", forest::forest),
         ("latency", latency::detection_latency),
         ("synflood", synflood::syn_flood),
+        ("reflection", reflection::reflection),
         ("replay", replay::replay_rate),
     ];
     if let Some(bad) = only.iter().find(|o| !steps.iter().any(|(k, _)| k == o)) {

@@ -285,6 +285,19 @@ pub fn udp_flood(
     })
 }
 
+/// `count` answers nobody asked for: UDP datagrams of `size` payload bytes from port 53 of
+/// random spoofed sources to random ports of `to`, as a DNS reflection flood reaches its
+/// victim.
+pub fn reflection_flood(ns: &Netns, to: Ipv4Addr, count: u64, size: usize) -> Result<u64> {
+    let payload = vec![0u8; size];
+    raw_flood(ns, to, count, 53, move |r, buf| {
+        PacketBuilder::ipv4(spoofed(r).octets(), to.octets(), 64)
+            .udp(53, 1024 + (r >> 24) as u16 % 60_000)
+            .write(buf, &payload)
+            .map_err(built)
+    })
+}
+
 /// `count` ICMP echo requests from `from` to `to`.
 pub fn icmp_flood(ns: &Netns, from: Ipv4Addr, to: Ipv4Addr, count: u64) -> Result<u64> {
     raw_flood(ns, to, count, 1, move |r, buf| {

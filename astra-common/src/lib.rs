@@ -8,7 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 
 /// Version of the pinned map layout. The agent refuses to reuse pins carrying another version.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// Written into [`Meta::magic`] so that a foreign map that happens to be called `ASTRA_META`
 /// is never mistaken for ours.
 pub const META_MAGIC: u64 = u64::from_be_bytes(*b"ASTRAMAP");
@@ -134,7 +134,9 @@ pub mod action {
     /// To a protected target from a reflection port, or a SYN-ACK, answering nothing the
     /// target sent.
     pub const DROP_REFLECTED: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// A stranger's new SYN to a protected target answered from XDP with a SYN cookie.
+    pub const SYN_COOKIE: u32 = 17;
+    pub const COUNT: u32 = 18;
 }
 
 /// Flow direction as seen by the hook that counted it.
@@ -312,7 +314,13 @@ pub mod protect {
     pub const SYN: u32 = 1;
     /// Drop answers to requests the target never sent.
     pub const REFLECT: u32 = 2;
-    /// Both.
+    /// With [`SYN`]: answer strangers' new SYNs from XDP with a SYN-ACK carrying a SYN cookie
+    /// (the kernel's own, `bpf_tcp_raw_gen_syncookie_ipv4`) instead of holding them to the
+    /// budget. The handshake's last ACK goes up to the kernel, where nftables' SYNPROXY
+    /// checks the cookie and opens the connection. IPv4 SYNs without IP options only; the
+    /// others meet the budget.
+    pub const COOKIE: u32 = 4;
+    /// The SYN budget and the reflection filter.
     pub const ALL: u32 = SYN | REFLECT;
 }
 
@@ -381,6 +389,8 @@ pub struct ProtectEntry {
     /// Unsolicited answers dropped, and their bytes.
     pub reflected: u64,
     pub reflected_bytes: u64,
+    /// New SYNs answered with a SYN cookie from XDP ([`protect::COOKIE`]).
+    pub cookies: u64,
 }
 
 impl ProtectEntry {
@@ -435,7 +445,7 @@ const _: () = {
     assert!(size_of::<FlowValue>() == 64);
     assert!(size_of::<ListEntry>() == 32);
     assert!(size_of::<ThrottleEntry>() == 88);
-    assert!(size_of::<ProtectEntry>() == 136);
+    assert!(size_of::<ProtectEntry>() == 144);
     assert!(size_of::<Counter>() == 16);
     assert!(size_of::<Meta>() == 24);
     assert!(size_of::<LpmKey<4>>() == 8);

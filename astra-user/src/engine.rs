@@ -355,7 +355,8 @@ impl Engine {
                 self.protecting.remove(&target);
                 continue;
             };
-            let drops = k.budget.dropped + k.reflected;
+            // What it turned away: over the budget, unsolicited, or answered with a cookie.
+            let drops = k.budget.dropped + k.reflected + k.cookies;
             let before = self.protecting[&target];
             if before != u64::MAX && drops > before && e.source == EntrySource::Auto {
                 let (Some(budget), Some(p)) = (e.rate, e.protect) else {
@@ -510,6 +511,7 @@ impl Engine {
                         ports,
                         syn: true,
                         reflect: true,
+                        cookies: self.cfg.policy.protect_syn_cookies,
                     };
                     lists.add_protect(source, Some(ttl), &reason, EntrySource::Auto, budget, p)?;
                     self.protecting.insert(source, 0);

@@ -65,6 +65,9 @@ pub struct PolicyConfig {
     /// New SYNs a second a protected target accepts from sources not known to complete
     /// handshakes.
     pub protect_syn_budget: u64,
+    /// Answer strangers' new SYNs to an automatically protected target with SYN cookies from
+    /// XDP instead of the budget (needs nftables, whose SYNPROXY completes the handshakes).
+    pub protect_syn_cookies: bool,
 }
 
 impl Default for PolicyConfig {
@@ -85,6 +88,7 @@ impl Default for PolicyConfig {
             protect_targets: true,
             protect_ttl: Duration::from_secs(300),
             protect_syn_budget: crate::store::Protection::DEFAULT_SYN_BUDGET,
+            protect_syn_cookies: false,
         }
     }
 }

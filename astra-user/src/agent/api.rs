@@ -705,6 +705,9 @@ struct ProtectRequest {
     burst: Option<String>,
     /// One half alone: "syn" or "reflect" (default both).
     only: Option<Half>,
+    /// Answer strangers' new SYNs with SYN cookies from XDP (see `astra protect --syn-cookies`).
+    #[serde(default)]
+    syn_cookies: bool,
     ttl: Option<String>,
     #[serde(default)]
     reason: String,
@@ -722,7 +725,7 @@ async fn add_protect(State(st): State<ApiState>, body: Bytes) -> ApiResult {
     };
     let ttl = request_ttl(req.ttl.as_deref())?;
     let budget = req.syn_budget.unwrap_or(Protection::DEFAULT_SYN_BUDGET);
-    let p = Protection::new(ports, req.only);
+    let p = Protection::new(ports, req.only).with_cookies(req.syn_cookies);
     let added = blocking(move || {
         Ok(st
             .lists()?

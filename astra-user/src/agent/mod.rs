@@ -66,6 +66,11 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let maps = PinnedMaps::open(&cfg.pin_dir)?
         .ok_or_else(|| Error::Layout("maps were not pinned after loading".into()))?;
     let mut lists = Lists::from_parts(store.clone(), Some(maps));
+    if cfg.detect.policy.protect_syn_cookies {
+        // conntrack tracks connections from now on, so those opened before a protection
+        // with SYN cookies starts survive it.
+        lists.track_for_synproxy()?;
+    }
     // Blocks are in the maps before the first packet is seen.
     let restored = lists.restore()?;
     info!(

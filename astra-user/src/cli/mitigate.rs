@@ -78,6 +78,10 @@ pub struct ProtectArgs {
     /// Only one of the two protections (default: both).
     #[arg(long, value_enum)]
     pub only: Option<OnlyArg>,
+    /// Answer strangers' new SYNs with SYN cookies from XDP instead of holding them to the
+    /// budget (IPv4; needs nftables, whose SYNPROXY completes the handshakes).
+    #[arg(long)]
+    pub syn_cookies: bool,
     #[command(flatten)]
     pub entry: EntryArgs,
 }
@@ -127,7 +131,7 @@ pub fn quarantine(pin_dir: &Path, state_dir: &Path, a: QuarantineArgs) -> Result
 pub fn protect(pin_dir: &Path, state_dir: &Path, a: ProtectArgs) -> Result<()> {
     let ttl = a.entry.checked()?;
     let (target, ports) = a.target;
-    let p = Protection::new(ports, a.only.map(OnlyArg::half));
+    let p = Protection::new(ports, a.only.map(OnlyArg::half)).with_cookies(a.syn_cookies);
     let mut lists = Lists::open(state_dir, pin_dir)?;
     let added = lists.protect_manual(
         target,
@@ -139,10 +143,14 @@ pub fn protect(pin_dir: &Path, state_dir: &Path, a: ProtectArgs) -> Result<()> {
     )?;
     report_added(a.entry.json, "protected", &added)?;
     if !a.entry.json {
-        println!(
-            "{p}; new SYNs from sources not seen completing a handshake: {} a second",
-            a.syn_budget
-        );
+        if p.cookies {
+            println!("{p}; strangers' new SYNs are answered from XDP, SYNPROXY completes them");
+        } else {
+            println!(
+                "{p}; new SYNs from sources not seen completing a handshake: {} a second",
+                a.syn_budget
+            );
+        }
     }
     Ok(())
 }

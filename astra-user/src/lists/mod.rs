@@ -3,6 +3,7 @@
 //! returns).
 
 pub mod feeds;
+pub mod synproxy;
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -112,6 +113,7 @@ fn protect_value(
         known_syns: old.known_syns,
         reflected: old.reflected,
         reflected_bytes: old.reflected_bytes,
+        cookies: old.cookies,
     }
 }
 
@@ -566,17 +568,28 @@ pub struct Added {
 pub struct Lists {
     store: Store,
     maps: Option<PinnedMaps>,
+    /// Keep conntrack tracking when no protection uses SYN cookies (see
+    /// [`Lists::track_for_synproxy`]).
+    synproxy_track: bool,
 }
 
 impl Lists {
     pub fn open(state_dir: &Path, pin_dir: &Path) -> Result<Self> {
         let store = Store::open(state_dir)?;
         let maps = PinnedMaps::open(pin_dir)?;
-        Ok(Self { store, maps })
+        Ok(Self {
+            store,
+            maps,
+            synproxy_track: false,
+        })
     }
 
     pub fn from_parts(store: Store, maps: Option<PinnedMaps>) -> Self {
-        Self { store, maps }
+        Self {
+            store,
+            maps,
+            synproxy_track: false,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -629,9 +642,74 @@ impl Lists {
 
     /// Stores `entry`, then writes it into the kernel.
     fn add_entry(&mut self, entry: StoredEntry) -> Result<(StoredEntry, Enforcement)> {
+        let before = match entry.kind {
+            ListKind::Protect => self.store.get(entry.kind, &entry.net)?,
+            _ => None,
+        };
+        let cookie_ports = |e: Option<&StoredEntry>| {
+            e.and_then(|e| e.protect.clone())
+                .filter(|p| p.cookies)
+                .map(|p| p.ports)
+        };
+        let (was, now) = (cookie_ports(before.as_ref()), cookie_ports(Some(&entry)));
+        // The handshakes the cookies start need SYNPROXY in place first (an extension of
+        // the same protection changes nothing there).
+        if let Some(ports) = now.as_ref().filter(|p| Some(*p) != was.as_ref())
+            && self.maps.is_some()
+        {
+            let mut targets = self.synproxy_targets()?;
+            targets.retain(|(a, _)| *a != entry.net.addr());
+            targets.push((entry.net.addr(), ports.clone()));
+            synproxy::apply(&targets, self.synproxy_track)?;
+        }
         self.store.upsert(&entry)?;
+        if let (Some(e), None) = (&before, &now) {
+            // A protection with cookies replaced by one without.
+            self.resync_synproxy(&[e])?;
+        }
         let enforcement = self.apply(&entry, now_unix(), mono_now_ns())?;
         Ok((entry, enforcement))
+    }
+
+    /// The live protections that answer with SYN cookies: their targets and ports.
+    fn synproxy_targets(&self) -> Result<Vec<(IpAddr, Vec<u16>)>> {
+        let now = now_unix();
+        Ok(self
+            .store
+            .list(Some(ListKind::Protect))?
+            .into_iter()
+            .filter(|e| !e.is_expired(now))
+            .filter_map(|e| {
+                let p = e.protect.filter(|p| p.cookies)?;
+                Some((e.net.addr(), p.ports))
+            })
+            .collect())
+    }
+
+    /// Brings nftables' SYNPROXY table in line with the stored protections after one that
+    /// used cookies left (removed, expired, or replaced by one without them). Only where the
+    /// kernel is enforced (not for a store alone).
+    fn resync_synproxy(&self, changed: &[&StoredEntry]) -> Result<()> {
+        if self.maps.is_none()
+            || !changed
+                .iter()
+                .any(|e| e.protect.as_ref().is_some_and(|p| p.cookies))
+        {
+            return Ok(());
+        }
+        synproxy::apply(&self.synproxy_targets()?, self.synproxy_track)?;
+        Ok(())
+    }
+
+    /// Has conntrack track connections from now on, ahead of any protection with SYN cookies
+    /// (the agent, when `policy.protect_syn_cookies` is set; see [`synproxy`]), and keeps it
+    /// on while this `Lists` changes protections.
+    pub fn track_for_synproxy(&mut self) -> Result<()> {
+        self.synproxy_track = true;
+        if self.maps.is_some() {
+            synproxy::apply(&self.synproxy_targets()?, true)?;
+        }
+        Ok(())
     }
 
     /// Protects `target` (an exact address) with `p`, its budget of new SYNs a second from
@@ -883,7 +961,14 @@ impl Lists {
 
     /// Removes an entry from store and kernel; `false` if neither had it.
     pub fn remove(&mut self, kind: ListKind, net: &IpNet) -> Result<bool> {
+        let before = match kind {
+            ListKind::Protect => self.store.get(kind, net)?,
+            _ => None,
+        };
         let in_store = self.store.remove(kind, net)?;
+        if let Some(e) = &before {
+            self.resync_synproxy(&[e])?;
+        }
         let in_kernel = self
             .maps
             .as_mut()
@@ -1007,9 +1092,15 @@ impl Lists {
             .into_iter()
             .filter(|e| !e.is_expired(now))
             .collect();
-        let Some(maps) = self.maps.as_mut() else {
+        if self.maps.is_none() {
             return Ok(0);
-        };
+        }
+        let cookies: Vec<&StoredEntry> = live
+            .iter()
+            .filter(|e| e.protect.as_ref().is_some_and(|p| p.cookies))
+            .collect();
+        self.resync_synproxy(&cookies)?;
+        let maps = self.maps.as_mut().expect("checked above");
         kernel_insert_many(maps, &live, now, mono_now_ns())?;
         Ok(live.len())
     }
@@ -1053,6 +1144,7 @@ impl Lists {
     /// query), so the agent runs it every poll.
     pub fn sweep_store(&mut self) -> Result<Vec<StoredEntry>> {
         let expired = self.store.take_expired(now_unix())?;
+        self.resync_synproxy(&expired.iter().collect::<Vec<_>>())?;
         if let Some(maps) = self.maps.as_mut() {
             for e in &expired {
                 kernel_remove(maps, e.kind, &e.net);

@@ -30,6 +30,7 @@ pub fn action_labels(a: u32) -> Option<(&'static str, &'static str)> {
         action::EGRESS_DROP_QUARANTINED => ("egress", "drop_quarantined"),
         action::DROP_SYN_BUDGET => ("ingress", "drop_syn_budget"),
         action::DROP_REFLECTED => ("ingress", "drop_reflected"),
+        action::SYN_COOKIE => ("ingress", "syn_cookie"),
         _ => return None,
     })
 }

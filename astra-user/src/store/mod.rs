@@ -272,6 +272,10 @@ pub struct Protection {
     pub syn: bool,
     /// Drop answers (from reflection ports, SYN-ACKs) to requests the target never sent.
     pub reflect: bool,
+    /// With `syn`: answer strangers' new SYNs with SYN cookies from XDP instead of the budget,
+    /// nftables' SYNPROXY completing the handshakes (see [`crate::lists::synproxy`]).
+    #[serde(default)]
+    pub cookies: bool,
 }
 
 impl Protection {
@@ -289,13 +293,20 @@ impl Protection {
             ports,
             syn: only != Some(Half::Reflect),
             reflect: only != Some(Half::Syn),
+            cookies: false,
         }
+    }
+
+    /// The same, answering strangers' SYNs with cookies when `cookies`.
+    pub fn with_cookies(self, cookies: bool) -> Self {
+        Self { cookies, ..self }
     }
 
     /// The kernel's `astra_common::protect` bits.
     pub fn flags(&self) -> u32 {
         (u32::from(self.syn) * astra_common::protect::SYN)
             | (u32::from(self.reflect) * astra_common::protect::REFLECT)
+            | (u32::from(self.cookies) * astra_common::protect::COOKIE)
     }
 
     pub fn from_flags(flags: u32, ports: Vec<u16>) -> Self {
@@ -303,6 +314,7 @@ impl Protection {
             ports,
             syn: flags & astra_common::protect::SYN != 0,
             reflect: flags & astra_common::protect::REFLECT != 0,
+            cookies: flags & astra_common::protect::COOKIE != 0,
         }
     }
 
@@ -312,6 +324,9 @@ impl Protection {
             return Some(
                 "a protection with neither the SYN budget nor the reflection filter".into(),
             );
+        }
+        if self.cookies && !self.syn {
+            return Some("SYN cookies answer new SYNs: they need the SYN protection".into());
         }
         if self.ports.len() > Self::MAX_PORTS {
             return Some(format!("at most {} ports", Self::MAX_PORTS));
@@ -334,9 +349,11 @@ impl Protection {
 
 impl fmt::Display for Protection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match (self.syn, self.reflect) {
-            (true, true) => "SYN budget and reflection filter",
-            (true, false) => "SYN budget",
+        let what = match (self.syn, self.cookies, self.reflect) {
+            (true, false, true) => "SYN budget and reflection filter",
+            (true, false, false) => "SYN budget",
+            (true, true, true) => "SYN cookies and reflection filter",
+            (true, true, false) => "SYN cookies",
             _ => "reflection filter",
         };
         if self.ports.is_empty() {

@@ -1059,6 +1059,7 @@ fn protect_entries_keep_their_budget_and_terms() {
         ports: vec![80, 443],
         syn: true,
         reflect: false,
+        cookies: true,
     };
     let e = StoredEntry {
         rate: Some(budget),
@@ -1071,6 +1072,7 @@ fn protect_entries_keep_their_budget_and_terms() {
             ports: vec![],
             syn: true,
             reflect: true,
+            cookies: false,
         }),
         ..entry(ListKind::Protect, "2001:db8::2/128", None, 2)
     };
@@ -1104,11 +1106,23 @@ fn protect_entries_keep_their_budget_and_terms() {
             StoredEntry {
                 protect: Some(Protection {
                     syn: false,
+                    cookies: false,
                     ..p.clone()
                 }),
                 ..e.clone()
             },
             "neither",
+        ),
+        (
+            StoredEntry {
+                protect: Some(Protection {
+                    syn: false,
+                    reflect: true,
+                    ..p.clone()
+                }),
+                ..e.clone()
+            },
+            "need the SYN protection",
         ),
         (
             StoredEntry {

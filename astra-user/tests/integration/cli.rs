@@ -420,6 +420,16 @@ fn protect_input_is_checked_and_entries_round_trip_through_list() {
         "syn-budget",
     );
     assert_usage_error(&["protect", "198.18.0.2", "--only", "both"], "--only");
+    assert_usage_error(
+        &[
+            "protect",
+            "198.18.0.2",
+            "--only",
+            "reflect",
+            "--syn-cookies",
+        ],
+        "need the SYN protection",
+    );
     assert_usage_error(&["unprotect", "198.18.0.2"], "not protected");
     let (pin, state) = dirs();
     let run = |args: &[&str]| {

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::kit::{Agent, Lab, cli, cli_ok, pin_dir, state_dir};
+use crate::kit::{Agent, Lab, ScratchDir, cli, cli_ok, pin_dir, state_dir};
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
@@ -26,15 +26,23 @@ fn blocked(pin: &std::path::Path, state: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn api_serves_reads_and_guards_changes_with_the_token() {
+/// A quiet lab with the agent on B at its defaults, polled once; none without privileges.
+fn lab_with_agent() -> Option<(Lab, ScratchDir, ScratchDir, Agent)> {
     if !crate::kit::privileged() {
-        return;
+        return None;
     }
     let lab = Lab::quiet_v4();
     let (pin, state) = (pin_dir(), state_dir());
     let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
     agent.settle();
+    Some((lab, pin, state, agent))
+}
+
+#[test]
+fn api_serves_reads_and_guards_changes_with_the_token() {
+    let Some((lab, pin, state, agent)) = lab_with_agent() else {
+        return;
+    };
 
     assert_eq!(agent.api("GET", "/healthz", None, None).0, 200);
     let (code, body) = agent.api("GET", "/readyz", None, None);
@@ -192,13 +200,9 @@ fn api_serves_reads_and_guards_changes_with_the_token() {
 /// event anywhere in a batch applies none of it, and successes alone block nothing.
 #[test]
 fn reported_failed_logins_block_their_source() {
-    if !crate::kit::privileged() {
+    let Some((_lab, pin, state, agent)) = lab_with_agent() else {
         return;
-    }
-    let lab = Lab::quiet_v4();
-    let (pin, state) = (pin_dir(), state_dir());
-    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
-    agent.settle();
+    };
     let token = token(pin.path(), state.path());
     let event = |src: &str, kind: &str| {
         format!(
@@ -1192,13 +1196,9 @@ fn a_followed_zeek_conn_log_is_judged_like_traffic() {
 
 #[test]
 fn throttle_quarantine_and_protect_through_the_api_hold_real_traffic() {
-    if !crate::kit::privileged() {
+    let Some((lab, pin, state, agent)) = lab_with_agent() else {
         return;
-    }
-    let lab = Lab::quiet_v4();
-    let (pin, state) = (pin_dir(), state_dir());
-    let agent = Agent::start(&lab.ns_b, &lab.if_b, pin.path(), state.path(), &[]);
-    agent.settle();
+    };
     let token = token(pin.path(), state.path());
     let (a, b) = (lab.a_v4(), lab.b_v4());
     let post = |path: &str, body: &str| agent.api("POST", path, Some(&token), Some(body));
@@ -1336,4 +1336,99 @@ fn throttle_quarantine_and_protect_through_the_api_hold_real_traffic() {
     assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 204);
     assert_eq!(agent.api("DELETE", &path, Some(&token), None).0, 404);
     assert_eq!(lab.deliver_from(&a, &b, 53, 20), 20);
+}
+
+/// SYN cookies answered from XDP and completed by nftables' SYNPROXY: with the kernel's own
+/// cookies off, a client that never connected before (so no known source) reaches a service
+/// on the protected target, its SYN answered by XDP; `astra unprotect` takes SYNPROXY's
+/// rules away again.
+#[test]
+fn syn_cookies_from_xdp_and_synproxy_let_a_new_client_in() {
+    use std::{
+        io::{Read as _, Write as _},
+        net::{TcpListener, TcpStream},
+        process::Command,
+    };
+    let Some((lab, pin, state, agent)) = lab_with_agent() else {
+        return;
+    };
+    let b = lab.b_v4();
+    // A veth passes XDP_TX frames on only when its peer runs XDP: a pass-only program on A.
+    let if_a = lab.if_a.clone();
+    let _pass = Lab::in_ns(&lab.ns_a, move || {
+        let mut p = astra::bench::programs::BenchPrograms::load().expect("bench programs");
+        p.floor()
+            .expect("pass program")
+            .attach(&if_a, aya::programs::XdpMode::Driver)
+            .expect("attach the pass program");
+        p
+    });
+    let in_b = |args: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &lab.ns_b])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    };
+    assert!(
+        in_b(&["sysctl", "-qw", "net.ipv4.tcp_syncookies=0"])
+            .status
+            .success()
+    );
+    // An echo service on B, for one connection.
+    let port = crate::kit::free_port();
+    let listener = Lab::in_ns(&lab.ns_b, move || {
+        TcpListener::bind(("0.0.0.0", port)).expect("listen")
+    });
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).expect("read");
+        s.write_all(&buf).expect("write");
+    });
+    // The CLI enters B's network namespace only (`ip netns exec` would remount /sys, and
+    // with it the bpffs the pins are on).
+    let astra = |args: &[&str]| {
+        let netns = format!("/var/run/netns/{}", lab.ns_b);
+        let out = astra::lab::netns::command_in(&netns, crate::kit::astra_bin())
+            .expect("command in B")
+            .args(args)
+            .arg("--pin-dir")
+            .arg(pin.path())
+            .arg("--state-dir")
+            .arg(state.path())
+            .output()
+            .expect("astra");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    astra(&["protect", &format!("{b}:{port}"), "--syn-cookies"]);
+    let rules = in_b(&["nft", "list", "table", "inet", "astra_synproxy"]);
+    assert!(
+        String::from_utf8_lossy(&rules.stdout).contains("synproxy mss"),
+        "{rules:?}"
+    );
+    let to = format!("{b}:{port}").parse().unwrap();
+    let echoed = Lab::in_ns(&lab.ns_a, move || -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(b"hello")?;
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf)?;
+        Ok(buf.to_vec())
+    });
+    assert_eq!(echoed.expect("the new client's connection"), b"hello");
+    server.join().expect("server");
+    let maps = astra::dataplane::maps::PinnedMaps::open(pin.path())
+        .unwrap()
+        .unwrap();
+    let c = maps.iface_counters(lab.b_ifindex()).unwrap();
+    assert!(c[astra_common::action::SYN_COOKIE as usize].packets >= 1);
+    astra(&["unprotect", &b]);
+    let rules = in_b(&["nft", "list", "table", "inet", "astra_synproxy"]);
+    assert!(!rules.status.success(), "{rules:?}");
+    agent.stop();
 }

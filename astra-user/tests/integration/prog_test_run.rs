@@ -2381,6 +2381,93 @@ fn a_protected_target_admits_known_sources_first_then_new_syns_within_its_budget
     assert_eq!(c.passed(&syn, 50, t0 + 10_000_000_000, 0), 50);
 }
 
+/// A stranger's new SYN to a target protected with SYN cookies is answered from XDP: the
+/// frame goes back out (XDP_TX) as the SYN-ACK, addresses and ports swapped, acknowledging the
+/// SYN, with the MSS option and both checksums right, whatever options (or none) the SYN had.
+/// The cookie itself is checked end to end by SYNPROXY in the netns test.
+#[test]
+fn a_target_protected_with_cookies_answers_strangers_syns_from_xdp() {
+    use etherparse::TcpOptionElement::*;
+    if !crate::kit::privileged() {
+        return;
+    }
+    const XDP_TX: u32 = 3;
+    let mut s = Sensor::new();
+    let flags = astra_common::protect::SYN | astra_common::protect::COOKIE;
+    protect_v4(&mut s.maps, DST4, flags, 1, &[80]);
+    // As Linux sends a SYN (MSS, SACK permitted, timestamps, window scale: 40 bytes), and as a
+    // flood tool does (no options, 20).
+    let linux = build!(
+        eth()
+            .ipv4(SRC4, DST4, 64)
+            .tcp(40000, 80, 7777, 64240)
+            .syn()
+            .options(&[
+                MaximumSegmentSize(1400),
+                SelectiveAcknowledgementPermitted,
+                Timestamp(1, 0),
+                Noop,
+                WindowScale(7),
+            ])
+            .unwrap(),
+        &[]
+    );
+    let bare = build!(
+        eth().ipv4(SRC4, DST4, 64).tcp(40001, 80, 9, 64240).syn(),
+        &[]
+    );
+    for (syn, sport, seq) in [(&linux, 40000, 7777u32), (&bare, 40001, 9)] {
+        let mut out = [0u8; 256];
+        let opts = TestRunOptions {
+            data_in: Some(syn),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = s.dp.xdp().unwrap().test_run(opts).unwrap();
+        assert_eq!(r.return_value, XDP_TX);
+        let reply = &out[..r.data_size_out as usize];
+        assert_eq!(reply.len(), 14 + 20 + 24);
+        let h = PacketHeaders::from_ethernet_slice(reply).unwrap();
+        let Some(etherparse::LinkHeader::Ethernet2(e)) = &h.link else {
+            panic!("no Ethernet header: {h:?}");
+        };
+        assert_eq!((e.source, e.destination), (MAC_DST, MAC_SRC));
+        let Some(NetHeaders::Ipv4(ip, _)) = &h.net else {
+            panic!("not IPv4: {h:?}");
+        };
+        assert_eq!((ip.source, ip.destination), (DST4, SRC4));
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum());
+        assert_eq!(ip.total_len, 44);
+        let Some(TransportHeader::Tcp(t)) = &h.transport else {
+            panic!("not TCP: {h:?}");
+        };
+        assert_eq!((t.source_port, t.destination_port), (80, sport));
+        assert!(t.syn && t.ack && !t.rst && !t.fin, "{t:?}");
+        assert_eq!(t.acknowledgment_number, seq + 1);
+        assert_eq!(
+            t.checksum,
+            t.calc_checksum_ipv4_raw(ip.source, ip.destination, &[])
+                .unwrap()
+        );
+        let mss: Vec<_> = t
+            .options_iterator()
+            .filter_map(|o| match o {
+                Ok(MaximumSegmentSize(m)) => Some(m),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(mss.len(), 1, "{t:?}");
+        assert!((536..=1400).contains(&mss[0]), "{mss:?}");
+    }
+    // Two cookies, and nothing else answered: the SYN's ACKs, another port, another target.
+    assert_eq!(s.xdp(&tcp4(SRC4, DST4, 40000, 80, ACK)), XDP_PASS);
+    assert_eq!(s.xdp(&tcp4(SRC4, DST4, 40000, 22, SYN)), XDP_PASS);
+    assert_eq!(s.xdp(&tcp4(SRC4, SRC4, 40000, 80, SYN)), XDP_PASS);
+    assert_eq!(s.counters()[action::SYN_COOKIE as usize].packets, 2);
+    assert_eq!(s.maps.prot_v4.get(&DST4, 0).unwrap().cookies, 2);
+}
+
 /// Answers from reflection ports and SYN-ACKs reach a protected target only when it asked:
 /// the flow table's egress side is the record of what it sent.
 #[test]
@@ -2462,6 +2549,7 @@ fn a_stored_protection_is_enforced_listed_restored_and_removed() {
         ports: vec![80],
         syn: true,
         reflect: true,
+        cookies: false,
     };
     let target = Ipv4Addr::from(DST4).into();
     lists

@@ -34,14 +34,18 @@ enum Defence {
     /// The same with the kernel's cookies off: the budget alone, as on a host that turned
     /// them off.
     AstraOnly,
+    /// The kernel's cookies off, strangers' SYNs answered with SYN cookies from XDP
+    /// (`astra protect --syn-cookies`, nftables' SYNPROXY completing the handshakes).
+    AstraXdpCookies,
 }
 
 impl Defence {
-    const ALL: [Defence; 4] = [
+    const ALL: [Defence; 5] = [
         Defence::Nothing,
         Defence::Cookies,
         Defence::Astra,
         Defence::AstraOnly,
+        Defence::AstraXdpCookies,
     ];
 
     fn name(self) -> &'static str {
@@ -50,11 +54,15 @@ impl Defence {
             Defence::Cookies => "kernel SYN cookies alone",
             Defence::Astra => "astra protect (and kernel SYN cookies)",
             Defence::AstraOnly => "astra protect, kernel SYN cookies off",
+            Defence::AstraXdpCookies => "astra protect --syn-cookies, kernel SYN cookies off",
         }
     }
 
     fn astra(self) -> bool {
-        matches!(self, Defence::Astra | Defence::AstraOnly)
+        matches!(
+            self,
+            Defence::Astra | Defence::AstraOnly | Defence::AstraXdpCookies
+        )
     }
 }
 
@@ -137,7 +145,7 @@ fn run_once(exe: &Path, defence: Defence, run: usize) -> Result<Outcome> {
     let (target, client) = (topo.clients[0].server_addr, topo.clients[0].addr);
     let (attacker, attacker_gw) = (topo.attackers[0].addr, topo.attackers[0].server_addr);
     let cookies = match defence {
-        Defence::Nothing | Defence::AstraOnly => 0,
+        Defence::Nothing | Defence::AstraOnly | Defence::AstraXdpCookies => 0,
         Defence::Cookies | Defence::Astra => 1,
     };
     topo.server
@@ -160,7 +168,14 @@ fn run_once(exe: &Path, defence: Defence, run: usize) -> Result<Outcome> {
     ])?;
     let to = SocketAddr::new(target.into(), 80);
     if defence.astra() {
-        topo.start_agent(exe, &[])?;
+        // With XDP's cookies, conntrack must track the session before the protection starts
+        // (see lists::synproxy).
+        let track = if defence == Defence::AstraXdpCookies {
+            "policy.protect_syn_cookies=true"
+        } else {
+            "policy.protect_syn_cookies=false"
+        };
+        topo.start_agent(exe, &["--set", track])?;
     }
     // The client's usual visits before the flood, and a session it keeps open.
     let warm = topo.clients[0]
@@ -176,13 +191,18 @@ fn run_once(exe: &Path, defence: Defence, run: usize) -> Result<Outcome> {
         })?;
     let mut session = warm.map_err(|e| Error::io("the benign client before the flood", e))?;
     if defence.astra() {
-        protect(exe, &topo, &format!("{target}:80"), &[])?;
+        let cookies: &[&str] = if defence == Defence::AstraXdpCookies {
+            &["--syn-cookies"]
+        } else {
+            &[]
+        };
+        protect(exe, &topo, &format!("{target}:80"), cookies)?;
         wait_known(&topo, client)?;
     }
     // A veth takes XDP_TX frames only when its peer runs XDP: the agent's program, or else a
     // pass-only one.
     let receiver = match defence {
-        Defence::Astra | Defence::AstraOnly => None,
+        Defence::Astra | Defence::AstraOnly | Defence::AstraXdpCookies => None,
         Defence::Nothing | Defence::Cookies => {
             let iface = topo.attackers[0].server_iface.clone();
             Some(topo.server.run(move || -> Result<BenchPrograms> {
@@ -271,9 +291,12 @@ fn run_once(exe: &Path, defence: Defence, run: usize) -> Result<Outcome> {
     })
 }
 
-/// `astra protect TARGET ARGS...` on the topology's agent, as an operator would type it.
+/// `astra protect TARGET ARGS...` on the topology's agent, as an operator on the server would
+/// type it (in its namespace, where SYNPROXY's rules go).
 pub(super) fn protect(exe: &Path, topo: &Topology, target: &str, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new(exe)
+    let out = topo
+        .server
+        .command(exe)?
         .arg("protect")
         .arg(target)
         .args(args)
@@ -345,6 +368,7 @@ pub fn syn_flood(out: &mut Vec<Measurement>) -> Result<()> {
         (astra, Defence::Cookies, ">= 99%"),
         (astra, Defence::Nothing, "-"),
         (Defence::AstraOnly, Defence::Nothing, "-"),
+        (Defence::AstraXdpCookies, Defence::Nothing, ">= 99%"),
     ] {
         out.push(m(
             &format!("SYN flood: benign new connections answered, {}", d.name()),
@@ -358,6 +382,7 @@ pub fn syn_flood(out: &mut Vec<Measurement>) -> Result<()> {
         (astra, Defence::Cookies),
         (astra, Defence::Nothing),
         (Defence::AstraOnly, Defence::Nothing),
+        (Defence::AstraXdpCookies, Defence::Cookies),
     ] {
         out.push(m(
             &format!("SYN flood: benign connect + page, p99, {}", d.name()),

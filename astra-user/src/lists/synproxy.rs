@@ -80,15 +80,34 @@ pub fn script(targets: &[(IpAddr, Vec<u16>)], track: bool) -> String {
             "  chain {hook} {{\n    type filter hook {hook} priority filter; policy accept;\n{filter}  }}\n"
         ));
     }
+    if track {
+        // The mark that tracking was asked for, which later rewrites keep (see [`apply`]).
+        s.push_str(&format!("  chain {TRACKING} {{\n  }}\n"));
+    }
     s.push_str("}\n");
     s
+}
+
+/// A chain with no hook and no rules: its presence says the agent asked for tracking.
+const TRACKING: &str = "tracking";
+
+/// Whether the table in place was written with tracking on.
+fn tracking() -> bool {
+    Command::new("nft")
+        .args(["list", "chain", "inet", TABLE, TRACKING])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// conntrack's loose pickup: off while SYNPROXY has targets, the default otherwise.
 const LOOSE: &str = "/proc/sys/net/netfilter/nf_conntrack_tcp_loose";
 
-/// Runs [`script`] through `nft -f -`.
+/// Runs [`script`] through `nft -f -`. Tracking, once the agent asked for it, stays on across
+/// rewrites by anyone else (`astra unprotect`, the API), who cannot know the agent's policy.
 pub fn apply(targets: &[(IpAddr, Vec<u16>)], track: bool) -> Result<(), SynproxyError> {
+    let track = track || tracking();
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -154,5 +173,6 @@ mod tests {
         let track = script(&[], true);
         assert!(track.contains("ct state established counter"), "{track}");
         assert!(!track.contains("synproxy mss"), "{track}");
+        assert!(track.contains("chain tracking"), "{track}");
     }
 }

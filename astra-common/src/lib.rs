@@ -317,8 +317,8 @@ pub mod protect {
     /// With [`SYN`]: answer strangers' new SYNs from XDP with a SYN-ACK carrying a SYN cookie
     /// (the kernel's own, `bpf_tcp_raw_gen_syncookie_ipv4`) instead of holding them to the
     /// budget. The handshake's last ACK goes up to the kernel, where nftables' SYNPROXY
-    /// checks the cookie and opens the connection. IPv4 SYNs without IP options only; the
-    /// others meet the budget.
+    /// checks the cookie and opens the connection. IPv4 SYNs without IP options and IPv6 ones
+    /// without extension headers; the others meet the budget.
     pub const COOKIE: u32 = 4;
     /// The SYN budget and the reflection filter.
     pub const ALL: u32 = SYN | REFLECT;

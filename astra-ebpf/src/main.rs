@@ -22,7 +22,9 @@ use aya_ebpf::{
     cty::c_void,
     helpers::{
         bpf_jiffies64, bpf_ktime_get_coarse_ns, bpf_map_lookup_elem,
-        generated::{bpf_tcp_raw_gen_syncookie_ipv4, bpf_xdp_adjust_tail},
+        generated::{
+            bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6, bpf_xdp_adjust_tail,
+        },
     },
     macros::{classifier, map, xdp},
     maps::{Array, HashMap, LpmTrie, PerCpuArray, lpm_trie::Key},
@@ -404,7 +406,7 @@ fn protect_drop(is_v6: bool, l3: &L3, p: &Parsed, len: u32, ifindex: u32) -> u32
                 return 0;
             }
             // A cookie instead of the budget, where one can be built: IPv4 with no options.
-            if e.flags & protect::COOKIE != 0 && !is_v6 && l3.l4_off == COOKIE_TCP_OFF {
+            if e.flags & protect::COOKIE != 0 && l3.l4_off == cookie_tcp_off(is_v6) {
                 if allowlisted(is_v6, &l3.src, now) {
                     return 0;
                 }
@@ -444,24 +446,27 @@ fn protect_drop(is_v6: bool, l3: &L3, p: &Parsed, len: u32, ifindex: u32) -> u32
 }
 
 /// Where the TCP header starts in a frame [`syn_cookie`] answers: Ethernet, then IPv4 without
-/// options.
-const COOKIE_TCP_OFF: usize = 14 + 20;
+/// options or IPv6 without extension headers.
+const fn cookie_tcp_off(v6: bool) -> usize {
+    if v6 { 14 + 40 } else { 14 + 20 }
+}
 
 /// The kernel's SYN cookie for the SYN in the frame, its TCP header `N` bytes long (the
 /// helper wants the exact length, which the verifier must see as a constant): the cookie in
 /// the low 32 bits, the MSS it encodes in the next 16; negative when none can be made.
 #[inline(always)]
-fn cookie_for<const N: usize>(data: usize, end: usize) -> i64 {
-    if data + COOKIE_TCP_OFF + N > end {
+fn cookie_for<const V6: bool, const N: usize>(data: usize, end: usize) -> i64 {
+    let tcp = data + cookie_tcp_off(V6);
+    if tcp + N > end {
         return -1;
     }
     // SAFETY: both headers lie within the frame, checked just above.
     unsafe {
-        bpf_tcp_raw_gen_syncookie_ipv4(
-            (data + 14) as *mut _,
-            (data + COOKIE_TCP_OFF) as *mut _,
-            N as u32,
-        )
+        if V6 {
+            bpf_tcp_raw_gen_syncookie_ipv6((data + 14) as *mut _, tcp as *mut _, N as u32)
+        } else {
+            bpf_tcp_raw_gen_syncookie_ipv4((data + 14) as *mut _, tcp as *mut _, N as u32)
+        }
     }
 }
 
@@ -479,35 +484,36 @@ unsafe fn sum_words(p: usize, words: usize, mut sum: u32) -> u32 {
     (sum & 0xffff) + (sum >> 16)
 }
 
-/// Turns the SYN in `ctx` (IPv4 without options, see [`COOKIE_TCP_OFF`]) into the SYN-ACK
-/// that answers it, in place, for XDP_TX: addresses and ports swapped, the kernel's SYN cookie
-/// as the sequence number and the MSS it encodes as the one option, the frame cut (or grown)
-/// to the answer's 58 bytes. As the kernel's selftest `xdp_synproxy` does, the window is left
-/// at 0 for SYNPROXY to open once it holds the connection. False when no answer could be made
-/// (the SYN then takes the normal path).
+/// Turns the SYN in `ctx` (IPv4 without options or IPv6 without extension headers, see
+/// [`cookie_tcp_off`]) into the SYN-ACK that answers it, in place, for XDP_TX: addresses and
+/// ports swapped, the kernel's SYN cookie as the sequence number and the MSS it encodes as the
+/// one option, the frame cut (or grown) to the answer's length. As the kernel's selftest
+/// `xdp_synproxy` does, the window is left at 0 for SYNPROXY to open once it holds the
+/// connection. False when no answer could be made (the SYN then takes the normal path).
 #[inline(never)]
-fn syn_cookie(ctx: &XdpContext) -> bool {
+fn syn_cookie<const V6: bool>(ctx: &XdpContext) -> bool {
     const TCP_LEN: u16 = 24;
-    const ANSWER: usize = COOKIE_TCP_OFF + TCP_LEN as usize;
+    let off = cookie_tcp_off(V6);
+    let answer = off + TCP_LEN as usize;
     let (data, end) = (ctx.data(), ctx.data_end());
-    let tcp = data + COOKIE_TCP_OFF;
+    let tcp = data + off;
     if tcp + 20 > end {
         return false;
     }
     // SAFETY: within the 20 bytes checked above.
     let doff = unsafe { *((tcp + 12) as *const u8) } >> 4;
     let value = match doff {
-        5 => cookie_for::<20>(data, end),
-        6 => cookie_for::<24>(data, end),
-        7 => cookie_for::<28>(data, end),
-        8 => cookie_for::<32>(data, end),
-        9 => cookie_for::<36>(data, end),
-        10 => cookie_for::<40>(data, end),
-        11 => cookie_for::<44>(data, end),
-        12 => cookie_for::<48>(data, end),
-        13 => cookie_for::<52>(data, end),
-        14 => cookie_for::<56>(data, end),
-        15 => cookie_for::<60>(data, end),
+        5 => cookie_for::<V6, 20>(data, end),
+        6 => cookie_for::<V6, 24>(data, end),
+        7 => cookie_for::<V6, 28>(data, end),
+        8 => cookie_for::<V6, 32>(data, end),
+        9 => cookie_for::<V6, 36>(data, end),
+        10 => cookie_for::<V6, 40>(data, end),
+        11 => cookie_for::<V6, 44>(data, end),
+        12 => cookie_for::<V6, 48>(data, end),
+        13 => cookie_for::<V6, 52>(data, end),
+        14 => cookie_for::<V6, 56>(data, end),
+        15 => cookie_for::<V6, 60>(data, end),
         _ => -1,
     };
     if value < 0 {
@@ -515,18 +521,18 @@ fn syn_cookie(ctx: &XdpContext) -> bool {
     }
     let (cookie, mss) = (value as u32, (value >> 32) as u16);
     // The SYN's own options and any payload go; a SYN without options grows by the MSS's 4.
-    let delta = ANSWER as i32 - (end - data) as i32;
+    let delta = answer as i32 - (end - data) as i32;
     // SAFETY: a plain helper call on this program's own context; the packet pointers are
     // read again after it.
     if delta != 0 && unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } != 0 {
         return false;
     }
     let (data, end) = (ctx.data(), ctx.data_end());
-    let (ip, tcp) = (data + 14, data + COOKIE_TCP_OFF);
-    if data + ANSWER > end {
+    let (ip, tcp) = (data + 14, data + off);
+    if data + answer > end {
         return false;
     }
-    // SAFETY: every access lies within the first ANSWER bytes, checked just above.
+    // SAFETY: every access lies within the first `answer` bytes, checked just above.
     unsafe {
         let w16 = |at: usize, v: u16| (at as *mut u16).write_unaligned(v.to_be());
         let r32 = |at: usize| u32::from_be((at as *const u32).read_unaligned());
@@ -542,16 +548,25 @@ fn syn_cookie(ctx: &XdpContext) -> bool {
             }
         };
         swap(data, data + 6, 6);
-        // IPv4: a fresh header for the answer.
-        swap(ip + 12, ip + 16, 4);
-        *((ip + 1) as *mut u8) = 0;
-        w16(ip + 2, 20 + TCP_LEN);
-        w16(ip + 4, 0);
-        w16(ip + 6, 0x4000);
-        *((ip + 8) as *mut u8) = 64;
-        w16(ip + 10, 0);
-        let ip_sum = !(sum_words(ip, 10, 0) as u16);
-        ((ip + 10) as *mut u16).write_unaligned(ip_sum);
+        // A fresh IP header for the answer; the addresses for the pseudo-header.
+        let pseudo_addrs = if V6 {
+            swap(ip + 8, ip + 24, 16);
+            w32(ip, 0x6000_0000);
+            w16(ip + 4, TCP_LEN);
+            *((ip + 7) as *mut u8) = 64;
+            sum_words(ip + 8, 16, 0)
+        } else {
+            swap(ip + 12, ip + 16, 4);
+            *((ip + 1) as *mut u8) = 0;
+            w16(ip + 2, 20 + TCP_LEN);
+            w16(ip + 4, 0);
+            w16(ip + 6, 0x4000);
+            *((ip + 8) as *mut u8) = 64;
+            w16(ip + 10, 0);
+            let ip_sum = !(sum_words(ip, 10, 0) as u16);
+            ((ip + 10) as *mut u16).write_unaligned(ip_sum);
+            sum_words(ip + 12, 4, 0)
+        };
         // TCP: the answer.
         swap(tcp, tcp + 2, 2);
         let seq = r32(tcp + 4);
@@ -563,10 +578,10 @@ fn syn_cookie(ctx: &XdpContext) -> bool {
         w16(tcp + 16, 0);
         w16(tcp + 18, 0);
         w32(tcp + 20, (2 << 24) | (4 << 16) | u32::from(mss));
-        // The pseudo-header: addresses, protocol and TCP length, as words in memory order.
-        let pseudo = sum_words(ip + 12, 4, 0)
-            + u32::from(u16::from(ip_proto::TCP).to_be())
-            + u32::from(TCP_LEN.to_be());
+        // The pseudo-header: addresses, protocol and TCP length, as words in memory order
+        // (IPv6's 32-bit length and next header add the same two words).
+        let pseudo =
+            pseudo_addrs + u32::from(u16::from(ip_proto::TCP).to_be()) + u32::from(TCP_LEN.to_be());
         let tcp_sum = !(sum_words(tcp, usize::from(TCP_LEN) / 2, pseudo) as u16);
         ((tcp + 16) as *mut u16).write_unaligned(tcp_sum);
     }
@@ -704,7 +719,12 @@ pub fn astra_xdp(ctx: XdpContext) -> u32 {
             if tiers & tier::PROTECT != 0 {
                 let drop = protect_drop(ip.is_v6, &l3, &p, len, ifindex);
                 if drop == action::SYN_COOKIE {
-                    if syn_cookie(&ctx) {
+                    let answered = if ip.is_v6 {
+                        syn_cookie::<true>(&ctx)
+                    } else {
+                        syn_cookie::<false>(&ctx)
+                    };
+                    if answered {
                         count(ifindex, drop, len as u64);
                         return xdp_action::XDP_TX;
                     }

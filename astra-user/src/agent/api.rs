@@ -988,6 +988,7 @@ pub fn openapi() -> Value {
                     "syn_budget": {"type": "integer", "minimum": 1, "maximum": Protection::MAX_SYN_BUDGET, "description": "new SYNs a second from sources not seen completing a handshake (default 1000)"},
                     "burst": {"type": "string", "description": "burst above the budget as time at the budget, 20ms to 10s (default 100ms)"},
                     "only": {"type": "string", "enum": ["syn", "reflect"], "description": "one half alone: the SYN budget, or dropping answers to requests the target never sent (default both)"},
+                    "syn_cookies": {"type": "boolean", "description": "answer strangers' new SYNs with SYN cookies from XDP instead of the budget (IPv4 without options, IPv6 without extension headers; needs nftables with SYNPROXY)"},
                     "ttl": {"type": "string", "description": "e.g. 10m, 2h; absent or 'permanent' = no expiry"},
                     "reason": {"type": "string", "maxLength": crate::limits::REASON_CHARS}
                 }}}}},

@@ -79,7 +79,7 @@ pub struct ProtectArgs {
     #[arg(long, value_enum)]
     pub only: Option<OnlyArg>,
     /// Answer strangers' new SYNs with SYN cookies from XDP instead of holding them to the
-    /// budget (IPv4; needs nftables, whose SYNPROXY completes the handshakes).
+    /// budget (needs nftables, whose SYNPROXY completes the handshakes).
     #[arg(long)]
     pub syn_cookies: bool,
     #[command(flatten)]

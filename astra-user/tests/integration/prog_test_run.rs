@@ -2383,7 +2383,8 @@ fn a_protected_target_admits_known_sources_first_then_new_syns_within_its_budget
 
 /// A stranger's new SYN to a target protected with SYN cookies is answered from XDP: the
 /// frame goes back out (XDP_TX) as the SYN-ACK, addresses and ports swapped, acknowledging the
-/// SYN, with the MSS option and both checksums right, whatever options (or none) the SYN had.
+/// SYN, with the MSS option and both checksums right, whatever options (or none) the SYN had,
+/// over IPv4 and IPv6.
 /// The cookie itself is checked end to end by SYNPROXY in the netns test.
 #[test]
 fn a_target_protected_with_cookies_answers_strangers_syns_from_xdp() {
@@ -2460,12 +2461,63 @@ fn a_target_protected_with_cookies_answers_strangers_syns_from_xdp() {
         assert_eq!(mss.len(), 1, "{t:?}");
         assert!((536..=1400).contains(&mss[0]), "{mss:?}");
     }
-    // Two cookies, and nothing else answered: the SYN's ACKs, another port, another target.
+    // IPv6 the same way, with the IPv6 pseudo-header in the checksum.
+    let v6_entry = s.maps.prot_v4.get(&DST4, 0).unwrap();
+    s.maps
+        .prot_v6
+        .insert(
+            DST6,
+            astra_common::ProtectEntry {
+                cookies: 0,
+                ..v6_entry
+            },
+            0,
+        )
+        .unwrap();
+    let syn6 = build!(
+        eth()
+            .ipv6(SRC6, DST6, 64)
+            .tcp(40002, 80, 5, 64240)
+            .syn()
+            .options(&[MaximumSegmentSize(1400)])
+            .unwrap(),
+        &[]
+    );
+    let mut out = [0u8; 256];
+    let opts = TestRunOptions {
+        data_in: Some(&syn6),
+        data_out: Some(&mut out),
+        repeat: 1,
+        ..Default::default()
+    };
+    let r = s.dp.xdp().unwrap().test_run(opts).unwrap();
+    assert_eq!(r.return_value, XDP_TX);
+    let reply = &out[..r.data_size_out as usize];
+    assert_eq!(reply.len(), 14 + 40 + 24);
+    let h = PacketHeaders::from_ethernet_slice(reply).unwrap();
+    let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
+        panic!("not IPv6: {h:?}");
+    };
+    assert_eq!((ip.source, ip.destination), (DST6, SRC6));
+    assert_eq!((ip.payload_length, ip.next_header.0), (24, TCP));
+    let Some(TransportHeader::Tcp(t)) = &h.transport else {
+        panic!("not TCP: {h:?}");
+    };
+    assert!(t.syn && t.ack, "{t:?}");
+    assert_eq!((t.source_port, t.destination_port), (80, 40002));
+    assert_eq!(t.acknowledgment_number, 6);
+    assert_eq!(
+        t.checksum,
+        t.calc_checksum_ipv6_raw(ip.source, ip.destination, &[])
+            .unwrap()
+    );
+    // Three cookies, and nothing else answered: the SYN's ACKs, another port, another target.
     assert_eq!(s.xdp(&tcp4(SRC4, DST4, 40000, 80, ACK)), XDP_PASS);
     assert_eq!(s.xdp(&tcp4(SRC4, DST4, 40000, 22, SYN)), XDP_PASS);
     assert_eq!(s.xdp(&tcp4(SRC4, SRC4, 40000, 80, SYN)), XDP_PASS);
-    assert_eq!(s.counters()[action::SYN_COOKIE as usize].packets, 2);
+    assert_eq!(s.counters()[action::SYN_COOKIE as usize].packets, 3);
     assert_eq!(s.maps.prot_v4.get(&DST4, 0).unwrap().cookies, 2);
+    assert_eq!(s.maps.prot_v6.get(&DST6, 0).unwrap().cookies, 1);
 }
 
 /// Answers from reflection ports and SYN-ACKs reach a protected target only when it asked:

@@ -257,6 +257,8 @@ pub struct Capture {
     /// Link types seen, for the summary.
     pub links: Vec<&'static str>,
     pub end: End,
+    /// pcapng: the current section's byte order.
+    big_endian: bool,
 }
 
 fn linktype_text(t: Linktype) -> String {
@@ -411,6 +413,7 @@ impl Capture {
             frame: Vec::with_capacity(MAX_FRAME),
             links: Vec::new(),
             end: End::Complete,
+            big_endian: false,
         };
         // A pcap file's first block is its header, with the one link type.
         let header = match cap.reader.next() {
@@ -453,10 +456,22 @@ impl Capture {
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
         loop {
             let offset = self.reader.consumed() as u64;
+            if self.legacy.is_none()
+                && let Some(len) = short_block(self.reader.data(), self.big_endian)
+            {
+                return Err(CaptureError::Corrupt {
+                    path: self.path.clone(),
+                    offset,
+                    reason: format!("a block of {len} bytes, shorter than its own 12-byte frame"),
+                });
+            }
             // The block borrows the reader's buffer, so it is turned into a frame here and
             // dropped before the reader moves on.
             let step = match self.reader.next() {
                 Ok((n, block)) => {
+                    if let PcapBlockOwned::NG(Block::SectionHeader(shb)) = &block {
+                        self.big_endian = shb.big_endian();
+                    }
                     match classify(&block, &mut self.interfaces, self.legacy.as_ref()) {
                         Found::Packet {
                             iface,
@@ -531,6 +546,26 @@ impl Capture {
     }
 }
 
+/// The length of the pcapng block at the start of `data` when it is shorter than a block's
+/// fixed frame (type, length, length again: 12 bytes). pcap-parser subtracts 12 from it
+/// unchecked (0.17.0, `pcapng/block.rs`): fuzzing found it, a panic in builds with overflow
+/// checks and a wrapped length in the others. Section headers carry their own byte order and
+/// are checked by the parser.
+fn short_block(data: &[u8], big_endian: bool) -> Option<u32> {
+    const SECTION_HEADER: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+    let head: [u8; 8] = data.get(..8)?.try_into().ok()?;
+    if head[..4] == SECTION_HEADER {
+        return None;
+    }
+    let len = [head[4], head[5], head[6], head[7]];
+    let len = if big_endian {
+        u32::from_be_bytes(len)
+    } else {
+        u32::from_le_bytes(len)
+    };
+    (len < 12).then_some(len)
+}
+
 fn parse_error_text(e: &PcapError<&[u8]>) -> String {
     match e {
         PcapError::NomError(_, kind) => format!("unreadable record: {}", kind.description()),
@@ -572,6 +607,31 @@ pub fn write_pcap<'p>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fuzzer's find: a process information block claiming 4 bytes after a section
+    /// header. One clear error where pcap-parser panicked in debug builds.
+    #[test]
+    fn a_pcapng_block_shorter_than_its_frame_is_corrupt() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "tests/data/captures/malformed/astra-fuzz-pcapng-block-shorter-than-header.pcapng",
+        );
+        let mut cap = Capture::open(&path).unwrap();
+        let err = loop {
+            match cap.next_frame() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("read to the end"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("a block of 4 bytes"), "{err}");
+        assert_eq!(
+            short_block(&[0x0a, 0x0d, 0x0d, 0x0a, 4, 0, 0, 0], false),
+            None
+        );
+        assert_eq!(short_block(&[1, 0, 0, 0, 0, 0, 0, 8], true), Some(8));
+        assert_eq!(short_block(&[1, 0, 0, 0, 12, 0, 0, 0], false), None);
+        assert_eq!(short_block(&[1, 0, 0], false), None);
+    }
 
     #[test]
     fn timestamps_convert_at_any_resolution_and_saturate() {

@@ -454,7 +454,8 @@ impl Topology {
             .map_or(0, |m| m.block_v4.keys().count() + m.bnet_v4.keys().count())
     }
 
-    /// Packets dropped in the kernel on the server's interfaces.
+    /// Packets the kernel turned away on the server's interfaces: dropped, or answered from
+    /// XDP with a SYN cookie.
     pub fn kernel_drops(&self) -> u64 {
         let Some(maps) = PinnedMaps::open(&self.pin_dir).ok().flatten() else {
             return 0;
@@ -470,6 +471,8 @@ impl Topology {
                     action::EGRESS_DROP_QUARANTINED,
                     action::DROP_SYN_BUDGET,
                     action::DROP_REFLECTED,
+                    // Answered in XDP: the SYN never reached the stack either.
+                    action::SYN_COOKIE,
                 ]
                 .iter()
                 .map(|a| c[*a as usize].packets)

@@ -27,6 +27,8 @@ pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("sysctl", "procps"),
     // Public captures replayed into a live agent, to compare with `astra replay`.
     req("tcpreplay", "tcpreplay"),
+    // SYNPROXY's table for protections with SYN cookies.
+    req("nft", "nftables"),
 ];
 
 /// What `cargo xtask bench` compares against and drives traffic with.

@@ -41,19 +41,9 @@ struct Outcome {
 fn run_once(exe: &Path, protected: bool, run: usize) -> Result<Outcome> {
     let tag = format!("{}-rf{run}{}", std::process::id(), u8::from(protected));
     let mut topo = Topology::build(&tag)?;
-    let target = topo.clients[0].server_addr;
+    let target = synflood::flood_the_client_side(&topo)?;
     let resolver = SocketAddr::new(topo.clients[0].addr.into(), 53);
-    let (attacker_gw, atk_ifindex) = (
-        topo.attackers[0].server_addr,
-        topo.attackers[0].server_ifindex,
-    );
-    topo.attackers[0].ns.ip(&[
-        "route",
-        "add",
-        &format!("{target}/32"),
-        "via",
-        &attacker_gw.to_string(),
-    ])?;
+    let atk_ifindex = topo.attackers[0].server_ifindex;
     // The resolver: answers every query with its own bytes, in the client namespace.
     let stop = Arc::new(AtomicBool::new(false));
     let sock = topo.clients[0]

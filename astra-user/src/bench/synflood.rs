@@ -142,8 +142,8 @@ fn p99(mut v: Vec<f64>) -> f64 {
 fn run_once(exe: &Path, defence: Defence, run: usize) -> Result<Outcome> {
     let tag = format!("{}-sf{run}{:?}", std::process::id(), defence).to_lowercase();
     let mut topo = Topology::build(&tag)?;
-    let (target, client) = (topo.clients[0].server_addr, topo.clients[0].addr);
-    let (attacker, attacker_gw) = (topo.attackers[0].addr, topo.attackers[0].server_addr);
+    let target = flood_the_client_side(&topo)?;
+    let (client, attacker) = (topo.clients[0].addr, topo.attackers[0].addr);
     let cookies = match defence {
         Defence::Nothing | Defence::AstraOnly | Defence::AstraXdpCookies => 0,
         Defence::Cookies | Defence::Astra => 1,
@@ -151,20 +151,13 @@ fn run_once(exe: &Path, defence: Defence, run: usize) -> Result<Outcome> {
     topo.server
         .sysctl(&format!("net.ipv4.tcp_syncookies={cookies}"))?;
     // The forged sources are answered toward the attacker, whose kernel drops the SYN-ACKs
-    // as the Internet would lose them; the attacker floods the address the client uses.
+    // as the Internet would lose them.
     topo.server.ip(&[
         "route",
         "add",
         "198.18.128.0/17",
         "via",
         &attacker.to_string(),
-    ])?;
-    topo.attackers[0].ns.ip(&[
-        "route",
-        "add",
-        &format!("{target}/32"),
-        "via",
-        &attacker_gw.to_string(),
     ])?;
     let to = SocketAddr::new(target.into(), 80);
     if defence.astra() {
@@ -289,6 +282,20 @@ fn run_once(exe: &Path, defence: Defence, run: usize) -> Result<Outcome> {
         session_ok,
         flood_pps,
     })
+}
+
+/// Routes the attacker to the server's client-side address, the one the client uses, and
+/// returns it: a flood must hit what the benign client depends on.
+pub(super) fn flood_the_client_side(topo: &Topology) -> Result<Ipv4Addr> {
+    let target = topo.clients[0].server_addr;
+    topo.attackers[0].ns.ip(&[
+        "route",
+        "add",
+        &format!("{target}/32"),
+        "via",
+        &topo.attackers[0].server_addr.to_string(),
+    ])?;
+    Ok(target)
 }
 
 /// `astra protect TARGET ARGS...` on the topology's agent, as an operator on the server would

@@ -113,6 +113,20 @@ impl Sensor {
         self.dp.xdp().unwrap().test_run(opts).unwrap().return_value
     }
 
+    /// [`Sensor::xdp`], with the frame as the program left it.
+    fn xdp_out(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        };
+        let r = self.dp.xdp().unwrap().test_run(opts).unwrap();
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
     fn tc(&mut self, frame: &[u8]) -> u32 {
         let opts = TestRunOptions {
             data_in: Some(frame),
@@ -2418,18 +2432,10 @@ fn a_target_protected_with_cookies_answers_strangers_syns_from_xdp() {
         &[]
     );
     for (syn, sport, seq) in [(&linux, 40000, 7777u32), (&bare, 40001, 9)] {
-        let mut out = [0u8; 256];
-        let opts = TestRunOptions {
-            data_in: Some(syn),
-            data_out: Some(&mut out),
-            repeat: 1,
-            ..Default::default()
-        };
-        let r = s.dp.xdp().unwrap().test_run(opts).unwrap();
-        assert_eq!(r.return_value, XDP_TX);
-        let reply = &out[..r.data_size_out as usize];
+        let (verdict, reply) = s.xdp_out(syn);
+        assert_eq!(verdict, XDP_TX);
         assert_eq!(reply.len(), 14 + 20 + 24);
-        let h = PacketHeaders::from_ethernet_slice(reply).unwrap();
+        let h = PacketHeaders::from_ethernet_slice(&reply).unwrap();
         let Some(etherparse::LinkHeader::Ethernet2(e)) = &h.link else {
             panic!("no Ethernet header: {h:?}");
         };
@@ -2483,18 +2489,10 @@ fn a_target_protected_with_cookies_answers_strangers_syns_from_xdp() {
             .unwrap(),
         &[]
     );
-    let mut out = [0u8; 256];
-    let opts = TestRunOptions {
-        data_in: Some(&syn6),
-        data_out: Some(&mut out),
-        repeat: 1,
-        ..Default::default()
-    };
-    let r = s.dp.xdp().unwrap().test_run(opts).unwrap();
-    assert_eq!(r.return_value, XDP_TX);
-    let reply = &out[..r.data_size_out as usize];
+    let (verdict, reply) = s.xdp_out(&syn6);
+    assert_eq!(verdict, XDP_TX);
     assert_eq!(reply.len(), 14 + 40 + 24);
-    let h = PacketHeaders::from_ethernet_slice(reply).unwrap();
+    let h = PacketHeaders::from_ethernet_slice(&reply).unwrap();
     let Some(NetHeaders::Ipv6(ip, _)) = &h.net else {
         panic!("not IPv6: {h:?}");
     };

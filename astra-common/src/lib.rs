@@ -174,6 +174,8 @@ pub mod source {
     pub const MANUAL: u32 = 0;
     pub const AUTO: u32 = 1;
     pub const FEED: u32 = 2;
+    /// A CrowdSec decision pulled from a Local API.
+    pub const CROWDSEC: u32 = 3;
 }
 
 pub const fn counter_index(ifindex: u32, action: u32) -> u32 {

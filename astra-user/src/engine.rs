@@ -204,6 +204,8 @@ pub struct Engine {
     /// Sources written to the kernel's known-source map, and when (ms): rewritten once half
     /// their time has passed.
     known: std::collections::HashMap<IpAddr, u64>,
+    /// Whether alerts are queued for the CrowdSec watcher.
+    push_crowdsec: bool,
     /// The targets under protection at the last pass.
     protect_targets: Vec<IpAddr>,
 }
@@ -223,6 +225,7 @@ impl Engine {
             odd_streak: std::collections::HashMap::new(),
             protecting: std::collections::HashMap::new(),
             known: std::collections::HashMap::new(),
+            push_crowdsec: false,
             protect_targets: Vec::new(),
             incidents_dir: state_dir.join("incidents"),
             tracker: Tracker::new(cfg.features.to_config()),
@@ -552,11 +555,26 @@ impl Engine {
         if let Err(e) = crate::sink::history::record(lists.store(), &recorded, &incidents) {
             warn!(error = %e, "recording alerts in the history");
         }
+        if self.push_crowdsec {
+            match crate::sink::crowdsec::enqueue(lists.store(), &recorded, now_unix()) {
+                Ok(0) => {}
+                Ok(n) => warn!(
+                    dropped = n,
+                    "CrowdSec outbox full: the oldest alerts waiting for the LAPI were dropped"
+                ),
+                Err(e) => warn!(error = %e, "queueing alerts for CrowdSec"),
+            }
+        }
         Ok(stats)
     }
 }
 
 impl Engine {
+    /// Queues every alert worth the fleet's attention for the CrowdSec watcher from now on.
+    pub fn push_to_crowdsec(&mut self, on: bool) {
+        self.push_crowdsec = on;
+    }
+
     /// Runs the per-source rules and the forest over each source's windows as the tracker
     /// computes them, one source at a time, so a pass over a million sources never holds a
     /// million windows. A source's forest score goes into the evidence of its rule alerts, or

@@ -16,6 +16,8 @@ pub const MODEL_FILE: u64 = 64 << 20;
 pub const ROWS_FILE: u64 = 256 << 20;
 /// Blocklist feeds (a file or standard input): a million addresses with comments is ~60 MB.
 pub const FEED_FILE: u64 = 256 << 20;
+/// A CrowdSec LAPI's decision stream, one pull: about 200 bytes a decision, so a million.
+pub const CROWDSEC_STREAM: u64 = 256 << 20;
 /// One line of an EVE event log.
 pub const EVE_LINE: u64 = 1 << 20;
 /// The agent's own small files (status, token).

@@ -29,6 +29,8 @@ pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("tcpreplay", "tcpreplay"),
     // SYNPROXY's table for protections with SYN cookies.
     req("nft", "nftables"),
+    // A real CrowdSec Local API for the bouncer's tests (each test starts its own).
+    req("cscli", "crowdsec"),
 ];
 
 /// What `cargo xtask bench` compares against and drives traffic with.
@@ -195,6 +197,11 @@ fn wait_for_package_locks(locks: &[&str], limit: std::time::Duration) -> Result<
 
 /// Installs the packages for missing commands, or fails with one line saying what to install.
 pub fn ensure(reqs: &[Requirement]) -> Result<()> {
+    if reqs.iter().any(|r| r.package == "crowdsec") {
+        // A crowdsec left half-configured by an earlier offline install breaks every later
+        // apt-get, and the tests need it configured.
+        finish_crowdsec_offline()?;
+    }
     let have_apt = command_present("apt-get");
     match plan(reqs, command_present, cmd::is_root(), have_apt) {
         Plan::Satisfied => Ok(()),
@@ -203,7 +210,7 @@ pub fn ensure(reqs: &[Requirement]) -> Result<()> {
             wait_for_package_locks(&APT_LOCKS, LOCK_WAIT)?;
             cmd::run(Command::new("apt-get").arg("update"))?;
             wait_for_package_locks(&APT_LOCKS, LOCK_WAIT)?;
-            cmd::run(
+            let installed = cmd::run(
                 Command::new("apt-get")
                     .env("DEBIAN_FRONTEND", "noninteractive")
                     // apt's own wait, for a lock taken between our check and its start.
@@ -213,7 +220,14 @@ pub fn ensure(reqs: &[Requirement]) -> Result<()> {
                     ])
                     .args(["install", "-y", "--no-install-recommends"])
                     .args(&packages),
-            )?;
+            );
+            match installed {
+                Err(e) if packages.contains(&"crowdsec") => {
+                    eprintln!("xtask: {e:#}; finishing crowdsec's set-up offline");
+                    finish_crowdsec_offline()?;
+                }
+                other => other?,
+            }
             let still_missing: Vec<&str> = reqs
                 .iter()
                 .filter(|r| !command_present(r.command))
@@ -229,6 +243,37 @@ pub fn ensure(reqs: &[Requirement]) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// crowdsec's post-install step registers with CrowdSec's central API, which fails without
+/// the network, and leaves the package half-configured. With a placeholder for those
+/// credentials it skips the registration; the tests run their own LAPIs without the central
+/// API (`-no-capi`), so nothing needs real ones.
+fn finish_crowdsec_offline() -> Result<()> {
+    let status = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", "crowdsec"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !status.contains("unpacked") && !status.contains("half-configured") {
+        return Ok(());
+    }
+    let creds = std::path::Path::new("/etc/crowdsec/online_api_credentials.yaml");
+    let empty = std::fs::metadata(creds).map_or(true, |m| m.len() == 0);
+    if empty {
+        std::fs::create_dir_all("/etc/crowdsec")?;
+        std::fs::write(
+            creds,
+            "# Placeholder written by `cargo xtask`: no central API offline.\n\
+             url: https://api.crowdsec.net/\nlogin: offline-placeholder\npassword: offline-placeholder\n",
+        )?;
+    }
+    wait_for_package_locks(&APT_LOCKS, LOCK_WAIT)?;
+    cmd::run(
+        Command::new("dpkg")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["--configure", "-a"]),
+    )
 }
 
 #[cfg(test)]

@@ -76,6 +76,10 @@ pub struct AgentConfig {
     #[serde(with = "humantime_serde")]
     pub feed_every: Duration,
     pub on_exit: OnExit,
+    /// The CrowdSec bouncer, when a LAPI URL is given; its keys are top-level
+    /// (`crowdsec_url`, ...), as the options are.
+    #[serde(flatten)]
+    pub crowdsec: Option<crate::agent::crowdsec::CrowdsecConfig>,
     pub detect: DetectConfig,
     /// How to build this configuration again on SIGHUP (the CLI re-reads its command line
     /// and configuration file); `None` ignores SIGHUP's reload.
@@ -128,6 +132,9 @@ impl AgentConfig {
                 "--zeek-conn-log {} is a directory, not a log file",
                 p.display()
             )));
+        }
+        if let Some(c) = &self.crowdsec {
+            c.check_syntax()?;
         }
         if self.ifaces.is_empty() && self.zeek_conn_logs.is_empty() {
             return Err(Error::Usage(

@@ -7,6 +7,7 @@ pub mod api;
 pub mod authlog;
 pub mod config;
 pub mod connlog;
+pub mod crowdsec;
 pub mod follow;
 pub mod status;
 pub mod token;
@@ -50,7 +51,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     // the file once it opens again. A state dir that cannot be used at all is a configuration
     // mistake and stops start-up instead.
     let store = Store::open_resilient(&cfg.state_dir)?;
-    let engine = Engine::new(cfg.detect.clone(), &cfg.state_dir, cfg.events_path())?;
+    let mut engine = Engine::new(cfg.detect.clone(), &cfg.state_dir, cfg.events_path())?;
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.metrics_addr)))?;
@@ -120,7 +121,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
     let server = tokio::spawn(api::serve(
         listener,
-        api::metrics_router(registry),
+        api::metrics_router(registry.clone()),
         "metrics",
     ));
     info!(addr = %cfg.metrics_addr, "serving /metrics");
@@ -167,6 +168,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         auto_blocks: 0,
         model: None,
         store_error: store.degraded(),
+        crowdsec: None,
+        crowdsec_watcher: None,
     };
     status.write(&cfg.state_dir)?;
 
@@ -193,6 +196,39 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let conn_follower = follower(&control, "astra-connlog", &cfg.zeek_conn_logs, |p, c| {
         connlog::follow(p, &c.conns, &c.stop)
     })?;
+    // The bouncer and the watcher run on threads of their own, with their own map handles:
+    // a slow or unreachable LAPI must never hold up a poll.
+    let (bouncer, watcher) = match &cfg.crowdsec {
+        Some(c) => {
+            let (b, w) = c.open()?;
+            let m = crate::sink::metrics::CrowdsecMetrics::register(&registry);
+            let bouncer = match b {
+                Some(b) => Some(crowdsec::bouncer::spawn(
+                    b,
+                    Lists::from_parts(store.clone(), PinnedMaps::open(&cfg.pin_dir)?),
+                    control.crowdsec.clone(),
+                    m.clone(),
+                    control.stop_all.clone(),
+                )?),
+                None => None,
+            };
+            let watcher = match w {
+                Some(w) => {
+                    engine.push_to_crowdsec(true);
+                    Some(crowdsec::watcher::spawn(
+                        w,
+                        store.clone(),
+                        control.crowdsec_watcher.clone(),
+                        m,
+                        control.stop_all.clone(),
+                    )?)
+                }
+                None => None,
+            };
+            (bouncer, watcher)
+        }
+        None => (None, None),
+    };
     let poller = {
         let control = control.clone();
         let cfg = cfg.clone();
@@ -234,6 +270,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     }
     info!("stopping");
     control.stop.store(true, Ordering::SeqCst);
+    control.stop_all.store(true, Ordering::SeqCst);
     // The poll thread hands back its configuration, which a SIGHUP may have changed.
     let on_exit = match tokio::task::spawn_blocking(move || poller.join()).await {
         Ok(Ok(final_cfg)) => final_cfg.on_exit,
@@ -241,6 +278,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     };
     // A sync in progress finishes its current batch first.
     let _ = tokio::task::spawn_blocking(move || feeder.join()).await;
+    for t in [bouncer, watcher].into_iter().flatten() {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     for t in [auth_follower, conn_follower].into_iter().flatten() {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
@@ -290,6 +330,11 @@ struct Control {
     /// Conversations the conn.log followers read, for the poll thread to write into the
     /// flow table.
     conns: connlog::ConnQueue,
+    /// The bouncer's state, for the status file the poll thread writes.
+    crowdsec: Arc<Mutex<Option<crowdsec::BouncerStatus>>>,
+    crowdsec_watcher: Arc<Mutex<Option<crowdsec::WatcherStatus>>>,
+    /// `stop`, for the threads that hold their own handle on it.
+    stop_all: Arc<AtomicBool>,
 }
 
 enum Signal {
@@ -333,6 +378,10 @@ fn apply_reload(
         ("events", cfg.events != new.events),
         ("auth_log", cfg.auth_logs != new.auth_logs),
         ("zeek_conn_log", cfg.zeek_conn_logs != new.zeek_conn_logs),
+        (
+            "crowdsec_*",
+            serde_json::to_value(&cfg.crowdsec).ok() != serde_json::to_value(&new.crowdsec).ok(),
+        ),
     ];
     for (key, changed) in fixed {
         if changed {
@@ -357,6 +406,7 @@ fn apply_reload(
         events: cfg.events.clone(),
         auth_logs: cfg.auth_logs.clone(),
         zeek_conn_logs: cfg.zeek_conn_logs.clone(),
+        crowdsec: cfg.crowdsec.clone(),
         ..new
     };
     info!(
@@ -507,6 +557,16 @@ fn poll_loop(
         ) {
             Ok(()) => {
                 let dt = t0.elapsed();
+                status.crowdsec_watcher = control
+                    .crowdsec_watcher
+                    .lock()
+                    .expect("watcher status lock")
+                    .clone();
+                status.crowdsec = control
+                    .crowdsec
+                    .lock()
+                    .expect("bouncer status lock")
+                    .clone();
                 status.last_poll_at = Some(now_unix());
                 status.last_poll_ms = Some(dt.as_secs_f64() * 1e3);
                 status.flows_active = table.len();

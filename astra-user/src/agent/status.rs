@@ -40,6 +40,12 @@ pub struct AgentStatus {
     /// Why the state store is not in use (the agent then keeps decisions in memory only).
     #[serde(default)]
     pub store_error: Option<String>,
+    /// The CrowdSec bouncer's state, when one runs.
+    #[serde(default)]
+    pub crowdsec: Option<crate::agent::crowdsec::BouncerStatus>,
+    /// The CrowdSec watcher's state, when one runs.
+    #[serde(default)]
+    pub crowdsec_watcher: Option<crate::agent::crowdsec::WatcherStatus>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -93,6 +93,26 @@ pub struct RunArgs {
     /// How often feed files are checked for changes.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, value_name = "DUR")]
     pub feed_every: Duration,
+    /// CrowdSec Local API (e.g. http://127.0.0.1:8080) to take decisions from as a bouncer
+    /// (with --crowdsec-key-file: bans become blocks that expire in the kernel with the
+    /// decision) and to push alerts to as a watcher (with --crowdsec-machine-file).
+    #[arg(long, value_name = "URL")]
+    pub crowdsec_url: Option<String>,
+    /// File holding the bouncer key (`cscli bouncers add astra` prints one).
+    #[arg(long, value_name = "FILE")]
+    pub crowdsec_key_file: Option<PathBuf>,
+    /// Machine credentials as `cscli machines add NAME -f FILE` writes them: alerts are
+    /// pushed to the LAPI, with a ban for every automatic block.
+    #[arg(long, value_name = "FILE")]
+    pub crowdsec_machine_file: Option<PathBuf>,
+    /// How often the LAPI's decision stream is pulled.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, value_name = "DUR")]
+    pub crowdsec_interval: Duration,
+    /// What a decision type becomes: TYPE=block, TYPE=ignore or TYPE=throttle:RATE (repeat;
+    /// `*` is every type not named). Default: ban=block, captcha=throttle:20pps,
+    /// throttle=throttle:20pps, *=ignore.
+    #[arg(long = "crowdsec-type", value_name = "TYPE=ACTION")]
+    pub crowdsec_types: Vec<String>,
     /// Change a detection setting, e.g. rules.port_scan_ports=30 or policy.block_ttl=30m
     /// (repeatable; `astra detect-defaults` lists them all).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
@@ -113,6 +133,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
     let Command::Run(a) = cli.command else {
         return Err(Error::Usage("not an `astra run` command line".into()));
     };
+    let a = *a;
     let argv = cli.argv;
     let mut detect = DetectConfig::default();
     detect.apply_settings(&cli.detect_settings).map_err(|e| {
@@ -149,6 +170,21 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         on_exit: match a.on_exit {
             OnExitArg::Detach => OnExit::Detach,
             OnExitArg::Keep => OnExit::Keep,
+        },
+        crowdsec: match a.crowdsec_url {
+            Some(url) => Some(agent::crowdsec::CrowdsecConfig {
+                url,
+                key_file: a.crowdsec_key_file,
+                machine_file: a.crowdsec_machine_file,
+                interval: a.crowdsec_interval,
+                types: a.crowdsec_types,
+            }),
+            None if a.crowdsec_key_file.is_some() || a.crowdsec_machine_file.is_some() => {
+                return Err(Error::Usage(
+                    "--crowdsec-key-file and --crowdsec-machine-file need --crowdsec-url".into(),
+                ));
+            }
+            None => None,
         },
         detect,
         reload: Some(Reload::new(move || reload_config(&argv))),

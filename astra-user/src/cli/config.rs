@@ -297,7 +297,7 @@ mod tests {
 
     fn run_args(cli: Cli) -> crate::cli::agent::RunArgs {
         match cli.command {
-            Command::Run(a) => a,
+            Command::Run(a) => *a,
             other => panic!("not run: {other:?}"),
         }
     }

@@ -63,7 +63,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the dataplane, attach it to interfaces and run the agent until SIGINT/SIGTERM.
-    Run(agent::RunArgs),
+    Run(Box<agent::RunArgs>),
     /// Block a source address or prefix in the kernel (in force when the command returns).
     Block {
         #[arg(value_parser = parse_net, value_name = "ADDR[/LEN]")]

@@ -83,6 +83,65 @@ fn print_status_out(out: &StatusReport, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// The CrowdSec bouncer's line: up or down (and why), the last good pull, decisions by origin.
+fn print_bouncer(c: &crate::agent::crowdsec::BouncerStatus) {
+    let last = c.last_pull_at.map_or_else(
+        || "never pulled".to_owned(),
+        |t| format!("last pull {} ago", fmt_secs(now_unix().saturating_sub(t))),
+    );
+    let state = match (&c.last_error, c.key_rejected) {
+        (_, true) => "KEY REJECTED".to_owned(),
+        (Some(_), false) => "DOWN (kernel entries stay in force)".to_owned(),
+        (None, false) if c.up => "up".to_owned(),
+        (None, false) => "starting".to_owned(),
+    };
+    let origins: Vec<String> = c
+        .decisions
+        .iter()
+        .map(|(o, n)| format!("{n} {o}"))
+        .collect();
+    println!(
+        "crowdsec:     {} {state}, {last}, decisions: {}",
+        c.url,
+        if origins.is_empty() {
+            "none".to_owned()
+        } else {
+            origins.join(", ")
+        }
+    );
+    if let Some(e) = &c.last_error {
+        println!("              last error: {e}");
+    }
+}
+
+/// The CrowdSec watcher's line: up or down, what was pushed and what waits.
+fn print_watcher(w: &crate::agent::crowdsec::WatcherStatus) {
+    let last = w.last_push_at.map_or_else(
+        || "nothing pushed yet".to_owned(),
+        |t| format!("last push {} ago", fmt_secs(now_unix().saturating_sub(t))),
+    );
+    println!(
+        "crowdsec out: {} as {} {}, {last}, {} alerts pushed, {} waiting{}",
+        w.url,
+        w.login,
+        if w.up {
+            "up"
+        } else {
+            "DOWN (alerts wait in the outbox)"
+        },
+        w.pushed,
+        w.queued,
+        if w.refused > 0 {
+            format!(", {} refused", w.refused)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(e) = &w.last_error {
+        println!("              last error: {e}");
+    }
+}
+
 fn print_status(out: &StatusReport) {
     let (running, pin_dir) = (out.agent_running, &out.pin_dir);
     match (&out.agent, running) {
@@ -122,6 +181,12 @@ fn print_status(out: &StatusReport) {
             }
             if let Some(e) = &s.store_error {
                 println!("agent store:  IN MEMORY ONLY ({e})");
+            }
+            if let Some(c) = &s.crowdsec {
+                print_bouncer(c);
+            }
+            if let Some(w) = &s.crowdsec_watcher {
+                print_watcher(w);
             }
         }
         _ => println!("agent:        not running"),

@@ -2,6 +2,7 @@
 //! survives a crash or reboot), then the kernel maps (so the decision is in force when the call
 //! returns).
 
+pub mod crowdsec;
 pub mod feeds;
 pub mod synproxy;
 
@@ -41,6 +42,7 @@ fn source_code(s: EntrySource) -> u32 {
         EntrySource::Manual => source::MANUAL,
         EntrySource::Auto => source::AUTO,
         EntrySource::Feed => source::FEED,
+        EntrySource::Crowdsec => source::CROWDSEC,
     }
 }
 
@@ -48,6 +50,7 @@ fn source_from_code(c: u32) -> EntrySource {
     match c {
         source::AUTO => EntrySource::Auto,
         source::FEED => EntrySource::Feed,
+        source::CROWDSEC => EntrySource::Crowdsec,
         _ => EntrySource::Manual,
     }
 }
@@ -1291,7 +1294,12 @@ mod tests {
 
     #[test]
     fn source_codes_round_trip() {
-        for s in [EntrySource::Manual, EntrySource::Auto, EntrySource::Feed] {
+        for s in [
+            EntrySource::Manual,
+            EntrySource::Auto,
+            EntrySource::Feed,
+            EntrySource::Crowdsec,
+        ] {
             assert_eq!(source_from_code(source_code(s)), s);
         }
     }

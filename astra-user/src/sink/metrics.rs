@@ -461,6 +461,109 @@ impl Metrics {
     }
 }
 
+/// The CrowdSec bouncer's series, registered beside the agent's; the bouncer's thread
+/// updates them itself (the prometheus types are shared handles).
+#[derive(Clone)]
+pub struct CrowdsecMetrics {
+    up: IntGauge,
+    last_pull: Gauge,
+    decisions: IntGaugeVec,
+    pulls: IntCounterVec,
+    watcher_up: IntGauge,
+    pushed: IntCounter,
+    outbox: IntGauge,
+}
+
+impl CrowdsecMetrics {
+    pub fn register(registry: &Registry) -> Self {
+        let m = Self {
+            up: IntGauge::new(
+                "astra_crowdsec_up",
+                "1 while the last pull of the CrowdSec LAPI's decision stream succeeded.",
+            )
+            .expect("valid metric"),
+            last_pull: Gauge::new(
+                "astra_crowdsec_last_pull_timestamp_seconds",
+                "UNIX time of the last successful pull from the CrowdSec LAPI.",
+            )
+            .expect("valid metric"),
+            decisions: IntGaugeVec::new(
+                Opts::new(
+                    "astra_crowdsec_decisions",
+                    "CrowdSec decisions in force in the kernel lists, by origin.",
+                ),
+                &["origin"],
+            )
+            .expect("valid metric"),
+            pulls: IntCounterVec::new(
+                Opts::new(
+                    "astra_crowdsec_pulls_total",
+                    "Pulls of the CrowdSec decision stream, by result (ok, unreachable, rejected, error).",
+                ),
+                &["result"],
+            )
+            .expect("valid metric"),
+            watcher_up: IntGauge::new(
+                "astra_crowdsec_watcher_up",
+                "1 while the last login or push of alerts to the CrowdSec LAPI succeeded.",
+            )
+            .expect("valid metric"),
+            pushed: IntCounter::new(
+                "astra_crowdsec_alerts_pushed_total",
+                "Alerts the CrowdSec LAPI took from this agent.",
+            )
+            .expect("valid metric"),
+            outbox: IntGauge::new(
+                "astra_crowdsec_outbox",
+                "Alerts waiting in the state store for the CrowdSec LAPI.",
+            )
+            .expect("valid metric"),
+        };
+        for c in [
+            Box::new(m.up.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.last_pull.clone()),
+            Box::new(m.decisions.clone()),
+            Box::new(m.pulls.clone()),
+            Box::new(m.watcher_up.clone()),
+            Box::new(m.pushed.clone()),
+            Box::new(m.outbox.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        m
+    }
+
+    /// A successful pull, and the decisions now in force by origin.
+    pub fn pulled(&self, result: &str, by_origin: &std::collections::BTreeMap<String, usize>) {
+        self.up.set(1);
+        self.last_pull.set(crate::clock::now_ms() as f64 / 1e3);
+        self.pulls.with_label_values(&[result]).inc();
+        self.decisions.reset();
+        for (origin, n) in by_origin {
+            self.decisions
+                .with_label_values(&[origin.as_str()])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Alerts the LAPI took.
+    pub fn pushed(&self, n: usize) {
+        self.pushed.inc_by(n as u64);
+    }
+
+    /// The watcher's state after a round.
+    pub fn set_watcher(&self, up: bool, queued: u64) {
+        self.watcher_up.set(i64::from(up));
+        self.outbox.set(i64::try_from(queued).unwrap_or(i64::MAX));
+    }
+
+    /// A failed pull: what the kernel holds stays, so the decision gauges do too.
+    pub fn failed(&self, result: &str) {
+        self.up.set(0);
+        self.pulls.with_label_values(&[result]).inc();
+    }
+}
+
 pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
     TextEncoder::new()

@@ -31,10 +31,12 @@ mod error;
 mod file;
 mod lists;
 mod offenders;
+mod outbox;
 mod schema;
 
 pub use error::StoreError;
 pub(crate) use error::db_error;
+pub use outbox::OutboxItem;
 pub use schema::SCHEMA_VERSION;
 
 use self::{error::*, file::*, schema::*};
@@ -133,6 +135,8 @@ pub enum EntrySource {
     Manual,
     Auto,
     Feed,
+    /// A decision of a CrowdSec Local API, kept in force by the agent's bouncer.
+    Crowdsec,
 }
 
 impl EntrySource {
@@ -141,6 +145,7 @@ impl EntrySource {
             EntrySource::Manual => "manual",
             EntrySource::Auto => "auto",
             EntrySource::Feed => "feed",
+            EntrySource::Crowdsec => "crowdsec",
         }
     }
 }
@@ -159,10 +164,11 @@ impl FromStr for EntrySource {
             "manual" => Ok(EntrySource::Manual),
             "auto" => Ok(EntrySource::Auto),
             "feed" => Ok(EntrySource::Feed),
+            "crowdsec" => Ok(EntrySource::Crowdsec),
             _ => Err(ParseEnumError {
                 what: "entry source",
                 value: s.to_owned(),
-                expected: "manual, auto or feed",
+                expected: "manual, auto, feed or crowdsec",
             }),
         }
     }

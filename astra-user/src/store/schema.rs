@@ -69,6 +69,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // budget itself is rate_pps and burst_ms.
     "ALTER TABLE list_entries ADD COLUMN ports TEXT;
      ALTER TABLE list_entries ADD COLUMN protect INTEGER;",
+    // Version 7: the outbox (see `outbox`): messages for other systems (the CrowdSec
+    // watcher's alerts) that survive outages and restarts. `key` makes enqueuing idempotent.
+    "CREATE TABLE outbox (
+         seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+         name       TEXT    NOT NULL,
+         key        TEXT    NOT NULL,
+         body       TEXT    NOT NULL,
+         created_at INTEGER NOT NULL,
+         sending    INTEGER NOT NULL DEFAULT 0,
+         UNIQUE (name, key)
+     ) STRICT;",
 ];
 
 /// The schema version this build writes and understands.

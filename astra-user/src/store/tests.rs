@@ -711,14 +711,14 @@ fn newer_schema_version_is_refused() {
     };
     Connection::open(&path)
         .unwrap()
-        .execute_batch("PRAGMA user_version = 7;")
+        .execute_batch("PRAGMA user_version = 99;")
         .unwrap();
     let err = Store::open(dir.path()).unwrap_err();
     assert!(
         matches!(
             err,
             StoreError::TooNew {
-                found: 7,
+                found: 99,
                 supported: SCHEMA_VERSION,
                 ..
             }
@@ -729,7 +729,7 @@ fn newer_schema_version_is_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "database {} has schema version 7, newer than this astra ({SCHEMA_VERSION}): upgrade astra",
+            "database {} has schema version 99, newer than this astra ({SCHEMA_VERSION}): upgrade astra",
             path.display()
         )
     );
@@ -843,7 +843,12 @@ fn enums_display_parse_and_deserialize_lowercase() {
         let de: serde::de::value::StrDeserializer<'_, DeError> = k.as_str().into_deserializer();
         assert_eq!(ListKind::deserialize(de).unwrap(), k);
     }
-    for s in [EntrySource::Manual, EntrySource::Auto, EntrySource::Feed] {
+    for s in [
+        EntrySource::Manual,
+        EntrySource::Auto,
+        EntrySource::Feed,
+        EntrySource::Crowdsec,
+    ] {
         assert_eq!(s.to_string().parse::<EntrySource>().unwrap(), s);
         let de: serde::de::value::StrDeserializer<'_, DeError> = s.as_str().into_deserializer();
         assert_eq!(EntrySource::deserialize(de).unwrap(), s);
@@ -856,7 +861,7 @@ fn enums_display_parse_and_deserialize_lowercase() {
     );
     assert_eq!(
         "cron".parse::<EntrySource>().unwrap_err().to_string(),
-        "unknown entry source 'cron': expected manual, auto or feed"
+        "unknown entry source 'cron': expected manual, auto, feed or crowdsec"
     );
 }
 

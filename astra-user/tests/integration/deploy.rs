@@ -541,6 +541,11 @@ fn example_config_with_every_setting_uncommented_is_accepted() {
     );
     assert_eq!(cfg["detect"]["rules"]["port_scan_ports"], 30);
     assert_eq!(cfg["detect"]["policy"]["block_ttl"], "30m");
+    assert_eq!(cfg["crowdsec_url"], "http://127.0.0.1:8080");
+    assert_eq!(
+        cfg["crowdsec_machine_file"],
+        "/etc/astra/crowdsec-machine.yaml"
+    );
 }
 
 /// The `astra.toml` key of the ConfigMap in the Kubernetes manifest.

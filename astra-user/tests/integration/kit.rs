@@ -128,6 +128,11 @@ impl Lab {
         format!("2001:db8:{}::2", self.net)
     }
 
+    /// The traffic source's namespace, for the lab's traffic tools.
+    pub fn a(&self) -> &Netns {
+        &self.a
+    }
+
     /// Adds another address to A's interface (a second attacker or client).
     pub fn add_a_addr(&self, cidr: &str) {
         self.a.add_addr(&self.if_a, cidr).expect("add address");

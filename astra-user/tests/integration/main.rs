@@ -7,6 +7,7 @@ mod kit;
 
 mod bench;
 mod cli;
+mod crowdsec;
 mod deploy;
 mod detection;
 mod feeds;

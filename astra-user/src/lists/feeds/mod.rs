@@ -100,16 +100,16 @@ pub struct FeedError {
 
 /// A feed name that cannot be typed back as `--tag NAME`.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid tag '{0}': use 1-64 letters, digits and - _ . : @ +")]
+#[error("invalid tag '{0}': use 1-64 letters, digits and - _ . : @ + /")]
 pub struct TagError(String);
 
 /// A feed name: short, printable, no spaces, so it can be typed back as `--tag NAME`.
-fn check_tag(tag: &str) -> Result<String, TagError> {
+pub(crate) fn check_tag(tag: &str) -> Result<String, TagError> {
     let ok = !tag.is_empty()
         && tag.chars().count() <= 64
         && tag
             .chars()
-            .all(|c| c.is_alphanumeric() || "-_.:@+".contains(c));
+            .all(|c| c.is_alphanumeric() || "-_.:@+/".contains(c));
     if ok {
         Ok(tag.to_owned())
     } else {

@@ -43,6 +43,8 @@ pub const BENCH_REQUIREMENTS: &[Requirement] = &[
     // `astra replay` against the capture tools people use today.
     req("tshark", "tshark"),
     req("argus", "argus-server"),
+    // The bouncer CrowdSec ships, beside Astra's on the same decision stream.
+    req("crowdsec-firewall-bouncer", "crowdsec-firewall-bouncer"),
 ];
 
 /// What `cargo xtask demo` (`astra lab`) needs: the real services and attack tools of the

@@ -4,6 +4,7 @@
 //! `live`, `poll`, `forest`, `latency`, `synflood`,
 //! `reflection`, `replay`); `programs.rs` has the bench's own eBPF programs and
 //! the BPF_PROG_TEST_RUN plumbing they share.
+pub mod crowdsec;
 pub mod forest;
 pub mod latency;
 pub mod live;
@@ -105,7 +106,7 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
     let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
     let mut out = Vec::new();
     let mut failed = Vec::new();
-    let steps: [(&str, Group); 9] = [
+    let steps: [(&str, Group); 10] = [
         ("xdp", xdp::xdp_costs),
         ("live", live::live_drop),
         ("poll", poll::agent_polls),
@@ -115,6 +116,7 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
         ("synflood", synflood::syn_flood),
         ("reflection", reflection::reflection),
         ("replay", replay::replay_rate),
+        ("crowdsec", crowdsec::crowdsec),
     ];
     if let Some(bad) = only.iter().find(|o| !steps.iter().any(|(k, _)| k == o)) {
         let known: Vec<&str> = steps.iter().map(|(k, _)| *k).collect();

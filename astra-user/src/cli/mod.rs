@@ -210,7 +210,8 @@ pub enum Command {
     Bench {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
-        /// Only some groups: xdp, live, poll, botnet, forest, latency, replay (comma-separated).
+        /// Only some groups: xdp, live, poll, botnet, forest, latency, synflood, reflection, replay,
+        /// crowdsec (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Internal: one agent-poll measurement in a process of its own.

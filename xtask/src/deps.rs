@@ -31,6 +31,8 @@ pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("nft", "nftables"),
     // A real CrowdSec Local API for the bouncer's tests (each test starts its own).
     req("cscli", "crowdsec"),
+    // The event log checked against Suricata's EVE schema.
+    req("jsonschema", "python3-jsonschema"),
 ];
 
 /// What `cargo xtask bench` compares against and drives traffic with.

@@ -1,7 +1,10 @@
-//! The event log: one JSON object per line in the style of Suricata's EVE (`timestamp`,
+//! The event log: one JSON object per line in Suricata's EVE format (`timestamp`,
 //! `event_type`, `src_ip`, `src_port`, `dest_ip`, `dest_port`, `proto`, `flow`, `alert`), so
-//! the tools that already read eve.json (jq, Filebeat, Splunk, ...) read Astra's too. The full
-//! alert is kept under `astra` so `astra alerts` can read it back without loss.
+//! the tools that already read eve.json (jq, Filebeat, Splunk, ...) read Astra's too. Every
+//! line validates against Suricata's published schema (a test checks): no key of Astra's own
+//! at the top level, and what Suricata has no field for goes where Suricata keeps a rule's
+//! extras, `alert.metadata`, as lists of strings. The full alert is kept there too
+//! (`astra_alert`, as JSON text) so `astra alerts` can read it back without loss.
 use std::{
     fs::File,
     io::{BufRead as _, BufReader, Read as _, Write as _},
@@ -22,10 +25,18 @@ use crate::{
 
 pub const DEFAULT_EVENTS_FILE: &str = "eve.json";
 
-/// RFC 3339 with microseconds, as EVE writes it.
+/// Time as Suricata writes it: microseconds and a numeric UTC offset
+/// (`2026-12-02T06:42:33.123456+0000`), which its schema requires.
 pub fn eve_time(ms: u64) -> String {
-    crate::clock::rfc3339_micros(ms)
+    let t = crate::clock::rfc3339_micros(ms);
+    match t.strip_suffix('Z') {
+        Some(base) => format!("{base}+0000"),
+        None => t,
+    }
 }
+
+/// The metadata key of the full alert.
+const ALERT_META: &str = "astra_alert";
 
 fn suricata_severity(s: Severity) -> u8 {
     match s {
@@ -110,21 +121,37 @@ impl EventLog {
     pub fn alert(&mut self, a: &Alert, flow: Option<&BiFlow>, mono_now_ns: u64) -> Result<()> {
         let src = a.source.map(|s| s.to_string());
         let dest = a.targets.first().map(|t| t.to_string());
+        let mut meta = json!({
+            ALERT_META: [serde_json::to_string(a).expect("alerts serialise")],
+            "confidence": [format!("{:.2}", a.confidence)],
+            "risk_score": [a.risk_score.to_string()],
+        });
+        if !a.targets.is_empty() {
+            meta["attack_target"] =
+                json!(a.targets.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        }
         let mut v = json!({
             "timestamp": eve_time(a.timestamp_ms),
             "event_type": "alert",
-            "src_ip": src,
-            "dest_ip": dest,
             "alert": {
                 "action": a.action.label(),
+                "gid": 1,
                 "signature_id": 9_100_000 + crate::detect::AttackType::ALL.iter().position(|t| *t == a.attack_type).unwrap_or(0),
+                "rev": 1,
                 "signature": format!("ASTRA {}", a.attack_type),
                 "category": a.attack_type.as_str(),
                 "severity": suricata_severity(a.severity),
                 "rule": a.rule,
+                "metadata": meta,
             },
-            "astra": a,
         });
+        // Suricata leaves out what it does not know rather than writing null.
+        if let Some(s) = src {
+            v["src_ip"] = json!(s);
+        }
+        if let Some(d) = dest {
+            v["dest_ip"] = json!(d);
+        }
         if let Some(f) = flow {
             v["src_port"] = json!(f.src_port);
             v["dest_port"] = json!(f.dst_port);
@@ -140,8 +167,10 @@ impl EventLog {
         self.mitigation("block", net, ttl, None, reason, alert_id)
     }
 
-    /// An automatic kernel entry: event type `block`, `throttle` or `quarantine`, its details
-    /// under the same key (a throttle's rate too).
+    /// An automatic kernel entry: event type `block`, `throttle`, `quarantine` or `protect`.
+    /// The address is `src_ip` (`dest_ip` for a protected target) when the entry is one host;
+    /// the details (the prefix, TTL, reason, rate, the alert that made it) are in
+    /// `alert.metadata`, since Suricata has no event of this kind to copy.
     pub fn mitigation(
         &mut self,
         kind: &str,
@@ -151,38 +180,102 @@ impl EventLog {
         reason: &str,
         alert_id: &str,
     ) -> Result<()> {
-        let mut detail = json!({"ttl_s": ttl.as_secs(), "reason": reason, "source": "auto", "alert_id": alert_id});
+        let mut meta = json!({
+            "astra_net": [net],
+            "ttl_s": [ttl.as_secs().to_string()],
+            "reason": [reason],
+            "source": ["auto"],
+            "alert_id": [alert_id],
+        });
         if let Some(r) = rate {
-            detail["rate"] = json!(r);
+            meta["rate_pps"] = json!([r.pps.to_string()]);
+            meta["rate_bps"] = json!([r.bps.to_string()]);
         }
+        let mut v = json!({
+            "timestamp": eve_time(now_ms()),
+            "event_type": kind,
+            "alert": {
+                "action": match kind {
+                    "block" => "blocked",
+                    "throttle" => "throttled",
+                    "quarantine" => "quarantined",
+                    "protect" => "protected",
+                    other => other,
+                },
+                "signature": format!("ASTRA {kind}"),
+                "category": "mitigation",
+                "metadata": meta,
+            },
+        });
         // A protection is about a destination; every other tier about a source.
         let side = if kind == "protect" {
             "dest_ip"
         } else {
             "src_ip"
         };
-        self.write(&json!({
-            "timestamp": eve_time(now_ms()),
-            "event_type": kind,
-            side: net,
-            kind: detail,
-        }))
+        if let Some(host) = single_host(net) {
+            v[side] = json!(host);
+        }
+        self.write(&v)
     }
 
     pub fn unblock(&mut self, net: &str, why: &str) -> Result<()> {
-        self.write(&json!({
+        let mut v = json!({
             "timestamp": eve_time(now_ms()),
             "event_type": "unblock",
-            "src_ip": net,
-            "unblock": {"reason": why},
-        }))
+            "alert": {
+                "action": "unblocked",
+                "signature": "ASTRA unblock",
+                "category": "mitigation",
+                "metadata": {"astra_net": [net], "reason": [why]},
+            },
+        });
+        if let Some(host) = single_host(net) {
+            v["src_ip"] = json!(host);
+        }
+        self.write(&v)
+    }
+}
+
+/// The address of a one-host network (`198.18.2.2/32`, or a bare address); `None` for a
+/// prefix, which EVE's address fields cannot hold.
+fn single_host(net: &str) -> Option<String> {
+    match net.parse::<ipnet::IpNet>() {
+        Ok(n) if n.prefix_len() == n.max_prefix_len() => Some(n.addr().to_string()),
+        Ok(_) => None,
+        Err(_) => net.parse::<IpAddr>().ok().map(|a| a.to_string()),
     }
 }
 
 #[derive(Deserialize)]
 struct Line {
     event_type: String,
+    /// Where logs written before the schema-conformant format kept the alert.
     astra: Option<Alert>,
+    alert: Option<LineAlert>,
+}
+
+#[derive(Deserialize)]
+struct LineAlert {
+    metadata: Option<LineMeta>,
+}
+
+#[derive(Deserialize)]
+struct LineMeta {
+    astra_alert: Option<Vec<String>>,
+}
+
+impl Line {
+    /// The full alert of an alert line of Astra's.
+    fn into_alert(self) -> Option<Alert> {
+        if self.event_type != "alert" {
+            return None;
+        }
+        self.astra.or_else(|| {
+            let text = self.alert?.metadata?.astra_alert?.into_iter().next()?;
+            serde_json::from_str(&text).ok()
+        })
+    }
 }
 
 /// Alerts logged at or after `since_ms`, oldest first. Lines that are not alerts, or not ours,
@@ -238,8 +331,7 @@ pub fn scan_alerts(path: &Path, since_ms: u64) -> Result<Scan> {
             }
             continue;
         };
-        if l.event_type == "alert"
-            && let Some(a) = l.astra
+        if let Some(a) = l.into_alert()
             && a.timestamp_ms >= since_ms
         {
             scan.alerts.push(a);
@@ -302,13 +394,35 @@ mod tests {
         assert_eq!(first["alert"]["signature"], "ASTRA port_scan");
         assert_eq!(first["alert"]["severity"], 1);
         assert_eq!(first["alert"]["action"], "blocked");
-        assert!(
-            first["timestamp"]
-                .as_str()
+        assert_eq!(first["timestamp"], "1970-01-01T00:00:01.000000+0000");
+        assert!(first.get("astra").is_none(), "{first}");
+        let block: Value = serde_json::from_str(
+            std::fs::read_to_string(&path)
                 .unwrap()
-                .starts_with("1970-01-01T00:00:01")
+                .lines()
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(block["src_ip"], "198.18.0.9");
+        assert_eq!(
+            block["alert"]["metadata"]["astra_net"],
+            json!(["198.18.0.9/32"])
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn prefixes_stay_out_of_address_fields_and_old_lines_still_read() {
+        assert_eq!(single_host("198.18.2.2/32").as_deref(), Some("198.18.2.2"));
+        assert_eq!(
+            single_host("2001:db8::1/128").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(single_host("198.18.2.0/24"), None);
+        let old = json!({"event_type": "alert", "astra": alert(7)}).to_string();
+        let l: Line = serde_json::from_str(&old).unwrap();
+        assert_eq!(l.into_alert(), Some(alert(7)));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::{
     detect::{Action, Alert},
     error::{Error, Result},
     flow::{BiFlow, proto_name},
-    sink::{events::eve_time, history::IncidentRow},
+    sink::history::IncidentRow,
 };
 
 #[derive(Serialize)]
@@ -121,7 +121,7 @@ pub fn write(dir: &Path, a: &Alert, flows: &[&BiFlow]) -> Result<(PathBuf, Incid
     }
     let incident = Incident {
         id: &a.id,
-        created: eve_time(a.timestamp_ms),
+        created: crate::clock::rfc3339_micros(a.timestamp_ms),
         summary: summary(a),
         alert: a,
         iocs: Iocs {

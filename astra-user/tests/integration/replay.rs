@@ -812,3 +812,109 @@ fn replay_and_the_live_path_blame_the_same_sources() {
         agent.stop();
     }
 }
+
+/// Every kind of line Astra writes to its event log validates against Suricata's published
+/// schema (tests/data/suricata): alerts and blocks from a replayed scan, and the other
+/// mitigations written through the library, a prefix among them.
+#[test]
+fn the_event_log_validates_against_suricatas_schema() {
+    if !privileged() {
+        return;
+    }
+    use std::time::Duration;
+
+    use astra::sink::events::EventLog;
+    let (pin, state) = (pin_dir(), state_dir());
+    let f = state.path().join("scan.pcap");
+    write_pcap(&f, 1, &scan_and_benign(60, 2_000_000));
+    let events = state.path().join("eve.json");
+    let (code, _, err) = cli(
+        pin.path(),
+        state.path(),
+        &[
+            "replay",
+            f.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    {
+        let mut log = EventLog::open(&events).unwrap();
+        let rate = astra::store::Rate {
+            pps: 100,
+            bps: 0,
+            burst_ms: 100,
+        };
+        let ttl = Duration::from_secs(600);
+        log.mitigation(
+            "throttle",
+            "198.18.0.0/24",
+            ttl,
+            Some(rate),
+            "auto: udp_flood",
+            "a1",
+        )
+        .unwrap();
+        log.mitigation(
+            "quarantine",
+            "10.0.0.23/32",
+            ttl,
+            None,
+            "auto: exfiltration",
+            "a2",
+        )
+        .unwrap();
+        log.mitigation(
+            "protect",
+            "2001:db8::2/128",
+            ttl,
+            Some(rate),
+            "auto: syn_flood",
+            "a3",
+        )
+        .unwrap();
+        log.block("203.0.113.0/24", ttl, "by hand", "").unwrap();
+        log.unblock("198.18.0.66/32", "expired").unwrap();
+    }
+    let text = std::fs::read_to_string(&events).unwrap();
+    for kind in [
+        "alert",
+        "block",
+        "throttle",
+        "quarantine",
+        "protect",
+        "unblock",
+    ] {
+        assert!(
+            text.contains(&format!("\"event_type\":\"{kind}\"")),
+            "no {kind} line:\n{text}"
+        );
+    }
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/suricata/schema.json"
+    );
+    let check = r#"
+import json, sys, jsonschema
+schema = json.load(open(sys.argv[1]))
+validator = jsonschema.validators.validator_for(schema)(schema)
+bad = 0
+for n, line in enumerate(open(sys.argv[2]), 1):
+    for e in validator.iter_errors(json.loads(line)):
+        bad += 1
+        print(f"line {n}: {'/'.join(map(str, e.absolute_path))}: {e.message[:300]}")
+print(f"{bad} errors")
+sys.exit(1 if bad else 0)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", check, schema, events.to_str().unwrap()])
+        .output()
+        .expect("python3 (cargo xtask test installs python3-jsonschema)");
+    assert!(
+        out.status.success(),
+        "not Suricata's EVE:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -340,6 +340,9 @@ pub fn router(st: ApiState) -> Router {
         )
         .route("/api/v1/status", get(status))
         .route("/api/v1/flows", get(flows))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/top-talkers", get(top_talkers))
+        .route("/api/v1/attack-summary", get(attack_summary))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/incidents", get(incidents))
         .route("/api/v1/incidents/{id}", get(incident))
@@ -448,6 +451,47 @@ async fn flows(State(st): State<ApiState>, Query(q): Query<FlowsQuery>) -> ApiRe
         )?)
     })
     .await?)
+}
+
+async fn stats(State(st): State<ApiState>) -> ApiResult {
+    ok(blocking(move || {
+        Ok(crate::agent::status::stats_report(
+            &st.pin_dir,
+            &st.state_dir,
+            &st.store,
+        )?)
+    })
+    .await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TalkersQuery {
+    limit: Option<u64>,
+}
+
+/// Sources in `/api/v1/top-talkers` unless `limit` says otherwise.
+const TALKERS_DEFAULT: u64 = 20;
+
+async fn top_talkers(State(st): State<ApiState>, Query(q): Query<TalkersQuery>) -> ApiResult {
+    let limit = page_limit(Some(q.limit.unwrap_or(TALKERS_DEFAULT)))? as usize;
+    ok(blocking(move || Ok(crate::agent::status::top_talkers(&st.pin_dir, limit)?)).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SummaryQuery {
+    /// A duration such as 1h; default 24h.
+    since: Option<String>,
+}
+
+async fn attack_summary(State(st): State<ApiState>, Query(q): Query<SummaryQuery>) -> ApiResult {
+    let since = HistoryQuery {
+        since: Some(q.since.unwrap_or_else(|| "24h".into())),
+        limit: None,
+    }
+    .since_ms()?;
+    ok(blocking(move || Ok(crate::sink::history::attack_summary(&st.store, since)?)).await?)
 }
 
 #[derive(Deserialize)]
@@ -1057,6 +1101,17 @@ pub fn openapi() -> Value {
     });
     doc["paths"]["/api/v1/protect"] = protect_ops;
     doc["paths"]["/api/v1/protect/{addr}"] = protect_delete;
+    doc["paths"]["/api/v1/stats"] = json!({"get": {
+        "summary": "Totals and rates of what the interfaces saw (packets, bits and drops a second over the last poll), flows, alerts, automatic blocks and list sizes",
+        "responses": {"200": json_ok("stats"), "500": err.clone()}}});
+    doc["paths"]["/api/v1/top-talkers"] = json!({"get": {
+        "summary": "Sources of the live conversations, by bytes both ways, largest first",
+        "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}, "description": "default 20"}],
+        "responses": {"200": json_ok("talkers"), "400": err.clone()}}});
+    doc["paths"]["/api/v1/attack-summary"] = json!({"get": {
+        "summary": "Alerts by attack type over a period, and how many of each were blocked",
+        "parameters": [{"name": "since", "in": "query", "schema": {"type": "string"}, "description": "a duration such as 1h; default 24h"}],
+        "responses": {"200": json_ok("summary"), "400": err.clone()}}});
     doc
 }
 

@@ -170,6 +170,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
         store_error: store.degraded(),
         crowdsec: None,
         crowdsec_watcher: None,
+        traffic: None,
+        last_poll_at_ns: None,
     };
     status.write(&cfg.state_dir)?;
 
@@ -678,6 +680,17 @@ fn poll_once(
     for i in &status.interfaces {
         per_iface.push((i.iface.as_str(), maps.iface_counters(i.ifindex)?));
     }
+    let counters: Vec<&[astra_common::Counter]> =
+        per_iface.iter().map(|(_, c)| c.as_slice()).collect();
+    let since = status
+        .last_poll_at_ns
+        .map_or(0.0, |t| now_ns.saturating_sub(t) as f64 / 1e9);
+    status.traffic = Some(status::Traffic::from_counters(
+        &counters,
+        status.traffic.as_ref(),
+        since,
+    ));
+    status.last_poll_at_ns = Some(now_ns);
     let expired = lists.sweep_store()?;
     for e in &expired {
         info!(net = %e.net, list = %e.kind, "entry expired");

@@ -46,6 +46,55 @@ pub struct AgentStatus {
     /// The CrowdSec watcher's state, when one runs.
     #[serde(default)]
     pub crowdsec_watcher: Option<crate::agent::crowdsec::WatcherStatus>,
+    /// What the interfaces saw, as of the last poll.
+    #[serde(default)]
+    pub traffic: Option<Traffic>,
+    /// The monotonic time of the last poll, for the rates (not written out).
+    #[serde(skip)]
+    pub last_poll_at_ns: Option<u64>,
+}
+
+/// The kernel's counters over every attached interface (both directions): totals since the
+/// maps were created, and rates over the last poll interval.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets dropped in the kernel, for any reason.
+    pub dropped: u64,
+    pub packets_per_s: f64,
+    pub bits_per_s: f64,
+    pub dropped_per_s: f64,
+}
+
+impl Traffic {
+    /// Totals from per-interface counters, with rates against `prev` taken `secs` earlier.
+    pub fn from_counters(
+        per_iface: &[&[astra_common::Counter]],
+        prev: Option<&Traffic>,
+        secs: f64,
+    ) -> Traffic {
+        let mut t = Traffic::default();
+        for counters in per_iface {
+            for (a, c) in counters.iter().enumerate() {
+                if crate::sink::metrics::action_labels(a as u32).is_none() {
+                    continue;
+                }
+                t.packets += c.packets;
+                t.bytes += c.bytes;
+                if crate::sink::metrics::drop_reason(a as u32).is_some() {
+                    t.dropped += c.packets;
+                }
+            }
+        }
+        if let Some(p) = prev.filter(|_| secs > 0.0) {
+            let rate = |now: u64, before: u64| now.saturating_sub(before) as f64 / secs;
+            t.packets_per_s = rate(t.packets, p.packets);
+            t.bits_per_s = rate(t.bytes, p.bytes) * 8.0;
+            t.dropped_per_s = rate(t.dropped, p.dropped);
+        }
+        t
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -229,4 +278,140 @@ pub fn flows_report(pin_dir: &Path, state_dir: &Path, top: usize) -> Result<Vec<
         })
         .collect();
     Ok(out)
+}
+
+/// What `/api/v1/stats` answers: the dashboard's headline numbers in one request.
+#[derive(Serialize)]
+pub struct StatsReport {
+    pub agent_running: bool,
+    /// Totals and rates as of the agent's last poll; `None` before one.
+    pub traffic: Option<Traffic>,
+    pub last_poll_at: Option<u64>,
+    pub flows_active: Option<usize>,
+    pub flow_capacity: Option<u32>,
+    /// Alerts and automatic blocks since the agent started.
+    pub alerts: u64,
+    pub auto_blocks: u64,
+    /// Rows in the history.
+    pub history_alerts: u64,
+    pub history_incidents: u64,
+    /// Entries in the kernel lists, when maps are pinned.
+    pub lists: Option<crate::lists::KindCounts>,
+}
+
+pub fn stats_report(pin_dir: &Path, state_dir: &Path, store: &Store) -> Result<StatsReport> {
+    let agent = AgentStatus::read(state_dir);
+    let running = agent.as_ref().is_some_and(AgentStatus::alive);
+    let (history_alerts, history_incidents) = crate::sink::history::counts(store)?;
+    let maps = PinnedMaps::open(pin_dir)?;
+    let lists = maps
+        .is_some()
+        .then(|| Lists::from_parts(store.clone(), maps).kernel_counts());
+    Ok(StatsReport {
+        agent_running: running,
+        traffic: agent.as_ref().and_then(|a| a.traffic.clone()),
+        last_poll_at: agent.as_ref().and_then(|a| a.last_poll_at),
+        flows_active: agent.as_ref().map(|a| a.flows_active),
+        flow_capacity: agent.as_ref().map(|a| a.flow_capacity),
+        alerts: agent.as_ref().map_or(0, |a| a.alerts),
+        auto_blocks: agent.as_ref().map_or(0, |a| a.auto_blocks),
+        history_alerts,
+        history_incidents,
+        lists,
+    })
+}
+
+/// One source's share of the live traffic: what `/api/v1/top-talkers` lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Talker {
+    pub addr: std::net::IpAddr,
+    /// Live conversations it opened.
+    pub conversations: u64,
+    /// Distinct addresses it talks to.
+    pub peers: u64,
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    pub packets_received: u64,
+    pub bytes_received: u64,
+}
+
+/// The `top` sources of the live conversations in the kernel flow table, by bytes both ways.
+pub fn top_talkers(pin_dir: &Path, top: usize) -> Result<Vec<Talker>> {
+    let Some(maps) = PinnedMaps::open(pin_dir)? else {
+        return Err(Error::Usage(format!(
+            "no maps pinned in {}: start the agent with `astra run --iface IF`",
+            pin_dir.display()
+        )));
+    };
+    let mut raw = Vec::new();
+    maps.read_flows(&mut raw)?;
+    Ok(talkers(&pair_flows(raw.iter().map(|(k, v)| (k, v))), top))
+}
+
+fn talkers(flows: &[BiFlow], top: usize) -> Vec<Talker> {
+    let mut by: std::collections::HashMap<
+        std::net::IpAddr,
+        (Talker, std::collections::HashSet<std::net::IpAddr>),
+    > = std::collections::HashMap::new();
+    for f in flows {
+        let (t, peers) = by.entry(f.src).or_insert_with(|| {
+            (
+                Talker {
+                    addr: f.src,
+                    conversations: 0,
+                    peers: 0,
+                    packets_sent: 0,
+                    bytes_sent: 0,
+                    packets_received: 0,
+                    bytes_received: 0,
+                },
+                Default::default(),
+            )
+        });
+        t.conversations += 1;
+        t.packets_sent += f.fwd.packets;
+        t.bytes_sent += f.fwd.bytes;
+        t.packets_received += f.rev.packets;
+        t.bytes_received += f.rev.bytes;
+        peers.insert(f.dst);
+    }
+    let mut out: Vec<Talker> = by
+        .into_values()
+        .map(|(mut t, peers)| {
+            t.peers = peers.len() as u64;
+            t
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        (b.bytes_sent + b.bytes_received)
+            .cmp(&(a.bytes_sent + a.bytes_received))
+            .then(a.addr.cmp(&b.addr))
+    });
+    out.truncate(top);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn talkers_add_up_their_conversations_largest_first() {
+        use crate::features::tests::udp;
+        let flows = vec![
+            udp("198.18.0.1", "198.18.1.1", 5000, 53, 10, 1),
+            udp("198.18.0.1", "198.18.1.2", 5001, 53, 10, 1),
+            udp("198.18.0.2", "198.18.1.1", 40000, 123, 1, 1),
+        ];
+        let got = talkers(&flows, 10);
+        assert_eq!(got.len(), 2);
+        let first = &got[0];
+        assert_eq!(
+            first.addr,
+            "198.18.0.1".parse::<std::net::IpAddr>().unwrap()
+        );
+        assert_eq!((first.conversations, first.peers), (2, 2));
+        assert_eq!(first.packets_sent, 20);
+        assert_eq!(talkers(&flows, 1).len(), 1);
+    }
 }

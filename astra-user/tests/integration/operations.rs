@@ -38,6 +38,57 @@ fn lab_with_agent() -> Option<(Lab, ScratchDir, ScratchDir, Agent)> {
     Some((lab, pin, state, agent))
 }
 
+/// The summary endpoints a dashboard draws from: traffic totals and rates, the sources of the
+/// live conversations, and alerts by type.
+#[test]
+fn stats_top_talkers_and_attack_summary_describe_what_was_seen() {
+    let Some((lab, pin, state, agent)) = lab_with_agent() else {
+        return;
+    };
+    let (a, b) = (lab.a_v4(), lab.b_v4());
+    assert_eq!(lab.deliver(&a, &b, 50), 50);
+    agent.settle();
+    let stats = json(&agent.api("GET", "/api/v1/stats", None, None).1);
+    assert_eq!(stats["agent_running"], true, "{stats}");
+    assert!(stats["traffic"]["packets"].as_u64() >= Some(50), "{stats}");
+    assert!(
+        stats["traffic"]["bytes"].as_u64() > Some(50 * 28),
+        "{stats}"
+    );
+    assert!(
+        stats["traffic"]["packets_per_s"].as_f64().is_some(),
+        "{stats}"
+    );
+    assert!(stats["flows_active"].as_u64() >= Some(1), "{stats}");
+    // A block, and the drops it makes, show in the next poll's rates and totals.
+    cli_ok(pin.path(), state.path(), &["block", &a]);
+    assert_eq!(lab.deliver(&a, &b, 200), 0);
+    agent.settle();
+    let stats = json(&agent.api("GET", "/api/v1/stats", None, None).1);
+    assert!(stats["traffic"]["dropped"].as_u64() >= Some(200), "{stats}");
+    assert_eq!(stats["lists"]["block"], 1, "{stats}");
+
+    let talkers = json(
+        &agent
+            .api("GET", "/api/v1/top-talkers?limit=5", None, None)
+            .1,
+    );
+    let first = &talkers.as_array().expect("a list")[0];
+    assert_eq!(first["addr"], a.as_str(), "{talkers}");
+    assert!(first["packets_sent"].as_u64() >= Some(50), "{talkers}");
+    let (code, body) = agent.api("GET", "/api/v1/top-talkers?limit=0", None, None);
+    assert_eq!(code, 400, "{body}");
+
+    let summary = json(
+        &agent
+            .api("GET", "/api/v1/attack-summary?since=1h", None, None)
+            .1,
+    );
+    assert_eq!(summary["alerts"], 0, "{summary}");
+    let (code, body) = agent.api("GET", "/api/v1/attack-summary?since=soon", None, None);
+    assert_eq!(code, 400, "{body}");
+}
+
 #[test]
 fn api_serves_reads_and_guards_changes_with_the_token() {
     let Some((lab, pin, state, agent)) = lab_with_agent() else {

@@ -205,7 +205,7 @@ pub fn botnet(out: &mut Vec<Measurement>) -> Result<()> {
         get("slowest_s"),
         "s",
         None,
-        "< 0.5 s (the poll interval)",
+        "< 1 s (the default poll interval)",
     ));
     out.push(m(
         &format!("agent poll alone, median of the last 10 s ({what})"),

@@ -177,11 +177,14 @@ impl DetectConfig {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct PassStats {
     pub alerts: usize,
     pub blocks: usize,
     pub suppressed: usize,
+    /// The alerts this pass reported, for the live UI.
+    #[serde(skip)]
+    pub raised: Vec<Alert>,
 }
 
 pub struct Engine {
@@ -266,6 +269,11 @@ impl Engine {
 
     pub fn model_status(&self) -> ModelStatus {
         self.learner.status()
+    }
+
+    /// Trains the model at the next pass (see [`crate::detect::model::Learner::request_training`]).
+    pub fn request_training(&mut self) {
+        self.learner.request_training();
     }
 
     fn refresh_protected(&mut self, lists: &Lists) -> Result<()> {
@@ -565,6 +573,7 @@ impl Engine {
                 Err(e) => warn!(error = %e, "queueing alerts for CrowdSec"),
             }
         }
+        stats.raised = recorded;
         Ok(stats)
     }
 }
@@ -615,6 +624,7 @@ impl Engine {
             if let Some(assessment) = learner.assess(&row) {
                 let score = assessment.score;
                 metrics.anomaly_score(score);
+                sample.score(score);
                 tracing::debug!(%src, score, features = ?long.features, "forest score");
                 let n = if learner.is_anomalous(&assessment) {
                     odd_streak.get(&src).copied().unwrap_or(0) + 1

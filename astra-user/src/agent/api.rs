@@ -28,7 +28,7 @@ use tracing::info;
 
 use crate::{
     addr::{parse_net, parse_ttl},
-    agent::status::AgentStatus,
+    agent::{status::AgentStatus, token::Role},
     clock::{now_ms, now_unix},
     dataplane::{AttachedMode, maps::PinnedMaps},
     error::Error,
@@ -109,6 +109,12 @@ pub struct ApiState {
     /// Whether the API listens on a loopback address only (then Host must name loopback).
     pub loopback: bool,
     pub poll_interval: Duration,
+    /// Reads need a token too (`--api-read-token`).
+    pub read_token: bool,
+    /// What the UI streams.
+    pub live: Arc<crate::agent::live::Live>,
+    /// Set by `POST /api/v1/model/train`, taken by the poll thread.
+    pub train: Arc<std::sync::atomic::AtomicBool>,
     /// Failed logins posted to `/api/v1/events`, for the poll thread's next pass.
     pub logins: Arc<LoginQueue>,
 }
@@ -222,24 +228,74 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
 }
 
-/// Checks the bearer token of a mutating request against the token file. The scheme is
-/// matched without regard to case (RFC 7235: `bearer` is `Bearer`).
-fn authorize(st: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The bearer token a request carries, if any. The scheme is matched without regard to case
+/// (RFC 7235: `bearer` is `Bearer`); another scheme counts as a wrong token, not as none.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?;
+    Some(
+        v.to_str()
+            .ok()
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token.trim()),
+    )
+}
+
+/// Who is asking: the role of the request's token, or `None` for a request without one. A
+/// token that is no role's is refused here, on reads too, so a mistyped token is told at once
+/// rather than showing a read-only UI.
+fn caller(st: &ApiState, headers: &HeaderMap) -> Result<Option<Role>, ApiError> {
     let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token)
-        .ok_or_else(|| unauthorized("missing bearer token (see `astra token show`)"))?;
-    let expected = crate::agent::token::read(&st.state_dir)?
-        .ok_or_else(|| unauthorized("no API token has been generated"))?;
-    if crate::agent::token::matches(&expected, given.trim()) {
-        Ok(())
-    } else {
-        Err(unauthorized("wrong bearer token"))
+    let Some(given) = bearer(headers) else {
+        return Ok(None);
+    };
+    match crate::agent::token::role_of(&st.state_dir, given)? {
+        Some(role) => Ok(Some(role)),
+        None => Err(unauthorized(
+            "wrong bearer token (see `astra token show [--role viewer]`)",
+        )),
     }
+}
+
+/// Checks that a request may do what its method says: changes need the admin's token; reads
+/// need none, or any role's when the agent runs with `--api-read-token`.
+fn authorize(st: &ApiState, headers: &HeaderMap, changes: bool) -> Result<Option<Role>, ApiError> {
+    let role = caller(st, headers)?;
+    match role {
+        Some(Role::Admin) => {}
+        Some(Role::Viewer) if changes => {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "this is the viewer's token: it reads, and changes nothing (use the admin's)"
+                    .into(),
+            ));
+        }
+        Some(Role::Viewer) => {}
+        None if changes => {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing bearer token (see `astra token show`)".into(),
+            ));
+        }
+        None if st.read_token => {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "this agent needs a token for reads too (see `astra token show --role viewer`)"
+                    .into(),
+            ));
+        }
+        None => {}
+    }
+    Ok(role)
+}
+
+/// Paths anyone may read, whatever `--api-read-token` says: the UI's page and assets (no data
+/// in them), health, the OpenAPI description, and who a token belongs to.
+fn public_path(path: &str) -> bool {
+    matches!(
+        path,
+        "/" | "/healthz" | "/readyz" | "/api/v1/openapi.json" | "/api/v1/whoami"
+    ) || path.starts_with("/ui/")
 }
 
 /// Whether `host` (a Host header) names a loopback address: `localhost`, `127.x.y.z`, `::1`,
@@ -287,14 +343,24 @@ async fn guard(
             .into_response();
         }
     }
-    if !matches!(
+    let changes = !matches!(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
-    ) && let Err(e) = authorize(&st, req.headers())
+    );
+    if (changes || !public_path(req.uri().path()))
+        && let Err(e) = authorize(&st, req.headers(), changes)
     {
         return e.into_response();
     }
-    next.run(req).await
+    let path = changes.then(|| req.uri().path().to_owned());
+    let r = next.run(req).await;
+    // A change that went through: the UIs re-read the list they show.
+    if let Some(p) = path
+        && r.status().is_success()
+    {
+        st.live.lists_changed(&p);
+    }
+    r
 }
 
 /// axum's own refusals (a bad query or path, 405, 413, an unknown path) come as plain text;
@@ -375,6 +441,10 @@ pub fn router(st: ApiState) -> Router {
             axum::routing::delete(remove_protect),
         )
         .route("/api/v1/model", get(model))
+        .route("/api/v1/model/train", axum::routing::post(train))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/tags", get(tags))
+        .route("/api/v1/stream", get(stream))
         .route("/api/v1/events", axum::routing::post(events))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::map_response(json_errors))
@@ -434,6 +504,10 @@ async fn status(State(st): State<ApiState>) -> ApiResult {
 #[serde(deny_unknown_fields)]
 struct FlowsQuery {
     top: Option<u64>,
+    /// An address or prefix either end is in.
+    addr: Option<String>,
+    /// A port either end uses.
+    port: Option<u16>,
 }
 
 async fn flows(State(st): State<ApiState>, Query(q): Query<FlowsQuery>) -> ApiResult {
@@ -443,11 +517,20 @@ async fn flows(State(st): State<ApiState>, Query(q): Query<FlowsQuery>) -> ApiRe
         Some(0) => 0,
         Some(n) => page_limit(Some(n))? as usize,
     };
+    let m = crate::agent::status::FlowMatch {
+        net: q
+            .addr
+            .as_deref()
+            .map(|a| parse_net(a).map_err(|e| ApiError::bad_request(format!("addr: {e}"))))
+            .transpose()?,
+        port: q.port,
+    };
     ok(blocking(move || {
-        Ok(crate::agent::status::flows_report(
+        Ok(crate::agent::status::flows_matching(
             &st.pin_dir,
             &st.state_dir,
             top,
+            m,
         )?)
     })
     .await?)
@@ -513,10 +596,81 @@ impl HistoryQuery {
     }
 }
 
-async fn alerts(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
-    let since = q.since_ms()?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    since: Option<String>,
+    limit: Option<usize>,
+    /// An attack type, e.g. port_scan.
+    #[serde(rename = "type")]
+    attack_type: Option<String>,
+    /// This severity or higher: low, medium, high, critical.
+    severity: Option<String>,
+    /// The alert's source address.
+    source: Option<String>,
+}
+
+async fn alerts(State(st): State<ApiState>, Query(q): Query<AlertsQuery>) -> ApiResult {
+    use crate::detect::{AttackType, Severity};
+    let since = HistoryQuery {
+        since: q.since,
+        limit: None,
+    }
+    .since_ms()?;
     let limit = page_limit(q.limit.map(|n| n as u64))? as usize;
-    ok(blocking(move || Ok(crate::sink::history::alerts(&st.store, since, limit)?)).await?)
+    let filter = crate::sink::history::AlertFilter {
+        attack_type: q
+            .attack_type
+            .map(|t| {
+                AttackType::ALL
+                    .into_iter()
+                    .find(|a| a.as_str() == t)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "type={}: one of {}",
+                            crate::text::excerpt(&t),
+                            AttackType::ALL.map(AttackType::as_str).join(", ")
+                        ))
+                    })
+            })
+            .transpose()?,
+        min_severity: q
+            .severity
+            .map(|s| {
+                [
+                    Severity::Low,
+                    Severity::Medium,
+                    Severity::High,
+                    Severity::Critical,
+                ]
+                .into_iter()
+                .find(|v| v.as_str() == s)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "severity={}: one of low, medium, high, critical",
+                        crate::text::excerpt(&s)
+                    ))
+                })
+            })
+            .transpose()?,
+        source: q
+            .source
+            .map(|s| {
+                s.parse::<IpAddr>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "source={}: not an IP address",
+                        crate::text::excerpt(&s)
+                    ))
+                })
+            })
+            .transpose()?,
+    };
+    ok(blocking(move || {
+        Ok(crate::sink::history::alerts_where(
+            &st.store, since, limit, &filter,
+        )?)
+    })
+    .await?)
 }
 
 async fn incidents(State(st): State<ApiState>, Query(q): Query<HistoryQuery>) -> ApiResult {
@@ -544,6 +698,8 @@ const MAX_OFFSET: u64 = (1 << 53) - 1;
 struct PageQuery {
     offset: Option<u64>,
     limit: Option<u64>,
+    /// Only the entries with this tag (a feed's name, `crowdsec/<origin>`, ...).
+    tag: Option<String>,
 }
 
 fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
@@ -564,8 +720,9 @@ async fn list(st: ApiState, kind: ListKind, q: PageQuery) -> ApiResult {
         )));
     }
     let limit = page_limit(q.limit)?;
+    let tag = q.tag;
     let (entries, total) =
-        blocking(move || Ok(st.lists()?.list_page(kind, offset, limit)?)).await?;
+        blocking(move || Ok(st.lists()?.list_page(kind, offset, limit, tag.as_deref())?)).await?;
     let next = offset.saturating_add(entries.len() as u64);
     ok(json!({
         "entries": entries,
@@ -582,6 +739,31 @@ async fn list_block(State(st): State<ApiState>, Query(q): Query<PageQuery>) -> A
 
 async fn list_allow(State(st): State<ApiState>, Query(q): Query<PageQuery>) -> ApiResult {
     list(st, ListKind::Allow, q).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagsQuery {
+    list: String,
+}
+
+/// Entries per tag of one list, for the UI's feed filter.
+async fn tags(State(st): State<ApiState>, Query(q): Query<TagsQuery>) -> ApiResult {
+    let kind = ListKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == q.list)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "list={}: one of {}",
+                crate::text::excerpt(&q.list),
+                ListKind::ALL.map(ListKind::as_str).join(", ")
+            ))
+        })?;
+    let counts = blocking(move || Ok(st.store.tag_counts(kind)?)).await?;
+    ok(counts
+        .into_iter()
+        .map(|(tag, entries)| json!({ "tag": tag, "entries": entries }))
+        .collect::<Vec<_>>())
 }
 
 #[derive(Deserialize)]
@@ -968,6 +1150,75 @@ async fn model(State(st): State<ApiState>) -> ApiResult {
     ok(json!({ "model": status.and_then(|s| s.model) }))
 }
 
+/// Asks the poll thread to train the model on the rows it has collected, at its next pass.
+async fn train(State(st): State<ApiState>) -> ApiResult {
+    let model = blocking({
+        let dir = st.state_dir.clone();
+        move || Ok(AgentStatus::read(&dir).and_then(|s| s.model))
+    })
+    .await?;
+    let conflict = |m: String| Err(ApiError(StatusCode::CONFLICT, m));
+    match model {
+        None => return conflict("the agent has not reported its model yet".into()),
+        Some(m) if m.state == "disabled" => {
+            return conflict("the model is disabled (detect.model.enabled = false)".into());
+        }
+        Some(m) if m.rows_collected < crate::detect::model::MIN_TRAINING_ROWS => {
+            return conflict(format!(
+                "{} training rows collected, at least {} needed",
+                m.rows_collected,
+                crate::detect::model::MIN_TRAINING_ROWS
+            ));
+        }
+        Some(_) => {}
+    }
+    st.train.store(true, std::sync::atomic::Ordering::SeqCst);
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "queued": true, "at_next_poll": true })),
+    )
+        .into_response())
+}
+
+/// Who the request's token belongs to (`anonymous` without one), and what reads need.
+async fn whoami(State(st): State<ApiState>, headers: HeaderMap) -> ApiResult {
+    let role = caller(&st, &headers)?;
+    ok(json!({
+        "role": role.map_or("anonymous", Role::as_str),
+        "can_change": role == Some(Role::Admin),
+        "reads_need_token": st.read_token,
+    }))
+}
+
+/// The UI's event stream: `hello` with the last 15 minutes of samples, then `sample` each
+/// poll, `alert`, `lists` and `summary` as they happen, and `resync` when this client fell
+/// too far behind (it should reload what it shows). Browsers reconnect by themselves.
+async fn stream(State(st): State<ApiState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = st.live.subscribe();
+    let hello = json!({
+        "poll_interval_ms": st.poll_interval.as_millis() as u64,
+        "window_ms": crate::agent::live::WINDOW_MS,
+    });
+    let first = format!("{{\"config\":{hello},\"samples\":{}}}", st.live.history());
+    let events = futures_util::stream::unfold((Some(first), rx), |(first, mut rx)| async move {
+        if let Some(data) = first {
+            let e = Event::default().event("hello").data(data);
+            return Some((Ok::<_, std::convert::Infallible>(e), (None, rx)));
+        }
+        let e = match rx.recv().await {
+            Ok(f) => Event::default().event(f.event).data(&*f.data),
+            Err(RecvError::Lagged(n)) => Event::default().event("resync").data(n.to_string()),
+            Err(RecvError::Closed) => return None,
+        };
+        Some((Ok(e), (None, rx)))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
 /// What `since` accepts (humantime's units, each number at most six digits), as a pattern.
 const DURATION_PATTERN: &str = "^0$|^( *[0-9]{1,6} *(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y))+ *$";
 
@@ -1101,6 +1352,43 @@ pub fn openapi() -> Value {
     });
     doc["paths"]["/api/v1/protect"] = protect_ops;
     doc["paths"]["/api/v1/protect/{addr}"] = protect_delete;
+    doc["paths"]["/api/v1/whoami"] = json!({"get": {
+        "summary": "The role of the request's bearer token (admin, viewer, or anonymous without one); a wrong token is a 401",
+        "responses": {"200": json_ok("{role, can_change, reads_need_token}"), "401": err.clone()}}});
+    doc["paths"]["/api/v1/stream"] = json!({"get": {
+        "summary": "Server-sent events for the UI: hello (the last 15 minutes of samples), then sample each poll, alert, lists, summary, and resync for a client that fell behind",
+        "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {}}}, "401": err.clone()}}});
+    doc["paths"]["/api/v1/tags"] = json!({"get": {
+        "summary": "Entries per tag (feed or origin) of one list",
+        "parameters": [{"name": "list", "in": "query", "required": true, "schema": {"type": "string", "enum": ListKind::ALL.map(ListKind::as_str)}}],
+        "responses": {"200": json_ok("[{tag, entries}]"), "400": err.clone()}}});
+    doc["paths"]["/api/v1/model/train"] = json!({"post": {
+        "summary": "Train the isolation forest at the next poll on the rows collected so far",
+        "security": [{"bearer": []}],
+        "responses": {"202": json_ok("queued"), "401": err.clone(), "403": err.clone(), "409": err.clone()}}});
+    let mut alert_params = doc["paths"]["/api/v1/alerts"]["get"]["parameters"].clone();
+    if let Some(a) = alert_params.as_array_mut() {
+        a.push(json!({"name": "type", "in": "query", "schema": {"type": "string", "enum": crate::detect::AttackType::ALL.map(crate::detect::AttackType::as_str)}}));
+        a.push(json!({"name": "severity", "in": "query", "schema": {"type": "string", "enum": ["low", "medium", "high", "critical"]}, "description": "this severity or higher"}));
+        a.push(json!({"name": "source", "in": "query", "schema": {"type": "string"}, "description": "the alert's source address"}));
+    }
+    doc["paths"]["/api/v1/alerts"]["get"]["parameters"] = alert_params;
+    for list in [
+        "blocklist",
+        "allowlist",
+        "quarantine",
+        "throttle",
+        "protect",
+    ] {
+        let path = format!("/api/v1/{list}");
+        if let Some(a) = doc["paths"][&path]["get"]["parameters"].as_array_mut() {
+            a.push(json!({"name": "tag", "in": "query", "schema": {"type": "string"}, "description": "only entries with this tag"}));
+        }
+    }
+    if let Some(a) = doc["paths"]["/api/v1/flows"]["get"]["parameters"].as_array_mut() {
+        a.push(json!({"name": "addr", "in": "query", "schema": {"type": "string"}, "description": "an address or prefix either end is in"}));
+        a.push(json!({"name": "port", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 65535}, "description": "a port either end uses"}));
+    }
     doc["paths"]["/api/v1/stats"] = json!({"get": {
         "summary": "Totals and rates of what the interfaces saw (packets, bits and drops a second over the last poll), flows, alerts, automatic blocks and list sizes",
         "responses": {"200": json_ok("stats"), "500": err.clone()}}});

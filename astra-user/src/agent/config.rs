@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub xdp_mode: XdpModeArg,
     pub metrics_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// Reads need a viewer's or admin's token too.
+    pub api_read_token: bool,
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     pub flow_capacity: u32,

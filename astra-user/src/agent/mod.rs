@@ -9,6 +9,7 @@ pub mod config;
 pub mod connlog;
 pub mod crowdsec;
 pub mod follow;
+pub mod live;
 pub mod status;
 pub mod token;
 
@@ -58,7 +59,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     let api_listener = tokio::net::TcpListener::bind(cfg.api_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.api_addr)))?;
-    token::ensure(&cfg.state_dir)?;
+    for role in token::Role::ALL {
+        token::ensure(&cfg.state_dir, role)?;
+    }
 
     crate::dataplane::ensure_pin_dir(&cfg.pin_dir)?;
     // Held until the programs are detached or handed over at exit, below.
@@ -126,6 +129,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     ));
     info!(addr = %cfg.metrics_addr, "serving /metrics");
     let logins = Arc::new(api::LoginQueue::default());
+    let live = Arc::new(live::Live::default());
+    let train = Arc::new(AtomicBool::new(false));
     let api_server = tokio::spawn(api::serve(
         api_listener,
         api::router(api::ApiState {
@@ -134,17 +139,20 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             store: store.clone(),
             loopback: cfg.api_addr.ip().is_loopback(),
             poll_interval: cfg.poll_interval,
+            read_token: cfg.api_read_token,
+            live: live.clone(),
+            train: train.clone(),
             logins: logins.clone(),
         }),
         "API",
     ));
     info!(addr = %cfg.api_addr, token = %token::path(&cfg.state_dir).display(), "serving the API");
-    if !cfg.api_addr.ip().is_loopback() {
+    if !cfg.api_addr.ip().is_loopback() && !cfg.api_read_token {
         warn!(
             addr = %cfg.api_addr,
             "the API listens beyond loopback: anyone who reaches it can read status, flows, \
-             alerts and the lists without a token (changes still need it); put it behind a \
-             firewall or a TLS proxy"
+             alerts and the lists without a token (changes still need it); add \
+             --api-read-token, and put it behind a firewall or a TLS proxy"
         );
     }
 
@@ -177,6 +185,8 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
 
     let control = Arc::new(Control {
         logins: logins.clone(),
+        live,
+        train,
         ..Control::default()
     });
     // Feeds sync on their own thread, with their own map handles and the shared store: a large
@@ -337,6 +347,10 @@ struct Control {
     crowdsec_watcher: Arc<Mutex<Option<crowdsec::WatcherStatus>>>,
     /// `stop`, for the threads that hold their own handle on it.
     stop_all: Arc<AtomicBool>,
+    /// What the web UI streams.
+    live: Arc<live::Live>,
+    /// `POST /api/v1/model/train` asked for training.
+    train: Arc<AtomicBool>,
 }
 
 enum Signal {
@@ -402,6 +416,7 @@ fn apply_reload(
         xdp_mode: cfg.xdp_mode,
         metrics_addr: cfg.metrics_addr,
         api_addr: cfg.api_addr,
+        api_read_token: cfg.api_read_token,
         flow_capacity: cfg.flow_capacity,
         pin_dir: cfg.pin_dir.clone(),
         state_dir: cfg.state_dir.clone(),
@@ -535,6 +550,9 @@ fn poll_loop(
             recover_store(lists);
             notice_detached(watch, status, metrics);
         }
+        if control.train.swap(false, Ordering::SeqCst) {
+            engine.request_training();
+        }
         for (src, port, at_ns) in control.logins.take() {
             engine.report_login_failure(src, port, at_ns);
         }
@@ -556,6 +574,7 @@ fn poll_loop(
             metrics,
             n.is_multiple_of(LIST_SCAN_EVERY),
             status,
+            &control.live,
         ) {
             Ok(()) => {
                 let dt = t0.elapsed();
@@ -669,6 +688,7 @@ fn poll_once(
     metrics: &Mutex<Metrics>,
     scan_lists: bool,
     status: &mut AgentStatus,
+    live: &live::Live,
 ) -> Result<()> {
     let t0 = Instant::now();
     let maps = lists
@@ -714,11 +734,32 @@ fn poll_once(
     status.alerts += pass.alerts as u64;
     status.auto_blocks += pass.blocks as u64;
     status.model = Some(engine.model_status());
+    let mut top_blocked = None;
     if let Some((kinds, top)) = counts {
         m.set_list_entries(&kinds);
         let top: Vec<_> = top.into_iter().map(|(n, h)| (n.to_string(), h)).collect();
         m.set_top_blocked(&top);
+        top_blocked = Some(top);
     }
     m.set_model_trained_at(status.model.as_ref().and_then(|s| s.trained_at));
+    drop(m);
+    let named: Vec<(&str, &[astra_common::Counter])> =
+        per_iface.iter().map(|(i, c)| (*i, c.as_slice())).collect();
+    live.observe(
+        now_ms(),
+        now_ns,
+        &named,
+        table.len(),
+        t0.elapsed().as_secs_f64() * 1e3,
+        &pass.raised,
+    );
+    // The summaries read every conversation: only every few polls, and only for a UI.
+    if scan_lists && live.watched() {
+        let talkers = status::talkers(&table.conversations(), TOP_TALKERS);
+        live.summary(&talkers, top_blocked.as_deref());
+    }
     Ok(())
 }
+
+/// Sources in the UI's live top-talker summary.
+const TOP_TALKERS: usize = 10;

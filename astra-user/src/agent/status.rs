@@ -242,7 +242,32 @@ pub struct FlowReport {
 }
 
 /// The `top` largest flows, both directions paired.
+/// Which conversations a flow report keeps: either end in `net`, either port `port`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FlowMatch {
+    pub net: Option<ipnet::IpNet>,
+    pub port: Option<u16>,
+}
+
+impl FlowMatch {
+    pub fn matches(&self, f: &BiFlow) -> bool {
+        self.net
+            .is_none_or(|n| n.contains(&f.src) || n.contains(&f.dst))
+            && self.port.is_none_or(|p| f.src_port == p || f.dst_port == p)
+    }
+}
+
 pub fn flows_report(pin_dir: &Path, state_dir: &Path, top: usize) -> Result<Vec<FlowReport>> {
+    flows_matching(pin_dir, state_dir, top, FlowMatch::default())
+}
+
+/// The `top` largest conversations of the kernel table that `m` keeps.
+pub fn flows_matching(
+    pin_dir: &Path,
+    state_dir: &Path,
+    top: usize,
+    m: FlowMatch,
+) -> Result<Vec<FlowReport>> {
     let agent_ifaces = AgentStatus::read(state_dir)
         .map(|s| s.interfaces)
         .unwrap_or_default();
@@ -255,6 +280,7 @@ pub fn flows_report(pin_dir: &Path, state_dir: &Path, top: usize) -> Result<Vec<
     let mut raw = Vec::new();
     maps.read_flows(&mut raw)?;
     let mut flows = pair_flows(raw.iter().map(|(k, v)| (k, v)));
+    flows.retain(|f| m.matches(f));
     flows.sort_by(|a, b| {
         b.total_bytes()
             .cmp(&a.total_bytes())
@@ -348,12 +374,14 @@ pub fn top_talkers(pin_dir: &Path, top: usize) -> Result<Vec<Talker>> {
     Ok(talkers(&pair_flows(raw.iter().map(|(k, v)| (k, v))), top))
 }
 
-fn talkers(flows: &[BiFlow], top: usize) -> Vec<Talker> {
+/// The `top` sources of `flows` by bytes both ways.
+pub fn talkers(flows: &impl crate::flow::Conversations, top: usize) -> Vec<Talker> {
     let mut by: std::collections::HashMap<
         std::net::IpAddr,
         (Talker, std::collections::HashSet<std::net::IpAddr>),
     > = std::collections::HashMap::new();
-    for f in flows {
+    for i in 0..flows.len() as u32 {
+        let f = flows.get(i);
         let (t, peers) = by.entry(f.src).or_insert_with(|| {
             (
                 Talker {

@@ -43,10 +43,14 @@ pub struct RunArgs {
     /// Address for the Prometheus /metrics endpoint.
     #[arg(long, default_value = "127.0.0.1:9477", value_name = "ADDR")]
     pub metrics_addr: SocketAddr,
-    /// Address for the HTTP management API (loopback unless you choose otherwise; changes need
-    /// the bearer token in <state-dir>/api.token).
+    /// Address for the HTTP management API and the web UI at `/` (loopback unless you choose
+    /// otherwise; changes need the admin token in <state-dir>/api.token).
     #[arg(long, default_value = "127.0.0.1:9478", value_name = "ADDR")]
     pub api_addr: SocketAddr,
+    /// Reads need a token too (the viewer's or the admin's), not only changes: for an API that
+    /// listens beyond loopback. The UI's page itself stays public and asks for a token.
+    #[arg(long)]
+    pub api_read_token: bool,
     /// How often the flow table and counters are read.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, value_name = "DUR")]
     pub poll_interval: Duration,
@@ -156,6 +160,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         },
         metrics_addr: a.metrics_addr,
         api_addr: a.api_addr,
+        api_read_token: a.api_read_token,
         poll_interval: a.poll_interval,
         flow_capacity: a.flow_capacity,
         idle_timeout: a.idle_timeout,
@@ -284,8 +289,8 @@ pub fn detach(pin_dir: &Path) -> Result<()> {
 /// `astra token show|rotate`.
 pub fn token(state_dir: &Path, t: super::TokenCommand) -> Result<()> {
     let token = match t {
-        super::TokenCommand::Show => agent::token::ensure(state_dir)?,
-        super::TokenCommand::Rotate => agent::token::rotate(state_dir)?,
+        super::TokenCommand::Show { role } => agent::token::ensure(state_dir, role.into())?,
+        super::TokenCommand::Rotate { role } => agent::token::rotate(state_dir, role.into())?,
     };
     println!("{token}");
     Ok(())

@@ -89,7 +89,9 @@ pub fn list(
     let rows: Vec<ListRow> = match (kind, limit, offset) {
         // A page: what the API serves, so a million-entry list need not be read whole.
         (Some(k), l, o) if l.is_some() || o.is_some() => {
-            lists.list_page(k, o.unwrap_or(0), l.unwrap_or(u64::MAX))?.0
+            lists
+                .list_page(k, o.unwrap_or(0), l.unwrap_or(u64::MAX), None)?
+                .0
         }
         _ => lists
             .list()?

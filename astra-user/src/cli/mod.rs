@@ -198,7 +198,8 @@ pub enum Command {
     /// The configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// The HTTP API's bearer token (in <state-dir>/api.token, mode 0600).
+    /// The HTTP API's bearer tokens: the admin's (<state-dir>/api.token) changes things, the
+    /// viewer's (<state-dir>/api.viewer.token) only reads. Both mode 0600.
     #[command(subcommand)]
     Token(TokenCommand),
     /// The isolation-forest model: status, training, inspection, import from scikit-learn.
@@ -261,10 +262,33 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
-    /// Print the token (generating one if the agent has not yet).
-    Show,
-    /// Replace the token; the old one stops working at once.
-    Rotate,
+    /// Print a role's token (generating one if there is none yet).
+    Show {
+        #[arg(long, value_enum, default_value = "admin")]
+        role: RoleArg,
+    },
+    /// Replace a role's token; the old one stops working at once.
+    Rotate {
+        #[arg(long, value_enum, default_value = "admin")]
+        role: RoleArg,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RoleArg {
+    /// Reads and changes.
+    Admin,
+    /// Reads only.
+    Viewer,
+}
+
+impl From<RoleArg> for crate::agent::token::Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Admin => crate::agent::token::Role::Admin,
+            RoleArg::Viewer => crate::agent::token::Role::Viewer,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -265,6 +265,21 @@ pub struct ModelStatus {
     pub rows_collected: usize,
     pub learning_remaining_s: Option<u64>,
     pub next_retrain_s: Option<u64>,
+    /// The last pass's forest scores in [`SCORE_BINS`] equal bins over 0..1 (empty before
+    /// a model scores).
+    #[serde(default)]
+    pub score_histogram: Vec<u32>,
+    /// The score at which a source counts as anomalous.
+    #[serde(default)]
+    pub threshold: f64,
+}
+
+/// Bins of [`ModelStatus::score_histogram`].
+pub const SCORE_BINS: usize = 20;
+
+/// Which of [`SCORE_BINS`] bins a score in 0..1 falls into.
+pub fn score_bin(score: f64) -> usize {
+    ((score.clamp(0.0, 1.0) * SCORE_BINS as f64) as usize).min(SCORE_BINS - 1)
 }
 
 /// A uniform random sample of at most `k` rows from a stream of unknown length (reservoir
@@ -273,9 +288,16 @@ pub struct Sample {
     k: usize,
     seen: u64,
     rows: Vec<[f64; FEATURE_NAMES.len()]>,
+    /// Every source's score this pass, binned.
+    scores: [u32; SCORE_BINS],
 }
 
 impl Sample {
+    /// Counts one source's forest score into the pass's distribution.
+    pub fn score(&mut self, score: f64) {
+        self.scores[score_bin(score)] += 1;
+    }
+
     /// Offers one row; `rng` is an xorshift state.
     pub fn offer(&mut self, row: [f64; FEATURE_NAMES.len()], rng: &mut u64) {
         if self.k == 0 {
@@ -308,6 +330,10 @@ pub struct Learner {
     rows: VecDeque<[f64; FEATURE_NAMES.len()]>,
     started: Instant,
     trained: Option<Instant>,
+    /// The last pass's score distribution.
+    scores: [u32; SCORE_BINS],
+    /// Set from outside the poll thread (`POST /api/v1/model/train`): train at the next pass.
+    train_requested: bool,
 }
 
 fn mtime(p: &Path) -> Option<SystemTime> {
@@ -324,6 +350,8 @@ impl Learner {
             rows: VecDeque::new(),
             started: Instant::now(),
             trained: None,
+            scores: [0; SCORE_BINS],
+            train_requested: false,
         };
         l.reload_if_changed();
         if let Some((m, _)) = &l.model {
@@ -418,6 +446,7 @@ impl Learner {
             },
             seen: 0,
             rows: Vec::new(),
+            scores: [0; SCORE_BINS],
         }
     }
 
@@ -427,6 +456,7 @@ impl Learner {
             return;
         }
         self.reload_if_changed();
+        self.scores = sample.scores;
         for row in sample.rows {
             if self.rows.len() == self.cfg.max_rows {
                 self.rows.pop_front();
@@ -438,9 +468,22 @@ impl Learner {
             (Some(_), Some(t)) => t.elapsed() >= self.cfg.retrain_every,
             (Some(_), None) => false,
         };
-        if due && self.rows.len() >= MIN_TRAINING_ROWS {
+        let asked = std::mem::take(&mut self.train_requested);
+        if (due || asked) && self.rows.len() >= MIN_TRAINING_ROWS {
             self.retrain();
+        } else if asked {
+            warn!(
+                rows = self.rows.len(),
+                needed = MIN_TRAINING_ROWS,
+                "training asked for, but too few rows are collected yet"
+            );
         }
+    }
+
+    /// Trains at the next pass on the rows collected so far, rather than when the schedule
+    /// says (the UI's "train now").
+    pub fn request_training(&mut self) {
+        self.train_requested = true;
     }
 
     fn retrain(&mut self) {
@@ -490,6 +533,12 @@ impl Learner {
             next_retrain_s: self
                 .trained
                 .map(|t| self.cfg.retrain_every.saturating_sub(t.elapsed()).as_secs()),
+            score_histogram: if m.is_some() && self.cfg.enabled {
+                self.scores.to_vec()
+            } else {
+                Vec::new()
+            },
+            threshold: self.cfg.anomaly_threshold,
         }
     }
 }

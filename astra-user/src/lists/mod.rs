@@ -993,9 +993,10 @@ impl Lists {
         kind: ListKind,
         offset: u64,
         limit: u64,
+        tag: Option<&str>,
     ) -> Result<(Vec<ListRow>, u64)> {
         let (now, now_mono) = (now_unix(), mono_now_ns());
-        let (page, total) = self.store.list_page(kind, offset, limit)?;
+        let (page, total) = self.store.list_page(kind, offset, limit, tag)?;
         let rows = page
             .into_iter()
             .map(|s| {

@@ -101,18 +101,62 @@ pub fn record(
 
 /// Alerts at or after `since_ms`, oldest first; at most the newest `limit`.
 pub fn alerts(store: &Store, since_ms: u64, limit: usize) -> Result<Vec<Alert>, StoreError> {
+    alerts_where(store, since_ms, limit, &AlertFilter::default())
+}
+
+/// Which alerts [`alerts_where`] returns besides their time: each field that is set must
+/// match.
+#[derive(Clone, Debug, Default)]
+pub struct AlertFilter {
+    pub attack_type: Option<crate::detect::AttackType>,
+    /// This severity or a higher one.
+    pub min_severity: Option<crate::detect::Severity>,
+    pub source: Option<std::net::IpAddr>,
+}
+
+/// The newest `limit` alerts at or after `since_ms` that match `filter`, oldest first; the
+/// filter runs in the database, so a page of one type is found among a million others.
+pub fn alerts_where(
+    store: &Store,
+    since_ms: u64,
+    limit: usize,
+    filter: &AlertFilter,
+) -> Result<Vec<Alert>, StoreError> {
+    use crate::detect::Severity;
+    // The severities at or above the minimum, as ",high,critical," for instr().
+    let severities = filter.min_severity.map(|min| {
+        [
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .filter(|s| *s >= min)
+        .fold(",".to_string(), |acc, s| acc + s.as_str() + ",")
+    });
     store.with(|conn, path| {
         let db = |e| db_error(path, e);
         let mut stmt = conn
             .prepare_cached(
                 "SELECT body FROM (SELECT body, ts_ms, rowid FROM alerts WHERE ts_ms >= ?1
+                   AND (?3 IS NULL OR attack_type = ?3)
+                   AND (?4 IS NULL OR instr(?4, ',' || severity || ',') > 0)
+                   AND (?5 IS NULL OR source = ?5)
                  ORDER BY ts_ms DESC, rowid DESC LIMIT ?2) ORDER BY ts_ms, rowid",
             )
             .map_err(db)?;
         let bodies = stmt
-            .query_map(params![to_i64(since_ms), to_i64(limit as u64)], |r| {
-                r.get::<_, String>(0)
-            })
+            .query_map(
+                params![
+                    to_i64(since_ms),
+                    to_i64(limit as u64),
+                    filter.attack_type.map(|t| t.as_str()),
+                    severities,
+                    filter.source.map(|s| s.to_string()),
+                ],
+                |r| r.get::<_, String>(0),
+            )
             .map_err(db)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db)?;
@@ -380,6 +424,49 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn alerts_filter_by_type_severity_and_source_in_the_database() {
+        use crate::detect::{AttackType, Severity};
+        let s = Store::open_in_memory();
+        let mut flood = alert("f", 3_000);
+        flood.attack_type = AttackType::SynFlood;
+        flood.severity = Severity::Medium;
+        let mut other = alert("o", 4_000);
+        other.source = Some("198.18.0.77".parse().unwrap());
+        other.severity = Severity::Critical;
+        record(&s, &[alert("a", 1_000), flood.clone(), other.clone()], &[]).unwrap();
+        let ids = |f: AlertFilter| {
+            alerts_where(&s, 0, 100, &f)
+                .unwrap()
+                .into_iter()
+                .map(|a| a.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(AlertFilter::default()), ["a", "f", "o"]);
+        let by_type = AlertFilter {
+            attack_type: Some(AttackType::SynFlood),
+            ..Default::default()
+        };
+        assert_eq!(ids(by_type), ["f"]);
+        let high = AlertFilter {
+            min_severity: Some(Severity::High),
+            ..Default::default()
+        };
+        assert_eq!(ids(high), ["a", "o"], "high and above");
+        let from = AlertFilter {
+            source: other.source,
+            min_severity: Some(Severity::Critical),
+            ..Default::default()
+        };
+        assert_eq!(ids(from), ["o"]);
+        let nothing = AlertFilter {
+            source: other.source,
+            attack_type: Some(AttackType::SynFlood),
+            ..Default::default()
+        };
+        assert!(ids(nothing).is_empty());
     }
 
     fn incident_row_of(s: &Store, id: &str) -> IncidentRow {

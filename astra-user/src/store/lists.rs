@@ -345,19 +345,24 @@ impl Store {
         kind: ListKind,
         offset: u64,
         limit: u64,
+        tag: Option<&str>,
     ) -> Result<(Vec<StoredEntry>, u64), StoreError> {
         let (offset, limit) = (
             i64::try_from(offset).unwrap_or(i64::MAX),
             i64::try_from(limit).unwrap_or(i64::MAX),
         );
-        let total = self.count(kind)?;
+        let total = match tag {
+            None => self.count(kind)?,
+            Some(t) => self.count_tagged(kind, t)?,
+        };
         let page = self.with(|conn, path| {
             let raws = (|| {
                 let mut stmt = conn.prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM list_entries WHERE kind = ?1
+                    "SELECT {COLUMNS} FROM list_entries WHERE kind = ?1 AND (?4 IS NULL OR tag = ?4)
                      ORDER BY created_at, rowid LIMIT ?2 OFFSET ?3"
                 ))?;
-                let rows = stmt.query_map(params![kind.as_str(), limit, offset], RawRow::read)?;
+                let rows =
+                    stmt.query_map(params![kind.as_str(), limit, offset, tag], RawRow::read)?;
                 rows.collect::<rusqlite::Result<Vec<RawRow>>>()
             })()
             .map_err(|e| db_error(path, e))?;
@@ -406,5 +411,39 @@ impl Store {
         })?;
         // count(*) is never negative.
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn count_tagged(&self, kind: ListKind, tag: &str) -> Result<u64, StoreError> {
+        let n: i64 = self.with(|conn, path| {
+            conn.query_row(
+                "SELECT count(*) FROM list_entries WHERE kind = ?1 AND tag = ?2",
+                params![kind.as_str(), tag],
+                |r| r.get(0),
+            )
+            .map_err(|e| db_error(path, e))
+        })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Entries per tag of one list (untagged ones under ""), largest first: the feeds and
+    /// origins the UI offers as filters.
+    pub fn tag_counts(&self, kind: ListKind) -> Result<Vec<(String, u64)>, StoreError> {
+        self.with(|conn, path| {
+            let db = |e| db_error(path, e);
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT tag, count(*) AS n FROM list_entries WHERE kind = ?1
+                     GROUP BY tag ORDER BY n DESC, tag",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map(params![kind.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                })
+                .map_err(db)?;
+            rows.map(|r| r.map(|(t, n)| (t, u64::try_from(n).unwrap_or(0))))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(db)
+        })
     }
 }

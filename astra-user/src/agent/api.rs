@@ -1301,7 +1301,7 @@ pub fn openapi() -> Value {
         "info": {"title": "Astra agent API", "version": env!("CARGO_PKG_VERSION")},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                "description": "the token in <state-dir>/api.token (`astra token show`)"}},
+                "description": "the admin's token in <state-dir>/api.token (`astra token show`) for changes; the viewer's (`astra token show --role viewer`) reads only"}},
             "schemas": {
                 "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
                 "LoginEvent": {"type": "object", "required": ["src_ip", "dst_port", "event_type"], "additionalProperties": false, "properties": {
@@ -1406,6 +1406,152 @@ pub fn openapi() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn state(dir: &std::path::Path, read_token: bool) -> ApiState {
+        ApiState {
+            pin_dir: dir.join("pins"),
+            state_dir: dir.to_owned(),
+            store: Store::open_in_memory(),
+            loopback: true,
+            poll_interval: Duration::from_secs(1),
+            read_token,
+            live: Default::default(),
+            train: Default::default(),
+            logins: Default::default(),
+        }
+    }
+
+    /// Sends one request through the whole router; returns the status and the body (the
+    /// first chunk of it for a stream).
+    async fn send(
+        st: &ApiState,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (StatusCode, String) {
+        use tower::ServiceExt as _;
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "127.0.0.1")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let body = if method == "POST" {
+            r#"{"net": "198.18.0.9"}"#
+        } else {
+            ""
+        };
+        let r = router(st.clone())
+            .oneshot(req.body(axum::body::Body::from(body)).unwrap())
+            .await
+            .unwrap();
+        let status = r.status();
+        let mut body = r.into_body().into_data_stream();
+        let first = futures_util::StreamExt::next(&mut body).await;
+        let text = first
+            .and_then(|c| c.ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        (status, text)
+    }
+
+    #[tokio::test]
+    async fn roles_read_and_change_what_they_may() {
+        use crate::agent::token::{Role, ensure};
+        let dir = std::env::temp_dir().join(format!("astra-api-roles-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let admin = ensure(&dir, Role::Admin).unwrap();
+        let viewer = ensure(&dir, Role::Viewer).unwrap();
+        let st = state(&dir, false);
+        let who = |r: (StatusCode, String)| {
+            assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+            serde_json::from_str::<Value>(&r.1).unwrap()["role"].clone()
+        };
+        assert_eq!(
+            who(send(&st, "GET", "/api/v1/whoami", None).await),
+            "anonymous"
+        );
+        assert_eq!(
+            who(send(&st, "GET", "/api/v1/whoami", Some(&viewer)).await),
+            "viewer"
+        );
+        assert_eq!(
+            who(send(&st, "GET", "/api/v1/whoami", Some(&admin)).await),
+            "admin"
+        );
+        // A wrong token is told, on reads too.
+        let (code, body) = send(&st, "GET", "/api/v1/alerts", Some("nope")).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("wrong bearer token"), "{body}");
+        assert_eq!(
+            send(&st, "GET", "/api/v1/alerts", None).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&st, "GET", "/api/v1/alerts", Some(&viewer)).await.0,
+            StatusCode::OK
+        );
+        // The viewer changes nothing; without a token neither does anyone.
+        let (code, body) = send(&st, "POST", "/api/v1/blocklist", Some(&viewer)).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert!(body.contains("viewer"), "{body}");
+        let (code, _) = send(&st, "POST", "/api/v1/model/train", Some(&viewer)).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert_eq!(
+            send(&st, "POST", "/api/v1/blocklist", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(
+            st.store
+                .list_page(ListKind::Block, 0, 10, None)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        // The admin's training request is refused while no agent reported a model.
+        let (code, _) = send(&st, "POST", "/api/v1/model/train", Some(&admin)).await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        assert!(!st.train.load(std::sync::atomic::Ordering::SeqCst));
+        // With --api-read-token, reads need a token; whoami and the description do not.
+        let private = state(&dir, true);
+        let (code, body) = send(&private, "GET", "/api/v1/alerts", None).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        assert!(body.contains("needs a token for reads"), "{body}");
+        assert_eq!(
+            send(&private, "GET", "/api/v1/alerts", Some(&viewer))
+                .await
+                .0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&private, "GET", "/api/v1/whoami", None).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            send(&private, "GET", "/api/v1/openapi.json", None).await.0,
+            StatusCode::OK
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_stream_starts_with_the_window_of_samples() {
+        let dir = std::env::temp_dir().join(format!("astra-api-stream-{}", std::process::id()));
+        let st = state(&dir, false);
+        let c = crate::sink::metrics::test_counters(10, 0);
+        st.live.observe(1_000, 1, &[("eth0", &c)], 2, 1.0, &[]);
+        let (code, first) = send(&st, "GET", "/api/v1/stream", None).await;
+        assert_eq!(code, StatusCode::OK);
+        let data = first
+            .strip_prefix("event: hello\ndata: ")
+            .unwrap_or_else(|| panic!("{first}"))
+            .trim_end();
+        let hello: Value = serde_json::from_str(data).unwrap();
+        assert_eq!(hello["config"]["poll_interval_ms"], 1000);
+        assert_eq!(hello["samples"][0]["flows_active"], 2);
+    }
 
     #[test]
     fn loopback_hosts_with_and_without_ports() {

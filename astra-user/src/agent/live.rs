@@ -59,10 +59,14 @@ pub struct Frame {
 /// The live state, shared by the poll thread (which writes) and the API (which reads and
 /// subscribes).
 pub struct Live {
-    samples: Mutex<VecDeque<Arc<str>>>,
+    /// Each sample's time (UNIX ms) and its JSON.
+    samples: Mutex<VecDeque<(u64, Arc<str>)>>,
     /// The previous poll's counters per interface, and when they were read (monotonic ns).
     prev: Mutex<Option<(u64, Vec<Vec<astra_common::Counter>>)>>,
     tx: broadcast::Sender<Frame>,
+    /// Subscribers at the last summary, so a new one gets a summary at the next poll rather
+    /// than after the next list scan.
+    summarised_for: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Live {
@@ -71,6 +75,7 @@ impl Default for Live {
             samples: Mutex::new(VecDeque::new()),
             prev: Mutex::new(None),
             tx: broadcast::channel(BACKLOG).0,
+            summarised_for: Default::default(),
         }
     }
 }
@@ -82,6 +87,14 @@ impl Live {
         self.tx.receiver_count() > 0
     }
 
+    /// Whether a subscriber came since the last summary.
+    pub fn newly_watched(&self) -> bool {
+        self.tx.receiver_count()
+            > self
+                .summarised_for
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Frame> {
         self.tx.subscribe()
     }
@@ -89,9 +102,10 @@ impl Live {
     /// The samples of the last 15 minutes, oldest first, as one JSON array.
     pub fn history(&self) -> String {
         let samples = self.samples.lock().expect("live lock");
-        let mut out = String::with_capacity(samples.iter().map(|s| s.len() + 1).sum::<usize>() + 2);
+        let mut out =
+            String::with_capacity(samples.iter().map(|(_, s)| s.len() + 1).sum::<usize>() + 2);
         out.push('[');
-        for (i, s) in samples.iter().enumerate() {
+        for (i, (_, s)) in samples.iter().enumerate() {
             if i > 0 {
                 out.push(',');
             }
@@ -159,15 +173,9 @@ impl Live {
             .into();
         {
             let mut samples = self.samples.lock().expect("live lock");
-            samples.push_back(data.clone());
-            while samples.len() > MAX_SAMPLES {
-                samples.pop_front();
-            }
-            // Old samples by time: their `t` is read back from the JSON's start.
-            while samples
-                .front()
-                .and_then(|s| sample_time(s))
-                .is_some_and(|t| t + WINDOW_MS < now_ms)
+            samples.push_back((now_ms, data.clone()));
+            while samples.len() > MAX_SAMPLES
+                || samples.front().is_some_and(|(t, _)| t + WINDOW_MS < now_ms)
             {
                 samples.pop_front();
             }
@@ -197,6 +205,10 @@ impl Live {
                 .map(|(net, hits)| serde_json::json!({ "net": net, "hits": hits }))
                 .collect::<Vec<_>>()
         });
+        self.summarised_for.store(
+            self.tx.receiver_count(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let data = serde_json::json!({ "talkers": talkers, "blocked": blocked });
         self.send("summary", data.to_string().into());
     }
@@ -207,31 +219,10 @@ impl Live {
     }
 }
 
-/// The `t` of a serialised [`Sample`], which starts with it.
-fn sample_time(json: &str) -> Option<u64> {
-    let rest = json.strip_prefix("{\"t\":")?;
-    let end = rest.find(|c: char| !c.is_ascii_digit())?;
-    rest[..end].parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use astra_common::{Counter, action};
-
     use super::*;
-
-    fn counters(pass: u64, dropped: u64) -> Vec<Counter> {
-        let mut c = vec![Counter::default(); action::COUNT as usize];
-        c[action::PASS as usize] = Counter {
-            packets: pass,
-            bytes: pass * 100,
-        };
-        c[action::DROP_BLOCKED as usize] = Counter {
-            packets: dropped,
-            bytes: dropped * 60,
-        };
-        c
-    }
+    use crate::sink::metrics::test_counters as counters;
 
     #[test]
     fn samples_are_rates_between_polls_kept_for_the_window() {
@@ -253,7 +244,7 @@ mod tests {
         assert_eq!(rates.len(), 2);
         let pass = rates.iter().find(|r| r["action"] == "pass").unwrap();
         assert_eq!(pass["pps"], 1000.0, "2000 packets over 2 s");
-        assert_eq!(pass["bps"], 800_000.0);
+        assert_eq!(pass["bps"], 480_000.0, "60-byte packets");
         assert!(pass.get("drop").is_none());
         let dropped = rates
             .iter()

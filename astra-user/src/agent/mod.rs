@@ -753,8 +753,9 @@ fn poll_once(
         t0.elapsed().as_secs_f64() * 1e3,
         &pass.raised,
     );
-    // The summaries read every conversation: only every few polls, and only for a UI.
-    if scan_lists && live.watched() {
+    // The summaries read every conversation: only for a UI, every few polls, and at once for
+    // a UI that just connected.
+    if live.watched() && (scan_lists || live.newly_watched()) {
         let talkers = status::talkers(&table.conversations(), TOP_TALKERS);
         live.summary(&talkers, top_blocked.as_deref());
     }

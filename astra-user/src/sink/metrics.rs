@@ -572,22 +572,25 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buf).expect("prometheus text format is UTF-8")
 }
 
+/// One interface's counters with `pass` packets passed and `drop` dropped as blocked, 60
+/// bytes each, for the tests of what reads counters.
+#[cfg(test)]
+pub(crate) fn test_counters(pass: u64, drop: u64) -> Vec<Counter> {
+    let mut t = vec![Counter::default(); action::COUNT as usize];
+    t[action::PASS as usize] = Counter {
+        packets: pass,
+        bytes: pass * 60,
+    };
+    t[action::DROP_BLOCKED as usize] = Counter {
+        packets: drop,
+        bytes: drop * 60,
+    };
+    t
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn totals(pass: u64, drop: u64) -> Vec<Counter> {
-        let mut t = vec![Counter::default(); action::COUNT as usize];
-        t[action::PASS as usize] = Counter {
-            packets: pass,
-            bytes: pass * 60,
-        };
-        t[action::DROP_BLOCKED as usize] = Counter {
-            packets: drop,
-            bytes: drop * 60,
-        };
-        t
-    }
+    use super::{test_counters as totals, *};
 
     fn value(text: &str, prefix: &str) -> f64 {
         text.lines()

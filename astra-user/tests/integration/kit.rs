@@ -408,6 +408,52 @@ pub fn http(
     raw_http(ns, port, req.into_bytes())
 }
 
+/// Reads the agent's event stream inside namespace `ns` until `n` events have come or
+/// `within` has passed: (event name, data) each.
+pub fn stream_events(
+    ns: &str,
+    port: u16,
+    token: Option<&str>,
+    n: usize,
+    within: Duration,
+) -> Vec<(String, String)> {
+    let token = token.map(str::to_owned);
+    Lab::in_ns(ns, move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut req = format!("GET /api/v1/stream HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n");
+        if let Some(t) = token {
+            req += &format!("Authorization: Bearer {t}\r\n");
+        }
+        s.write_all(format!("{req}\r\n").as_bytes()).unwrap();
+        let (deadline, mut buf, mut chunk) = (Instant::now() + within, Vec::new(), [0u8; 65536]);
+        let mut events = Vec::new();
+        while events.len() < n && Instant::now() < deadline {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                Err(_) => {}
+            }
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            events = body
+                .split("\n\n")
+                .filter_map(|ev| {
+                    let name = ev.lines().find_map(|l| l.strip_prefix("event: "))?;
+                    let data = ev.lines().find_map(|l| l.strip_prefix("data: "))?;
+                    Some((name.to_owned(), data.to_owned()))
+                })
+                .collect();
+            // The last event may be cut: only count those a blank line ended.
+            if !body.ends_with("\n\n") {
+                events.pop();
+            }
+        }
+        events
+    })
+}
+
 /// Sends `request` as it is to 127.0.0.1:`port` inside namespace `ns` and reads the answer
 /// to the end: (status, body).
 pub fn raw_http(ns: &str, port: u16, request: Vec<u8>) -> Option<(u16, String)> {

@@ -102,12 +102,29 @@ fn api_serves_reads_and_guards_changes_with_the_token() {
     // Every read the OpenAPI document lists answers (the document matches the router).
     let doc = json(&agent.api("GET", "/api/v1/openapi.json", None, None).1);
     for (path, ops) in doc["paths"].as_object().unwrap() {
-        if ops.get("get").is_none() || path.contains('{') {
+        if ops.get("get").is_none() || path.contains('{') || path.ends_with("/stream") {
             continue;
         }
         let (code, body) = agent.api("GET", path, None, None);
         assert_eq!(code, 200, "GET {path}: {body}");
     }
+    // The stream never ends: read its first events. The hello carries the samples of the
+    // last minutes, so traffic sent before shows in it, on the interface it came in by.
+    assert_eq!(lab.deliver(&lab.a_v4(), &lab.b_v4(), 20), 20);
+    agent.settle();
+    let events =
+        crate::kit::stream_events(&agent.ns, agent.api_port, None, 2, Duration::from_secs(10));
+    let names: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names, ["hello", "sample"], "{events:?}");
+    let hello = json(&events[0].1);
+    let seen = hello["samples"].as_array().unwrap().iter().any(|s| {
+        s["rates"].as_array().unwrap().iter().any(|r| {
+            r["iface"] == lab.if_b.as_str()
+                && r["action"] == "pass"
+                && r["pps"].as_f64() > Some(0.0)
+        })
+    });
+    assert!(seen, "{hello}");
     let status = json(&agent.api("GET", "/api/v1/status", None, None).1);
     assert_eq!(status["agent_running"], true);
     assert!(status["flow_capacity"].as_u64().is_some());
@@ -631,6 +648,13 @@ fn integrity(db: &std::path::Path) -> String {
         .unwrap()
 }
 
+/// The `i`th address after `base`, within its /17: the two writers below each get a /17 of
+/// their own, so neither can unblock what the other blocked however fast they go.
+fn nth_addr(base: [u8; 4], i: u32) -> String {
+    assert!(i < 1 << 15, "a writer outran its address range");
+    std::net::Ipv4Addr::from(u32::from_be_bytes(base) + 1 + i).to_string()
+}
+
 /// The database of a running agent survives the CLI and the API used side by side: the
 /// reported sequence (an API read, a CLI block, an API block, a CLI block) first, then a
 /// minute of CLI and API writers and readers at once. Nothing is lost, no poll fails, and the
@@ -675,7 +699,7 @@ fn store_survives_cli_and_api_side_by_side() {
                 if Instant::now() >= until {
                     break;
                 }
-                let a = format!("198.18.{}.{}", 211 + i / 250, 1 + i % 250);
+                let a = nth_addr([198, 18, 128, 0], i);
                 cli_ok(pin.path(), state.path(), &["block", &a, "--reason", "cli"]);
                 if i % 3 == 2 {
                     cli_ok(pin.path(), state.path(), &["unblock", &a]);
@@ -692,7 +716,7 @@ fn store_survives_cli_and_api_side_by_side() {
                 if Instant::now() >= until {
                     break;
                 }
-                let a = format!("198.18.{}.{}", 221 + i / 250, 1 + i % 250);
+                let a = nth_addr([198, 19, 0, 0], i);
                 post(&a);
                 if i % 3 == 2 {
                     let path = format!("/api/v1/blocklist/{a}");

@@ -33,6 +33,10 @@ pub const TEST_REQUIREMENTS: &[Requirement] = &[
     req("cscli", "crowdsec"),
     // The event log checked against Suricata's EVE schema.
     req("jsonschema", "python3-jsonschema"),
+    // The web UI's tests: Debian's Chromium, driven by Playwright under Node.js.
+    req("chromium", "chromium"),
+    req("node", "nodejs"),
+    req("npm", "npm"),
 ];
 
 /// What `cargo xtask bench` compares against and drives traffic with.
@@ -246,6 +250,25 @@ pub fn ensure(reqs: &[Requirement]) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The browser driver's npm package (playwright-core, pinned by tools/ui/package-lock.json),
+/// installed when missing or older than the lock. Playwright's own browser download is never
+/// used: the driver starts Debian's Chromium.
+pub fn ensure_ui_tools() -> Result<()> {
+    let dir = cmd::workspace_root().join("tools/ui");
+    let lock = dir.join("package-lock.json");
+    let installed = dir.join("node_modules/.package-lock.json");
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if modified(&installed).is_some_and(|i| modified(&lock).is_some_and(|l| i >= l)) {
+        return Ok(());
+    }
+    cmd::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
+    )
 }
 
 /// crowdsec's post-install step registers with CrowdSec's central API, which fails without

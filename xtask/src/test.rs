@@ -76,6 +76,7 @@ pub fn run(args: &Args) -> Result<()> {
         deps::ensure(deps::TEST_REQUIREMENTS)?;
         deps::ensure(deps::LAB_REQUIREMENTS)
     })?;
+    cmd::step("browser driver (npm)", deps::ensure_ui_tools)?;
 
     let [fmt, clippy, test] = check_args(&args.cargo_test_args);
     let cargo = |args: &[OsString]| {

@@ -446,6 +446,7 @@ pub fn router(st: ApiState) -> Router {
         .route("/api/v1/tags", get(tags))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/events", axum::routing::post(events))
+        .merge(crate::agent::ui::router())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(st.clone(), guard))
@@ -1542,6 +1543,40 @@ mod tests {
         let hello: Value = serde_json::from_str(data).unwrap();
         assert_eq!(hello["config"]["poll_interval_ms"], 1000);
         assert_eq!(hello["samples"][0]["flows_active"], 2);
+    }
+
+    /// The UI's files need no token even where reads do (the page asks for one), and come
+    /// with a policy that lets them load and reach nothing but this server.
+    #[tokio::test]
+    async fn the_ui_is_public_and_locked_down() {
+        use tower::ServiceExt as _;
+        let dir = std::env::temp_dir().join(format!("astra-api-ui-{}", std::process::id()));
+        let st = state(&dir, true);
+        for (path, kind) in [
+            ("/", "text/html"),
+            ("/ui/app.js", "text/javascript"),
+            ("/ui/app.css", "text/css"),
+        ] {
+            let req = axum::http::Request::builder()
+                .uri(path)
+                .header(header::HOST, "localhost:9478")
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let r = router(st.clone()).oneshot(req).await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            let h = r.headers();
+            assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with(kind));
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], crate::agent::ui::CSP);
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        }
+        assert_eq!(
+            send(&st, "GET", "/api/v1/alerts", None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send(&st, "GET", "/ui/nope.js", None).await.0,
+            StatusCode::NOT_FOUND
+        );
     }
 
     /// Every read the OpenAPI document lists answers without parameters, as the integration

@@ -12,6 +12,7 @@ pub mod follow;
 pub mod live;
 pub mod status;
 pub mod token;
+pub mod ui;
 
 use std::{
     path::PathBuf,

@@ -4,6 +4,7 @@
 //! real tools. Each scenario gets a fresh topology and agent; everything it creates
 //! (namespaces, veths, pins, state, daemons) is removed afterwards, Ctrl-C included.
 
+pub mod browser;
 pub mod kit;
 pub mod netns;
 pub mod scenario;

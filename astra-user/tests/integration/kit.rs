@@ -450,6 +450,8 @@ pub fn stream_events(
                 events.pop();
             }
         }
+        // One read may bring more than were asked for.
+        events.truncate(n);
         events
     })
 }

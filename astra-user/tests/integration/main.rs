@@ -17,3 +17,4 @@ mod netns;
 mod operations;
 mod prog_test_run;
 mod replay;
+mod ui;

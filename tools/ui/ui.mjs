@@ -27,7 +27,11 @@ async function signIn(page) {
   if (!token) return;
   await page.fill("#token", token);
   await page.click("#token-form button");
-  await page.waitForFunction(() => document.getElementById("role").textContent !== "…" && document.getElementById("role").textContent !== "anonymous");
+  await page.waitForFunction(
+    () => !["…", "anonymous", "wrong token"].includes(document.getElementById("role").textContent),
+    null,
+    { timeout: TIMEOUT },
+  );
 }
 
 async function open(page, hash) {
@@ -97,7 +101,18 @@ const scenarios = {
   // The viewer sees the lists but no way to change them, and the API refuses a change made
   // with the viewer's token anyway.
   async viewer(page) {
-    await open(page, "/lists?kind=block");
+    // A wrong token first: the page says so, and stays read-only.
+    await page.goto(`${url}/#/lists?kind=block`, { waitUntil: "load" });
+    await page.fill("#token", "0".repeat(64));
+    await page.click("#token-form button");
+    await page.waitForFunction(() => document.getElementById("role").textContent === "wrong token", null, { timeout: TIMEOUT });
+    const wrong = await page.textContent("#banner");
+    if (!wrong.includes("wrong")) fail(`a wrong token's banner says ${wrong}`);
+    await signIn(page);
+    await page.evaluate(() => (location.hash = "/lists?kind=block"));
+    await page.waitForTimeout(300);
+    // The refusals the wrong token got are logged as failed loads: those are no fault.
+    for (let i; (i = errors.findIndex((e) => e.includes("status of 401"))) >= 0; ) errors.splice(i, 1);
     const role = await page.textContent("#role");
     if (role !== "viewer") fail(`role is ${role}`);
     await page.waitForSelector("[data-testid=list-range]");
@@ -160,6 +175,8 @@ const scenarios = {
   async shot(page) {
     await open(page, arg || "/overview");
     await page.waitForTimeout(1500);
+    // Notices come and go; the picture is of the view.
+    await page.evaluate(() => document.getElementById("toasts").replaceChildren());
     return {};
   },
 };

@@ -251,6 +251,11 @@ pub enum Command {
         /// server's address is then not Astra's own, as on a gateway.
         #[arg(long)]
         gateway: bool,
+        /// After each scenario, take screenshots of the web UI's views (overview, alerts,
+        /// lists, the first incident) into DIR, as `<scenario>-<view>.png`: Chromium and
+        /// tools/ui's driver must be installed (`cargo xtask test` installs them).
+        #[arg(long, value_name = "DIR")]
+        screenshots: Option<PathBuf>,
     },
     /// Replay packet captures (pcap, pcapng) through the real XDP program into private maps,
     /// judged on the capture's own clock: alerts, incidents, top talkers and a summary.
@@ -350,9 +355,10 @@ pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
         list,
         keep,
         gateway,
+        screenshots,
     } = cli.command
     {
-        return tools::lab(scenarios, report, list, keep, gateway);
+        return tools::lab(scenarios, report, list, keep, gateway, screenshots);
     }
     Ok(run_verb(cli)?)
 }

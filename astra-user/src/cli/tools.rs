@@ -11,6 +11,7 @@ pub fn lab(
     list: bool,
     keep: bool,
     gateway: bool,
+    screenshots: Option<PathBuf>,
 ) -> std::result::Result<(), CliError> {
     if list {
         for sc in crate::lab::scenario::default_set()? {
@@ -24,10 +25,20 @@ pub fn lab(
         }
         return Ok(());
     }
+    // A directory that cannot be made fails now, not after minutes of scenarios.
+    // Absolute, since the browser's driver runs in its own directory.
+    let screenshots = screenshots
+        .map(|dir| {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| dir.canonicalize())
+                .map_err(|e| Error::Usage(format!("--screenshots {}: {e}", dir.display())))
+        })
+        .transpose()?;
     let r = crate::lab::run(crate::lab::LabOptions {
         scenarios,
         report,
         keep,
+        screenshots,
         layout: if gateway {
             crate::lab::Layout::Gateway
         } else {

@@ -103,6 +103,8 @@ pub struct Topology {
     pub pin_dir: PathBuf,
     pub state_dir: PathBuf,
     agent: Option<AgentProcess>,
+    /// Whether the agent serves its API (and UI), on a free port in the server namespace.
+    pub api: bool,
     daemons: Vec<Child>,
     services: Arc<AtomicBool>,
     // Declared after the agent and the daemons, so they are gone before their dirs are.
@@ -228,6 +230,7 @@ impl Topology {
             pin_dir: pin.path().to_owned(),
             state_dir: state.path().to_owned(),
             agent: None,
+            api: false,
             daemons: Vec::new(),
             services: services.clone(),
             _pin: pin,
@@ -380,6 +383,11 @@ impl Topology {
     /// (inside the server namespace).
     pub fn start_agent(&mut self, exe: &Path, extra: &[&str]) -> Result<u16> {
         let port = kit::free_port()?;
+        let api_port = if self.api {
+            Some(kit::free_port()?)
+        } else {
+            None
+        };
         let ifaces: Vec<String> = self.agent_ifaces().into_iter().map(|(i, _)| i).collect();
         let netns = self.server.path();
         let mut agent = AgentProcess::spawn(AgentSpec {
@@ -389,7 +397,7 @@ impl Topology {
             pin_dir: &self.pin_dir,
             state_dir: &self.state_dir,
             metrics_port: port,
-            api_port: None,
+            api_port,
             extra,
             log: self.agent_log(),
         })?;
@@ -403,6 +411,11 @@ impl Topology {
         if let Some(mut agent) = self.agent.take() {
             agent.stop();
         }
+    }
+
+    /// The agent's API port, when it serves one (see [`Topology::api`]).
+    pub fn api_port(&self) -> Option<u16> {
+        self.agent.as_ref().and_then(|a| a.api_port)
     }
 
     pub fn agent_pid(&self) -> Option<u32> {
@@ -675,11 +688,11 @@ pub fn run_scenario(
     exe: &Path,
     sc: &Scenario,
     tag: &str,
-    layout: Layout,
-    keep: bool,
+    opts: &LabOptions,
     interrupted: &Arc<AtomicBool>,
     progress: &indicatif::ProgressBar,
 ) -> Result<(ScenarioResult, AgentUsage)> {
+    let (layout, keep, shots) = (opts.layout, opts.keep, opts.screenshots.as_deref());
     let missing: Vec<&str> = sc
         .tools()
         .into_iter()
@@ -725,6 +738,7 @@ pub fn run_scenario(
         args.push(s.clone());
     }
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    topo.api = shots.is_some();
     topo.start_agent(exe, &arg_refs)?;
     let words = wordlist(&topo.state_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -807,7 +821,48 @@ pub fn run_scenario(
     let alerts = read_alerts(&topo.events_path(), 0)?;
     result.packets_dropped = topo.kernel_drops();
     score(&mut result, sc, &alerts, &attacker_ips, &client_ips, &topo)?;
+    if let Some(dir) = shots {
+        progress.set_message(format!("{}: screenshots", sc.name));
+        screenshots(&topo, &sc.name, dir)?;
+    }
     Ok((result, usage))
+}
+
+/// The web UI's main views as the scenario left them, as PNG files `<scenario>-<view>.png`
+/// in `dir`: what the README shows, taken by the tooling the UI's tests use.
+fn screenshots(topo: &Topology, name: &str, dir: &Path) -> Result<()> {
+    let Some(port) = topo.api_port() else {
+        return Ok(());
+    };
+    let token = crate::agent::token::read(&topo.state_dir)?;
+    // Incident reports are named by their id.
+    let incident = std::fs::read_dir(topo.state_dir.join("incidents"))
+        .ok()
+        .and_then(|d| {
+            d.filter_map(|e| e.ok()?.path().file_stem()?.to_str().map(str::to_owned))
+                .min()
+        });
+    let mut views = vec![
+        ("overview", "/overview".to_owned()),
+        ("alerts", "/alerts".to_owned()),
+        ("lists", "/lists".to_owned()),
+    ];
+    if let Some(id) = incident {
+        views.push(("incident", format!("/incidents/{id}")));
+    }
+    for (view, hash) in views {
+        let path = dir.join(format!("{name}-{view}.png"));
+        let s = browser::Scenario {
+            name: "shot",
+            token: token.as_deref(),
+            arg: &hash,
+            shot: Some(&path),
+            theme: None,
+        };
+        browser::run(&topo.server.path(), port, &s, Duration::from_secs(60))
+            .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 fn matches_expected(a: &Alert, expected: Expected) -> bool {
@@ -948,6 +1003,8 @@ pub struct LabOptions {
     pub keep: bool,
     /// Where Astra runs: on the server, or on a router in front of it.
     pub layout: Layout,
+    /// Take screenshots of the web UI after each scenario, into this directory.
+    pub screenshots: Option<PathBuf>,
 }
 
 /// Runs the scenarios and prints a table; returns the report (and writes it if asked).
@@ -999,7 +1056,7 @@ pub fn run(opts: LabOptions) -> Result<Report> {
         }
         bar.set_message(format!("{}: setting up", sc.name));
         let tag = format!("{}-{i}", std::process::id());
-        let (r, u) = run_scenario(&exe, sc, &tag, opts.layout, opts.keep, &interrupted, &bar)?;
+        let (r, u) = run_scenario(&exe, sc, &tag, &opts, &interrupted, &bar)?;
         if opts.keep {
             let dir = std::env::temp_dir().join(format!("{LAB_PREFIX}{tag}"));
             bar.suspend(|| println!("{}: state kept in {}", sc.name, dir.display()));

@@ -61,7 +61,7 @@ function si(n, unit = "") {
   for (const [f, p] of [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
     if (a >= f) return (n / f).toFixed(a >= 10 * f ? 0 : 1) + " " + p + unit;
   }
-  return (a >= 10 || n === 0 ? Math.round(n) : n.toFixed(1)) + (unit ? " " + unit : "");
+  return (a >= 10 || Number.isInteger(n) ? Math.round(n) : n.toFixed(1)) + (unit ? " " + unit : "");
 }
 
 function bytes(n) {
@@ -93,9 +93,9 @@ function when(ms) {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
 }
 
-function clock(ms) {
+function clock(ms, seconds) {
   const d = new Date(ms);
-  return d.toTimeString().slice(0, 5);
+  return d.toTimeString().slice(0, seconds ? 8 : 5);
 }
 
 function endpoint(addr, port) {
@@ -153,10 +153,17 @@ async function api(path, { method = "GET", body } = {}) {
   }
   if (!r.ok) {
     const msg = (data && data.error) || text || r.statusText;
-    if (r.status === 401) showBanner("This agent wants a token: paste the viewer's or the admin's above.");
+    if (r.status === 401) refused();
     throw new ApiError(r.status, `${r.status}: ${msg}`);
   }
   return data;
+}
+
+// What a 401 means depends on whether a token was given.
+function refused() {
+  showBanner(auth.token
+    ? "That token is wrong or was rotated: nothing can be changed with it. Paste a current one (astra token show)."
+    : "This agent wants a token: paste the viewer's or the admin's above.");
 }
 
 function showBanner(text) {
@@ -171,16 +178,18 @@ async function whoami() {
     auth.role = w.role;
     auth.readsNeedToken = w.reads_need_token;
   } catch (e) {
-    auth.role = "anonymous";
     if (e.status !== 401) throw e;
+    // A token that is no role's: wrong, or rotated since it was pasted.
+    auth.role = "wrong token";
   }
   const r = document.getElementById("role");
   r.textContent = auth.role;
-  r.className = "role " + auth.role;
+  r.className = "role " + auth.role.replace(" ", "-");
   document.body.classList.toggle("read-only", auth.role !== "admin");
   if (auth.role === "admin") showBanner("");
+  else if (auth.role === "wrong token") refused();
   else if (auth.role === "viewer") showBanner("Read-only: this is the viewer's token. Changes need the admin's.");
-  else if (auth.readsNeedToken) showBanner("This agent wants a token: paste the viewer's or the admin's above.");
+  else if (auth.readsNeedToken) refused();
   else showBanner("Read-only: paste the admin token (astra token show) to make changes.");
 }
 
@@ -243,7 +252,7 @@ async function runStream() {
         }
       }
     } catch (e) {
-      if (e.status === 401) showBanner("This agent wants a token: paste the viewer's or the admin's above.");
+      if (e.status === 401) refused();
     }
     setConn("reconnecting");
     await sleep(backoff);
@@ -332,7 +341,7 @@ function drawLines(c, series, { unit = c.unit, from, to } = {}) {
   }
   for (let i = 0; i <= 4; i++) {
     const t = t0 + ((t1 - t0) * i) / 4;
-    svg.append(s("text", { x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, clock(t)));
+    svg.append(s("text", { x: x(t), y: H - 6, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, clock(t, t1 - t0 < 600000)));
   }
   series.forEach((ser, i) => {
     const color = `var(--c${i % 8})`;
@@ -393,21 +402,21 @@ function seriesOf(samples, keyOf, valueOf) {
   return [...keys].sort((a, b) => a[0].localeCompare(b[0])).map(([name, points]) => ({ name, points }));
 }
 
+// Alerts of each type over the minute up to each sample: a rolling count, so a burst shows
+// where it happened however short the window drawn.
 function alertsPerMinute(samples) {
-  const types = new Set();
-  const minutes = new Map();
-  for (const smp of samples) {
-    const m = Math.floor(smp.t / 60000) * 60000;
-    if (!minutes.has(m)) minutes.set(m, {});
-    for (const [t, n] of Object.entries(smp.alerts || {})) {
-      types.add(t);
-      minutes.get(m)[t] = (minutes.get(m)[t] || 0) + n;
+  const types = [...new Set(samples.flatMap((smp) => Object.keys(smp.alerts || {})))].sort();
+  return types.map((t) => {
+    const points = [];
+    let sum = 0;
+    let j = 0;
+    for (let i = 0; i < samples.length; i++) {
+      sum += (samples[i].alerts || {})[t] || 0;
+      while (samples[j].t <= samples[i].t - 60000) sum -= (samples[j++].alerts || {})[t] || 0;
+      points.push([samples[i].t, sum]);
     }
-  }
-  return [...types].sort().map((t) => ({
-    name: t.replace(/_/g, " "),
-    points: [...minutes].map(([m, c]) => [m, c[t] || 0]),
-  }));
+    return { name: t.replace(/_/g, " "), points };
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -435,19 +444,20 @@ function table(cols, rows, { empty = "nothing here", rowAttrs } = {}) {
 }
 
 views.overview = (root) => {
-  let mode = "pps";
-  const toggle = el("button", { type: "button", title: "Packets or bits a second" }, "bits/s");
+  // Packets, bytes or bits a second, in turn.
+  const MODES = [["pps", "packets/s", ""], ["Bps", "bytes/s", "B"], ["bps", "bits/s", "b"]];
+  let mode = 0;
+  const toggle = el("button", { type: "button", title: "Packets, bytes or bits a second", "data-testid": "traffic-unit" }, "bytes/s");
   toggle.addEventListener("click", () => {
-    mode = mode === "pps" ? "bps" : "pps";
-    toggle.textContent = mode === "pps" ? "bits/s" : "packets/s";
-    traffic.title = mode === "pps" ? "Traffic (packets/s)" : "Traffic (bits/s)";
-    traffic.box.querySelector("h2").textContent = traffic.title;
+    mode = (mode + 1) % MODES.length;
+    toggle.textContent = MODES[(mode + 1) % MODES.length][1];
+    traffic.box.querySelector("h2").textContent = `Traffic (${MODES[mode][1]})`;
     schedule();
   });
   const traffic = chart("Traffic (packets/s)", { toggle });
   const drops = chart("Drops by reason (packets/s)");
   const flows = chart("Active flows");
-  const alerts = chart("Alerts a minute by type");
+  const alerts = chart("Alerts in the last minute, by type");
   const now = el("div", { class: "stats" });
   const health = el("div");
   const summary = el("div");
@@ -472,9 +482,11 @@ views.overview = (root) => {
   function draw() {
     const smp = live.samples;
     const to = smp.length ? smp[smp.length - 1].t : Date.now();
-    const from = to - (live.config.window_ms || WINDOW_MS);
-    const value = mode === "pps" ? (r) => r.pps : (r) => r.bps;
-    drawLines(traffic, seriesOf(smp, (r) => `${r.iface} ${r.dir} ${r.action}`, value), { unit: mode === "pps" ? "" : "b", from, to });
+    // The window the samples cover, up to the stream's 15 minutes: a fresh agent's first
+    // seconds fill the chart rather than sit at its right edge.
+    const from = Math.max(smp.length ? smp[0].t : to, to - (live.config.window_ms || WINDOW_MS));
+    const value = [(r) => r.pps, (r) => r.bps / 8, (r) => r.bps][mode];
+    drawLines(traffic, seriesOf(smp, (r) => `${r.iface} ${r.dir} ${r.action}`, value), { unit: MODES[mode][2], from, to });
     drawLines(drops, seriesOf(smp, (r) => r.drop || null, (r) => r.pps), { from, to });
     drawLines(flows, [{ name: "flows", points: smp.map((x) => [x.t, x.flows_active]) }], { from, to });
     drawLines(alerts, alertsPerMinute(smp), { from, to });
@@ -520,6 +532,7 @@ views.overview = (root) => {
     const a = st.agent;
     fill(health, kv([
       ["agent", st.agent_running ? "running" : "not running"],
+      a && a.last_poll_at && ["last poll", `${dur(Date.now() / 1000 - a.last_poll_at)} ago, took ${a.last_poll_ms.toFixed(1)} ms`],
       a && ["version", a.version],
       a && ["interfaces", a.interfaces.map((i) => `${i.iface} (${i.mode}${i.egress ? ", egress" : ""})`).join(", ") || "none"],
       ["flows", `${si(st.flows)} of ${si(st.flow_capacity)}`],
@@ -592,7 +605,9 @@ views.alerts = (root, params) => {
   const type = el("select", { name: "type" });
   const severity = el("select", { name: "severity" }, ["", "low", "medium", "high", "critical"].map((v) => el("option", { value: v }, v ? `${v} or more` : "any")));
   const source = el("input", { name: "source", placeholder: "198.18.0.1", size: 18, "data-filter": true });
+  const since = el("select", { name: "since" }, [["15m", "15 minutes"], ["1h", "hour"], ["24h", "day"], ["7d", "week"], ["30d", "30 days"]].map(([v, l]) => el("option", { value: v }, `last ${l}`)));
   form.append(
+    el("label", {}, "time", since),
     el("label", {}, "type", type),
     el("label", {}, "severity", severity),
     el("label", {}, "source", source),
@@ -609,9 +624,10 @@ views.alerts = (root, params) => {
     type.value = params.get("type") || "";
   }
   severity.value = params.get("severity") || "";
+  since.value = params.get("since") || "24h";
   source.value = params.get("source") || "";
   async function load() {
-    const q = new URLSearchParams({ limit: "200" });
+    const q = new URLSearchParams({ limit: "200", since: since.value });
     if (type.value) q.set("type", type.value);
     if (severity.value) q.set("severity", severity.value);
     if (source.value.trim()) q.set("source", source.value.trim());
@@ -653,7 +669,7 @@ views.alerts = (root, params) => {
   }
   form.addEventListener("submit", (e) => {
     e.preventDefault();
-    const q = new URLSearchParams();
+    const q = new URLSearchParams({ since: since.value });
     if (type.value) q.set("type", type.value);
     if (severity.value) q.set("severity", severity.value);
     if (source.value.trim()) q.set("source", source.value.trim());
@@ -719,13 +735,14 @@ function flowTable(rows) {
     { label: "from", value: (f) => endpoint(f.src, f.src_port), mono: true },
     { label: "to", value: (f) => endpoint(f.dst, f.dst_port), mono: true },
     { label: "proto", value: proto },
-    { label: "iface", value: (f) => f.iface || "–" },
+    { label: "iface", value: (f) => f.iface || (f.ifindex ? `#${f.ifindex}` : "–") },
     { label: "packets →", value: (f) => si(f.fwd.packets), num: true },
     { label: "bytes →", value: (f) => bytes(f.fwd.bytes), num: true },
     { label: "packets ←", value: (f) => si(f.rev.packets), num: true },
     { label: "bytes ←", value: (f) => bytes(f.rev.bytes), num: true },
-    { label: "last seen", value: (f) => (f.last_seen ? f.last_seen.replace("T", " ").replace("Z", "") : "–") },
-  ], rows, { empty: "no flow" });
+    // Reports keep the kernel's clock only; live flows have wall-clock times.
+    rows.some((f) => f.last_seen) && { label: "last seen", value: (f) => (f.last_seen ? f.last_seen.replace("T", " ").replace("Z", "") : "–") },
+  ].filter(Boolean), rows, { empty: "no flow" });
 }
 
 views.lists = (root, params) => {
@@ -1012,7 +1029,8 @@ document.addEventListener("DOMContentLoaded", () => {
     e.preventDefault();
     auth.token = input.value.trim();
     whoami().then(() => {
-      toast(`Signed in as ${auth.role}`);
+      if (auth.role === "wrong token") toast("That token is wrong or was rotated", true);
+      else toast(`Signed in as ${auth.role}`);
       restartStream();
       route();
     }).catch((err) => toast(err.message, true));

@@ -3,7 +3,7 @@
 // result goes out as one JSON line on stdout; any failure exits 1 with one line on stderr.
 //
 //   ASTRA_UI_URL       the agent's API, e.g. http://127.0.0.1:9478
-//   ASTRA_UI_SCENARIO  overview | block | unblock | viewer | incident | lists | shot
+//   ASTRA_UI_SCENARIO  overview | block | unblock | viewer | incident | lists | flows | shot
 //   ASTRA_UI_TOKEN     a token to paste into the page (optional)
 //   ASTRA_UI_ARG       the scenario's argument: an interface, an address, an incident id
 //   ASTRA_UI_SHOT      write a screenshot of the last page here (optional)
@@ -53,7 +53,8 @@ const scenarios = {
     await page.waitForSelector(`path[data-series="${series}"]`, { timeout: TIMEOUT });
     const chartMs = Date.now() - t0;
     const before = await page.evaluate(() => window.astra.painted.length);
-    await page.waitForFunction((n) => window.astra.painted.length >= n + 3, before, { timeout: TIMEOUT });
+    // Polls of a million flows take seconds: wait long enough for three.
+    await page.waitForFunction((n) => window.astra.painted.length >= n + 3, before, { timeout: 4 * TIMEOUT });
     const r = await page.evaluate(() => ({
       firstPaint: window.astra.firstPaint,
       painted: window.astra.painted.slice(-3),
@@ -67,8 +68,10 @@ const scenarios = {
       chart_ms: chartMs,
       first_paint_ms: r.firstPaint,
       dom_content_loaded_ms: r.nav.domContentLoadedEventEnd,
-      // From the agent's poll to the frame that drew it.
-      update_ms: r.painted.map((p) => p.painted - p.t),
+      // The page's work for a sample: from its arrival to the frame that drew it.
+      update_ms: r.painted.map((p) => p.painted - p.arrived),
+      // From the agent's poll to that frame.
+      latency_ms: r.painted.map((p) => p.painted - p.t),
       legend: r.legend,
     };
   },
@@ -165,10 +168,20 @@ const scenarios = {
     await range.waitFor({ timeout: TIMEOUT });
     const firstMs = Date.now() - t0;
     const first = await range.textContent();
+    if (await page.isDisabled("button[data-page=next]")) return { first, first_page_ms: firstMs };
     const t1 = Date.now();
     await page.click("button[data-page=next]");
     await page.waitForFunction((f) => document.querySelector("[data-testid=list-range]").textContent !== f, first, { timeout: TIMEOUT });
     return { first, first_page_ms: firstMs, next_page_ms: Date.now() - t1, second: await range.textContent() };
+  },
+
+  // The largest flows: the first table comes.
+  async flows(page) {
+    const t0 = Date.now();
+    await open(page, "/flows?top=100");
+    await page.waitForSelector("#view p.muted", { timeout: 4 * TIMEOUT });
+    const shown = await page.textContent("#view p.muted");
+    return { first_page_ms: Date.now() - t0, shown };
   },
 
   // A page as it is, for the README.

@@ -12,7 +12,8 @@ pub struct Args {
     /// baseline_value, ratio}.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Only some groups: xdp, live, poll, botnet, forest, latency, replay (comma-separated).
+    /// Only some groups: xdp, live, poll, botnet, forest, latency, synflood, reflection, replay,
+    /// crowdsec, ui (comma-separated).
     #[arg(long, value_name = "GROUPS")]
     pub only: Option<String>,
 }
@@ -22,6 +23,7 @@ pub fn run(args: &Args) -> Result<()> {
     cmd::step("bench tools (apt)", || {
         deps::ensure(deps::BENCH_REQUIREMENTS)
     })?;
+    cmd::step("browser driver (npm)", deps::ensure_ui_tools)?;
     let binary = cmd::target_dir().join("release").join("astra");
     let mut bench = Command::new(&binary);
     bench.arg("bench");

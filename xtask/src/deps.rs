@@ -51,6 +51,10 @@ pub const BENCH_REQUIREMENTS: &[Requirement] = &[
     req("argus", "argus-server"),
     // The bouncer CrowdSec ships, beside Astra's on the same decision stream.
     req("crowdsec-firewall-bouncer", "crowdsec-firewall-bouncer"),
+    // The web UI measured in a real browser.
+    req("chromium", "chromium"),
+    req("node", "nodejs"),
+    req("npm", "npm"),
 ];
 
 /// What `cargo xtask demo` (`astra lab`) needs: the real services and attack tools of the

@@ -13,7 +13,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Only some groups: xdp, live, poll, botnet, forest, latency, synflood, reflection, replay,
-    /// crowdsec, ui (comma-separated).
+    /// crowdsec, trees, ui (comma-separated).
     #[arg(long, value_name = "GROUPS")]
     pub only: Option<String>,
 }

@@ -137,13 +137,27 @@ pub enum PythonError {
         python: &'static str,
         cause: std::io::Error,
     },
-    #[error("scikit-learn is not importable and `pip install scikit-learn` failed: {last_line}")]
-    NotInstalled { last_line: String },
+    #[error("{packages}: not importable, and `pip install` failed: {last_line}")]
+    NotInstalled { packages: String, last_line: String },
 }
 
 /// The python interpreter with scikit-learn importable, installing scikit-learn with pip when
 /// it is missing; or why there is none.
 pub fn python_with_sklearn() -> std::result::Result<String, PythonError> {
+    python_with(&["scikit-learn"], "import sklearn, joblib, numpy")
+}
+
+/// The same with XGBoost as well (its CPU-only wheel, a tenth of the size of the full one).
+pub fn python_with_xgboost() -> std::result::Result<String, PythonError> {
+    python_with(
+        &["scikit-learn", "xgboost-cpu"],
+        "import sklearn, joblib, numpy, xgboost",
+    )
+}
+
+/// The python interpreter where `imports` runs, installing `packages` with pip when it does
+/// not; or why there is none.
+fn python_with(packages: &[&str], imports: &str) -> std::result::Result<String, PythonError> {
     let python = ["python3", "python"]
         .into_iter()
         .find(|p| {
@@ -155,17 +169,21 @@ pub fn python_with_sklearn() -> std::result::Result<String, PythonError> {
         .ok_or(PythonError::NoPython)?;
     let importable = || {
         Command::new(python)
-            .args(["-c", "import sklearn, joblib, numpy"])
+            .args(["-c", imports])
             .output()
             .is_ok_and(|o| o.status.success())
     };
     if importable() {
         return Ok(python.to_string());
     }
-    eprintln!("scikit-learn is missing; installing it with {python} -m pip");
+    eprintln!(
+        "{} missing; installing with {python} -m pip",
+        packages.join(", ")
+    );
     let pip = |extra: &[&str]| {
         Command::new(python)
-            .args(["-m", "pip", "install", "--quiet", "scikit-learn"])
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(packages)
             .args(extra)
             .output()
             .map_err(|cause| PythonError::Pip { python, cause })
@@ -185,6 +203,7 @@ pub fn python_with_sklearn() -> std::result::Result<String, PythonError> {
             .rfind(|l| !l.trim().is_empty())
             .unwrap_or("no output");
         Err(PythonError::NotInstalled {
+            packages: packages.join(", "),
             last_line: last.to_owned(),
         })
     }

@@ -2,7 +2,7 @@
 //! otherwise pick, in one run. Results are medians over repeated runs; nothing here asserts a
 //! speed (that is for people to read, in the table and the JSON). One file per group (`xdp`,
 //! `live`, `poll`, `forest`, `latency`, `synflood`,
-//! `reflection`, `replay`, `crowdsec`, `ui`); `programs.rs` has the bench's own eBPF programs and
+//! `reflection`, `replay`, `crowdsec`, `trees`, `ui`); `programs.rs` has the bench's own eBPF programs and
 //! the BPF_PROG_TEST_RUN plumbing they share.
 pub mod crowdsec;
 pub mod forest;
@@ -13,6 +13,7 @@ pub mod programs;
 pub mod reflection;
 pub mod replay;
 pub mod synflood;
+pub mod trees;
 pub mod ui;
 pub mod xdp;
 
@@ -107,12 +108,13 @@ pub fn run(json: Option<&Path>, only: &[String]) -> Result<()> {
     let want = |k: &str| only.is_empty() || only.iter().any(|o| o == k);
     let mut out = Vec::new();
     let mut failed = Vec::new();
-    let steps: [(&str, Group); 11] = [
+    let steps: [(&str, Group); 12] = [
         ("xdp", xdp::xdp_costs),
         ("live", live::live_drop),
         ("poll", poll::agent_polls),
         ("botnet", poll::botnet),
         ("forest", forest::forest),
+        ("trees", trees::trees),
         ("latency", latency::detection_latency),
         ("synflood", synflood::syn_flood),
         ("reflection", reflection::reflection),

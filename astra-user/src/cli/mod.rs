@@ -212,7 +212,7 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
         /// Only some groups: xdp, live, poll, botnet, forest, latency, synflood, reflection, replay,
-        /// crowdsec, ui (comma-separated).
+        /// crowdsec, trees, ui (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Internal: one agent-poll measurement in a process of its own.

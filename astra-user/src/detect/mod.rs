@@ -4,10 +4,13 @@
 //!
 //! `alert.rs` is the alert model, `rules.rs` the rules, `baseline.rs` the per-destination
 //! baselines the exfiltration rule compares against; `model.rs` runs the isolation forest's
-//! life (train, load, score, retrain) and `forest/` is the forest itself.
+//! life (train, load, score, retrain) and `forest/` is the forest itself; `ensemble/` scores the
+//! tree-ensemble classifiers (random forests, extra trees, gradient boosting) imported from
+//! scikit-learn and XGBoost.
 
 mod alert;
 mod baseline;
+pub mod ensemble;
 pub mod forest;
 pub mod model;
 mod rules;

@@ -6,6 +6,7 @@
 mod kit;
 
 mod bench;
+mod classifier_parity;
 mod cli;
 mod crowdsec;
 mod deploy;

@@ -81,6 +81,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 pub use tree::TreeError;
+pub(crate) use tree::{Visit, check_links, preorder};
 
 use self::{file::*, tree::*};
 
@@ -183,7 +184,7 @@ pub enum ForestError {
 
 /// The largest float32 at or below `t`: for any float32 `x`, `x <= t` (compared in float64,
 /// as sklearn does) exactly when `x <= threshold_f32(t)`, so scoring can stay in float32.
-fn threshold_f32(t: f64) -> f32 {
+pub(crate) fn threshold_f32(t: f64) -> f32 {
     let r = t as f32;
     if f64::from(r) > t { r.next_down() } else { r }
 }

@@ -132,34 +132,72 @@ pub(super) fn draw_split(
 /// `leaf_value`, computed as sklearn does: `(depth_from_1 + c(n_node_samples)) - 1`.
 /// Returns the depth of the deepest leaf.
 pub(super) fn flatten(tree: &TreeArrays, nodes: &mut Vec<Node>, leaf_value: &mut Vec<f64>) -> u32 {
+    let mut depth_of = vec![0u32; tree.children_left.len()];
+    preorder(
+        &tree.children_left,
+        &tree.children_right,
+        nodes.len(),
+        |v| match v {
+            Visit::Right { parent, at } => nodes[parent].right = at as u32,
+            Visit::Node { node: i, at, leaf } => {
+                if leaf {
+                    let c = average_path_length(tree.n_node_samples[i] as usize);
+                    leaf_value.push((f64::from(depth_of[i] + 1) + c) - 1.0);
+                    nodes.push(Node {
+                        threshold: f32::NAN,
+                        feature: 0,
+                        right: at as u32,
+                    });
+                } else {
+                    for child in [tree.children_left[i], tree.children_right[i]] {
+                        depth_of[child as usize] = depth_of[i] + 1;
+                    }
+                    leaf_value.push(0.0);
+                    nodes.push(Node {
+                        threshold: threshold_f32(tree.threshold[i]),
+                        feature: tree.feature[i] as u32,
+                        right: 0,
+                    });
+                }
+            }
+        },
+    )
+}
+
+/// What [`preorder`] reports, in order.
+pub(crate) enum Visit {
+    /// The next node in pre-order, to go at index `at` of the flat array.
+    Node { node: usize, at: usize, leaf: bool },
+    /// The right child of the split at `parent` went to `at`.
+    Right { parent: usize, at: usize },
+}
+
+/// Lays out a validated tree in pre-order, a split's left child right after it, so that only
+/// the right child needs a link: the flat indices start at `start`. Returns the depth of the
+/// deepest leaf.
+pub(crate) fn preorder(
+    left: &[i64],
+    right: &[i64],
+    start: usize,
+    mut visit: impl FnMut(Visit),
+) -> u32 {
     let mut max_depth = 0;
-    // (node in `tree`, its depth, index in `nodes` of the parent whose `right` it is)
+    let mut at = start;
+    // (node, its depth, flat index of the split whose right child it is)
     let mut stack: Vec<(usize, u32, Option<usize>)> = vec![(0, 0, None)];
     while let Some((i, depth, right_of)) = stack.pop() {
-        let at = nodes.len();
-        if let Some(p) = right_of {
-            nodes[p].right = at as u32;
+        if let Some(parent) = right_of {
+            visit(Visit::Right { parent, at });
         }
-        let left = tree.children_left[i];
-        if left == TREE_LEAF {
-            let c = average_path_length(tree.n_node_samples[i] as usize);
-            leaf_value.push((f64::from(depth + 1) + c) - 1.0);
-            nodes.push(Node {
-                threshold: f32::NAN,
-                feature: 0,
-                right: at as u32,
-            });
+        let leaf = left[i] == TREE_LEAF;
+        visit(Visit::Node { node: i, at, leaf });
+        if leaf {
             max_depth = max_depth.max(depth);
         } else {
-            leaf_value.push(0.0);
-            nodes.push(Node {
-                threshold: threshold_f32(tree.threshold[i]),
-                feature: tree.feature[i] as u32,
-                right: 0,
-            });
-            stack.push((tree.children_right[i] as usize, depth + 1, Some(at)));
-            stack.push((left as usize, depth + 1, None));
+            stack.push((right[i] as usize, depth + 1, Some(at)));
+            stack.push((left[i] as usize, depth + 1, None));
         }
+        at += 1;
     }
     max_depth
 }
@@ -180,12 +218,33 @@ pub(super) fn validate_tree(tree: &TreeArrays, n_features: usize) -> Result<(), 
             return Err(TreeError::Lengths { name, len, n });
         }
     }
+    if let Some(node) = tree.n_node_samples.iter().position(|&n| n == 0) {
+        return Err(TreeError::NoSamples { node });
+    }
+    check_links(
+        &tree.children_left,
+        &tree.children_right,
+        &tree.feature,
+        |i| tree.threshold[i],
+        n_features,
+    )
+}
+
+/// The checks every tree file needs, whatever its leaves hold: each node a leaf (both
+/// children -1) or a split with two distinct children after it, every node but the root
+/// with exactly one parent (so no cycles and nothing shared), known features and finite
+/// thresholds. The arrays are of one length, `left`'s.
+pub(crate) fn check_links(
+    left: &[i64],
+    right: &[i64],
+    feature: &[i64],
+    threshold: impl Fn(usize) -> f64,
+    n_features: usize,
+) -> Result<(), TreeError> {
+    let n = left.len();
     let mut parents = vec![0u32; n];
     for i in 0..n {
-        let (left, right) = (tree.children_left[i], tree.children_right[i]);
-        if tree.n_node_samples[i] == 0 {
-            return Err(TreeError::NoSamples { node: i });
-        }
+        let (left, right) = (left[i], right[i]);
         if left == TREE_LEAF || right == TREE_LEAF {
             if left != right {
                 return Err(TreeError::HalfLeaf {
@@ -208,7 +267,7 @@ pub(super) fn validate_tree(tree: &TreeArrays, n_features: usize) -> Result<(), 
                 child: left,
             });
         }
-        let f = tree.feature[i];
+        let f = feature[i];
         if f < 0 || f as u64 >= n_features as u64 {
             return Err(TreeError::UnknownFeature {
                 node: i,
@@ -216,10 +275,10 @@ pub(super) fn validate_tree(tree: &TreeArrays, n_features: usize) -> Result<(), 
                 n_features,
             });
         }
-        if !tree.threshold[i].is_finite() {
+        if !threshold(i).is_finite() {
             return Err(TreeError::NonFiniteThreshold {
                 node: i,
-                threshold: tree.threshold[i],
+                threshold: threshold(i),
             });
         }
     }

@@ -15,6 +15,7 @@ use crate::{
     clock::now_unix,
     detect::{
         Alert, AttackType, ExfilBaselines, RuleConfig, anomaly_alert,
+        classify::{Classifier, join},
         model::{Learner, ModelConfig, ModelStatus},
         source_rules, target_rules,
     },
@@ -198,6 +199,8 @@ pub struct Engine {
     protected: Protected,
     own_refreshed: Option<Instant>,
     learner: Learner,
+    /// The imported classifier, advising on the sources alerts name.
+    classifier: Classifier,
     rng: u64,
     /// Consecutive polls each source has scored at or above the anomaly threshold.
     odd_streak: std::collections::HashMap<IpAddr, u32>,
@@ -224,6 +227,7 @@ impl Engine {
     ) -> Result<Self> {
         Ok(Self {
             learner: Learner::new(cfg.model.clone(), state_dir),
+            classifier: Classifier::new(state_dir),
             rng: 0x2545_f491_4f6c_dd1d,
             odd_streak: std::collections::HashMap::new(),
             protecting: std::collections::HashMap::new(),
@@ -604,11 +608,13 @@ impl Engine {
         );
         // Alerts raised before this pass (exfiltration) also get their source's score.
         let earlier = alerts.len();
+        self.classifier.reload_if_changed();
         let mut sample = self.learner.sample();
         let mut streak = std::collections::HashMap::new();
         let Self {
             tracker,
             learner,
+            classifier,
             odd_streak,
             protected,
             cfg,
@@ -652,6 +658,13 @@ impl Engine {
             }
             if !flagged {
                 sample.offer(row, rng);
+            } else if let Some(v) = classifier.classify(&row) {
+                // This pass's alerts on the source, and those raised before it (exfiltration).
+                let mine =
+                    |a: &&mut Alert| a.source == Some(src) && a.evidence.classifier.is_none();
+                for a in alerts.iter_mut().filter(mine) {
+                    join(a, &v);
+                }
             }
         });
         target_rules(&cfg.rules, &dst_short, windows_s.0, now_ms, alerts);
@@ -749,6 +762,21 @@ mod tests {
         FlowRecord::new(key, value)
     }
 
+    /// One detection pass over `flows`, as the agent's poll makes it.
+    fn pass(
+        engine: &mut Engine,
+        flows: &[FlowRecord],
+        now_ns: u64,
+        lists: &mut Lists,
+    ) -> PassStats {
+        let snapshot: Vec<_> = flows.iter().map(|r| (r.key, r.value)).collect();
+        let mut table = FlowTable::new(Duration::from_secs(600), Duration::from_secs(600));
+        table.apply(&snapshot, now_ns);
+        engine
+            .run(now_ns, 1_000_000, &table, &[], lists, &Metrics::new())
+            .unwrap()
+    }
+
     #[test]
     fn only_sources_without_alerts_feed_the_training_sample() {
         let dir = std::env::temp_dir().join(format!("astra-engine-{}", std::process::id()));
@@ -763,14 +791,71 @@ mod tests {
         for host in 5..8 {
             flows.push(syn([198, 18, 0, host], 443, now_ns));
         }
-        let snapshot: Vec<_> = flows.iter().map(|r| (r.key, r.value)).collect();
-        let mut table = FlowTable::new(Duration::from_secs(600), Duration::from_secs(600));
-        table.apply(&snapshot, now_ns);
-        let stats = engine
-            .run(now_ns, 1_000_000, &table, &[], &mut lists, &Metrics::new())
-            .unwrap();
+        let stats = pass(&mut engine, &flows, now_ns, &mut lists);
         assert!(stats.alerts >= 1, "the scan raised no alert");
         assert_eq!(engine.model_status().rows_collected, 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An imported classifier that names the scan's type raises its risk by one and says so;
+    /// the rule's action stands.
+    #[test]
+    fn the_classifier_joins_the_alerts_of_the_sources_it_agrees_on() {
+        use crate::detect::ensemble::{EnsembleFile, Kind, Link, TreeArrays};
+        let dir = std::env::temp_dir().join(format!("astra-engine-cls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // More than 10 distinct ports: a port scan; else benign.
+        let file = EnsembleFile {
+            format: crate::detect::ensemble::FORMAT.into(),
+            format_version: crate::detect::ensemble::FORMAT_VERSION,
+            kind: Kind::RandomForest,
+            link: Link::Average,
+            origin: "test".into(),
+            classes: vec!["benign".into(), "port_scan".into()],
+            feature_names: vec!["rst_ratio".into(), "distinct_dst_ports".into()],
+            base_margin: vec![],
+            trees: vec![TreeArrays {
+                children_left: vec![1, -1, -1],
+                children_right: vec![2, -1, -1],
+                feature: vec![1, 0, 0],
+                threshold: vec![10.0, 0.0, 0.0],
+                value: vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0],
+                group: 0,
+            }],
+        };
+        let model = crate::detect::ensemble::TreeEnsemble::from_file(file).unwrap();
+        std::fs::write(dir.join("classifier.json"), model.to_json()).unwrap();
+        let mut engine = Engine::new(DetectConfig::default(), &dir, dir.join("eve.json")).unwrap();
+        let mut lists = Lists::from_parts(crate::store::Store::open_in_memory(), None);
+        let now_ns = 100_000_000_000;
+        let flows: Vec<FlowRecord> = (0..40)
+            .map(|p| syn([198, 18, 0, 66], 1000 + p, now_ns))
+            .collect();
+        let stats = pass(&mut engine, &flows, now_ns, &mut lists);
+        let a = stats
+            .raised
+            .iter()
+            .find(|a| a.attack_type == AttackType::PortScan)
+            .expect("a port scan alert");
+        let v = a
+            .evidence
+            .classifier
+            .as_ref()
+            .expect("the classifier's verdict");
+        assert_eq!((v.class.as_str(), v.probability), ("port_scan", 1.0));
+        assert_eq!(
+            a.risk_score,
+            crate::detect::risk_score(a.attack_type, a.confidence) + 1
+        );
+        assert!(
+            a.evidence
+                .notes
+                .iter()
+                .any(|n| n.contains("classifier agrees")),
+            "{:?}",
+            a.evidence.notes
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

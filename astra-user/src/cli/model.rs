@@ -211,6 +211,7 @@ pub fn run(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
             if json {
                 return print_json(&serde_json::json!({
                     "classifier_file": saved, "kind": f.kind, "origin": f.origin,
+                    "used_by_agent": crate::detect::classify::columns(&model).is_ok(),
                     "trees": model.n_trees(), "nodes": model.n_nodes(),
                     "classes": f.classes, "features": f.feature_names,
                 }));
@@ -225,7 +226,15 @@ pub fn run(state_dir: &Path, cmd: ModelCommand) -> Result<()> {
                 f.feature_names.join(", "),
                 saved.display()
             );
-            println!("`astra model classify --rows FILE.csv` scores rows with it");
+            match crate::detect::classify::columns(&model) {
+                Ok(_) => println!(
+                    "a running agent joins its verdict to alerts from its next poll; \
+                     `astra model classify --rows FILE.csv` scores rows with it"
+                ),
+                Err(why) => println!(
+                    "the agent will not use it ({why}); `astra model classify --rows FILE.csv` scores rows with it"
+                ),
+            }
             Ok(())
         }
         ModelCommand::Classify { rows, json } => classify(state_dir, &rows, json),

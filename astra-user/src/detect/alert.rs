@@ -141,6 +141,10 @@ pub struct Evidence {
     pub forest_score: Option<f64>,
     pub realness: Option<Realness>,
     pub notes: Vec<String>,
+    /// The imported classifier's class for the source, when one is loaded (see
+    /// [`crate::detect::classify`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier: Option<crate::detect::classify::Verdict>,
 }
 
 /// What the policy did about an alert.

@@ -73,6 +73,7 @@ impl ExfilBaselines {
                         "an inside host: never blocked; quarantined if policy.quarantine_exfiltration is on"
                             .into(),
                     ],
+                    classifier: None,
                 },
                 action: Action::Recorded,
                 recommended: vec![format!(

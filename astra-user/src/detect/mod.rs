@@ -10,6 +10,7 @@
 
 mod alert;
 mod baseline;
+pub mod classify;
 pub mod ensemble;
 pub mod forest;
 pub mod model;

@@ -187,6 +187,7 @@ impl Builder<'_> {
                 forest_score: None,
                 realness: Some(real),
                 notes,
+                classifier: None,
             },
             action: Action::Recorded,
             recommended,
@@ -459,6 +460,7 @@ pub fn target_rules(
                 notes: vec![format!(
                     "{sources} sources with at most {max_one} half-open each: the sources look spoofed, so none is blocked; protect the target instead"
                 )],
+                classifier: None,
             },
             action: Action::ProtectTarget,
             recommended: vec![
@@ -501,6 +503,7 @@ pub fn target_rules(
                     notes: vec![
                         "many sources toward one target: sources are blocked only on their own evidence".into(),
                     ],
+                    classifier: None,
                 },
                 action: Action::ProtectTarget,
                 recommended: vec![format!("ask the upstream provider to filter traffic toward {dst}")],
@@ -566,6 +569,7 @@ pub fn anomaly_alert(
             forest_score: Some(score),
             realness: Some(realness(long, cfg)),
             notes,
+            classifier: None,
         },
         action: Action::Recorded,
         recommended: vec![format!(

@@ -801,30 +801,17 @@ mod tests {
     /// the rule's action stands.
     #[test]
     fn the_classifier_joins_the_alerts_of_the_sources_it_agrees_on() {
-        use crate::detect::ensemble::{EnsembleFile, Kind, Link, TreeArrays};
         let dir = std::env::temp_dir().join(format!("astra-engine-cls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         // More than 10 distinct ports: a port scan; else benign.
-        let file = EnsembleFile {
-            format: crate::detect::ensemble::FORMAT.into(),
-            format_version: crate::detect::ensemble::FORMAT_VERSION,
-            kind: Kind::RandomForest,
-            link: Link::Average,
-            origin: "test".into(),
-            classes: vec!["benign".into(), "port_scan".into()],
-            feature_names: vec!["rst_ratio".into(), "distinct_dst_ports".into()],
-            base_margin: vec![],
-            trees: vec![TreeArrays {
-                children_left: vec![1, -1, -1],
-                children_right: vec![2, -1, -1],
-                feature: vec![1, 0, 0],
-                threshold: vec![10.0, 0.0, 0.0],
-                value: vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0],
-                group: 0,
-            }],
-        };
-        let model = crate::detect::ensemble::TreeEnsemble::from_file(file).unwrap();
+        let model = crate::detect::ensemble::stump_classifier(
+            &["distinct_dst_ports"],
+            ["benign", "port_scan"],
+            10.0,
+            [1.0, 0.0],
+            [0.0, 1.0],
+        );
         std::fs::write(dir.join("classifier.json"), model.to_json()).unwrap();
         let mut engine = Engine::new(DetectConfig::default(), &dir, dir.join("eve.json")).unwrap();
         let mut lists = Lists::from_parts(crate::store::Store::open_in_memory(), None);

@@ -32,6 +32,7 @@ use crate::{
     clock::{now_ms, now_unix},
     dataplane::{AttachedMode, maps::PinnedMaps},
     error::Error,
+    features::FEATURE_NAMES,
     lists::Lists,
     store::{Half, ListKind, Protection, Rate, Store},
 };
@@ -117,6 +118,8 @@ pub struct ApiState {
     pub train: Arc<std::sync::atomic::AtomicBool>,
     /// Failed logins posted to `/api/v1/events`, for the poll thread's next pass.
     pub logins: Arc<LoginQueue>,
+    /// The models `/api/v1/predict` scores with, read from the state directory on first use.
+    pub predictor: Arc<std::sync::OnceLock<Mutex<crate::detect::predict::Predictor>>>,
 }
 
 /// Failed logins reported through the API and not yet taken by a detection pass: (source,
@@ -343,10 +346,11 @@ async fn guard(
             .into_response();
         }
     }
+    // A prediction is posted (its rows are a body) but changes nothing: a read.
     let changes = !matches!(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
-    );
+    ) && !req.uri().path().starts_with("/api/v1/predict");
     if (changes || !public_path(req.uri().path()))
         && let Err(e) = authorize(&st, req.headers(), changes)
     {
@@ -446,6 +450,9 @@ pub fn router(st: ApiState) -> Router {
         .route("/api/v1/tags", get(tags))
         .route("/api/v1/stream", get(stream))
         .route("/api/v1/events", axum::routing::post(events))
+        .route("/api/v1/predict", axum::routing::post(predict))
+        .route("/api/v1/predict-batch", axum::routing::post(predict_batch))
+        .route("/api/v1/features", get(features))
         .merge(crate::agent::ui::router())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(axum::middleware::map_response(json_errors))
@@ -1137,6 +1144,101 @@ async fn events(State(st): State<ApiState>, body: Bytes) -> ApiResult {
         .into_response())
 }
 
+/// Rows one `/api/v1/predict-batch` request may carry.
+pub const PREDICT_ROWS: usize = 10_000;
+
+/// One feature row of a prediction request: every feature, by name, a finite number >= 0.
+fn feature_row(v: &Value, at: &str) -> Result<[f64; FEATURE_NAMES.len()], ApiError> {
+    let bad = |field: &str, why: &str| ApiError::bad_request(format!("{at}{field}: {why}"));
+    let o = v.as_object().ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{}: expected an object of feature name to value",
+            at.trim_end_matches('.')
+        ))
+    })?;
+    if let Some(k) = o.keys().find(|k| !FEATURE_NAMES.contains(&k.as_str())) {
+        return Err(bad(
+            &crate::text::excerpt(k),
+            "no such feature (GET /api/v1/features lists them)",
+        ));
+    }
+    let mut row = [0.0; FEATURE_NAMES.len()];
+    for (x, name) in row.iter_mut().zip(FEATURE_NAMES) {
+        *x = match o.get(name) {
+            None => return Err(bad(name, "missing: every feature is needed")),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x >= 0.0)
+                .ok_or_else(|| bad(name, "expected a finite number >= 0"))?,
+        };
+    }
+    Ok(row)
+}
+
+/// The models' verdicts on rows, with the agent's anomaly threshold.
+async fn predictions(
+    st: ApiState,
+    rows: Vec<[f64; FEATURE_NAMES.len()]>,
+) -> Result<Vec<crate::detect::predict::Prediction>, ApiError> {
+    blocking(move || {
+        let threshold = AgentStatus::read(&st.state_dir)
+            .and_then(|s| s.model)
+            .map_or(
+                crate::detect::model::ModelConfig::default().anomaly_threshold,
+                |m| m.threshold,
+            );
+        let cell = st
+            .predictor
+            .get_or_init(|| Mutex::new(crate::detect::predict::Predictor::new(&st.state_dir)));
+        let mut p = cell.lock().expect("predictor lock");
+        p.refresh();
+        Ok(rows.iter().map(|r| p.predict(r, threshold)).collect())
+    })
+    .await
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("body: {e}")))
+}
+
+/// The classifier seed's `/predict`: one row, scored with the loaded models.
+async fn predict(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    let row = feature_row(&json_body(&body)?, "")?;
+    let mut p = predictions(st, vec![row]).await?;
+    ok(p.remove(0))
+}
+
+/// `/predict-batch`: an array of rows; one bad row and none is scored, with a 400 naming it.
+async fn predict_batch(State(st): State<ApiState>, body: Bytes) -> ApiResult {
+    let v = json_body(&body)?;
+    let items = v
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("body: expected an array of rows"))?;
+    if items.len() > PREDICT_ROWS {
+        return Err(ApiError::bad_request(format!(
+            "{} rows: at most {PREDICT_ROWS} a request",
+            items.len()
+        )));
+    }
+    let rows = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| feature_row(v, &format!("rows[{i}].")))
+        .collect::<Result<Vec<_>, _>>()?;
+    ok(predictions(st, rows).await?)
+}
+
+/// The feature order, units and ranges the predictions and the models take.
+async fn features() -> ApiResult {
+    ok(crate::features::FEATURE_INFO
+        .iter()
+        .map(|(name, unit, meaning)| {
+            let max = (*unit == "0..1").then_some(1.0);
+            json!({ "name": name, "unit": unit, "description": meaning, "min": 0.0, "max": max })
+        })
+        .collect::<Vec<_>>())
+}
+
 async fn model(State(st): State<ApiState>) -> ApiResult {
     let status = blocking(move || Ok(AgentStatus::read(&st.state_dir))).await?;
     ok(json!({ "model": status.and_then(|s| s.model) }))
@@ -1354,6 +1456,24 @@ pub fn openapi() -> Value {
         "summary": "Entries per tag (feed or origin) of one list, or of every list without `list`",
         "parameters": [{"name": "list", "in": "query", "schema": {"type": "string", "enum": ListKind::ALL.map(ListKind::as_str)}}],
         "responses": {"200": json_ok("[{list, tag, entries}]"), "400": err.clone()}}});
+    let row_schema = json!({"type": "object", "additionalProperties": {"type": "number", "minimum": 0},
+        "description": "every feature of GET /api/v1/features, by name"});
+    let prediction = "{attack_type, risk_score (1-10), confidence, anomaly_score, is_anomaly}";
+    doc["paths"]["/api/v1/predict"] = json!({"post": {
+        "summary": "Score one feature row with the loaded models: the classifier's class and probability, the forest's anomaly score",
+        // A read: any role's token, or none unless reads need one.
+        "security": [{}, {"bearer": []}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": row_schema}}},
+        "responses": {"200": json_ok(prediction), "400": err.clone(), "401": err.clone()}}});
+    doc["paths"]["/api/v1/predict-batch"] = json!({"post": {
+        "summary": "Score up to 10000 rows; one bad row and none is scored (400 naming it)",
+        // A read: any role's token, or none unless reads need one.
+        "security": [{}, {"bearer": []}],
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "array", "maxItems": PREDICT_ROWS, "items": row_schema}}}},
+        "responses": {"200": json_ok("[one prediction per row]"), "400": err.clone(), "401": err.clone()}}});
+    doc["paths"]["/api/v1/features"] = json!({"get": {
+        "summary": "The features in the models' order, with their units and ranges",
+        "responses": {"200": json_ok("[{name, unit, description, min, max}]")}}});
     doc["paths"]["/api/v1/model/train"] = json!({"post": {
         "summary": "Train the isolation forest at the next poll on the rows collected so far",
         "security": [{"bearer": []}],
@@ -1410,6 +1530,7 @@ mod tests {
             live: Default::default(),
             train: Default::default(),
             logins: Default::default(),
+            predictor: Default::default(),
         }
     }
 
@@ -1421,6 +1542,22 @@ mod tests {
         path: &str,
         token: Option<&str>,
     ) -> (StatusCode, String) {
+        let body = if method == "POST" {
+            r#"{"net": "198.18.0.9"}"#
+        } else {
+            ""
+        };
+        send_body(st, method, path, token, body).await
+    }
+
+    /// [`send`] with a body of the caller's.
+    async fn send_body(
+        st: &ApiState,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, String) {
         use tower::ServiceExt as _;
         let mut req = axum::http::Request::builder()
             .method(method)
@@ -1430,13 +1567,8 @@ mod tests {
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let body = if method == "POST" {
-            r#"{"net": "198.18.0.9"}"#
-        } else {
-            ""
-        };
         let r = router(st.clone())
-            .oneshot(req.body(axum::body::Body::from(body)).unwrap())
+            .oneshot(req.body(axum::body::Body::from(body.to_owned())).unwrap())
             .await
             .unwrap();
         let status = r.status();
@@ -1543,6 +1675,79 @@ mod tests {
         let hello: Value = serde_json::from_str(data).unwrap();
         assert_eq!(hello["config"]["poll_interval_ms"], 1000);
         assert_eq!(hello["samples"][0]["flows_active"], 2);
+    }
+
+    /// Predictions score rows with the imported classifier without a token (they change
+    /// nothing); a bad row is a 400 naming its field, and one bad row fails the batch.
+    #[tokio::test]
+    async fn predictions_name_the_class_and_refuse_bad_rows() {
+        let dir = std::env::temp_dir().join(format!("astra-api-predict-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = crate::detect::ensemble::stump_classifier(
+            &["distinct_dst_ports"],
+            ["benign", "port_scan"],
+            10.0,
+            [0.9, 0.1],
+            [0.0, 1.0],
+        );
+        std::fs::write(dir.join("classifier.json"), model.to_json()).unwrap();
+        let st = state(&dir, false);
+        let row = |ports: f64| {
+            let mut o: serde_json::Map<String, Value> = FEATURE_NAMES
+                .iter()
+                .map(|n| (n.to_string(), 0.0.into()))
+                .collect();
+            o.insert("distinct_dst_ports".into(), ports.into());
+            Value::Object(o)
+        };
+        let (code, body) = send_body(
+            &st,
+            "POST",
+            "/api/v1/predict",
+            None,
+            &row(500.0).to_string(),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let p: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(p["attack_type"], "port_scan", "{p}");
+        assert_eq!(p["confidence"], 1.0);
+        assert_eq!(p["anomaly_score"], Value::Null, "no forest here");
+        let batch = json!([row(1.0), row(50.0)]).to_string();
+        let (code, body) = send_body(&st, "POST", "/api/v1/predict-batch", None, &batch).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let ps: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(ps[0]["attack_type"], "benign");
+        assert_eq!(ps[0]["risk_score"], 1);
+        assert_eq!(ps[1]["attack_type"], "port_scan");
+
+        let mut missing = row(1.0);
+        missing.as_object_mut().unwrap().remove("pps");
+        let mut negative = row(1.0);
+        negative["bps"] = (-1.0).into();
+        let mut unknown = row(1.0);
+        unknown["nope"] = 1.0.into();
+        for (body, says) in [
+            (missing.to_string(), "pps: missing"),
+            (negative.to_string(), "bps: expected a finite number >= 0"),
+            (unknown.to_string(), "nope: no such feature"),
+            ("[]".into(), "expected an object"),
+            ("{".into(), "body:"),
+        ] {
+            let (code, resp) = send_body(&st, "POST", "/api/v1/predict", None, &body).await;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {resp}");
+            assert!(resp.contains(says), "{body}: {resp}");
+        }
+        let batch = json!([row(1.0), missing]).to_string();
+        let (code, resp) = send_body(&st, "POST", "/api/v1/predict-batch", None, &batch).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(resp.contains("rows[1].pps: missing"), "{resp}");
+        let (_, features) = send(&st, "GET", "/api/v1/features", None).await;
+        let features: Value = serde_json::from_str(&features).unwrap();
+        assert_eq!(features.as_array().unwrap().len(), FEATURE_NAMES.len());
+        assert_eq!(features[3]["max"], 1.0, "{}", features[3]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The UI's files need no token even where reads do (the page asks for one), and come

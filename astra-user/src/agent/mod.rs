@@ -144,6 +144,7 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
             live: live.clone(),
             train: train.clone(),
             logins: logins.clone(),
+            predictor: Default::default(),
         }),
         "API",
     ));

@@ -14,6 +14,7 @@ pub mod classify;
 pub mod ensemble;
 pub mod forest;
 pub mod model;
+pub mod predict;
 mod rules;
 
 pub use self::{alert::*, baseline::*, rules::*};

@@ -190,21 +190,73 @@ fn has_rst(f: &BiFlow) -> bool {
 }
 
 /// Names and units of [`SourceFeatures`], in vector order (the isolation forest's columns).
-pub const FEATURE_NAMES: [&str; 14] = [
-    "conns",
-    "distinct_dst_ports",
-    "distinct_dst_hosts",
-    "half_open_ratio",
-    "rst_ratio",
-    "mean_bytes_per_flow",
-    "max_bytes_per_flow",
-    "pps",
-    "bps",
-    "mean_flow_duration_s",
-    "failed_logins",
-    "icmp_pps",
-    "udp_pps",
-    "max_dst_fan_in",
+pub const FEATURE_NAMES: [&str; 14] = {
+    let mut names = [""; 14];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = FEATURE_INFO[i].0;
+        i += 1;
+    }
+    names
+};
+
+/// Each feature's name, unit and meaning, in the order of the models' rows (`GET
+/// /api/v1/features`, the README's table); [`FEATURE_NAMES`] is their names.
+pub const FEATURE_INFO: [(&str, &str, &str); 14] = [
+    (
+        "conns",
+        "count",
+        "conversations the source started that were active in the window",
+    ),
+    (
+        "distinct_dst_ports",
+        "count",
+        "different destination ports it talked to",
+    ),
+    (
+        "distinct_dst_hosts",
+        "count",
+        "different destination addresses",
+    ),
+    (
+        "half_open_ratio",
+        "0..1",
+        "share of its TCP conversations where it sent SYN but never an ACK",
+    ),
+    (
+        "rst_ratio",
+        "0..1",
+        "share of its TCP conversations with a RST in either direction",
+    ),
+    (
+        "mean_bytes_per_flow",
+        "bytes",
+        "both directions of a conversation, averaged",
+    ),
+    (
+        "max_bytes_per_flow",
+        "bytes",
+        "both directions of its largest conversation",
+    ),
+    ("pps", "packets/s", "what the source sent"),
+    ("bps", "bits/s", "what the source sent"),
+    (
+        "mean_flow_duration_s",
+        "seconds",
+        "first to last packet, averaged",
+    ),
+    (
+        "failed_logins",
+        "count",
+        "short conversations to a login service that ended after a handshake",
+    ),
+    ("icmp_pps", "packets/s", "ICMP the source sent"),
+    ("udp_pps", "packets/s", "UDP the source sent"),
+    (
+        "max_dst_fan_in",
+        "count",
+        "the most distinct sources seen at any of its destinations",
+    ),
 ];
 
 /// Features of one source over one window. See the README for each one's meaning and unit.

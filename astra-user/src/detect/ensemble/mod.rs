@@ -501,3 +501,34 @@ fn flatten(
         },
     )
 }
+
+/// A one-split forest for the tests of the modules that use classifiers: `features[0] <= at`
+/// gives the first class probability `left`, else `right`.
+#[cfg(test)]
+pub(crate) fn stump_classifier(
+    features: &[&str],
+    classes: [&str; 2],
+    at: f32,
+    left: [f64; 2],
+    right: [f64; 2],
+) -> TreeEnsemble {
+    TreeEnsemble::from_file(EnsembleFile {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        kind: Kind::RandomForest,
+        link: Link::Average,
+        origin: "test".into(),
+        classes: classes.map(String::from).to_vec(),
+        feature_names: features.iter().map(|f| f.to_string()).collect(),
+        base_margin: vec![],
+        trees: vec![TreeArrays {
+            children_left: vec![1, -1, -1],
+            children_right: vec![2, -1, -1],
+            feature: vec![0, 0, 0],
+            threshold: vec![at, 0.0, 0.0],
+            value: [[0.0, 0.0], left, right].concat(),
+            group: 0,
+        }],
+    })
+    .expect("a valid stump")
+}

@@ -1174,7 +1174,12 @@ fn a_large_feed_change_does_not_stop_the_polls() {
         "no poll completed while the feed change was applied:\n{}",
         agent.log()
     );
-    assert_eq!(blocked(pin.path(), state.path()), vec!["100.64.0.1/32"]);
+    assert_eq!(
+        blocked(pin.path(), state.path()),
+        vec!["100.64.0.1/32"],
+        "{}",
+        agent.log()
+    );
     agent.stop();
 }
 

@@ -17,6 +17,9 @@ use crate::{
     store::{EntrySource, ListKind, StoredEntry},
 };
 
+/// How long a feed file must have stayed unchanged for a change just made to be taken.
+const SETTLE: Duration = Duration::from_millis(250);
+
 /// Entries per store transaction of a feed sync.
 pub const SYNC_BATCH: usize = 10_000;
 
@@ -107,6 +110,17 @@ impl FeedSync {
             && modified.is_some()
         {
             return Ok(self.no_change());
+        }
+        // A file rewritten in place (`curl -o`, a shell's `>`) is empty or half written for a
+        // moment: one changed just now is looked at again shortly, and taken only if it stayed
+        // as it was, or else at the next check. Applying the empty moment would drop every
+        // entry of the feed until then.
+        if modified.is_some_and(|m| m.elapsed().is_ok_and(|a| a < SETTLE)) {
+            std::thread::sleep(SETTLE);
+            let again = std::fs::metadata(&self.path).map_err(unreadable)?;
+            if again.modified().ok() != modified || again.len() != len {
+                return Ok(self.no_change());
+            }
         }
         let text = read_input(&self.path).map_err(|e| {
             Error::Usage(format!(

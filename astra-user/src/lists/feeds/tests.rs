@@ -634,3 +634,31 @@ fn feed_sync_of_100k_entries() {
         "feed sync: 100k new entries (store only) in {first:.2?}, a one-line change in {second:.2?}"
     );
 }
+
+/// A feed rewritten in place is empty for a moment: caught then, the sync waits and, seeing
+/// the file still change, keeps the feed's entries; the finished file is taken next time.
+#[test]
+fn a_feed_caught_while_rewritten_keeps_its_entries() {
+    let dir = TempDir::new();
+    let mut l = lists(&dir);
+    let path = write(&dir, "cron.txt", "192.0.2.1\n192.0.2.2\n");
+    let mut sync = FeedSync::new(&path, None, None).unwrap();
+    assert_eq!(sync.sync(&mut l).unwrap().added, 2);
+    // Truncated now, written 100 ms later, as `curl -o` does with a slow server.
+    std::fs::File::create(&path).unwrap();
+    let writer = {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            std::fs::write(&path, "192.0.2.2\n192.0.2.3\n").unwrap();
+        })
+    };
+    let r = sync.sync(&mut l).unwrap();
+    writer.join().unwrap();
+    assert_eq!((r.added, r.removed), (0, 0), "{r:?}");
+    assert_eq!(tagged(&l, "cron"), ["192.0.2.1/32", "192.0.2.2/32"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = sync.sync(&mut l).unwrap();
+    assert_eq!((r.added, r.removed), (1, 1), "{r:?}");
+    assert_eq!(tagged(&l, "cron"), ["192.0.2.2/32", "192.0.2.3/32"]);
+}

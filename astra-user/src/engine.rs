@@ -3,7 +3,7 @@
 //! log, incident reports and metrics.
 use std::{
     net::IpAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -214,17 +214,24 @@ pub struct Engine {
     push_crowdsec: bool,
     /// The targets under protection at the last pass.
     protect_targets: Vec<IpAddr>,
+    /// Where each pass's feature rows go (`astra run --export-features`).
+    export: Option<FeatureExport>,
+}
+
+/// Every source's long-window features, a CSV row each per pass, for training classifiers
+/// (the lab labels them with its ground truth: `astra lab --export-training`).
+struct FeatureExport {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    /// The first write error, reported once; later rows are dropped.
+    failed: bool,
 }
 
 /// How long a source that completed a handshake stays known to protected targets.
 const KNOWN_TTL: Duration = Duration::from_secs(3600);
 
 impl Engine {
-    pub fn new(
-        cfg: DetectConfig,
-        state_dir: &std::path::Path,
-        events_path: PathBuf,
-    ) -> Result<Self> {
+    pub fn new(cfg: DetectConfig, state_dir: &Path, events_path: PathBuf) -> Result<Self> {
         Ok(Self {
             learner: Learner::new(cfg.model.clone(), state_dir),
             classifier: Classifier::new(state_dir),
@@ -234,6 +241,7 @@ impl Engine {
             known: std::collections::HashMap::new(),
             push_crowdsec: false,
             protect_targets: Vec::new(),
+            export: None,
             incidents_dir: state_dir.join("incidents"),
             tracker: Tracker::new(cfg.features.to_config()),
             policy: Policy::new(cfg.policy.clone()),
@@ -259,11 +267,11 @@ impl Engine {
         info!("detection settings reloaded");
     }
 
-    pub fn incidents_dir(&self) -> &std::path::Path {
+    pub fn incidents_dir(&self) -> &Path {
         &self.incidents_dir
     }
 
-    pub fn events_path(&self) -> &std::path::Path {
+    pub fn events_path(&self) -> &Path {
         self.events.path()
     }
 
@@ -276,6 +284,26 @@ impl Engine {
     }
 
     /// Trains the model at the next pass (see [`crate::detect::model::Learner::request_training`]).
+    /// Writes every pass's feature rows to `path` as CSV (`t_ms,source,` then the features),
+    /// starting it afresh.
+    pub fn export_features(&mut self, path: &Path) -> Result<()> {
+        use std::io::Write as _;
+        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut out = std::io::BufWriter::new(file);
+        writeln!(
+            out,
+            "t_ms,source,{}",
+            crate::features::FEATURE_NAMES.join(",")
+        )
+        .map_err(|e| Error::io(path, e))?;
+        self.export = Some(FeatureExport {
+            path: path.to_owned(),
+            out,
+            failed: false,
+        });
+        Ok(())
+    }
+
     pub fn request_training(&mut self) {
         self.learner.request_training();
     }
@@ -619,6 +647,7 @@ impl Engine {
             protected,
             cfg,
             rng,
+            export,
             ..
         } = self;
         let dst_short = tracker.visit_windows(now_ns, live, |src, short, long| {
@@ -627,6 +656,14 @@ impl Engine {
             let mut flagged =
                 alerts.len() > first || alerts[..earlier].iter().any(|a| a.source == Some(src));
             let row = long.features.to_vec();
+            if let Some(x) = export.as_mut().filter(|x| !x.failed) {
+                use std::io::Write as _;
+                let cells: Vec<String> = row.iter().map(f64::to_string).collect();
+                if let Err(e) = writeln!(x.out, "{now_ms},{src},{}", cells.join(",")) {
+                    warn!(path = %x.path.display(), error = %e, "feature export stopped");
+                    x.failed = true;
+                }
+            }
             if let Some(assessment) = learner.assess(&row) {
                 let score = assessment.score;
                 metrics.anomaly_score(score);
@@ -668,6 +705,13 @@ impl Engine {
             }
         });
         target_rules(&cfg.rules, &dst_short, windows_s.0, now_ms, alerts);
+        if let Some(x) = export.as_mut().filter(|x| !x.failed) {
+            use std::io::Write as _;
+            if let Err(e) = x.out.flush() {
+                warn!(path = %x.path.display(), error = %e, "feature export stopped");
+                x.failed = true;
+            }
+        }
         *odd_streak = streak;
         learner.observe(sample);
     }

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub active_timeout: Duration,
     /// The EVE-style event log; `None` = `<state-dir>/eve.json`.
     pub events: Option<PathBuf>,
+    /// Every pass's feature rows, as CSV, when given.
+    pub export_features: Option<PathBuf>,
     #[serde(with = "humantime_serde")]
     pub history_max_age: Duration,
     pub history_max_rows: u64,

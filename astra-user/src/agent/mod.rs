@@ -54,6 +54,9 @@ pub async fn run(cfg: AgentConfig) -> Result<()> {
     // mistake and stops start-up instead.
     let store = Store::open_resilient(&cfg.state_dir)?;
     let mut engine = Engine::new(cfg.detect.clone(), &cfg.state_dir, cfg.events_path())?;
+    if let Some(p) = &cfg.export_features {
+        engine.export_features(p)?;
+    }
     let listener = tokio::net::TcpListener::bind(cfg.metrics_addr)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", cfg.metrics_addr)))?;
@@ -423,6 +426,7 @@ fn apply_reload(
         pin_dir: cfg.pin_dir.clone(),
         state_dir: cfg.state_dir.clone(),
         events: cfg.events.clone(),
+        export_features: cfg.export_features.clone(),
         auth_logs: cfg.auth_logs.clone(),
         zeek_conn_logs: cfg.zeek_conn_logs.clone(),
         crowdsec: cfg.crowdsec.clone(),

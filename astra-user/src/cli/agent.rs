@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Event log (JSON lines, Suricata EVE style); default <state-dir>/eve.json.
     #[arg(long, value_name = "FILE")]
     pub events: Option<PathBuf>,
+    /// Write every source's features at each poll as CSV (t_ms, source, the features), to
+    /// train classifiers on; `astra lab --export-training` labels them.
+    #[arg(long, value_name = "FILE")]
+    pub export_features: Option<PathBuf>,
     /// Alerts and incidents older than this are deleted from the history (and the event log
     /// is rotated when it outgrows the history).
     #[arg(long, default_value = "30d", value_parser = humantime::parse_duration, value_name = "DUR")]
@@ -166,6 +170,7 @@ pub fn agent_config(cli: Cli) -> Result<AgentConfig> {
         idle_timeout: a.idle_timeout,
         active_timeout: a.active_timeout,
         events: a.events,
+        export_features: a.export_features,
         history_max_age: a.history_max_age,
         history_max_rows: a.history_max_rows,
         feeds: a.feeds,

@@ -234,29 +234,7 @@ pub enum Command {
     },
     /// Run lab scenarios on network namespaces it creates and removes: real services, benign
     /// clients and attackers, Astra attached; prints a table and can write a JSON report.
-    Lab {
-        /// Scenario file (TOML); repeat for several. Default: the built-in set.
-        #[arg(long = "scenario", value_name = "FILE")]
-        scenarios: Vec<PathBuf>,
-        /// Write the results as JSON.
-        #[arg(long, value_name = "FILE.json")]
-        report: Option<PathBuf>,
-        /// List the built-in scenarios and exit.
-        #[arg(long)]
-        list: bool,
-        /// Keep each scenario's state dir (agent log, eve.json, incident reports).
-        #[arg(long)]
-        keep: bool,
-        /// Run Astra on a router in front of the server instead of on the server itself: the
-        /// server's address is then not Astra's own, as on a gateway.
-        #[arg(long)]
-        gateway: bool,
-        /// After each scenario, take screenshots of the web UI's views (overview, alerts,
-        /// lists, the first incident) into DIR, as `<scenario>-<view>.png`: Chromium and
-        /// tools/ui's driver must be installed (`cargo xtask test` installs them).
-        #[arg(long, value_name = "DIR")]
-        screenshots: Option<PathBuf>,
-    },
+    Lab(tools::LabArgs),
     /// Replay packet captures (pcap, pcapng) through the real XDP program into private maps,
     /// judged on the capture's own clock: alerts, incidents, top talkers and a summary.
     Replay(replay::ReplayArgs),
@@ -349,16 +327,8 @@ impl CliError {
 }
 
 pub fn run(cli: Cli) -> std::result::Result<(), CliError> {
-    if let Command::Lab {
-        scenarios,
-        report,
-        list,
-        keep,
-        gateway,
-        screenshots,
-    } = cli.command
-    {
-        return tools::lab(scenarios, report, list, keep, gateway, screenshots);
+    if let Command::Lab(args) = cli.command {
+        return tools::lab(args);
     }
     Ok(run_verb(cli)?)
 }

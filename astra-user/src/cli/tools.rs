@@ -4,16 +4,40 @@ use std::path::{Path, PathBuf};
 use super::{Cli, CliError};
 use crate::error::{Error, Result};
 
+/// `astra lab`'s flags.
+#[derive(clap::Args, Debug)]
+pub struct LabArgs {
+    /// Scenario file (TOML); repeat for several. Default: the built-in set.
+    #[arg(long = "scenario", value_name = "FILE")]
+    pub scenarios: Vec<PathBuf>,
+    /// Write the results as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// List the built-in scenarios and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Keep each scenario's state dir (agent log, eve.json, incident reports).
+    #[arg(long)]
+    pub keep: bool,
+    /// Run Astra on a router in front of the server instead of on the server itself: the
+    /// server's address is then not Astra's own, as on a gateway.
+    #[arg(long)]
+    pub gateway: bool,
+    /// After each scenario, take screenshots of the web UI's views (overview, alerts,
+    /// lists, the first incident) into DIR, as `<scenario>-<view>.png`: Chromium and
+    /// tools/ui's driver must be installed (`cargo xtask test` installs them).
+    #[arg(long, value_name = "DIR")]
+    pub screenshots: Option<PathBuf>,
+    /// Write every source's feature rows from each scenario as CSV, labelled with the
+    /// lab's ground truth (the scenario's attack type for its attackers, benign for its
+    /// clients): rows to train a classifier on.
+    #[arg(long, value_name = "FILE")]
+    pub export_training: Option<PathBuf>,
+}
+
 /// `astra lab`: list the scenarios, or run them and fail when one did not pass.
-pub fn lab(
-    scenarios: Vec<PathBuf>,
-    report: Option<PathBuf>,
-    list: bool,
-    keep: bool,
-    gateway: bool,
-    screenshots: Option<PathBuf>,
-) -> std::result::Result<(), CliError> {
-    if list {
+pub fn lab(args: LabArgs) -> std::result::Result<(), CliError> {
+    if args.list {
         for sc in crate::lab::scenario::default_set()? {
             println!(
                 "{:<24} {:<12} {:>4}s  {}",
@@ -27,7 +51,8 @@ pub fn lab(
     }
     // A directory that cannot be made fails now, not after minutes of scenarios.
     // Absolute, since the browser's driver runs in its own directory.
-    let screenshots = screenshots
+    let screenshots = args
+        .screenshots
         .map(|dir| {
             std::fs::create_dir_all(&dir)
                 .and_then(|()| dir.canonicalize())
@@ -35,11 +60,12 @@ pub fn lab(
         })
         .transpose()?;
     let r = crate::lab::run(crate::lab::LabOptions {
-        scenarios,
-        report,
-        keep,
+        scenarios: args.scenarios,
+        report: args.report,
+        keep: args.keep,
         screenshots,
-        layout: if gateway {
+        export_training: args.export_training,
+        layout: if args.gateway {
             crate::lab::Layout::Gateway
         } else {
             crate::lab::Layout::Host

@@ -733,6 +733,11 @@ pub fn run_scenario(
     }
     let poll = humantime::format_duration(sc.poll_interval).to_string();
     let mut args: Vec<String> = vec!["--poll-interval".into(), poll];
+    let features = topo.state_dir.join("features.csv");
+    if opts.export_training.is_some() {
+        args.push("--export-features".into());
+        args.push(features.display().to_string());
+    }
     for s in &sc.settings {
         args.push("--set".into());
         args.push(s.clone());
@@ -825,7 +830,61 @@ pub fn run_scenario(
         progress.set_message(format!("{}: screenshots", sc.name));
         screenshots(&topo, &sc.name, dir)?;
     }
+    if let Some(out) = &opts.export_training {
+        label_features(&features, sc, &attacker_ips, &client_ips, out)?;
+    }
     Ok((result, usage))
+}
+
+/// The header of `astra lab --export-training`'s file.
+pub fn training_header() -> String {
+    format!(
+        "scenario,source,label,{}\n",
+        crate::features::FEATURE_NAMES.join(",")
+    )
+}
+
+/// Appends the agent's feature rows of one scenario to `out`, labelled with what the lab
+/// knows: an attacker's rows with the scenario's attack type, a benign client's `benign`, the
+/// server's with the attack type only where the server is the attacker (exfiltration).
+/// Rows of any other address (link-local chatter) are left out.
+fn label_features(
+    features: &Path,
+    sc: &Scenario,
+    attackers: &[IpAddr],
+    clients: &[IpAddr],
+    out: &Path,
+) -> Result<()> {
+    use std::io::Write as _;
+    let text = std::fs::read_to_string(features).map_err(|e| Error::io(features, e))?;
+    let server_attacks = sc.traffic.iter().any(|t| t.from == Sender::Server);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .map_err(|e| Error::io(out, e))?;
+    let mut rows = String::new();
+    for line in text.lines().skip(1) {
+        let mut cells = line.splitn(3, ',');
+        let (Some(_), Some(src), Some(rest)) = (cells.next(), cells.next(), cells.next()) else {
+            continue;
+        };
+        let Ok(ip) = src.parse::<IpAddr>() else {
+            continue;
+        };
+        let label = if attackers.contains(&ip) {
+            sc.expected.label()
+        } else if clients.contains(&ip) {
+            "benign"
+        } else if server_attacks
+            && (ip == IpAddr::V4(SERVER_CLIENT_SIDE) || ip == IpAddr::V4(SERVER_ATTACKER_SIDE))
+        {
+            sc.expected.label()
+        } else {
+            continue;
+        };
+        rows.push_str(&format!("{},{src},{label},{rest}\n", sc.name));
+    }
+    f.write_all(rows.as_bytes()).map_err(|e| Error::io(out, e))
 }
 
 /// The web UI's main views as the scenario left them, as PNG files `<scenario>-<view>.png`
@@ -1005,6 +1064,8 @@ pub struct LabOptions {
     pub layout: Layout,
     /// Take screenshots of the web UI after each scenario, into this directory.
     pub screenshots: Option<PathBuf>,
+    /// Write every source's feature rows, labelled with the scenario's ground truth, here.
+    pub export_training: Option<PathBuf>,
 }
 
 /// Runs the scenarios and prints a table; returns the report (and writes it if asked).
@@ -1021,6 +1082,11 @@ pub fn run(opts: LabOptions) -> Result<Report> {
     if let Some(p) = &opts.report {
         std::fs::write(p, b"")
             .map_err(|e| Error::Usage(format!("cannot write report {}: {e}", p.display())))?;
+    }
+    if let Some(p) = &opts.export_training {
+        std::fs::write(p, training_header()).map_err(|e| {
+            Error::Usage(format!("cannot write training rows {}: {e}", p.display()))
+        })?;
     }
     for what in sweep::sweep() {
         eprintln!("removed what a dead lab run left: {what}");

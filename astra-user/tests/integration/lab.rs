@@ -69,9 +69,39 @@ fn on_a_gateway_the_attacks_are_caught_and_only_the_attacker_is_blocked() {
         args.push("--scenario".into());
         args.push(dir.join(format!("{name}.toml")).display().to_string());
     }
+    // The same run writes labelled training rows.
+    let training = std::env::temp_dir().join(crate::kit::unique("astra-lab-training-"));
+    args.push("--export-training".into());
+    args.push(training.display().to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (r, stdout, prefix) = run_lab(&args);
     assert_eq!(r["scenarios"].as_array().unwrap().len(), 6, "{r:#}");
+    let rows = std::fs::read_to_string(&training).unwrap();
+    let _ = std::fs::remove_file(&training);
+    let mut lines = rows.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!(
+            "scenario,source,label,{}",
+            astra::features::FEATURE_NAMES.join(",")
+        )
+    );
+    let labelled: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let has = |scenario: &str, label: &str| {
+        labelled.iter().any(|r| {
+            r[0] == scenario && r[2] == label && r.len() == 3 + astra::features::FEATURE_NAMES.len()
+        })
+    };
+    assert!(has("nmap-syn-scan", "port_scan"), "{rows}");
+    assert!(has("hydra-ssh-brute-force", "brute_force"), "{rows}");
+    assert!(has("benign-mixed", "benign"), "{rows}");
+    // The attacker is the only source an attack's rows blame; the server behind is nobody's.
+    for r in &labelled {
+        assert_ne!(r[1], "198.18.100.2", "{r:?}");
+        if r[2] == "port_scan" || r[2] == "brute_force" {
+            assert!(r[1].starts_with("198.18.2."), "{r:?}");
+        }
+    }
     assert_all_passed(&r, &stdout);
     let attacks = r["scenarios"]
         .as_array()

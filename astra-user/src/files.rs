@@ -156,3 +156,88 @@ mod tests {
         let _ = fs::remove_dir_all(&d);
     }
 }
+
+/// A value loaded from a file and loaded again only when the file's modification time
+/// changes: what the agent does with models a CLI command replaces under it. A file that does
+/// not load leaves no value, and its error is returned once, until the file changes again.
+#[derive(Debug)]
+pub struct Watched<T> {
+    path: PathBuf,
+    seen: Option<std::time::SystemTime>,
+    value: Option<T>,
+}
+
+impl<T> Watched<T> {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            seen: None,
+            value: None,
+        }
+    }
+
+    /// Loads the file if it changed (or went: then there is no value). `Ok(true)` when a new
+    /// value was loaded.
+    pub fn refresh<E>(&mut self, load: impl FnOnce(&Path) -> Result<T, E>) -> Result<bool, E> {
+        let now = fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if now.is_none() {
+            (self.seen, self.value) = (None, None);
+            return Ok(false);
+        }
+        if self.seen == now {
+            return Ok(false);
+        }
+        self.seen = now;
+        self.value = None;
+        self.value = Some(load(&self.path)?);
+        Ok(true)
+    }
+
+    pub fn get(&self) -> Option<&T> {
+        self.value.as_ref()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod watched_tests {
+    use super::*;
+
+    /// Loaded when it changes and not otherwise; a bad file leaves no value and says so once.
+    #[test]
+    fn a_watched_file_loads_when_it_changes() {
+        let dir = std::env::temp_dir().join(format!("astra-watched-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("v.txt");
+        let mut w = Watched::new(path.clone());
+        let load = |p: &Path| fs::read_to_string(p).unwrap().trim().parse::<u32>();
+        assert!(!w.refresh(load).unwrap(), "no file yet");
+        fs::write(&path, "1").unwrap();
+        assert!(w.refresh(load).unwrap());
+        assert!(!w.refresh(load).unwrap(), "unchanged");
+        assert_eq!(w.get(), Some(&1));
+        // A later mtime, as a replacing command leaves it.
+        let later = |secs| {
+            let f = File::options().write(true).open(&path).unwrap();
+            f.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(secs))
+                .unwrap();
+        };
+        fs::write(&path, "x").unwrap();
+        later(10);
+        assert!(w.refresh(load).is_err());
+        assert_eq!(w.get(), None);
+        assert!(!w.refresh(load).unwrap(), "the error is told once");
+        fs::write(&path, "2").unwrap();
+        later(20);
+        assert!(w.refresh(load).unwrap());
+        assert_eq!(w.get(), Some(&2));
+        fs::remove_file(&path).unwrap();
+        assert!(!w.refresh(load).unwrap());
+        assert_eq!(w.get(), None);
+        let _ = fs::remove_dir_all(&dir);
+    }
+}

@@ -10,10 +10,7 @@
 //!
 //! Only a classifier trained on Astra's features (any subset, by name, in any order) is used;
 //! another is reported once and ignored. The file is read again when it changes.
-use std::{
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
@@ -22,7 +19,7 @@ use super::{
     Alert,
     ensemble::{CLASSIFIER_FILE, TreeEnsemble},
 };
-use crate::features::FEATURE_NAMES;
+use crate::{features::FEATURE_NAMES, files::Watched};
 
 /// The probability from which an agreeing classifier raises the risk score.
 pub const AGREE: f64 = 0.8;
@@ -43,9 +40,7 @@ struct Loaded {
 }
 
 pub struct Classifier {
-    path: PathBuf,
-    /// The model, if usable, and the file's mtime when it was read (usable or not).
-    loaded: Option<(Option<Loaded>, Option<SystemTime>)>,
+    loaded: Watched<Loaded>,
 }
 
 /// A classifier feature Astra does not produce.
@@ -70,8 +65,7 @@ pub fn columns(model: &TreeEnsemble) -> Result<Vec<usize>, ForeignFeature> {
 impl Classifier {
     pub fn new(state_dir: &Path) -> Self {
         let mut c = Self {
-            path: state_dir.join(CLASSIFIER_FILE),
-            loaded: None,
+            loaded: Watched::new(state_dir.join(CLASSIFIER_FILE)),
         };
         c.reload_if_changed();
         c
@@ -79,43 +73,29 @@ impl Classifier {
 
     /// Picks up a classifier imported since the last pass.
     pub fn reload_if_changed(&mut self) {
-        let now = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if now.is_none() {
-            self.loaded = None;
-            return;
-        }
-        if self.loaded.as_ref().is_some_and(|(_, t)| *t == now) {
-            return;
-        }
-        let read =
-            crate::limits::read_text_capped(&self.path, crate::limits::MODEL_FILE, "classifier")
-                .map_err(|e| e.to_string())
-                .and_then(|text| TreeEnsemble::from_json(&text).map_err(|e| e.to_string()))
-                .and_then(|model| {
-                    Ok(Loaded {
-                        columns: columns(&model).map_err(|e| e.to_string())?,
-                        model,
-                    })
-                });
-        let usable = match read {
-            Ok(l) => {
+        let read = self.loaded.refresh(|path| {
+            let text =
+                crate::limits::read_text_capped(path, crate::limits::MODEL_FILE, "classifier")
+                    .map_err(|e| e.to_string())?;
+            let model = TreeEnsemble::from_json(&text).map_err(|e| e.to_string())?;
+            let columns = columns(&model).map_err(|e| e.to_string())?;
+            Ok::<_, String>(Loaded { model, columns })
+        });
+        match (read, self.loaded.get()) {
+            (Ok(true), Some(l)) => {
                 info!(origin = %l.model.file().origin, trees = l.model.n_trees(), classes = ?l.model.classes(), "classifier loaded");
-                Some(l)
             }
-            Err(e) => {
-                warn!(path = %self.path.display(), error = %e, "not using the classifier");
-                None
+            (Err(e), _) => {
+                warn!(path = %self.loaded.path().display(), error = %e, "not using the classifier");
             }
-        };
-        self.loaded = Some((usable, now));
+            _ => {}
+        }
     }
 
     /// The most likely class of a source with these features, if a usable classifier is
     /// loaded.
     pub fn classify(&self, row: &[f64; FEATURE_NAMES.len()]) -> Option<Verdict> {
-        let l = self.loaded.as_ref()?.0.as_ref()?;
+        let l = self.loaded.get()?;
         let x: Vec<f64> = l.columns.iter().map(|&c| row[c]).collect();
         let x = ndarray::ArrayView2::from_shape((1, x.len()), &x).ok()?;
         let p = l.model.predict_proba(x).ok()?;

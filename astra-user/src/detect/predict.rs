@@ -1,10 +1,7 @@
 //! Scoring a feature row on demand (`POST /api/v1/predict`, the classifier seed's API): the
 //! models the agent uses, read from the state directory as they change, without a source,
 //! a window or a rule.
-use std::{
-    path::{Path, PathBuf},
-    time::SystemTime,
-};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -14,7 +11,7 @@ use super::{
     model::{MODEL_FILE, ModelFile},
     risk_score,
 };
-use crate::features::FEATURE_NAMES;
+use crate::{features::FEATURE_NAMES, files::Watched};
 
 /// What the models make of one row.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -34,8 +31,7 @@ pub struct Prediction {
 
 /// The forest and the classifier, each re-read when its file changes.
 pub struct Predictor {
-    forest_path: PathBuf,
-    forest: Option<(Option<ModelFile>, Option<SystemTime>)>,
+    forest: Watched<ModelFile>,
     classifier: Classifier,
 }
 
@@ -50,8 +46,7 @@ fn benign(class: &str) -> bool {
 impl Predictor {
     pub fn new(state_dir: &Path) -> Self {
         let mut p = Self {
-            forest_path: state_dir.join(MODEL_FILE),
-            forest: None,
+            forest: Watched::new(state_dir.join(MODEL_FILE)),
             classifier: Classifier::new(state_dir),
         };
         p.refresh();
@@ -60,21 +55,14 @@ impl Predictor {
 
     pub fn refresh(&mut self) {
         self.classifier.reload_if_changed();
-        let now = std::fs::metadata(&self.forest_path)
-            .and_then(|m| m.modified())
-            .ok();
-        if now.is_none() {
-            self.forest = None;
-        } else if self.forest.as_ref().is_none_or(|(_, t)| *t != now) {
-            self.forest = Some((ModelFile::read(&self.forest_path).ok(), now));
-        }
+        // A model that does not read scores nothing; the agent's own load says why.
+        let _ = self.forest.refresh(ModelFile::read);
     }
 
     pub fn predict(&self, row: &[f64; FEATURE_NAMES.len()], threshold: f64) -> Prediction {
         let anomaly_score = self
             .forest
-            .as_ref()
-            .and_then(|(m, _)| m.as_ref())
+            .get()
             .and_then(|m| m.forest.anomaly_score(row).ok());
         let is_anomaly = anomaly_score.is_some_and(|s| s >= threshold);
         match self.classifier.classify(row) {

@@ -108,15 +108,32 @@ pub fn run(
     let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
     let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
     let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => break None,
+    // Wait for node to exit without reaping it (WNOWAIT), so that its pid, the group's id,
+    // stays its own until the group is killed.
+    let exited = loop {
+        // SAFETY: a zeroed siginfo_t is a valid value for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own, unreaped child, writing only into `info`.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                child.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: waitid set si_pid to the child's pid if it exited, and left it 0 if not.
+        if r != 0 || unsafe { info.si_pid() } != 0 {
+            break true;
         }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     };
     // The whole group goes either way: node leaves no Chromium behind even when it crashed.
     kill_group(&mut child);
+    let status = child.wait().ok().filter(|_| exited);
     let (out, err) = (
         out.join().unwrap_or_default(),
         err.join().unwrap_or_default(),
